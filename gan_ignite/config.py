@@ -1,0 +1,185 @@
+"""The configuration schema, loading (YAML + dotted overrides) and validation.
+
+The schema is a tree of dataclasses turned into an OmegaConf structured config, so unknown keys
+and wrong types are rejected by OmegaConf itself; :func:`load_config` turns those rejections and
+the value checks below into :class:`~gan_ignite.errors.ConfigError` messages that name the key.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from gan_ignite.errors import ConfigError
+
+DATASETS = ("imagefolder", "celeba", "cifar10", "mnist", "fashion_mnist")
+IMAGE_SIZES = (32, 64, 128)
+RESIZE_METHODS = ("bilinear", "bicubic")
+METRICS = ("fid", "is", "kid", "prdc")
+README_CONFIG = "the README's 'Configuration' section"
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion_mnist"
+    root: str = "data"
+    image_size: int = 32
+    channels: int = 1
+    num_workers: int = 2
+    max_train_size: Optional[int] = None
+    download: bool = True
+    skip_bad_images: bool = True
+
+
+@dataclass
+class ModelConfig:
+    latent_dim: int = 100
+    g_features: int = 64
+    d_features: int = 64
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128
+    max_epochs: int = 5
+    epoch_length: Optional[int] = None
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    image_every: int = 500
+    checkpoint_every: int = 1
+    checkpoint_every_iters: Optional[int] = None
+    n_saved: int = 2
+    resume_from: Optional[str] = None
+
+
+@dataclass
+class EvalConfig:
+    every_epochs: int = 1
+    num_samples: int = 3000
+    batch_size: int = 64
+    resize: str = "bilinear"
+    inception_weights: Optional[str] = None
+    metrics: List[str] = field(default_factory=lambda: ["fid", "is"])
+    is_splits: int = 10
+    kid_subsets: int = 100
+    kid_subset_size: int = 1000
+    nearest_k: int = 5
+    stats_cache_dir: Optional[str] = None
+
+
+@dataclass
+class DistConfig:
+    backend: Optional[str] = None
+    nproc_per_node: Optional[int] = None
+
+
+@dataclass
+class Config:
+    seed: int = 999
+    output_dir: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist; pass an existing YAML file to --config "
+                          f"(the shipped ones are in configs/).")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            content = yaml.safe_load(handle)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Config file {path} is not valid YAML: {error}. Fix the file and run again.") from None
+    if content is None:
+        content = {}
+    if not isinstance(content, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of sections (seed, output_dir, data, model, "
+                          f"train, eval, dist), not a {type(content).__name__}.")
+    return OmegaConf.create(content)
+
+
+def _explain(error: OmegaConfBaseException, source: str) -> ConfigError:
+    key = getattr(error, "full_key", None) or "?"
+    if isinstance(error, ConfigKeyError):
+        return ConfigError(f"Unknown config key '{key}' in {source}. Check its spelling; the valid keys are the "
+                           f"fields of gan_ignite/config.py (see {README_CONFIG}).")
+    if isinstance(error, ValidationError):
+        msg = str(error).splitlines()[0]
+        return ConfigError(f"Wrong type for config key '{key}' in {source}: {msg}. See {README_CONFIG}.")
+    return ConfigError(f"Invalid config in {source} at key '{key}': {str(error).splitlines()[0]}.")
+
+
+def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[str] = ()) -> DictConfig:
+    """Schema defaults <- YAML file <- dotted ``key.sub=value`` overrides, then validate."""
+    config = OmegaConf.structured(Config)
+    sources = []
+    if path is not None:
+        sources.append((_read_yaml(Path(path)), f"config file {path}"))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override '{item}' is not of the form key.sub=value (e.g. train.max_epochs=5).")
+        sources.append((OmegaConf.from_dotlist([item]), f"override '{item}'"))
+    for source, where in sources:
+        try:
+            config = OmegaConf.merge(config, source)
+        except OmegaConfBaseException as error:
+            raise _explain(error, where) from None
+    validate(config)
+    OmegaConf.set_readonly(config, True)
+    return config
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"Invalid value for config key '{key}': {message}.")
+
+
+def validate(config: DictConfig) -> None:
+    """Value checks that a type schema cannot express; each names the key and the fix."""
+    data, model, train, evaluation, dist = config.data, config.model, config.train, config.eval, config.dist
+    _require(data.name in DATASETS, "data.name", f"'{data.name}' is not one of {', '.join(DATASETS)}")
+    _require(data.image_size in IMAGE_SIZES, "data.image_size",
+             f"{data.image_size} is not supported; the DCGAN models are built for {IMAGE_SIZES}")
+    _require(data.channels in (1, 3), "data.channels", f"{data.channels} must be 1 (grayscale) or 3 (RGB)")
+    _require(data.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _require(data.max_train_size is None or data.max_train_size > 0, "data.max_train_size",
+             "must be a positive number of images or null for the whole dataset")
+    for key in ("latent_dim", "g_features", "d_features"):
+        _require(model[key] > 0, f"model.{key}", f"{model[key]} must be positive")
+    _require(train.batch_size > 0, "train.batch_size", f"{train.batch_size} must be positive")
+    _require(train.lr > 0, "train.lr", f"{train.lr} must be positive")
+    _require(0 <= train.beta1 < 1 and 0 <= train.beta2 < 1, "train.beta1/beta2", "Adam betas must be in [0, 1)")
+    _require(train.max_epochs > 0, "train.max_epochs", "must be positive")
+    for key in ("epoch_length", "checkpoint_every_iters"):
+        _require(train[key] is None or train[key] > 0, f"train.{key}", "must be positive or null")
+    for key in ("image_every", "checkpoint_every", "n_saved"):
+        _require(train[key] > 0, f"train.{key}", "must be positive")
+    _require(evaluation.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 disables evaluation)")
+    _require(evaluation.num_samples > 1, "eval.num_samples", "must be at least 2")
+    _require(evaluation.batch_size > 0, "eval.batch_size", "must be positive")
+    _require(evaluation.resize in RESIZE_METHODS, "eval.resize",
+             f"'{evaluation.resize}' is not one of {', '.join(RESIZE_METHODS)}")
+    unknown = [name for name in evaluation.metrics if name not in METRICS]
+    _require(not unknown, "eval.metrics", f"{unknown} not among {list(METRICS)}")
+    for key in ("is_splits", "kid_subsets", "kid_subset_size", "nearest_k"):
+        _require(evaluation[key] > 0, f"eval.{key}", "must be positive")
+    _require(dist.nproc_per_node is None or dist.nproc_per_node > 0, "dist.nproc_per_node", "must be positive")
+    _require(dist.backend in (None, "gloo", "nccl", "xla-tpu", "horovod"), "dist.backend",
+             f"'{dist.backend}' is not one of gloo, nccl, xla-tpu, horovod (or null for a single process)")
+    world_size = dist.nproc_per_node or int(os.environ.get("WORLD_SIZE", "1"))
+    _require(train.batch_size % world_size == 0, "train.batch_size",
+             f"{train.batch_size} (the global batch) is not divisible by the {world_size} processes")
+
+
+def save_config(config: DictConfig, path: Path) -> None:
+    path.write_text(OmegaConf.to_yaml(config), encoding="utf-8")

@@ -1,0 +1,111 @@
+"""The trainer and evaluator engines and their step functions (no file I/O here)."""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import torch
+from ignite.engine import DeterministicEngine, Engine, Events
+from ignite.metrics import Metric, RunningAverage
+from torch import nn, optim
+
+from gan_ignite.metrics.preprocess import resize_for_inception, to_uint8
+
+REAL_LABEL, FAKE_LABEL = 1.0, 0.0
+LOSS_KEYS = ("Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2")
+
+
+def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
+                       optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device) -> Callable:
+    """The seed's DCGAN step: D on real, then on ``fake.detach()``; then G against real labels (BCE)."""
+    criterion = nn.BCELoss()
+
+    def training_step(engine: Engine, batch) -> dict[str, float]:
+        generator.train()
+        discriminator.train()
+        real_images = batch[0].to(device, non_blocking=True)
+        batch_size = real_images.size(0)
+        labels = torch.full((batch_size,), REAL_LABEL, device=device)
+
+        discriminator.zero_grad(set_to_none=True)
+        output_real = discriminator(real_images).view(-1)
+        loss_d_real = criterion(output_real, labels)
+        loss_d_real.backward()
+        latent = torch.randn(batch_size, latent_dim, 1, 1, device=device)
+        fake_images = generator(latent)
+        labels.fill_(FAKE_LABEL)
+        output_fake = discriminator(fake_images.detach()).view(-1)
+        loss_d_fake = criterion(output_fake, labels)
+        loss_d_fake.backward()
+        optimizer_d.step()
+
+        generator.zero_grad(set_to_none=True)
+        labels.fill_(REAL_LABEL)  # the generator wants D to call its fakes real
+        output_fake_after = discriminator(fake_images).view(-1)
+        loss_g = criterion(output_fake_after, labels)
+        loss_g.backward()
+        optimizer_g.step()
+
+        return {
+            "Loss_G": loss_g.item(),
+            "Loss_D": (loss_d_real + loss_d_fake).item(),
+            "D_x": output_real.mean().item(),
+            "D_G_z1": output_fake.mean().item(),
+            "D_G_z2": output_fake_after.mean().item(),
+        }
+
+    return training_step
+
+
+def create_trainer(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
+                   optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device) -> Engine:
+    """A :class:`DeterministicEngine`: its data order and RNG follow the iteration counter, so a run
+    resumed from a checkpoint (even mid-epoch) continues exactly as the uninterrupted run would."""
+    step = make_training_step(generator, discriminator, optimizer_g, optimizer_d, latent_dim, device)
+    trainer = DeterministicEngine(step)
+    for key in ("Loss_G", "Loss_D"):
+        RunningAverage(output_transform=lambda output, key=key: output[key]).attach(trainer, key)
+    return trainer
+
+
+def create_evaluator(generator: nn.Module, extractor: nn.Module, metrics: Mapping[str, Metric], latent_dim: int,
+                     resize: str, device: torch.device, noise_seed: int) -> Engine:
+    """Each step generates a batch of fakes, converts them to uint8, resizes them to 299x299 with PIL
+    and runs the Inception network once, returning ``{"features", "logits"}`` for every metric.
+
+    The data is a list of batch sizes. The latent vectors come from their own generator, re-seeded
+    at every evaluation: every evaluation scores the same latents, and the training RNG is untouched.
+    """
+    noise = torch.Generator()
+
+    def evaluation_step(engine: Engine, batch_size: int) -> dict[str, torch.Tensor]:
+        latent = torch.randn(batch_size, latent_dim, 1, 1, generator=noise).to(device)
+        with torch.no_grad():
+            fake_images = generator(latent)
+            inception_input = resize_for_inception(to_uint8(fake_images.cpu()), resize).to(device)
+            features, logits = extractor(inception_input)
+        return {"features": features, "logits": logits}
+
+    evaluator = Engine(evaluation_step)
+
+    @evaluator.on(Events.STARTED)
+    def _prepare(_: Engine) -> None:
+        noise.manual_seed(noise_seed)
+        generator.eval()
+
+    @evaluator.on(Events.COMPLETED)
+    def _restore(_: Engine) -> None:
+        generator.train()
+
+    for name, metric in metrics.items():
+        metric.attach(evaluator, name)
+    return evaluator
+
+
+def eval_batch_sizes(num_samples: int, batch_size: int, rank: int, world_size: int) -> list[int]:
+    """This rank's batch sizes so that all ranks together generate exactly ``num_samples`` images."""
+    local = num_samples // world_size + (1 if rank < num_samples % world_size else 0)
+    sizes = [batch_size] * (local // batch_size)
+    if local % batch_size:
+        sizes.append(local % batch_size)
+    return sizes

@@ -1,0 +1,78 @@
+"""DCGAN Generator and Discriminator (the seed's architecture, parameterised by size and widths).
+
+Weights get the DCGAN initialisation once, at construction. The seed re-initialised them on every
+``Events.STARTED``, which would wipe a model restored from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+SUPPORTED_SIZES = (32, 64, 128)
+
+
+def _num_upsamplings(image_size: int) -> int:
+    if image_size not in SUPPORTED_SIZES:
+        raise ValueError(f"image_size must be one of {SUPPORTED_SIZES}, got {image_size}")
+    return int(math.log2(image_size)) - 2  # from 4x4 to image_size x image_size
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Conv weights ~ N(0, 0.02); BatchNorm weight ~ N(1, 0.02), bias 0 (Radford et al. 2015)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+class Generator(nn.Module):
+    """latent (N, latent_dim, 1, 1) -> image (N, channels, size, size) in [-1, 1]."""
+
+    def __init__(self, latent_dim: int = 100, channels: int = 3, image_size: int = 64, features: int = 64):
+        super().__init__()
+        self.latent_dim, self.channels, self.image_size = latent_dim, channels, image_size
+        blocks = _num_upsamplings(image_size)
+        width = features * 2 ** (blocks - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(latent_dim, width, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(True),
+        ]
+        for _ in range(blocks - 1):
+            layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
+                       nn.ReLU(True)]
+            width //= 2
+        layers += [nn.ConvTranspose2d(width, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.model(latent)
+
+
+class Discriminator(nn.Module):
+    """image (N, channels, size, size) -> probability of being real, shape (N, 1, 1, 1)."""
+
+    def __init__(self, channels: int = 3, image_size: int = 64, features: int = 64):
+        super().__init__()
+        blocks = _num_upsamplings(image_size)
+        width = features
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        for _ in range(blocks - 1):
+            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2),
+                       nn.LeakyReLU(0.2, inplace=True)]
+            width *= 2
+        layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False), nn.Sigmoid()]
+        self.model = nn.Sequential(*layers)
+        self.apply(dcgan_init)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())

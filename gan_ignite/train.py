@@ -1,0 +1,259 @@
+"""Command line and launch: ``python -m gan_ignite.train --config FILE [key.sub=value ...]``.
+
+Runs as a single process (CPU or GPU), under ``torchrun --nproc_per_node=N`` or spawned with
+``dist.nproc_per_node``; :func:`run` executes on every rank and wires data, models, engines and
+handlers together. Rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, ProgressBar
+from ignite.utils import manual_seed, setup_logger
+from omegaconf import DictConfig
+from torch import optim
+
+from gan_ignite import data as data_module
+from gan_ignite.config import load_config, save_config
+from gan_ignite.engines import create_evaluator, create_trainer, eval_batch_sizes
+from gan_ignite.errors import RunDirError, UserError
+from gan_ignite.handlers import (HistoryWriter, TensorState, attach_best_checkpoint, attach_checkpoints,
+                                 attach_evaluation, attach_image_grids, attach_train_history, latest_checkpoint,
+                                 save_real_grid)
+from gan_ignite.models import Discriminator, Generator
+
+logger = logging.getLogger("gan_ignite")
+RUN_FILES = ("history.jsonl", "checkpoints")
+
+
+# ----------------------------------------------------------------------------- run directory
+def resolve_resume(config: DictConfig) -> Optional[Path]:
+    """The checkpoint to resume from: ``auto`` = latest in output_dir (None if there is none)."""
+    resume = config.train.resume_from
+    if not resume:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(Path(config.output_dir) / "checkpoints")
+    path = Path(resume)
+    if not path.is_file():
+        raise RunDirError(f"train.resume_from='{resume}' is not a checkpoint file. Pass a checkpoint_<iteration>.pt "
+                          f"from a run's checkpoints/ folder, or 'auto' for the latest one in output_dir.")
+    return path
+
+
+def prepare_output_dir(config: DictConfig, resume: Optional[Path]) -> Path:
+    """Create (or reuse, when resuming) the run directory; never mix two runs in one directory."""
+    output_dir = Path(config.output_dir)
+    existing = [name for name in RUN_FILES if (output_dir / name).exists()]
+    if existing and resume is None and config.train.resume_from != "auto":
+        raise RunDirError(f"output_dir '{output_dir}' already holds a run ({', '.join(existing)}). Continue it with "
+                          f"train.resume_from=auto, or choose another output_dir=...; nothing was changed.")
+    try:
+        (output_dir / "images").mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise RunDirError(f"output_dir '{output_dir}' cannot be written ({error.strerror or error}). Choose a "
+                          f"writable folder with output_dir=...") from None
+    return output_dir
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise RunDirError(f"Checkpoint '{path}' cannot be read ({error}). It may be incomplete or not a gan_ignite "
+                          f"checkpoint; pass another file to train.resume_from.") from None
+
+
+def restore(to_load: dict[str, Any], checkpoint: dict, path: Path) -> None:
+    try:
+        Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+    except (RuntimeError, KeyError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise RunDirError(f"Checkpoint '{path}' does not fit this config: {first_line}. Resume with the config the "
+                          f"run was started with (its output_dir/config.yaml), or start a new run.") from None
+
+
+# ----------------------------------------------------------------------------- setup pieces
+def setup_models(config: DictConfig, device: torch.device) -> tuple[Generator, Discriminator]:
+    model, data = config.model, config.data
+    generator = Generator(model.latent_dim, data.channels, data.image_size, model.g_features).to(device)
+    discriminator = Discriminator(data.channels, data.image_size, model.d_features).to(device)
+    return generator, discriminator
+
+
+def print_summaries(generator: Generator, discriminator: Discriminator, config: DictConfig) -> None:
+    """torchsummary tables, run on copies: its forward pass would move the BatchNorm running stats."""
+    from torchsummary import summary
+
+    device = "cuda" if next(generator.parameters()).is_cuda else "cpu"
+    size = config.data.image_size
+    summary(copy.deepcopy(generator), (config.model.latent_dim, 1, 1), device=device)
+    summary(copy.deepcopy(discriminator), (config.data.channels, size, size), device=device)
+
+
+def setup_metrics(config: DictConfig, dataset, device: torch.device, output_dir: Path):
+    """Inception network, real-set statistics (computed once, cached on disk) and the metric objects."""
+    from gan_ignite.metrics import create_metrics
+    from gan_ignite.metrics.inception import load_fid_inception, weights_tag
+    from gan_ignite.metrics.real_stats import cached_real_statistics, compute_real_statistics
+
+    evaluation = config.eval
+    extractor = load_fid_inception(evaluation.inception_weights, device)
+    count = min(evaluation.num_samples, len(dataset))
+    key_parts = {"dataset": config.data.name, "root": str(Path(config.data.root).resolve()),
+                 "subset": f"first {count}", "image_size": config.data.image_size,
+                 "channels": config.data.channels, "resize": evaluation.resize,
+                 "weights": weights_tag(evaluation.inception_weights), "num_samples": count}
+    loader = data_module.eval_loader(dataset, count, evaluation.batch_size, config.data.num_workers)
+
+    def compute():
+        return compute_real_statistics((images for images, _ in loader), extractor, evaluation.resize, device)
+
+    cache_dir = Path(evaluation.stats_cache_dir or Path.home() / ".cache" / "gan_ignite" / "stats")
+    real_stats = cached_real_statistics(cache_dir, key_parts, compute)
+    metrics = create_metrics(list(evaluation.metrics), real_stats, is_splits=evaluation.is_splits,
+                             kid_subsets=evaluation.kid_subsets, kid_subset_size=evaluation.kid_subset_size,
+                             nearest_k=evaluation.nearest_k, device=device)
+    return extractor, metrics, key_parts["weights"], count
+
+
+# ----------------------------------------------------------------------------- the run on every rank
+def run(local_rank: int, config: DictConfig) -> None:
+    rank, world_size, device = idist.get_rank(), idist.get_world_size(), idist.device()
+    manual_seed(config.seed + rank)
+    setup_logger("gan_ignite", level=logging.INFO if rank == 0 else logging.WARNING)
+    output_dir = Path(config.output_dir)
+    resume = resolve_resume(config)
+    writer = HistoryWriter(output_dir / "history.jsonl") if rank == 0 else None
+
+    if rank > 0:
+        idist.barrier()  # rank 0 downloads the dataset first
+    dataset = data_module.load_dataset(config.data)
+    if rank == 0:
+        idist.barrier()
+    loader = data_module.train_loader(dataset, config.data, config.train.batch_size)
+
+    generator, discriminator = setup_models(config, device)
+    if rank == 0:
+        print_summaries(generator, discriminator, config)
+    # the fixed noise comes from its own seeded generator: the same grid latents in every run and resume
+    fixed_noise = torch.randn(64, config.model.latent_dim, 1, 1,
+                              generator=torch.Generator().manual_seed(config.seed)).to(device)
+    train_cfg = config.train
+    betas = (train_cfg.beta1, train_cfg.beta2)
+    model_g, model_d = idist.auto_model(generator), idist.auto_model(discriminator)
+    optimizer_g = idist.auto_optim(optim.Adam(model_g.parameters(), lr=train_cfg.lr, betas=betas))
+    optimizer_d = idist.auto_optim(optim.Adam(model_d.parameters(), lr=train_cfg.lr, betas=betas))
+
+    trainer = create_trainer(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device)
+    to_save = {"generator": generator, "discriminator": discriminator, "optimizer_G": optimizer_g,
+               "optimizer_D": optimizer_d, "trainer": trainer, "fixed_noise": TensorState(fixed_noise)}
+    if resume is not None:
+        restore(to_save, load_checkpoint(resume), resume)
+        if writer is not None:
+            dropped = writer.truncate_after(trainer.state.iteration)
+            logger.info("Resumed from %s at epoch %d, iteration %d (%d newer history records dropped)",
+                        resume, trainer.state.epoch, trainer.state.iteration, dropped)
+
+    attach_train_history(trainer, writer)
+    if rank == 0:
+        ProgressBar(persist=True).attach(trainer, metric_names=["Loss_G", "Loss_D"])
+        attach_image_grids(trainer, generator, fixed_noise, output_dir / "images", train_cfg.image_every)
+        real_batch, _ = next(iter(data_module.eval_loader(dataset, 64, 64, 0)))
+        save_real_grid(real_batch, output_dir / "images" / "real_samples.png")
+
+    evaluation = config.eval
+    if evaluation.every_epochs > 0:
+        extractor, metrics, weights, count = setup_metrics(config, dataset, device, output_dir)
+        evaluator = create_evaluator(generator, extractor, metrics, config.model.latent_dim, evaluation.resize,
+                                     device, noise_seed=config.seed + 1_000_003 * (rank + 1))
+        if rank == 0:
+            ProgressBar(persist=False, desc="Evaluation").attach(evaluator)
+        record_fields = {"num_samples": count, "resize": evaluation.resize, "inception_weights": weights}
+
+        def warn_random() -> None:
+            if weights == "random":
+                logger.warning("eval.inception_weights=random: a random-init Inception network is scoring this "
+                               "run. Its FID / IS are meaningless (tests only); records are marked.")
+
+        attach_evaluation(trainer, evaluator, eval_batch_sizes(count, evaluation.batch_size, rank, world_size),
+                          evaluation.every_epochs, writer, record_fields, before_run=warn_random)
+        if "fid" in evaluation.metrics:
+            attach_best_checkpoint(evaluator, trainer, to_save, output_dir / "checkpoints")
+    attach_checkpoints(trainer, to_save, output_dir / "checkpoints", train_cfg.checkpoint_every,
+                       train_cfg.checkpoint_every_iters, train_cfg.n_saved)
+
+    trainer.run(loader, max_epochs=train_cfg.max_epochs, epoch_length=train_cfg.epoch_length)
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m gan_ignite.train",
+        description="Train a DCGAN with PyTorch-Ignite and score it with FID / IS (KID, precision/recall).")
+    parser.add_argument("--config", help="YAML config file (see configs/)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_epochs=5 data.root=/data")
+    return parser.parse_args(argv)
+
+
+def preflight(config: DictConfig) -> Path:
+    """Every check that can fail on user input, before any process is spawned or file written."""
+    resume = resolve_resume(config)
+    data_module.load_dataset(config.data)
+    weights = config.eval.inception_weights
+    if config.eval.every_epochs > 0 and weights and weights != "random" and not Path(weights).is_file():
+        raise UserError(f"eval.inception_weights='{weights}' does not exist. Download pytorch-fid's "
+                        f"pt_inception-2015-12-05-6726825d.pth and pass its path, or leave eval.inception_weights "
+                        f"empty to download it once into the torch hub cache (see the README's 'Offline Inception "
+                        f"weights').")
+    output_dir = prepare_output_dir(config, resume)
+    return output_dir
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        config = load_config(args.config, args.overrides)
+        launched_by_torchrun = "LOCAL_RANK" in os.environ and int(os.environ.get("RANK", "0")) > 0
+        if not launched_by_torchrun:
+            output_dir = preflight(config)
+            save_config(config, output_dir / "config.yaml")
+        backend = config.dist.backend
+        if config.dist.nproc_per_node and config.dist.nproc_per_node > 1 and backend is None:
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        with idist.Parallel(backend=backend, nproc_per_node=config.dist.nproc_per_node) as parallel:
+            parallel.run(run, config)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"error: {clean_message(str(error))}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def clean_message(message: str) -> str:
+    """A UserError raised inside a DataLoader worker comes back with the worker's traceback in its
+    message; keep only the error's own text."""
+    marker = "Original Traceback (most recent call last):"
+    if marker in message:
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""Plot a run's curves: ``python scripts/plot_curves.py RUN_DIR``.
+
+Writes RUN_DIR/plots/loss_curves.png (G and D loss per iteration, raw and smoothed),
+metrics.png (IS and FID per epoch on twin axes, plus KID and precision/recall/density/coverage
+when recorded) and real_vs_fake.png (real images beside the latest fixed-noise grid).
+Safe to run while the run is still training: it reads whatever history.jsonl holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from gan_ignite.handlers import HistoryWriter  # noqa: E402
+
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what is there)."""
+    if len(values) == 0:
+        return values
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, len(values) + 1), window)
+    return (cumulative[1:] - cumulative[np.arange(1, len(values) + 1) - counts]) / counts
+
+
+def plot_losses(train: list[dict], path: Path) -> None:
+    iterations = np.array([record["iteration"] for record in train])
+    window = max(1, len(train) // 50)
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for key, color in (("Loss_G", "tab:orange"), ("Loss_D", "tab:blue")):
+        values = np.array([record[key] for record in train], dtype=float)
+        ax.plot(iterations, values, color=color, alpha=0.25, linewidth=0.8, label=f"{key[-1]} (raw)")
+        ax.plot(iterations, smooth(values, window), color=color, linewidth=1.8,
+                label=f"{key[-1]} (moving average of {window})")
+    ax.set_title("Generator and Discriminator Loss During Training")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("Loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    present = [record for record in records if key in record]
+    return (np.array([record["epoch"] for record in present]),
+            np.array([record[key] for record in present], dtype=float))
+
+
+def plot_metrics(evals: list[dict], path: Path) -> None:
+    panels = ["is_fid"]
+    if any("kid" in record for record in evals):
+        panels.append("kid")
+    if any(key in record for record in evals for key in PRDC_KEYS):
+        panels.append("prdc")
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4 * len(panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels):
+        if panel == "is_fid":
+            _plot_is_fid(ax, evals)
+        elif panel == "kid":
+            epochs, kid = _series(evals, "kid")
+            _, kid_std = _series(evals, "kid_std")
+            ax.errorbar(epochs, kid, yerr=kid_std if len(kid_std) == len(kid) else None, marker="o", capsize=3)
+            ax.set_xlabel("epochs")
+            ax.set_ylabel("KID")
+            ax.set_title("Kernel Inception Distance (mean ± std over subsets)")
+        else:
+            for key in PRDC_KEYS:
+                epochs, values = _series(evals, key)
+                if len(values):
+                    ax.plot(epochs, values, marker="o", label=key)
+            ax.set_xlabel("epochs")
+            ax.set_title("Precision / recall / density / coverage")
+            ax.legend()
+    if any(record.get("inception_weights") == "random" for record in evals):
+        fig.suptitle("WARNING: random-init Inception (test weights): values are meaningless", color="red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_is_fid(ax, evals: list[dict]) -> None:
+    """IS and FID per epoch on twin axes, as in the seed notebook."""
+    ax.set_title("Evaluation Metric During Training")
+    ax.set_xlabel("epochs")
+    epochs, is_values = _series(evals, "is")
+    if len(is_values):
+        ax.plot(epochs, is_values, color="tab:red", marker="o")
+        _, is_std = _series(evals, "is_std")
+        if len(is_std) == len(is_values):
+            ax.fill_between(epochs, is_values - is_std, is_values + is_std, color="tab:red", alpha=0.15)
+    ax.set_ylabel("IS", color="tab:red")
+    twin = ax.twinx()
+    epochs, fid_values = _series(evals, "fid")
+    if len(fid_values):
+        twin.plot(epochs, fid_values, color="tab:blue", marker="s")
+    twin.set_ylabel("FID", color="tab:blue")
+
+
+def plot_real_vs_fake(run_dir: Path, path: Path) -> bool:
+    images_dir = run_dir / "images"
+    grids = sorted(images_dir.glob("fixed_noise_iter_*.png"))
+    real = images_dir / "real_samples.png"
+    if not grids or not real.exists():
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(15, 7.5))
+    for ax, image_path, title in ((axes[0], real, "Real Images"), (axes[1], grids[-1], f"Fake Images ({grids[-1].stem})")):
+        with Image.open(image_path) as image:
+            ax.imshow(np.asarray(image.convert("RGB")))
+        ax.axis("off")
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="a run directory (the output_dir of a training run)")
+    args = parser.parse_args(argv)
+    history_path = args.run_dir / "history.jsonl"
+    if not history_path.is_file():
+        print(f"error: {history_path} does not exist; pass the output_dir of a training run.", file=sys.stderr)
+        return 2
+    records = HistoryWriter(history_path).read()
+    train = [record for record in records if record.get("kind") == "train"]
+    evals = [record for record in records if record.get("kind") == "eval"]
+    plots_dir = args.run_dir / "plots"
+    plots_dir.mkdir(exist_ok=True)
+    written = []
+    if train:
+        plot_losses(train, plots_dir / "loss_curves.png")
+        written.append("loss_curves.png")
+    if evals:
+        plot_metrics(evals, plots_dir / "metrics.png")
+        written.append("metrics.png")
+    if plot_real_vs_fake(args.run_dir, plots_dir / "real_vs_fake.png"):
+        written.append("real_vs_fake.png")
+    print(f"wrote {', '.join(written) or 'nothing (no records yet)'} to {plots_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
