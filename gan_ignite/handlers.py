@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping, Optional
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, global_step_from_engine
+from ignite.handlers import Checkpoint, DiskSaver
 from torch import nn
 from torchvision.utils import save_image
 

@@ -17,7 +17,6 @@ from typing import Any, Optional, Sequence
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar
 from ignite.utils import manual_seed, setup_logger
 from omegaconf import DictConfig
@@ -25,7 +24,8 @@ from torch import optim
 
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config, save_config
-from gan_ignite.engines import create_evaluator, create_trainer, eval_batch_sizes
+from gan_ignite.engines import create_trainer
+from gan_ignite.evaluate import INPUT_ERRORS, setup_evaluation, warn_if_random
 from gan_ignite.errors import RunDirError, UserError
 from gan_ignite.handlers import (HistoryWriter, TensorState, attach_best_checkpoint, attach_checkpoints,
                                  attach_evaluation, attach_image_grids, attach_train_history, latest_checkpoint,
@@ -104,35 +104,9 @@ def print_summaries(generator: Generator, discriminator: Discriminator, config: 
     summary(copy.deepcopy(discriminator), (config.data.channels, size, size), device=device)
 
 
-def setup_metrics(config: DictConfig, dataset, device: torch.device, output_dir: Path):
-    """Inception network, real-set statistics (computed once, cached on disk) and the metric objects."""
-    from gan_ignite.metrics import create_metrics
-    from gan_ignite.metrics.inception import load_fid_inception, weights_tag
-    from gan_ignite.metrics.real_stats import cached_real_statistics, compute_real_statistics
-
-    evaluation = config.eval
-    extractor = load_fid_inception(evaluation.inception_weights, device)
-    count = min(evaluation.num_samples, len(dataset))
-    key_parts = {"dataset": config.data.name, "root": str(Path(config.data.root).resolve()),
-                 "subset": f"first {count}", "image_size": config.data.image_size,
-                 "channels": config.data.channels, "resize": evaluation.resize,
-                 "weights": weights_tag(evaluation.inception_weights), "num_samples": count}
-    loader = data_module.eval_loader(dataset, count, evaluation.batch_size, config.data.num_workers)
-
-    def compute():
-        return compute_real_statistics((images for images, _ in loader), extractor, evaluation.resize, device)
-
-    cache_dir = Path(evaluation.stats_cache_dir or Path.home() / ".cache" / "gan_ignite" / "stats")
-    real_stats = cached_real_statistics(cache_dir, key_parts, compute)
-    metrics = create_metrics(list(evaluation.metrics), real_stats, is_splits=evaluation.is_splits,
-                             kid_subsets=evaluation.kid_subsets, kid_subset_size=evaluation.kid_subset_size,
-                             nearest_k=evaluation.nearest_k, device=device)
-    return extractor, metrics, key_parts["weights"], count
-
-
 # ----------------------------------------------------------------------------- the run on every rank
 def run(local_rank: int, config: DictConfig) -> None:
-    rank, world_size, device = idist.get_rank(), idist.get_world_size(), idist.device()
+    rank, device = idist.get_rank(), idist.device()
     manual_seed(config.seed + rank)
     setup_logger("gan_ignite", level=logging.INFO if rank == 0 else logging.WARNING)
     output_dir = Path(config.output_dir)
@@ -175,23 +149,11 @@ def run(local_rank: int, config: DictConfig) -> None:
         real_batch, _ = next(iter(data_module.eval_loader(dataset, 64, 64, 0)))
         save_real_grid(real_batch, output_dir / "images" / "real_samples.png")
 
-    evaluation = config.eval
-    if evaluation.every_epochs > 0:
-        extractor, metrics, weights, count = setup_metrics(config, dataset, device, output_dir)
-        evaluator = create_evaluator(generator, extractor, metrics, config.model.latent_dim, evaluation.resize,
-                                     device, noise_seed=config.seed + 1_000_003 * (rank + 1))
-        if rank == 0:
-            ProgressBar(persist=False, desc="Evaluation").attach(evaluator)
-        record_fields = {"num_samples": count, "resize": evaluation.resize, "inception_weights": weights}
-
-        def warn_random() -> None:
-            if weights == "random":
-                logger.warning("eval.inception_weights=random: a random-init Inception network is scoring this "
-                               "run. Its FID / IS are meaningless (tests only); records are marked.")
-
-        attach_evaluation(trainer, evaluator, eval_batch_sizes(count, evaluation.batch_size, rank, world_size),
-                          evaluation.every_epochs, writer, record_fields, before_run=warn_random)
-        if "fid" in evaluation.metrics:
+    if config.eval.every_epochs > 0:
+        evaluator, batch_sizes, record_fields = setup_evaluation(config, dataset, generator, device)
+        attach_evaluation(trainer, evaluator, batch_sizes, config.eval.every_epochs, writer, record_fields,
+                          before_run=lambda: warn_if_random(record_fields))
+        if "fid" in config.eval.metrics:
             attach_best_checkpoint(evaluator, trainer, to_save, output_dir / "checkpoints")
     attach_checkpoints(trainer, to_save, output_dir / "checkpoints", train_cfg.checkpoint_every,
                        train_cfg.checkpoint_every_iters, train_cfg.n_saved)
@@ -238,7 +200,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
         with idist.Parallel(backend=backend, nproc_per_node=config.dist.nproc_per_node) as parallel:
             parallel.run(run, config)
-    except UserError as error:
+    except INPUT_ERRORS as error:
         if args.debug:
             raise
         print(f"error: {clean_message(str(error))}", file=sys.stderr)

@@ -1,0 +1,73 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+# ----------------------------------------------------------------------------- application fixtures
+def make_shape_images(folder: Path, count: int, size: int = 32, seed: int = 0, mode: str = "RGB") -> list[Path]:
+    """Small images of coloured rectangles and discs on a gradient: structured, not pure noise."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    paths = []
+    for index in range(count):
+        image = np.zeros((size, size, 3), dtype=np.float64)
+        image += (xx / size)[..., None] * rng.uniform(0, 255, 3)
+        cx, cy = rng.uniform(0.2, 0.8, 2) * size
+        r = rng.uniform(0.1, 0.3) * size
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < r ** 2
+        image[disc] = rng.uniform(0, 255, 3)
+        x0, y0 = rng.integers(0, size // 2, 2)
+        image[y0:y0 + size // 4, x0:x0 + size // 3] = rng.uniform(0, 255, 3)
+        pil = Image.fromarray(image.clip(0, 255).astype(np.uint8))
+        path = folder / f"img_{index:04d}.png"
+        pil.convert(mode).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """48 RGB 32x32 PNGs in a class sub-folder, like an ImageFolder."""
+    root = tmp_path_factory.mktemp("images")
+    make_shape_images(root / "class_a", 48)
+    return root
+
+
+@pytest.fixture(scope="session")
+def stats_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("stats_cache")
+
+
+def tiny_overrides(output_dir: Path, data_root: Path, stats_cache: Path, **extra) -> list[str]:
+    """A run of a few iterations at 32x32 with random Inception weights on a couple dozen images."""
+    values = {
+        "output_dir": output_dir, "data.name": "imagefolder", "data.root": data_root, "data.image_size": 32,
+        "data.channels": 3, "data.num_workers": 0, "model.latent_dim": 16, "model.g_features": 8,
+        "model.d_features": 8, "train.batch_size": 8, "train.max_epochs": 2, "train.epoch_length": 3,
+        "train.image_every": 2, "eval.every_epochs": 1, "eval.num_samples": 24, "eval.batch_size": 12,
+        "eval.inception_weights": "random", "eval.metrics": "[fid,is]", "eval.is_splits": 2,
+        "eval.stats_cache_dir": stats_cache,
+    }
+    values.update(extra)
+    return [f"{key}={value}" for key, value in values.items()]
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+PYTHON = sys.executable

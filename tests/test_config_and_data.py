@@ -1,0 +1,119 @@
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import PYTHON, ROOT, cli_env, make_shape_images
+from gan_ignite.config import load_config
+from gan_ignite.data import ImageFiles, build_transform, collate_images, load_dataset
+from gan_ignite.errors import ConfigError, DataError
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "gan_ignite.train", *args], capture_output=True, text=True,
+                          env=cli_env(), cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("name", ["celeba", "fashion_mnist", "cifar10"])
+def test_shipped_configs_load(name):
+    config = load_config(ROOT / "configs" / f"{name}.yaml")
+    assert config.data.name == name
+
+
+def test_celeba_config_is_the_seed_setup():
+    config = load_config(ROOT / "configs" / "celeba.yaml")
+    assert (config.data.root, config.data.image_size, config.train.batch_size) == ("data/celeba", 64, 128)
+    assert (config.model.latent_dim, config.train.lr, config.train.beta1, config.train.beta2) == (150, 2e-4, 0.5, 0.999)
+    assert (config.train.max_epochs, config.eval.num_samples) == (30, 3000)
+
+
+def test_overrides_beat_the_file():
+    config = load_config(ROOT / "configs" / "celeba.yaml", ["train.max_epochs=3", "eval.metrics=[fid,kid]"])
+    assert config.train.max_epochs == 3 and list(config.eval.metrics) == ["fid", "kid"]
+
+
+@pytest.mark.parametrize("override, words", [
+    ("train.bacth_size=4", ["Unknown config key", "train.bacth_size"]),
+    ("train.batch_size=four", ["Wrong type", "train.batch_size"]),
+    ("train.batch_size=0", ["train.batch_size", "positive"]),
+    ("train.lr=-0.1", ["train.lr", "positive"]),
+    ("data.image_size=48", ["data.image_size", "48"]),
+    ("eval.metrics=[fid,lpips]", ["eval.metrics", "lpips"]),
+    ("dist.nproc_per_node=3", ["train.batch_size", "divisible"]),
+])
+def test_bad_config_values_name_the_key(override, words):
+    with pytest.raises(ConfigError) as caught:
+        load_config(ROOT / "configs" / "fashion_mnist.yaml", [override])
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_invalid_yaml_is_reported(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_cli_rejects_unknown_key_before_any_work(tmp_path):
+    result = run_cli("--config", "configs/fashion_mnist.yaml", f"output_dir={tmp_path / 'run'}", "model.depth=3")
+    assert result.returncode == 2
+    assert "model.depth" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_missing_data_root_names_path_and_readme(tmp_path):
+    missing = tmp_path / "no_such_folder"
+    result = run_cli("--config", "configs/fashion_mnist.yaml", f"output_dir={tmp_path / 'run'}",
+                     "data.name=imagefolder", f"data.root={missing}", "data.channels=3")
+    assert result.returncode == 2
+    assert str(missing) in result.stderr and "'Data' section of the README" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_torchvision_dataset_without_download(tmp_path):
+    config = load_config(None, [f"data.root={tmp_path}", "data.download=false"])
+    with pytest.raises(DataError, match="fashion_mnist"):
+        load_dataset(config.data)
+
+
+def test_empty_folder_is_reported(tmp_path):
+    (tmp_path / "class_a").mkdir()
+    (tmp_path / "class_a" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="holds no image files"):
+        ImageFiles(tmp_path, build_transform(32, 3))
+
+
+def test_flat_folder_and_mixed_modes(tmp_path):
+    for mode in ("L", "RGB", "RGBA", "P"):
+        make_shape_images(tmp_path, 2, size=40, seed=len(mode), mode=mode)
+        for path in tmp_path.glob("img_*.png"):
+            path.rename(tmp_path / f"{mode}_{path.name}")
+    for channels in (1, 3):
+        dataset = ImageFiles(tmp_path, build_transform(32, channels))
+        images, skipped = collate_images([dataset[i] for i in range(len(dataset))])
+        assert images.shape == (8, channels, 32, 32) and skipped == 0
+        assert images.min() >= -1 and images.max() <= 1
+
+
+def test_corrupt_image_is_skipped_or_named(tmp_path):
+    make_shape_images(tmp_path, 3)
+    corrupt = tmp_path / "img_0001.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    skipping = ImageFiles(tmp_path, build_transform(32, 3), skip_bad_images=True)
+    images, skipped = collate_images([skipping[i] for i in range(len(skipping))])
+    assert images.shape[0] == 2 and skipped == 1
+    strict = ImageFiles(tmp_path, build_transform(32, 3), skip_bad_images=False)
+    with pytest.raises(DataError, match="img_0001.png"):
+        strict[1]
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "datasets" / "FashionMNIST").is_dir(),
+                    reason="real Fashion-MNIST not available")
+def test_real_fashion_mnist_loads_as_one_channel_images():
+    config = load_config(ROOT / "configs" / "fashion_mnist.yaml", [f"data.root={ROOT.parent / 'shared' / 'datasets'}"])
+    dataset = load_dataset(config.data)
+    assert len(dataset) == 60_000
+    image = dataset[0]
+    assert image.shape == (1, 32, 32) and image.min() >= -1 and image.max() <= 1

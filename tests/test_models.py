@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from gan_ignite.engines import create_trainer, make_training_step
+from gan_ignite.models import Discriminator, Generator, count_parameters
+
+
+def test_parameter_counts_match_the_seed_notebook():
+    # The seed's torchsummary totals (printed twice there because of DataParallel) halved.
+    assert count_parameters(Generator(latent_dim=150, channels=3, image_size=64, features=64)) == 3_986_304
+    assert count_parameters(Discriminator(channels=3, image_size=64, features=64)) == 2_765_568
+
+
+@pytest.mark.parametrize("image_size", [32, 64, 128])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes_and_output_ranges(image_size, channels):
+    generator = Generator(latent_dim=16, channels=channels, image_size=image_size, features=8)
+    discriminator = Discriminator(channels=channels, image_size=image_size, features=8)
+    images = generator(torch.randn(3, 16, 1, 1))
+    assert images.shape == (3, channels, image_size, image_size)
+    assert images.min() >= -1 and images.max() <= 1
+    scores = discriminator(images)
+    assert scores.shape == (3, 1, 1, 1)
+    assert ((scores > 0) & (scores < 1)).all()
+
+
+def test_unsupported_image_size_is_rejected():
+    with pytest.raises(ValueError, match="image_size"):
+        Generator(image_size=48)
+
+
+def test_dcgan_initialisation_is_applied_at_construction():
+    torch.manual_seed(0)
+    generator = Generator(latent_dim=100, channels=3, image_size=64, features=64)
+    conv = generator.model[0].weight
+    batch_norm = generator.model[1]
+    assert abs(conv.mean().item()) < 1e-3 and abs(conv.std().item() - 0.02) < 1e-3
+    assert abs(batch_norm.weight.mean().item() - 1.0) < 0.01 and abs(batch_norm.weight.std().item() - 0.02) < 0.01
+    assert torch.all(batch_norm.bias == 0)
+
+
+def test_one_training_step_changes_both_models_and_reports_the_seed_outputs():
+    torch.manual_seed(0)
+    generator = Generator(latent_dim=8, channels=1, image_size=32, features=8)
+    discriminator = Discriminator(channels=1, image_size=32, features=8)
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    before_g = [p.detach().clone() for p in generator.parameters()]
+    before_d = [p.detach().clone() for p in discriminator.parameters()]
+    step = make_training_step(generator, discriminator, optimizer_g, optimizer_d, 8, torch.device("cpu"))
+    output = step(None, (torch.rand(4, 1, 32, 32) * 2 - 1, 0))
+    assert set(output) == {"Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2"}
+    assert all(torch.isfinite(torch.tensor(value)) for value in output.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before_g, generator.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before_d, discriminator.parameters()))
+
+
+def test_trainer_tracks_running_averages():
+    generator = Generator(latent_dim=8, channels=1, image_size=32, features=8)
+    discriminator = Discriminator(channels=1, image_size=32, features=8)
+    trainer = create_trainer(generator, discriminator, torch.optim.Adam(generator.parameters()),
+                             torch.optim.Adam(discriminator.parameters()), 8, torch.device("cpu"))
+    data = [(torch.rand(4, 1, 32, 32) * 2 - 1, 0) for _ in range(3)]
+    trainer.run(data, max_epochs=1)
+    assert {"Loss_G", "Loss_D"} <= set(trainer.state.metrics)
