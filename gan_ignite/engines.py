@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import math
+from typing import Callable, Iterator, Mapping
 
 import torch
 from ignite.engine import DeterministicEngine, Engine, Events
+from ignite.engine.deterministic import ReproducibleBatchSampler, update_dataloader
 from ignite.metrics import Metric, RunningAverage
 from torch import nn, optim
+from torch.utils.data import DataLoader
 
 from gan_ignite.metrics.preprocess import resize_for_inception, to_uint8
 
@@ -20,6 +23,11 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
     """The seed's DCGAN step: D on real, then on ``fake.detach()``; then G against real labels (BCE)."""
     criterion = nn.BCELoss()
 
+    def diverged(*outputs: torch.Tensor) -> bool:
+        # BCELoss rejects NaN inputs with an exception (a device-side assert on CUDA), so a
+        # discriminator that diverged is detected here and reported as NaN losses instead.
+        return not all(bool(torch.isfinite(output).all()) for output in outputs)
+
     def training_step(engine: Engine, batch) -> dict[str, float]:
         generator.train()
         discriminator.train()
@@ -29,12 +37,16 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
 
         discriminator.zero_grad(set_to_none=True)
         output_real = discriminator(real_images).view(-1)
+        if diverged(output_real):
+            return dict.fromkeys(LOSS_KEYS, math.nan)
         loss_d_real = criterion(output_real, labels)
         loss_d_real.backward()
         latent = torch.randn(batch_size, latent_dim, 1, 1, device=device)
         fake_images = generator(latent)
         labels.fill_(FAKE_LABEL)
         output_fake = discriminator(fake_images.detach()).view(-1)
+        if diverged(output_fake):
+            return dict.fromkeys(LOSS_KEYS, math.nan)
         loss_d_fake = criterion(output_fake, labels)
         loss_d_fake.backward()
         optimizer_d.step()
@@ -42,6 +54,8 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
         generator.zero_grad(set_to_none=True)
         labels.fill_(REAL_LABEL)  # the generator wants D to call its fakes real
         output_fake_after = discriminator(fake_images).view(-1)
+        if diverged(output_fake_after):
+            return dict.fromkeys(LOSS_KEYS, math.nan)
         loss_g = criterion(output_fake_after, labels)
         loss_g.backward()
         optimizer_g.step()
@@ -66,6 +80,23 @@ def create_trainer(generator: nn.Module, discriminator: nn.Module, optimizer_g: 
     for key in ("Loss_G", "Loss_D"):
         RunningAverage(output_transform=lambda output, key=key: output[key]).attach(trainer, key)
     return trainer
+
+
+class EagerReproducibleBatchSampler(ReproducibleBatchSampler):
+    """ignite's ReproducibleBatchSampler draws an epoch's batch order lazily, at the first batch.
+    With ``num_workers=0`` that first batch is fetched after DeterministicEngine has restored the
+    RNG state of a mid-epoch checkpoint, so a resumed run would draw another order and other
+    noise than the uninterrupted one. Drawing the order when the iterator is created (as the
+    worker-based loaders do anyway) keeps kill-and-resume runs identical."""
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        self.setup_batch_indices()
+        return iter(self.batch_indices)
+
+
+def make_resumable(loader: DataLoader) -> DataLoader:
+    """The training loader with an :class:`EagerReproducibleBatchSampler` for the trainer."""
+    return update_dataloader(loader, EagerReproducibleBatchSampler(loader.batch_sampler))
 
 
 def create_evaluator(generator: nn.Module, extractor: nn.Module, metrics: Mapping[str, Metric], latent_dim: int,

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import re
+import signal
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -74,27 +75,96 @@ class TensorState:
 
 
 def attach_train_history(trainer: Engine, writer: Optional[HistoryWriter]) -> None:
-    """One ``kind: train`` record per iteration; the values are averaged over all processes."""
+    """One ``kind: train`` record per iteration; the values are averaged over all processes.
+
+    The averaged values are kept in ``engine.state.averaged_output`` for the NaN guard, so every
+    process sees the same values and stops at the same iteration. Non-finite records are not
+    written (they are not valid JSON); the NaN guard reports them.
+    """
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _record(engine: Engine) -> None:
         values = torch.tensor([engine.state.output[key] for key in LOSS_KEYS], dtype=torch.float64)
         if idist.get_world_size() > 1:
             values = idist.all_reduce(values.to(idist.device())).cpu() / idist.get_world_size()
-        if writer is not None:
+        engine.state.averaged_output = dict(zip(LOSS_KEYS, values.tolist()))
+        if writer is not None and bool(torch.isfinite(values).all()):
             record = {"kind": "train", "epoch": engine.state.epoch, "iteration": engine.state.iteration}
-            record.update({key: float(value) for key, value in zip(LOSS_KEYS, values.tolist())})
+            record.update(engine.state.averaged_output)
             writer.append(record)
+
+
+def attach_nan_guard(trainer: Engine) -> None:
+    """Stop at the first non-finite loss without firing COMPLETED, so no checkpoint of the diverged
+    models is written and the last good checkpoint stays the latest. Must be attached after
+    :func:`attach_train_history`. The run's outcome is left in ``engine.state.diverged``."""
+    trainer.state.diverged = None
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _check(engine: Engine) -> None:
+        values = engine.state.averaged_output
+        if not all(math.isfinite(value) for value in values.values()):
+            engine.state.diverged = {"iteration": engine.state.iteration, "epoch": engine.state.epoch, **values}
+            engine.terminate(skip_completed=True)
+
+
+class GracefulStop:
+    """On SIGTERM / SIGINT finish the current iteration, save a checkpoint and stop the trainer.
+
+    The request is shared over all processes at every iteration (a one-element all-reduce), so all
+    ranks stop after the same iteration even if only one received the signal.
+    """
+
+    EXIT_CODES = {signal.SIGTERM: 0, signal.SIGINT: 130}
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C aborts at once
+        self.received = signum
+        logger.warning("Received %s: stopping after this iteration and saving a checkpoint",
+                       signal.Signals(signum).name)
+
+    def install(self) -> "GracefulStop":
+        for signum in self.EXIT_CODES:
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def attach(self, trainer: Engine, save_checkpoint: Callable[[Engine], None]) -> None:
+        @trainer.on(Events.ITERATION_COMPLETED)
+        def _maybe_stop(engine: Engine) -> None:
+            received = self.received or 0
+            if idist.get_world_size() > 1:
+                received = int(idist.all_reduce(torch.tensor(received, device=idist.device()), op="MAX").item())
+            if received and engine.state.diverged is None:
+                self.received = received
+                save_checkpoint(engine)
+                engine.terminate(skip_completed=True)
+
+    @property
+    def exit_code(self) -> Optional[int]:
+        return None if self.received is None else self.EXIT_CODES[signal.Signals(self.received)]
 
 
 def attach_image_grids(trainer: Engine, generator: nn.Module, fixed_noise: torch.Tensor, images_dir: Path,
                        every: int) -> None:
     """Every ``every`` iterations and at the end, write G(fixed noise) as a PNG grid (rank 0 only)."""
 
+    last_saved = {"iteration": -1}
+
     def _save(engine: Engine) -> None:
+        if engine.state.iteration == last_saved["iteration"]:
+            return  # the schedule and the end of the run may coincide
+        last_saved["iteration"] = engine.state.iteration
         path = images_dir / f"fixed_noise_iter_{engine.state.iteration:07d}.png"
-        if path.exists():
-            return
         was_training = generator.training
         generator.eval()
         with torch.no_grad():
@@ -125,7 +195,7 @@ def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
 
 
 def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_dir: Path, every_epochs: int,
-                       every_iters: Optional[int], n_saved: int) -> Checkpoint:
+                       every_iters: Optional[int], n_saved: int) -> Callable[[Engine], None]:
     """ignite ``Checkpoint`` of everything in ``to_save`` as ``checkpoint_<iteration>.pt``.
 
     Saved every ``every_epochs`` epochs, every ``every_iters`` iterations if set, and at the end.
@@ -137,9 +207,14 @@ def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_d
     checkpoint = Checkpoint(to_save, saver, filename_prefix="", n_saved=None,
                             global_step_transform=lambda engine, _: engine.state.iteration)
 
+    saved_at: set[int] = set()
+
     def _save(engine: Engine) -> None:
-        if (checkpoint_dir / f"checkpoint_{engine.state.iteration}.pt").exists():
-            return  # the epoch-end and iteration schedules may coincide
+        if getattr(engine.state, "diverged", None) is not None:
+            return  # never checkpoint models that produced a non-finite loss
+        if engine.state.iteration in saved_at:
+            return  # the epoch-end, iteration and signal schedules may coincide
+        saved_at.add(engine.state.iteration)
         checkpoint(engine)
         if idist.get_rank() == 0:
             for _, old in checkpoint_files(checkpoint_dir)[:-n_saved]:
@@ -149,21 +224,42 @@ def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_d
     if every_iters:
         events = events | Events.ITERATION_COMPLETED(every=every_iters)
     trainer.add_event_handler(events, _save)
-    return checkpoint
+    return _save
+
+
+BEST_PATTERN = re.compile(r"^best_checkpoint_\d+_neg_fid=(-?[0-9.]+|-inf)\.pt$")
 
 
 def attach_best_checkpoint(evaluator: Engine, trainer: Engine, to_save: Mapping[str, Any],
                            checkpoint_dir: Path) -> None:
-    """Keep the checkpoint with the lowest FID as ``best_checkpoint_<iteration>_neg_fid=<-fid>.pt``."""
+    """Keep the checkpoint with the lowest FID as ``best_checkpoint_<iteration>_neg_fid=<-fid>.pt``.
 
-    def _score(_: Engine) -> float:
-        fid = evaluator.state.metrics.get("fid", math.inf)
-        return -fid if math.isfinite(fid) else -math.inf
-
+    The best score so far is read from the files on disk, not kept in memory, so a resumed run
+    keeps comparing against the best checkpoint of the run before the resume.
+    """
     saver = DiskSaver(str(checkpoint_dir), require_empty=False, atomic=True, create_dir=True)
-    best = Checkpoint(to_save, saver, filename_prefix="best", n_saved=1, score_function=_score,
-                      score_name="neg_fid", global_step_transform=lambda *_: trainer.state.iteration)
-    evaluator.add_event_handler(Events.COMPLETED, best)
+    best = Checkpoint(to_save, saver, filename_prefix="best", n_saved=None,
+                      score_function=lambda _: -evaluator.state.metrics["fid"], score_name="neg_fid",
+                      global_step_transform=lambda *_: trainer.state.iteration)
+
+    def _existing() -> list[tuple[float, Path]]:
+        if not checkpoint_dir.is_dir():
+            return []
+        return [(float(match.group(1)), path) for path in checkpoint_dir.iterdir()
+                if (match := BEST_PATTERN.match(path.name))]
+
+    @evaluator.on(Events.COMPLETED)
+    def _save_if_best(_: Engine) -> None:
+        fid = evaluator.state.metrics.get("fid", math.inf)
+        existing = _existing()
+        if not math.isfinite(fid) or (existing and -fid <= max(score for score, _ in existing)):
+            return
+        best(evaluator)
+        if idist.get_rank() == 0:
+            newest = {path.name for path in checkpoint_dir.glob(f"best_checkpoint_{trainer.state.iteration}_*.pt")}
+            for _, path in existing:
+                if path.name not in newest:
+                    path.unlink(missing_ok=True)
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -11,12 +11,14 @@ import argparse
 import copy
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import ignite.distributed as idist
 import torch
+from ignite.engine import Engine
 from ignite.handlers import Checkpoint, ProgressBar
 from ignite.utils import manual_seed, setup_logger
 from omegaconf import DictConfig
@@ -24,16 +26,24 @@ from torch import optim
 
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config, save_config
-from gan_ignite.engines import create_trainer
+from gan_ignite.engines import LOSS_KEYS, create_trainer, make_resumable
 from gan_ignite.evaluate import INPUT_ERRORS, setup_evaluation, warn_if_random
 from gan_ignite.errors import RunDirError, UserError
-from gan_ignite.handlers import (HistoryWriter, TensorState, attach_best_checkpoint, attach_checkpoints,
-                                 attach_evaluation, attach_image_grids, attach_train_history, latest_checkpoint,
-                                 save_real_grid)
+from gan_ignite.handlers import (GracefulStop, HistoryWriter, TensorState, attach_best_checkpoint,
+                                 attach_checkpoints, attach_evaluation, attach_image_grids, attach_nan_guard,
+                                 attach_train_history, latest_checkpoint, save_real_grid)
 from gan_ignite.models import Discriminator, Generator
 
 logger = logging.getLogger("gan_ignite")
 RUN_FILES = ("history.jsonl", "checkpoints")
+
+
+class RunStopped(Exception):
+    """The run ended early (diverged or signalled); carries the process exit code and a message."""
+
+    def __init__(self, exit_code: int, message: str):
+        super().__init__(message)
+        self.exit_code, self.message = exit_code, message
 
 
 # ----------------------------------------------------------------------------- run directory
@@ -118,7 +128,7 @@ def run(local_rank: int, config: DictConfig) -> None:
     dataset = data_module.load_dataset(config.data)
     if rank == 0:
         idist.barrier()
-    loader = data_module.train_loader(dataset, config.data, config.train.batch_size)
+    loader = make_resumable(data_module.train_loader(dataset, config.data, config.train.batch_size))
 
     generator, discriminator = setup_models(config, device)
     if rank == 0:
@@ -137,12 +147,18 @@ def run(local_rank: int, config: DictConfig) -> None:
                "optimizer_D": optimizer_d, "trainer": trainer, "fixed_noise": TensorState(fixed_noise)}
     if resume is not None:
         restore(to_save, load_checkpoint(resume), resume)
-        if writer is not None:
-            dropped = writer.truncate_after(trainer.state.iteration)
-            logger.info("Resumed from %s at epoch %d, iteration %d (%d newer history records dropped)",
-                        resume, trainer.state.epoch, trainer.state.iteration, dropped)
+        for optimizer in (optimizer_g, optimizer_d):  # the config, not the checkpoint, sets lr and betas
+            for group in optimizer.param_groups:
+                group.update(lr=train_cfg.lr, betas=betas)
+        logger.info("Resumed from %s at epoch %d, iteration %d", resume, trainer.state.epoch,
+                    trainer.state.iteration)
+    if writer is not None:  # drop records written after the checkpoint (all of them on a fresh start)
+        dropped = writer.truncate_after(trainer.state.iteration)
+        if dropped:
+            logger.info("Dropped %d history records newer than iteration %d", dropped, trainer.state.iteration)
 
     attach_train_history(trainer, writer)
+    attach_nan_guard(trainer)
     if rank == 0:
         ProgressBar(persist=True).attach(trainer, metric_names=["Loss_G", "Loss_D"])
         attach_image_grids(trainer, generator, fixed_noise, output_dir / "images", train_cfg.image_every)
@@ -155,10 +171,38 @@ def run(local_rank: int, config: DictConfig) -> None:
                           before_run=lambda: warn_if_random(record_fields))
         if "fid" in config.eval.metrics:
             attach_best_checkpoint(evaluator, trainer, to_save, output_dir / "checkpoints")
-    attach_checkpoints(trainer, to_save, output_dir / "checkpoints", train_cfg.checkpoint_every,
-                       train_cfg.checkpoint_every_iters, train_cfg.n_saved)
+    save_checkpoint = attach_checkpoints(trainer, to_save, output_dir / "checkpoints", train_cfg.checkpoint_every,
+                                         train_cfg.checkpoint_every_iters, train_cfg.n_saved)
+    stop = GracefulStop()
+    stop.attach(trainer, save_checkpoint)
 
-    trainer.run(loader, max_epochs=train_cfg.max_epochs, epoch_length=train_cfg.epoch_length)
+    # Re-seed so the trainer's RNG stream does not depend on what the setup consumed (e.g. a cache
+    # hit or miss of the real statistics): the same config and seed give the same losses.
+    manual_seed(config.seed + rank)
+    stop.install()
+    try:
+        trainer.run(loader, max_epochs=train_cfg.max_epochs, epoch_length=train_cfg.epoch_length)
+    finally:
+        stop.uninstall()
+    report_outcome(trainer, stop, output_dir)
+
+
+def report_outcome(trainer: Engine, stop: GracefulStop, output_dir: Path) -> None:
+    """Turn a diverged or interrupted run into :class:`RunStopped` (message + exit code)."""
+    diverged = getattr(trainer.state, "diverged", None)
+    if diverged is not None:
+        latest = latest_checkpoint(output_dir / "checkpoints")
+        values = ", ".join(f"{key}={diverged[key]:.4g}" for key in LOSS_KEYS)
+        kept = (f"The last good checkpoint, {latest}, is kept; resume from it with train.resume_from=auto"
+                if latest else "No checkpoint had been written yet")
+        raise RunStopped(1, f"Training stopped at iteration {diverged['iteration']} (epoch {diverged['epoch']}): a "
+                            f"non-finite loss ({values}). {kept}. Try a lower train.lr (e.g. half), check the "
+                            f"data for broken images or constant batches, or change the seed.")
+    if stop.exit_code is not None:
+        latest = latest_checkpoint(output_dir / "checkpoints")
+        raise RunStopped(stop.exit_code, f"Stopped by {signal.Signals(stop.received).name} after iteration "
+                                         f"{trainer.state.iteration}; checkpoint saved as {latest}. Continue with "
+                                         f"train.resume_from=auto.")
 
 
 # ----------------------------------------------------------------------------- command line
@@ -205,6 +249,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {clean_message(str(error))}", file=sys.stderr)
         return 2
+    except RunStopped as stopped:
+        print(("" if stopped.exit_code == 0 else "error: ") + stopped.message, file=sys.stderr)
+        return stopped.exit_code
     return 0
 
 

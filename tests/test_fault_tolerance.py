@@ -1,0 +1,148 @@
+"""Crashes, signals, divergence, reproducibility and memory: what a long GAN run must survive."""
+
+import json
+import random
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from conftest import PYTHON, ROOT, cli_env, tiny_overrides
+from gan_ignite.handlers import HistoryWriter
+from gan_ignite.train import main
+
+TRAIN_ONLY = {"eval.every_epochs": 0, "train.epoch_length": "null", "train.image_every": 1000}
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    return [r for r in HistoryWriter(run_dir / "history.jsonl").read() if r["kind"] == "train"]
+
+
+def start(overrides: list[str]) -> subprocess.Popen:
+    """The CLI in a child process; its stderr goes to a file (a pipe nobody reads would fill up and
+    block the child), readable afterwards with :func:`stderr_of`."""
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    process = subprocess.Popen([PYTHON, "-m", "gan_ignite.train", *overrides], cwd=ROOT, env=cli_env(),
+                               stdout=subprocess.DEVNULL, stderr=log, text=True)
+    process.log_path = log.name
+    return process
+
+
+def stderr_of(process: subprocess.Popen) -> str:
+    return Path(process.log_path).read_text()
+
+
+def wait_for_iteration(process: subprocess.Popen, run_dir: Path, iteration: int, timeout: float = 240) -> bool:
+    """Poll history.jsonl until it reaches ``iteration``; False if the process ended first."""
+    deadline = time.monotonic() + timeout
+    history = run_dir / "history.jsonl"
+    while time.monotonic() < deadline:
+        if history.exists():
+            lines = history.read_text().splitlines()
+            if lines and lines[-1].endswith("}") and json.loads(lines[-1]).get("iteration", 0) >= iteration:
+                return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.05)
+    raise TimeoutError(f"run did not reach iteration {iteration}")
+
+
+def assert_same_losses(records: list[dict], reference: list[dict]) -> None:
+    assert [r["iteration"] for r in records] == [r["iteration"] for r in reference]
+    for got, expected in zip(records, reference):
+        for key in ("Loss_G", "Loss_D"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), (got["iteration"], key)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, image_folder, stats_cache) -> Path:
+    """An uninterrupted 102-iteration run (17 epochs of 6 iterations)."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    assert main(tiny_overrides(run_dir, image_folder, stats_cache, **TRAIN_ONLY, **{"train.max_epochs": 17})) == 0
+    return run_dir
+
+
+def test_same_seed_gives_identical_losses_for_100_iterations(reference_run, tmp_path, image_folder, stats_cache):
+    run_dir = tmp_path / "again"
+    assert main(tiny_overrides(run_dir, image_folder, stats_cache, **TRAIN_ONLY, **{"train.max_epochs": 17})) == 0
+    records, reference = train_records(run_dir), train_records(reference_run)
+    assert len(reference) == 102
+    for got, expected in zip(records, reference):
+        assert (got["Loss_G"], got["Loss_D"]) == (expected["Loss_G"], expected["Loss_D"])
+
+
+def test_resume_after_repeated_kill_9_loses_nothing_and_duplicates_nothing(reference_run, tmp_path, image_folder,
+                                                                           stats_cache):
+    run_dir = tmp_path / "killed"
+    overrides = tiny_overrides(run_dir, image_folder, stats_cache, **TRAIN_ONLY, **{
+        "train.max_epochs": 17, "train.checkpoint_every_iters": 4, "train.resume_from": "auto"})
+    rng = random.Random(1234)
+    kills, reached = 0, 0
+    while kills < 3:
+        process = start(overrides)
+        target = reached + rng.randint(3, 25)
+        if not wait_for_iteration(process, run_dir, target):
+            break  # finished before the kill point
+        time.sleep(rng.uniform(0, 0.3))  # kill at an arbitrary moment, maybe during a checkpoint write
+        process.kill()
+        process.wait()
+        kills += 1
+        reached = train_records(run_dir)[-1]["iteration"]
+    final = start(overrides)
+    assert final.wait(timeout=300) == 0, stderr_of(final)[-2000:]
+    assert kills == 3
+    assert_same_losses(train_records(run_dir), train_records(reference_run))
+    for checkpoint in (run_dir / "checkpoints").glob("checkpoint_*.pt"):  # a kill mid-write never leaves a torn file
+        assert torch.load(checkpoint, weights_only=False)["trainer"]["iteration"] > 0
+    assert (run_dir / "checkpoints" / "checkpoint_102.pt").is_file()
+
+
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+def test_signal_saves_a_checkpoint_and_resume_continues(signum, exit_code, reference_run, tmp_path, image_folder,
+                                                        stats_cache):
+    run_dir = tmp_path / "signalled"
+    overrides = tiny_overrides(run_dir, image_folder, stats_cache, **TRAIN_ONLY, **{"train.max_epochs": 17})
+    process = start(overrides)
+    assert wait_for_iteration(process, run_dir, 20)
+    process.send_signal(signum)
+    assert process.wait(timeout=120) == exit_code
+    stderr = stderr_of(process)
+    assert signal.Signals(signum).name in stderr and "resume_from=auto" in stderr
+    last = train_records(run_dir)[-1]["iteration"]
+    assert last < 102 and (run_dir / "checkpoints" / f"checkpoint_{last}.pt").is_file()
+    assert main(overrides + ["train.resume_from=auto"]) == 0
+    assert_same_losses(train_records(run_dir), train_records(reference_run))
+
+
+def test_non_finite_loss_stops_keeps_last_good_checkpoint(tmp_path, image_folder, stats_cache, capsys):
+    run_dir = tmp_path / "diverging"
+    overrides = tiny_overrides(run_dir, image_folder, stats_cache, **TRAIN_ONLY, **{"train.max_epochs": 1})
+    assert main(overrides) == 0
+    good = (run_dir / "checkpoints" / "checkpoint_6.pt").read_bytes()
+    # an absurd learning rate blows the weights up within one step
+    assert main(overrides + ["train.max_epochs=3", "train.resume_from=auto", "train.lr=1e30"]) == 1
+    message = capsys.readouterr().err
+    assert "non-finite loss" in message and "checkpoint_6.pt" in message and "train.lr" in message
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint_*.pt")) == ["checkpoint_6.pt"]
+    assert (run_dir / "checkpoints" / "checkpoint_6.pt").read_bytes() == good
+    assert [r["iteration"] for r in train_records(run_dir)] == list(range(1, 7))
+
+
+def test_memory_stays_flat_over_hundreds_of_iterations(tmp_path, image_folder, stats_cache):
+    run_dir = tmp_path / "long"
+    # a grid every iteration: keeping grids in memory as the seed did would grow ~0.8 MB per iteration
+    overrides = tiny_overrides(run_dir, image_folder, stats_cache, **{
+        **TRAIN_ONLY, "train.max_epochs": 60, "train.image_every": 1, "train.checkpoint_every_iters": 50})
+    process = start(overrides)
+    watched = psutil.Process(process.pid)
+    assert wait_for_iteration(process, run_dir, 100)
+    early = watched.memory_info().rss
+    assert wait_for_iteration(process, run_dir, 340)
+    late = watched.memory_info().rss
+    assert process.wait(timeout=300) == 0
+    assert late - early < 30 * 2**20, f"RSS grew by {(late - early) / 2**20:.1f} MiB over 240 iterations"
