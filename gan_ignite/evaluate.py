@@ -114,7 +114,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
     try:
         if not args.checkpoint.is_file():
             raise RunDirError(f"Checkpoint '{args.checkpoint}' does not exist; pass a file from a run's checkpoints/.")

@@ -19,6 +19,7 @@ from torch import nn
 from torchvision.utils import save_image
 
 from gan_ignite.engines import LOSS_KEYS
+from gan_ignite.errors import RunDirError
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
@@ -176,6 +177,22 @@ def attach_image_grids(trainer: Engine, generator: nn.Module, fixed_noise: torch
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every) | Events.COMPLETED, _save)
 
 
+def attach_skipped_images_log(trainer: Engine) -> None:
+    """Count the unreadable images the loader skipped (``batch[1]``) and log the count per epoch."""
+    skipped = {"count": 0}
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _count(engine: Engine) -> None:
+        skipped["count"] += int(engine.state.batch[1])
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def _report(engine: Engine) -> None:
+        if skipped["count"]:
+            logger.warning("Epoch %d: skipped %d unreadable image(s) (data.skip_bad_images=true; the files are "
+                           "named in the warnings above)", engine.state.epoch, skipped["count"])
+        skipped["count"] = 0
+
+
 def save_real_grid(real_images: torch.Tensor, path: Path) -> None:
     save_image(real_images[:64], path, nrow=8, normalize=True, value_range=(-1, 1))
 
@@ -215,7 +232,13 @@ def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_d
         if engine.state.iteration in saved_at:
             return  # the epoch-end, iteration and signal schedules may coincide
         saved_at.add(engine.state.iteration)
-        checkpoint(engine)
+        try:
+            checkpoint(engine)
+        except OSError as error:  # disk full, quota, permissions: DiskSaver removed its temporary file
+            raise RunDirError(f"Could not write the checkpoint of iteration {engine.state.iteration} to "
+                              f"'{checkpoint_dir}' ({error.strerror or error}). The previous checkpoints are intact "
+                              f"(each is written to a temporary file, then renamed); free space or fix the folder "
+                              f"and continue with train.resume_from=auto.") from None
         if idist.get_rank() == 0:
             for _, old in checkpoint_files(checkpoint_dir)[:-n_saved]:
                 old.unlink(missing_ok=True)

@@ -28,10 +28,11 @@ from gan_ignite import data as data_module
 from gan_ignite.config import load_config, save_config
 from gan_ignite.engines import LOSS_KEYS, create_trainer, make_resumable
 from gan_ignite.evaluate import INPUT_ERRORS, setup_evaluation, warn_if_random
-from gan_ignite.errors import RunDirError, UserError
+from gan_ignite.errors import RunDirError
+from gan_ignite.metrics.inception import load_fid_inception
 from gan_ignite.handlers import (GracefulStop, HistoryWriter, TensorState, attach_best_checkpoint,
                                  attach_checkpoints, attach_evaluation, attach_image_grids, attach_nan_guard,
-                                 attach_train_history, latest_checkpoint, save_real_grid)
+                                 attach_skipped_images_log, attach_train_history, latest_checkpoint, save_real_grid)
 from gan_ignite.models import Discriminator, Generator
 
 logger = logging.getLogger("gan_ignite")
@@ -159,6 +160,7 @@ def run(local_rank: int, config: DictConfig) -> None:
 
     attach_train_history(trainer, writer)
     attach_nan_guard(trainer)
+    attach_skipped_images_log(trainer)
     if rank == 0:
         ProgressBar(persist=True).attach(trainer, metric_names=["Loss_G", "Loss_D"])
         attach_image_grids(trainer, generator, fixed_noise, output_dir / "images", train_cfg.image_every)
@@ -217,22 +219,22 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def preflight(config: DictConfig) -> Path:
-    """Every check that can fail on user input, before any process is spawned or file written."""
+    """Every check that can fail on user input, before any process is spawned or file written:
+    a failure here leaves an existing run directory exactly as it was."""
     resume = resolve_resume(config)
     data_module.load_dataset(config.data)
+    if resume is not None:  # the models of the checkpoint must fit the config
+        generator, discriminator = setup_models(config, torch.device("cpu"))
+        restore({"generator": generator, "discriminator": discriminator}, load_checkpoint(resume), resume)
     weights = config.eval.inception_weights
-    if config.eval.every_epochs > 0 and weights and weights != "random" and not Path(weights).is_file():
-        raise UserError(f"eval.inception_weights='{weights}' does not exist. Download pytorch-fid's "
-                        f"pt_inception-2015-12-05-6726825d.pth and pass its path, or leave eval.inception_weights "
-                        f"empty to download it once into the torch hub cache (see the README's 'Offline Inception "
-                        f"weights').")
-    output_dir = prepare_output_dir(config, resume)
-    return output_dir
+    if config.eval.every_epochs > 0 and weights and weights != "random":
+        load_fid_inception(weights, "cpu")  # a missing, corrupt or wrong file fails here, naming it
+    return prepare_output_dir(config, resume)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
     try:
         config = load_config(args.config, args.overrides)
         launched_by_torchrun = "LOCAL_RANK" in os.environ and int(os.environ.get("RANK", "0")) > 0

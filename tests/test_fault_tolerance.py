@@ -1,5 +1,6 @@
 """Crashes, signals, divergence, reproducibility and memory: what a long GAN run must survive."""
 
+import errno
 import json
 import random
 import signal
@@ -146,3 +147,52 @@ def test_memory_stays_flat_over_hundreds_of_iterations(tmp_path, image_folder, s
     late = watched.memory_info().rss
     assert process.wait(timeout=300) == 0
     assert late - early < 30 * 2**20, f"RSS grew by {(late - early) / 2**20:.1f} MiB over 240 iterations"
+
+
+def test_full_disk_during_a_checkpoint_write_keeps_the_previous_one(tmp_path, image_folder, stats_cache, monkeypatch,
+                                                                    capsys):
+    run_dir = tmp_path / "full_disk"
+    overrides = tiny_overrides(run_dir, image_folder, stats_cache, **{**TRAIN_ONLY, "train.max_epochs": 2})
+    real_save = torch.save
+    calls = {"count": 0}
+
+    def save_until_disk_full(obj, target, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] >= 2:  # the second checkpoint: write part of it, then run out of space
+            target.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_until_disk_full)
+    assert main(overrides) == 2
+    message = capsys.readouterr().err
+    assert "No space left on device" in message and "intact" in message
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint_6.pt"]
+    assert torch.load(checkpoints / "checkpoint_6.pt", weights_only=False)["trainer"]["iteration"] == 6
+
+
+def test_bad_inputs_exit_2_and_leave_an_existing_run_untouched(tmp_path, image_folder, stats_cache, capsys):
+    run_dir = tmp_path / "precious"
+    overrides = tiny_overrides(run_dir, image_folder, stats_cache, **{**TRAIN_ONLY, "train.max_epochs": 1})
+    assert main(overrides) == 0
+    snapshot = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    garbage = tmp_path / "pt_inception.pth"
+    garbage.write_bytes(b"this is not a state dict")
+    bad_runs = {
+        "Inception weights": ["train.resume_from=auto", "eval.every_epochs=1", f"eval.inception_weights={garbage}"],
+        "does not fit this config": ["train.resume_from=auto", "model.g_features=16"],
+        "already holds a run": [],
+        "not divisible": ["train.batch_size=9", "dist.nproc_per_node=2"],
+    }
+    for words, extra in bad_runs.items():
+        assert main(overrides + extra) == 2, words
+        assert words in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == snapshot
+
+
+def test_unwritable_output_dir_is_reported(tmp_path, image_folder, stats_cache, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(tiny_overrides(blocker / "run", image_folder, stats_cache, **TRAIN_ONLY)) == 2
+    assert "cannot be written" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, ROOT, SHARED_DATASETS, cli_env, tiny_overrides
+from gan_ignite.evaluate import main as evaluate_main
 from gan_ignite.train import main
 
 
@@ -116,3 +117,22 @@ def test_trains_on_real_fashion_mnist(tmp_path, stats_cache):
     assert len(train) == 40
     # the discriminator learns to tell real from fake within a few dozen steps on real data
     assert sum(r["D_x"] for r in train[-10:]) / 10 > sum(r["D_x"] for r in train[:3]) / 3
+
+
+def test_evaluate_cli_scores_a_saved_generator(finished_run, capsys):
+    checkpoint = finished_run / "checkpoints" / "checkpoint_6.pt"
+    code = evaluate_main(["--checkpoint", str(checkpoint), "--num-samples", "24", "eval.metrics=[fid,is,kid,prdc]",
+                          "eval.kid_subsets=5", "eval.kid_subset_size=12"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in ("fid", "is", "kid", "precision", "recall", "density", "coverage"):
+        assert f"{name}:" in printed
+    record = json.loads((finished_run / "evaluations.jsonl").read_text().splitlines()[-1])
+    assert record["iteration"] == 6 and record["num_samples"] == 24 and record["inception_weights"] == "random"
+    assert math.isfinite(record["fid"]) and record["fid"] >= 0 and record["is"] >= 1
+    assert 0 <= record["precision"] <= 1 and 0 <= record["coverage"] <= 1
+
+
+def test_evaluate_cli_missing_checkpoint(tmp_path, capsys):
+    assert evaluate_main(["--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert "nope.pt" in capsys.readouterr().err
