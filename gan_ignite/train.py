@@ -28,7 +28,7 @@ from gan_ignite import data as data_module
 from gan_ignite.config import load_config, save_config
 from gan_ignite.engines import LOSS_KEYS, create_trainer, make_resumable
 from gan_ignite.evaluate import INPUT_ERRORS, setup_evaluation, warn_if_random
-from gan_ignite.errors import RunDirError
+from gan_ignite.errors import ConfigError, RunDirError
 from gan_ignite.metrics.inception import load_fid_inception
 from gan_ignite.handlers import (GracefulStop, HistoryWriter, TensorState, attach_best_checkpoint,
                                  attach_checkpoints, attach_evaluation, attach_image_grids, attach_nan_guard,
@@ -222,6 +222,11 @@ def preflight(config: DictConfig) -> Path:
     """Every check that can fail on user input, before any process is spawned or file written:
     a failure here leaves an existing run directory exactly as it was."""
     resume = resolve_resume(config)
+    processes, gpus = config.dist.nproc_per_node or 1, torch.cuda.device_count()
+    if gpus and processes > gpus:
+        raise ConfigError(f"dist.nproc_per_node={processes} but only {gpus} GPU(s) are visible: each process needs a "
+                          f"GPU of its own. Lower dist.nproc_per_node, or train on CPU processes with "
+                          f"CUDA_VISIBLE_DEVICES='' and dist.backend=gloo.")
     data_module.load_dataset(config.data)
     if resume is not None:  # the models of the checkpoint must fit the config
         generator, discriminator = setup_models(config, torch.device("cpu"))

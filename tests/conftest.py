@@ -71,3 +71,59 @@ def cli_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+# ----------------------------------------------------------------------------- metrics fixtures
+# (owned by gan_ignite.metrics' tests: tests/test_metrics_*.py)
+@pytest.fixture(scope="session")
+def random_inception():
+    """The deterministic random-init FID Inception (meaningless numbers, fine for comparisons)."""
+    import warnings
+
+    from gan_ignite.metrics.inception import load_fid_inception
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_fid_inception("random", "cpu")
+
+
+@pytest.fixture(scope="session")
+def random_inception_weights(tmp_path_factory, random_inception) -> Path:
+    """The random-init network saved as a state dict in pytorch-fid's file format."""
+    import torch
+
+    path = tmp_path_factory.mktemp("inception") / "random_fid_inception.pth"
+    torch.save(random_inception.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def inception_folders(tmp_path_factory) -> tuple[Path, Path]:
+    """Two folders of 299x299 PNGs (no resizing anywhere): A = 16 colour shape images,
+    B = 16 other shape images saved as grayscale, so FID(A, B) is clearly non-zero."""
+    root = tmp_path_factory.mktemp("inception_folders")
+    make_shape_images(root / "a", 16, size=299, seed=1)
+    make_shape_images(root / "b", 16, size=299, seed=2, mode="L")
+    return root / "a", root / "b"
+
+
+def pytorch_fid_frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """pytorch-fid's ``calculate_frechet_distance`` as the reference. pytorch-fid 0.3.0 passes
+    ``disp=False`` to ``scipy.linalg.sqrtm``, which SciPy 1.18 removed: adapt the call there."""
+    import inspect
+    import warnings
+
+    import scipy.linalg
+    from pytorch_fid import fid_score
+
+    class _SqrtmWithoutDisp:
+        @staticmethod
+        def sqrtm(matrix, disp=True):
+            root = scipy.linalg.sqrtm(matrix)
+            return root if disp else (root, None)
+
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
+        warnings.simplefilter("ignore")  # sqrtm: "Matrix is singular" for n < d, scipy deprecations
+        if "disp" not in inspect.signature(scipy.linalg.sqrtm).parameters:
+            patch.setattr(fid_score, "linalg", _SqrtmWithoutDisp)
+        return float(fid_score.calculate_frechet_distance(mu1, sigma1, mu2, sigma2))

@@ -1,0 +1,86 @@
+"""Shared pieces of the metrics: output selection, gathering rows across ranks, and a base
+class for metrics that store per-sample rows and report several values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine
+from ignite.exceptions import NotComputableError
+from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced
+
+FEATURES_KEY = "features"
+LOGITS_KEY = "logits"
+
+
+class SelectKey:
+    """Default ``output_transform``: take ``output[key]`` from the evaluator's output dict."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        if isinstance(output, Mapping) and self.key in output:
+            return output[self.key]
+        found = list(output) if isinstance(output, Mapping) else type(output).__name__
+        raise KeyError(
+            f"The evaluator output must be a dict with key '{self.key}' (Inception outputs of the "
+            f"generated images: {{'features': [B, 2048], 'logits': [B, 1008]}}), got {found}; "
+            "pass output_transform= to select it yourself."
+        )
+
+    def __repr__(self) -> str:
+        return f"SelectKey({self.key!r})"
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Concatenate the 2-d ``rows`` [n_rank, D] of every rank in rank order; every rank gets the
+    result. ``idist.all_gather`` needs equal shapes, so rows are zero-padded and trimmed; a rank
+    without rows may pass any [0, *] tensor."""
+    if idist.get_world_size() == 1:
+        return rows
+    shapes = idist.all_gather(torch.tensor([rows.shape[0], rows.shape[1]], device=rows.device))
+    counts, widths = shapes[0::2].tolist(), shapes[1::2].tolist()
+    largest, width = max(counts), max(widths)
+    padded = torch.zeros((largest, width), dtype=rows.dtype, device=rows.device)
+    padded[: rows.shape[0], : rows.shape[1]] = rows
+    gathered = idist.all_gather(padded)
+    return torch.cat([gathered[rank * largest : rank * largest + n] for rank, n in enumerate(counts)])
+
+
+class StoredRowsMetric(Metric):
+    """Keeps every row of the selected output (all ranks gathered at compute) and reports a
+    mapping of values under names derived from the attach name (see :meth:`result_names`)."""
+
+    def __init__(self, output_key: str, output_transform: Callable | None, device: str | torch.device) -> None:
+        self._output_key = output_key
+        super().__init__(output_transform=output_transform or SelectKey(output_key), device=device)
+
+    @reinit__is_reduced
+    def reset(self) -> None:
+        self._rows: list[torch.Tensor] = []
+
+    @reinit__is_reduced
+    def update(self, output: torch.Tensor) -> None:
+        if output.dim() != 2:
+            raise ValueError(f"{type(self).__name__} expects '{self._output_key}' of shape [B, D], got "
+                             f"{tuple(output.shape)}.")
+        self._rows.append(output.detach().to(self._device, torch.float32))
+
+    def all_rows(self) -> torch.Tensor:
+        """Every stored row of every rank (a collective call in a distributed run)."""
+        local = torch.cat(self._rows) if self._rows else torch.zeros((0, 0), device=self._device)
+        rows = gather_rows(local)
+        if rows.shape[0] == 0:
+            raise NotComputableError(f"{type(self).__name__} must have at least one example before it can be computed.")
+        return rows
+
+    def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
+        return {f"{name}_{key}": value for key, value in result.items()}
+
+    def completed(self, engine: Engine, name: str) -> None:
+        engine.state.metrics.update(self.result_names(name, self.compute()))

@@ -1,0 +1,199 @@
+"""``python -m gan_ignite.metrics PATH_A [PATH_B]``: FID / IS / KID / PRDC of two image sets.
+
+PATH_A is the reference (real) set, PATH_B the set under test; IS is computed on PATH_B. A path
+is a folder of images (recursive; any size and mode, converted to RGB and PIL-resized to 299
+like the evaluator's images) or an ``.npz`` of statistics (pytorch-fid's or ours). ``--save-stats
+OUT.npz`` saves PATH_A's statistics (with features, so KID/PRDC work from it later); with only
+PATH_A given it just saves them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gan_ignite.metrics.factory import METRIC_NAMES
+from gan_ignite.metrics.fid import frechet_distance
+from gan_ignite.metrics.folder import folder_inception_outputs
+from gan_ignite.metrics.inception import load_fid_inception
+from gan_ignite.metrics.inception_score import DEFAULT_SEED, inception_score
+from gan_ignite.metrics.kid import kernel_inception_distance
+from gan_ignite.metrics.prdc import precision_recall_density_coverage
+from gan_ignite.metrics.preprocess import RESIZE_METHODS
+from gan_ignite.metrics.real_stats import RealStatistics
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(ValueError):
+    """Bad command-line input; reported as one paragraph and exit code 2."""
+
+
+@dataclass
+class ImageSet:
+    """Statistics of one input, plus logits when it came from images (needed by IS)."""
+
+    path: str
+    stats: RealStatistics
+    logits: torch.Tensor | None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gan_ignite.metrics", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="PATH_A (reference) and PATH_B (under test)")
+    parser.add_argument("--metrics", default=None,
+                        help="comma-separated subset of fid,is,kid,prdc (default: all the inputs allow)")
+    parser.add_argument("--inception-weights", default="",
+                        help="pt_inception-2015-12-05-6726825d.pth path, empty = download, 'random' = tests only")
+    parser.add_argument("--resize", choices=sorted(RESIZE_METHODS), default="bilinear")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--is-splits", type=int, default=10)
+    parser.add_argument("--kid-subsets", type=int, default=100)
+    parser.add_argument("--kid-subset-size", type=int, default=1000)
+    parser.add_argument("--nearest-k", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the IS shuffle and KID subsets")
+    parser.add_argument("--save-stats", metavar="OUT.npz", help="save the statistics of PATH_A")
+    parser.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except ValueError as error:  # our input errors (CliError, FolderError, ...) are ValueErrors
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _run(args: argparse.Namespace) -> int:
+    paths = _check_paths(args)
+    requested = _parse_metrics(args.metrics)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    extractor = _extractor_if_needed(paths, args.inception_weights, device)
+    set_a = _load_set(paths[0], extractor, args)
+    if args.save_stats:
+        set_a.stats.save(args.save_stats)
+        print(f"Saved statistics of {set_a.stats.num} images of {paths[0]} to {args.save_stats}")
+    if len(paths) == 1:
+        return 0
+    set_b = _load_set(paths[1], extractor, args)
+    names = _usable_metrics(requested, set_a, set_b)
+    _warn_if_few_samples(set_a.stats.num, set_b.stats.num, set_a.stats.mu.shape[0])
+    results = _compute(names, set_a, set_b, args)
+    _report(results, args.json)
+    return 0
+
+
+def _check_paths(args: argparse.Namespace) -> list[str]:
+    paths = args.paths
+    if len(paths) > 2 or (len(paths) == 1 and not args.save_stats):
+        raise CliError(f"Give PATH_A (reference) and PATH_B (under test), or one PATH with --save-stats; got {paths}.")
+    for path in paths:
+        if not Path(path).exists():
+            raise CliError(f"Path '{path}' does not exist. Give a folder of images or an .npz statistics file.")
+        if not Path(path).is_dir() and not path.endswith(".npz"):
+            raise CliError(f"'{path}' is neither a folder of images nor an .npz statistics file.")
+    return paths
+
+
+def _parse_metrics(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip().lower() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METRIC_NAMES]
+    if unknown or not names:
+        raise CliError(f"Unknown metric(s) {unknown or text!r} in --metrics; choose from {','.join(METRIC_NAMES)}.")
+    return names
+
+
+def _extractor_if_needed(paths: list[str], weights: str, device: torch.device) -> torch.nn.Module | None:
+    if all(path.endswith(".npz") and not Path(path).is_dir() for path in paths):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        extractor = load_fid_inception(weights, device)
+    if weights.strip().lower() == "random":
+        print("warning: random-init Inception ('random'): the numbers are meaningless", file=sys.stderr)
+    return extractor
+
+
+def _load_set(path: str, extractor: torch.nn.Module | None, args: argparse.Namespace) -> ImageSet:
+    if not Path(path).is_dir():
+        return ImageSet(path, RealStatistics.load(path), None)
+    features, logits = folder_inception_outputs(path, extractor, args.resize, args.batch_size, args.num_workers)
+    if features.shape[0] < 2:
+        raise CliError(f"Folder '{path}' has {features.shape[0]} image; at least 2 are needed.")
+    return ImageSet(path, RealStatistics.from_features(features, {"source": path}), logits)
+
+
+def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet) -> list[str]:
+    names = requested or list(METRIC_NAMES)
+    missing = {name: _missing_input(name, set_a, set_b) for name in names}
+    missing = {name: reason for name, reason in missing.items() if reason}
+    if missing and requested is not None:
+        raise CliError("Cannot compute " + "; ".join(f"{name}: {reason}" for name, reason in missing.items()) + ".")
+    for name, reason in missing.items():
+        print(f"note: skipping {name}: {reason}", file=sys.stderr)
+    return [name for name in names if name not in missing]
+
+
+def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet) -> str:
+    if name == "is" and set_b.logits is None:
+        return f"IS needs images, but PATH_B '{set_b.path}' is a statistics file"
+    if name in ("kid", "prdc"):
+        lacking = [s.path for s in (set_a, set_b) if s.stats.features is None]
+        if lacking:
+            return f"{name.upper()} needs per-image features, which {', '.join(lacking)} does not hold"
+    if name == "fid" and set_a.stats.mu.shape != set_b.stats.mu.shape:
+        return f"feature sizes differ ({set_a.stats.mu.shape[0]} vs {set_b.stats.mu.shape[0]})"
+    return ""
+
+
+def _warn_if_few_samples(num_a: int, num_b: int, dim: int) -> None:
+    if min(num_a, num_b) < dim:
+        print(f"warning: {num_a} and {num_b} images, fewer than the {dim} feature dimensions: FID is biased "
+              "upwards (singular covariance); papers use 10,000-50,000 images", file=sys.stderr)
+
+
+def _compute(names: list[str], set_a: ImageSet, set_b: ImageSet, args: argparse.Namespace) -> dict[str, float]:
+    real, fake = set_a.stats, set_b.stats
+    results: dict[str, float] = {}
+    if "fid" in names:
+        results["fid"] = frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
+    if "is" in names:
+        results["is"], results["is_std"] = inception_score(set_b.logits, args.is_splits, args.seed)
+    if "kid" in names:
+        results["kid"], results["kid_std"] = kernel_inception_distance(
+            torch.from_numpy(fake.features), torch.from_numpy(real.features), args.kid_subsets,
+            args.kid_subset_size, args.seed)
+    if "prdc" in names:
+        results.update(precision_recall_density_coverage(
+            torch.from_numpy(real.features), torch.from_numpy(fake.features), args.nearest_k))
+    return {**results, "num_a": real.num, "num_b": fake.num}
+
+
+_LABELS = {"fid": ("FID", ".4f"), "is": ("IS", ".4f"), "kid": ("KID", ".6f"), "precision": ("Precision", ".4f"),
+           "recall": ("Recall", ".4f"), "density": ("Density", ".4f"), "coverage": ("Coverage", ".4f")}
+
+
+def _report(results: dict[str, float], json_path: str | None) -> None:
+    for key, (label, spec) in _LABELS.items():
+        if key in results:
+            std = f" ± {results[key + '_std']:{spec}}" if key + "_std" in results else ""
+            print(f"{label}: {results[key]:{spec}}{std}")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")

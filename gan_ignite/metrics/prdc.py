@@ -1,0 +1,83 @@
+"""Precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020)
+from k-nearest-neighbour balls in feature space; same definitions as ``prdc.compute_prdc``.
+
+Distances are computed in float64, in chunks of real rows, so memory stays O(chunk x N).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+
+from gan_ignite.metrics._base import FEATURES_KEY, StoredRowsMetric
+
+__all__ = ["PRDC", "PRDC_KEYS", "precision_recall_density_coverage"]
+
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+_CHUNK = 1024
+
+
+def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, nearest_k: int = 5) -> dict[str, float]:
+    """``{"precision", "recall", "density", "coverage"}`` of ``fake`` [N_f, D] against ``real`` [N_r, D]."""
+    real, fake = real.detach().double(), fake.detach().to(real.device, torch.float64)
+    if min(real.shape[0], fake.shape[0]) <= nearest_k:
+        raise ValueError(f"PRDC with nearest_k={nearest_k} needs more than {nearest_k} samples per set, got "
+                         f"{real.shape[0]} real and {fake.shape[0]} generated.")
+    real_radii = _knn_radii(real, nearest_k)
+    fake_radii = _knn_radii(fake, nearest_k)
+    fake_hits = torch.zeros(fake.shape[0], dtype=torch.float64, device=real.device)
+    recalled, covered = [], []
+    for start in range(0, real.shape[0], _CHUNK):
+        distances = _distances(real[start : start + _CHUNK], fake)
+        inside_real_ball = distances < real_radii[start : start + _CHUNK, None]
+        fake_hits += inside_real_ball.sum(dim=0)
+        recalled.append((distances < fake_radii[None, :]).any(dim=1))
+        covered.append(distances.min(dim=1).values < real_radii[start : start + _CHUNK])
+    return {
+        "precision": float((fake_hits > 0).double().mean()),
+        "recall": float(torch.cat(recalled).double().mean()),
+        "density": float(fake_hits.mean() / nearest_k),
+        "coverage": float(torch.cat(covered).double().mean()),
+    }
+
+
+def _distances(rows: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    squared = (rows * rows).sum(1, keepdim=True) + (others * others).sum(1) - 2 * rows @ others.T
+    return squared.clamp_(min=0).sqrt_()
+
+
+def _knn_radii(features: torch.Tensor, nearest_k: int) -> torch.Tensor:
+    """Distance of each row to its k-th nearest other row (the row itself is the 0-th)."""
+    radii = [
+        _distances(features[start : start + _CHUNK], features).kthvalue(nearest_k + 1, dim=1).values
+        for start in range(0, features.shape[0], _CHUNK)
+    ]
+    return torch.cat(radii)
+
+
+class PRDC(StoredRowsMetric):
+    """Precision, recall, density and coverage of the generated images (evaluator output
+    ``{"features": [B, 2048], ...}``) against the stored real features.
+
+    Attached as ``"prdc"`` it writes ``"precision"``, ``"recall"``, ``"density"`` and
+    ``"coverage"`` into ``engine.state.metrics``; under another name ``"<name>_precision"`` etc.
+    """
+
+    def __init__(self, real_features: torch.Tensor | np.ndarray, nearest_k: int = 5,
+                 output_transform: Callable | None = None, device: str | torch.device = "cpu") -> None:
+        if nearest_k < 1:
+            raise ValueError(f"nearest_k must be >= 1, got {nearest_k}.")
+        self._real = torch.as_tensor(real_features, dtype=torch.float32)
+        self._nearest_k = nearest_k
+        super().__init__(FEATURES_KEY, output_transform, device)
+
+    def compute(self) -> dict[str, float]:
+        fake = self.all_rows()
+        return precision_recall_density_coverage(self._real.to(fake.device), fake, self._nearest_k)
+
+    def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
+        if name == "prdc":
+            return dict(result)
+        return {f"{name}_{key}": value for key, value in result.items()}

@@ -1,0 +1,200 @@
+"""Real-set Inception statistics: computed once, cached on disk by a key of everything they
+depend on, shared by every epoch's evaluation.
+
+The ``.npz`` holds ``mu`` and ``sigma`` under pytorch-fid's key names (so
+``python -m pytorch_fid stats.npz other`` reads it), plus ``features``, ``num`` and ``meta``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ignite.distributed as idist
+import numpy as np
+import torch
+
+from gan_ignite.metrics._base import gather_rows
+from gan_ignite.metrics.fid import mean_and_covariance
+from gan_ignite.metrics.preprocess import ResizeMethod, resize_for_inception, to_uint8
+
+__all__ = [
+    "RealStatistics",
+    "RealStatisticsError",
+    "cache_key",
+    "cached_real_statistics",
+    "compute_real_statistics",
+    "extract_inception_outputs",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class RealStatisticsError(ValueError):
+    """A statistics file is missing, unreadable or lacks what is asked of it."""
+
+
+@dataclass
+class RealStatistics:
+    """Inception statistics of a reference image set."""
+
+    features: np.ndarray | None  # float32 [N, 2048]; needed by KID and PRDC
+    mu: np.ndarray  # float64 [2048]
+    sigma: np.ndarray  # float64 [2048, 2048]
+    num: int
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_features(cls, features: torch.Tensor | np.ndarray,
+                      meta: Mapping[str, Any] | None = None) -> RealStatistics:
+        features = torch.as_tensor(features, dtype=torch.float32).cpu()
+        mu, sigma = mean_and_covariance(features)
+        return cls(features.numpy(), mu.numpy(), sigma.numpy(), int(features.shape[0]), dict(meta or {}))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically (temp file in the same folder, then ``os.replace``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"mu": self.mu, "sigma": self.sigma, "num": np.int64(self.num),
+                  "meta": np.array(json.dumps(self.meta, sort_keys=True, default=str))}
+        if self.features is not None:
+            arrays["features"] = self.features
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.savez(stream, **arrays)
+            os.replace(temp_name, path)
+        except BaseException:
+            Path(temp_name).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RealStatistics:
+        """Read our ``.npz`` or pytorch-fid's (``mu`` and ``sigma`` only)."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls._from_npz(data, path)
+        except (OSError, ValueError, EOFError) as error:
+            raise RealStatisticsError(
+                f"Cannot read statistics file '{path}' ({type(error).__name__}: {error}). Expected an .npz "
+                "with arrays 'mu' [D] and 'sigma' [D, D] (pytorch-fid format), optionally 'features' [N, D]."
+            ) from None
+
+    @classmethod
+    def _from_npz(cls, data: Any, path: Path) -> RealStatistics:
+        missing = [key for key in ("mu", "sigma") if key not in data.files]
+        if missing:
+            raise RealStatisticsError(f"Statistics file '{path}' lacks {missing}; it has {data.files}. Expected "
+                                      "pytorch-fid's format: arrays 'mu' [D] and 'sigma' [D, D].")
+        mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
+        if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+            raise RealStatisticsError(f"Statistics file '{path}' has mu {mu.shape} and sigma {sigma.shape}; "
+                                      "expected mu [D] and sigma [D, D].")
+        features = data["features"].astype(np.float32) if "features" in data.files else None
+        num = int(data["num"]) if "num" in data.files else (len(features) if features is not None else 0)
+        meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+        return cls(features, mu, sigma, num, meta)
+
+
+def extract_inception_outputs(images: torch.Tensor, extractor: torch.nn.Module,
+                              resize: ResizeMethod = "bilinear") -> dict[str, torch.Tensor]:
+    """Images in [-1, 1] (float N x C x H x W, C = 1 or 3) -> ``{"features", "logits"}``.
+
+    This is the evaluator's one Inception pass: uint8 conversion, PIL resize to 299, Inception.
+    Outputs stay on the extractor's device.
+    """
+    device = next(extractor.parameters()).device
+    resized = resize_for_inception(to_uint8(images).cpu(), resize).to(device)
+    with torch.no_grad():
+        features, logits = extractor(resized)
+    return {"features": features, "logits": logits}
+
+
+def compute_real_statistics(batches: Iterable[Any], extractor: torch.nn.Module, resize: ResizeMethod = "bilinear",
+                            device: str | torch.device | None = None, max_samples: int | None = None,
+                            meta: Mapping[str, Any] | None = None) -> RealStatistics:
+    """Statistics of real images given as batches of float images in [-1, 1].
+
+    A batch may be a tensor or a ``(images, labels, ...)`` tuple/list. ``max_samples`` caps the
+    count *per rank*. In a distributed run every rank must call this; features of all ranks are
+    gathered so every rank returns the full set.
+    """
+    if device is not None:
+        extractor = extractor.to(device)
+    local = _local_features(batches, extractor, resize, max_samples)
+    features = gather_rows(local.to(idist.device()) if idist.get_world_size() > 1 else local).cpu()
+    if features.shape[0] < 2:
+        raise RealStatisticsError(f"Real statistics need at least 2 images, got {features.shape[0]}; "
+                                  "check the dataset.")
+    return RealStatistics.from_features(features, meta)
+
+
+def _local_features(batches: Iterable[Any], extractor: torch.nn.Module, resize: ResizeMethod,
+                    max_samples: int | None) -> torch.Tensor:
+    collected: list[torch.Tensor] = []
+    count = 0
+    for batch in batches:
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if max_samples is not None:
+            images = images[: max_samples - count]
+        if images.shape[0] == 0:
+            break
+        collected.append(extract_inception_outputs(images, extractor, resize)["features"].float().cpu())
+        count += images.shape[0]
+    return torch.cat(collected) if collected else torch.zeros((0, 2048))
+
+
+def cache_key(key_parts: Mapping[str, Any]) -> str:
+    """A short stable hash of ``key_parts`` (JSON with sorted keys)."""
+    text = json.dumps(dict(key_parts), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_real_statistics(cache_dir: str | os.PathLike, key_parts: Mapping[str, Any],
+                           compute_fn: Callable[[], RealStatistics]) -> RealStatistics:
+    """Load the statistics for ``key_parts`` from ``cache_dir`` or compute and store them.
+
+    ``key_parts`` must name everything the statistics depend on (dataset, root, subset, image
+    size, resize method, weights tag, sample count, ...). In a distributed run call it on every
+    rank: rank 0 decides hit or miss; on a miss every rank runs ``compute_fn`` (it may use
+    collectives) and rank 0 writes the file; on a hit every rank loads it, so ``cache_dir`` must
+    be visible to all ranks.
+    """
+    path = Path(cache_dir) / f"real_stats_{cache_key(key_parts)}.npz"
+    stats = _load_on_rank0(path)
+    if _broadcast_flag(stats is not None):
+        logger.info("Real statistics cache hit: %s", path)
+        return stats if stats is not None else RealStatistics.load(path)
+    logger.info("Real statistics cache miss: computing %s", dict(key_parts))
+    stats = compute_fn()
+    stats.meta = {**stats.meta, "key_parts": dict(key_parts)}
+    if idist.get_rank() == 0:
+        stats.save(path)
+        logger.info("Real statistics of %d images saved to %s", stats.num, path)
+    idist.barrier()
+    return stats
+
+
+def _load_on_rank0(path: Path) -> RealStatistics | None:
+    if idist.get_rank() != 0 or not path.is_file():
+        return None
+    try:
+        return RealStatistics.load(path)
+    except RealStatisticsError as error:
+        logger.warning("Ignoring unreadable real statistics cache file: %s", error)
+        return None
+
+
+def _broadcast_flag(flag: bool) -> bool:
+    if idist.get_world_size() == 1:
+        return flag
+    return bool(idist.broadcast(int(flag), src=0))

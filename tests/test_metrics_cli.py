@@ -1,0 +1,114 @@
+"""``python -m gan_ignite.metrics`` on image folders, against pytorch-fid on the same files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from conftest import PYTHON, cli_env, make_shape_images, pytorch_fid_frechet_distance
+from pytorch_fid import fid_score
+from pytorch_fid import inception as pytorch_fid_inception
+
+from gan_ignite.metrics.cli import main
+
+ALL_KEYS = {"fid", "is", "is_std", "kid", "kid_std", "precision", "recall", "density", "coverage", "num_a", "num_b"}
+SMALL_SET_OPTIONS = ["--is-splits", "2", "--kid-subsets", "10", "--kid-subset-size", "8", "--nearest-k", "3",
+                     "--num-workers", "0", "--batch-size", "10"]
+
+
+@pytest.fixture(scope="session")
+def pytorch_fid_stats(inception_folders, random_inception_weights):
+    """pytorch-fid's own mu/sigma/FID of the two folders, its Inception loading our weights file."""
+    state = torch.load(random_inception_weights, weights_only=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pytorch_fid_inception, "load_state_dict_from_url", lambda *args, **kwargs: state)
+        model = pytorch_fid_inception.InceptionV3([3]).eval()
+        stats = [fid_score.compute_statistics_of_path(str(folder), model, 16, 2048, "cpu", num_workers=0)
+                 for folder in inception_folders]
+    return {"a": stats[0], "b": stats[1], "fid": pytorch_fid_frechet_distance(*stats[0], *stats[1])}
+
+
+@pytest.fixture(scope="session")
+def cli_run(inception_folders, random_inception_weights, tmp_path_factory):
+    """One CLI run with every metric, --json and --save-stats (Inception runs are the slow part)."""
+    out = tmp_path_factory.mktemp("cli")
+    argv = [str(inception_folders[0]), str(inception_folders[1]), "--inception-weights",
+            str(random_inception_weights), "--device", "cpu", "--json", str(out / "result.json"),
+            "--save-stats", str(out / "a_stats.npz"), *SMALL_SET_OPTIONS]
+    code = main(argv)
+    return code, json.loads((out / "result.json").read_text()), out / "a_stats.npz"
+
+
+def test_fid_on_299_folders_equals_pytorch_fid(cli_run, pytorch_fid_stats):
+    code, result, _ = cli_run
+    assert code == 0
+    assert np.isfinite(result["fid"]) and result["fid"] > 1.0
+    assert result["fid"] == pytest.approx(pytorch_fid_stats["fid"], rel=1e-4)
+
+
+def test_json_holds_every_metric_and_the_counts(cli_run, capsys):
+    _, result, _ = cli_run
+    assert set(result) == ALL_KEYS
+    assert result["num_a"] == result["num_b"] == 16
+    assert result["is"] >= 1.0 and 0 <= result["precision"] <= 1
+
+
+def test_saved_stats_are_pytorch_fids_stats_of_path_a(cli_run, pytorch_fid_stats):
+    _, _, stats_path = cli_run
+    mu, sigma = fid_score.compute_statistics_of_path(str(stats_path), None, 1, 2048, "cpu")
+    np.testing.assert_allclose(mu, pytorch_fid_stats["a"][0], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(sigma, pytorch_fid_stats["a"][1], rtol=1e-5, atol=1e-9)
+
+
+def test_saved_stats_replace_a_folder(cli_run, inception_folders, random_inception_weights, tmp_path, capsys):
+    _, result, stats_path = cli_run
+    argv = [str(stats_path), str(inception_folders[1]), "--inception-weights", str(random_inception_weights),
+            "--device", "cpu", "--json", str(tmp_path / "again.json"), *SMALL_SET_OPTIONS]
+    assert main(argv) == 0
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again == pytest.approx(result, rel=1e-9)
+    assert "FID: " in capsys.readouterr().out
+
+
+def test_statistics_without_features_cannot_give_kid(tmp_path, capsys):
+    for name in ("a", "b"):
+        np.savez(tmp_path / f"{name}.npz", mu=np.zeros(4), sigma=np.eye(4))
+    assert main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--metrics", "fid,kid"]) == 2
+    assert "KID needs per-image features" in capsys.readouterr().err
+    assert main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text()) == {"fid": 0.0, "num_a": 0, "num_b": 0}
+
+
+def test_bad_inputs_exit_2_with_the_path_named(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    make_shape_images(broken, 3, size=16)
+    (broken / "img_0001.png").write_bytes(b"not a png")
+    for argv, expected in (([str(tmp_path / "missing"), str(empty)], str(tmp_path / "missing")),
+                           ([str(empty), str(broken)], f"Folder '{empty}' contains no images"),
+                           ([str(broken), str(broken)], str(broken / "img_0001.png")),
+                           ([str(broken), str(broken), "--metrics", "fid,lpips"], "lpips")):
+        assert main([*argv, "--inception-weights", "random", "--num-workers", "0"]) == 2
+        assert expected in capsys.readouterr().err
+
+
+def test_module_entry_point_reports_errors_without_traceback(tmp_path):
+    done = subprocess.run([PYTHON, "-m", "gan_ignite.metrics", str(tmp_path / "nope"), str(tmp_path)],
+                          capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 2
+    assert str(tmp_path / "nope") in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_gives_the_cpu_numbers(cli_run, inception_folders, random_inception_weights, tmp_path):
+    _, result, _ = cli_run
+    argv = [str(inception_folders[0]), str(inception_folders[1]), "--inception-weights", str(random_inception_weights),
+            "--device", "cuda", "--json", str(tmp_path / "cuda.json"), *SMALL_SET_OPTIONS]
+    assert main(argv) == 0
+    on_cuda = json.loads((tmp_path / "cuda.json").read_text())
+    assert on_cuda["fid"] == pytest.approx(result["fid"], rel=1e-4)
+    assert on_cuda["is"] == pytest.approx(result["is"], rel=1e-5)

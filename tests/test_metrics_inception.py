@@ -1,0 +1,98 @@
+"""The FID Inception network: weights loading, errors, input contract, outputs."""
+
+from __future__ import annotations
+
+import urllib.error
+import warnings
+
+import pytest
+import torch
+
+from gan_ignite.metrics import inception
+from gan_ignite.metrics.inception import (
+    FID_WEIGHTS_URL,
+    InceptionWeightsError,
+    load_fid_inception,
+    weights_tag,
+)
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_random_weights_are_deterministic_warned_and_leave_global_rng_alone(random_inception):
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with pytest.warns(UserWarning, match="meaningless"):
+        model = load_fid_inception("random")
+    assert torch.equal(torch.rand(3), expected_next)
+    assert _same_weights(model, random_inception)
+    assert not model.training and not any(p.requires_grad for p in model.parameters())
+    assert weights_tag("random") == "random" and weights_tag(None) == weights_tag("") == "pt_inception-2015-12-05"
+
+
+def test_outputs_are_pool3_features_and_unbiased_logits(random_inception):
+    images = torch.randint(0, 256, (2, 3, 299, 299), dtype=torch.uint8)
+    features, logits = random_inception(images)
+    assert features.shape == (2, 2048) and logits.shape == (2, 1008)
+    assert features.dtype == logits.dtype == torch.float32
+    assert features.std() > 0.1  # the random init does not collapse the features
+    torch.testing.assert_close(logits, features @ random_inception.fc.weight.T)
+
+
+@pytest.mark.parametrize("images, error", [
+    (torch.rand(1, 3, 299, 299), TypeError),
+    (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), ValueError),
+    (torch.zeros(1, 1, 299, 299, dtype=torch.uint8), ValueError),
+])
+def test_input_contract_is_enforced(random_inception, images, error):
+    with pytest.raises(error, match="uint8 tensor N x 3 x 299 x 299"):
+        random_inception(images)
+
+
+def test_weights_file_round_trip_and_tag(random_inception, random_inception_weights):
+    model = load_fid_inception(str(random_inception_weights))
+    assert _same_weights(model, random_inception)
+    assert weights_tag(str(random_inception_weights)).startswith("sha256-")
+
+
+def test_missing_corrupt_and_foreign_weight_files_name_the_path(tmp_path):
+    missing = tmp_path / "nope.pth"
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    foreign = tmp_path / "foreign.pth"
+    torch.save(torch.nn.Linear(3, 4).state_dict(), foreign)
+    for path, expected in ((missing, "cannot be read"), (corrupt, "Could not read"), (foreign, "does not fit")):
+        with pytest.raises(InceptionWeightsError, match=expected) as info:
+            load_fid_inception(str(path))
+        assert str(path) in str(info.value) and "pt_inception-2015-12-05-6726825d.pth" in str(info.value)
+
+
+def test_download_failure_says_how_to_fix_it(monkeypatch, tmp_path):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(InceptionWeightsError) as info:
+        load_fid_inception(None)
+    message = str(info.value)
+    assert FID_WEIGHTS_URL in message and "eval.inception_weights=" in message and "--inception-weights" in message
+    assert str(tmp_path / "hub" / "checkpoints") in message
+
+
+def test_download_path_loads_the_hub_state_dict(monkeypatch, random_inception):
+    calls = []
+
+    def fake_download(url, **kwargs):
+        calls.append(url)
+        return random_inception.state_dict()
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_download)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real weights: no "random" warning
+        model = load_fid_inception("")
+    assert calls == [FID_WEIGHTS_URL] and _same_weights(model, random_inception)
+    assert inception.FIDInception is type(model)
