@@ -41,7 +41,9 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
             return dict.fromkeys(LOSS_KEYS, math.nan)
         loss_d_real = criterion(output_real, labels)
         loss_d_real.backward()
-        latent = torch.randn(batch_size, latent_dim, 1, 1, device=device)
+        # drawn on the CPU: DeterministicEngine checkpoints and restores the CPU RNG, not CUDA's,
+        # so CPU latents keep a resumed GPU run identical to the uninterrupted one
+        latent = torch.randn(batch_size, latent_dim, 1, 1).to(device, non_blocking=True)
         fake_images = generator(latent)
         labels.fill_(FAKE_LABEL)
         output_fake = discriminator(fake_images.detach()).view(-1)
