@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from gan_ignite.errors import DataError
+from gan_ignite.metrics.preprocess import wide_to_l
 
 logger = logging.getLogger(__name__)
 DATA_HELP = "See the 'Data' section of the README for the expected layout and how to download it."
@@ -38,8 +39,8 @@ class ConvertMode:
     def __call__(self, image: Image.Image) -> Image.Image:
         if image.mode == self.mode:
             return image
-        if image.mode in ("I;16", "I", "F"):  # 16/32-bit grayscale: scale to 8 bits before converting
-            image = image.point(lambda value: value * (1 / 256)).convert("L")
+        if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+            image = wide_to_l(image)
         elif image.mode in ("P", "PA", "LA") and self.mode == "RGB":
             image = image.convert("RGBA")
         return image.convert(self.mode)

@@ -1,7 +1,9 @@
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import PYTHON, ROOT, cli_env, make_shape_images
 from gan_ignite.config import load_config
@@ -90,11 +92,15 @@ def test_flat_folder_and_mixed_modes(tmp_path):
         make_shape_images(tmp_path, 2, size=40, seed=len(mode), mode=mode)
         for path in tmp_path.glob("img_*.png"):
             path.rename(tmp_path / f"{mode}_{path.name}")
+    sixteen_bit = np.linspace(0, 65535, 40 * 40).reshape(40, 40).astype(np.uint16)
+    Image.fromarray(sixteen_bit).save(tmp_path / "I16_gradient.png")
     for channels in (1, 3):
         dataset = ImageFiles(tmp_path, build_transform(32, channels))
         images, skipped = collate_images([dataset[i] for i in range(len(dataset))])
-        assert images.shape == (8, channels, 32, 32) and skipped == 0
+        assert images.shape == (9, channels, 32, 32) and skipped == 0
         assert images.min() >= -1 and images.max() <= 1
+        gradient = images[[p.name for p in dataset.files].index("I16_gradient.png")]
+        assert gradient.max() > 0.9 and gradient.min() < -0.9  # scaled to 8 bits, not clipped at 255
 
 
 def test_corrupt_image_is_skipped_or_named(tmp_path):

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from gan_ignite.data import find_image_files
 from gan_ignite.metrics.preprocess import INCEPTION_SIZE, ResizeMethod, load_image_rgb, resize_image
 
-__all__ = ["IMAGE_EXTENSIONS", "FolderError", "ImageFileDataset", "folder_inception_outputs", "list_images"]
-
-IMAGE_EXTENSIONS = frozenset({".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"})
+__all__ = ["FolderError", "ImageFileDataset", "folder_inception_outputs", "list_images"]
 
 
 class FolderError(ValueError):
@@ -24,10 +24,10 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FolderError(f"'{folder}' is not a folder of images.")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    files = find_image_files(folder)  # the same files the training data loader would read
     if not files:
         raise FolderError(f"Folder '{folder}' contains no images (looked recursively for "
-                          f"{', '.join(sorted(IMAGE_EXTENSIONS))}).")
+                          f"{', '.join(IMG_EXTENSIONS)}).")
     return files
 
 

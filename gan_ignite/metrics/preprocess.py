@@ -75,13 +75,13 @@ def load_image_rgb(path: str | os.PathLike) -> torch.Tensor:
 
 def _pil_to_rgb_tensor(image: Image.Image) -> torch.Tensor:
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        image = _wide_to_l(image)
+        image = wide_to_l(image)
     rgb = np.asarray(image.convert("RGB"))
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
 
 
-def _wide_to_l(image: Image.Image) -> Image.Image:
-    # PIL's convert("L") clips 16-bit values at 255 instead of scaling them.
+def wide_to_l(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit / float grayscale -> 8-bit ``L``, scaled (PIL's convert("L") clips at 255)."""
     values = np.asarray(image).astype(np.float64)
     if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
         values = values / 65535.0 * 255.0
