@@ -153,6 +153,12 @@ def run(local_rank: int, config: DictConfig) -> None:
                 group.update(lr=train_cfg.lr, betas=betas)
         logger.info("Resumed from %s at epoch %d, iteration %d", resume, trainer.state.epoch,
                     trainer.state.iteration)
+        epoch_length = train_cfg.epoch_length or trainer.state.epoch_length or len(loader)
+        if trainer.state.iteration >= train_cfg.max_epochs * epoch_length:
+            # ignite would restart a finished engine from iteration 0 and duplicate the history
+            logger.info("The run is already complete (train.max_epochs=%d); raise train.max_epochs to train on.",
+                        train_cfg.max_epochs)
+            return
     if writer is not None:  # drop records written after the checkpoint (all of them on a fresh start)
         dropped = writer.truncate_after(trainer.state.iteration)
         if dropped:

@@ -81,6 +81,11 @@ def test_resume_continues_counters_without_duplicates(tmp_path, image_folder, st
     assert (run_dir / "checkpoints" / "checkpoint_9.pt").is_file()
     checkpoint = torch.load(run_dir / "checkpoints" / "checkpoint_9.pt", weights_only=False)
     assert checkpoint["trainer"]["iteration"] == 9 and checkpoint["trainer"]["max_epochs"] == 3
+    # resuming a finished run (a job script that always passes auto) trains nothing and keeps the history
+    before = (run_dir / "history.jsonl").read_bytes()
+    assert main(tiny_overrides(run_dir, image_folder, stats_cache, **{
+        "train.max_epochs": 3, "train.resume_from": "auto", "eval.every_epochs": 2})) == 0
+    assert (run_dir / "history.jsonl").read_bytes() == before
 
 
 def test_resume_from_checkpoint_of_another_shape_fails_clearly(finished_run, tmp_path, image_folder, stats_cache,
