@@ -238,8 +238,10 @@ def preflight(config: DictConfig) -> Path:
         generator, discriminator = setup_models(config, torch.device("cpu"))
         restore({"generator": generator, "discriminator": discriminator}, load_checkpoint(resume), resume)
     weights = config.eval.inception_weights
-    if config.eval.every_epochs > 0 and weights and weights != "random":
-        load_fid_inception(weights, "cpu")  # a missing, corrupt or wrong file fails here, naming it
+    if config.eval.every_epochs > 0 and weights != "random":
+        # a missing, corrupt or wrong file, or a failed download, fails here; a download lands in
+        # the torch hub cache once, before any worker process starts
+        load_fid_inception(weights, "cpu")
     return prepare_output_dir(config, resume)
 
 

@@ -13,7 +13,7 @@ import psutil
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, cli_env, tiny_overrides
+from conftest import PYTHON, ROOT, cli_env, make_shape_images, tiny_overrides
 from gan_ignite.handlers import HistoryWriter
 from gan_ignite.train import main
 
@@ -196,3 +196,21 @@ def test_unwritable_output_dir_is_reported(tmp_path, image_folder, stats_cache, 
     blocker.write_text("")
     assert main(tiny_overrides(blocker / "run", image_folder, stats_cache, **TRAIN_ONLY)) == 2
     assert "cannot be written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_corrupt_training_image_is_counted_or_named(num_workers, tmp_path, stats_cache, capsys):
+    folder = tmp_path / "images"
+    make_shape_images(folder / "a", 16)
+    (folder / "a" / "img_0005.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    overrides = tiny_overrides(tmp_path / "run", folder, stats_cache, **{
+        **TRAIN_ONLY, "train.max_epochs": 1, "data.num_workers": num_workers})
+    assert main(overrides) == 0
+    assert "skipped 1 unreadable image" in capsys.readouterr().err
+    assert len(train_records(tmp_path / "run")) == 2
+    strict = tiny_overrides(tmp_path / "strict", folder, stats_cache, **{
+        **TRAIN_ONLY, "train.max_epochs": 1, "data.num_workers": num_workers, "data.skip_bad_images": "false"})
+    assert main(strict) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.startswith("error: Cannot read image file") and "img_0005.png" in message
+    assert "Traceback" not in message
