@@ -86,7 +86,8 @@ def run_directory(checkpoint: Path) -> Path:
                       f"above). Pass a checkpoint inside a gan_ignite run directory.")
 
 
-def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.device) -> Generator:
+def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.device) -> tuple[Generator, dict]:
+    """The checkpoint's generator and its trainer state (iteration, epoch_length, ...)."""
     generator = Generator(config.model.latent_dim, config.data.channels, config.data.image_size,
                           config.model.g_features)
     try:
@@ -96,7 +97,7 @@ def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.devi
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunDirError(f"Cannot load the generator from '{checkpoint_path}': {first_line}. Pass a checkpoint "
                           f"written by gan_ignite.train with the run's config.yaml beside it.") from None
-    return generator.to(device)
+    return generator.to(device), state.get("trainer", {})
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -123,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_dir = run_directory(args.checkpoint)
         config = load_config(run_dir / "config.yaml", args.overrides)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        generator = load_generator(config, args.checkpoint, device)
+        generator, trainer_state = load_generator(config, args.checkpoint, device)
         dataset = data_module.load_dataset(config.data)
         evaluator, batch_sizes, record_fields = setup_evaluation(config, dataset, generator, device,
                                                                  args.num_samples)
@@ -136,9 +137,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 2
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False).get("trainer", {})
-    record = {"checkpoint": str(args.checkpoint), "epoch": state.get("epoch"), "iteration": state.get("iteration"),
-              **values, **record_fields, "seconds": round(time.perf_counter() - started, 2)}
+    iteration, epoch_length = trainer_state.get("iteration"), trainer_state.get("epoch_length")
+    epoch = iteration // epoch_length if iteration is not None and epoch_length else None
+    record = {"checkpoint": str(args.checkpoint), "epoch": epoch, "iteration": iteration, **values,
+              **record_fields, "seconds": round(time.perf_counter() - started, 2)}
     for name, value in values.items():
         print(f"{name}: {value:.6g}")
     with open(run_dir / "evaluations.jsonl", "a", encoding="utf-8") as handle:

@@ -134,7 +134,8 @@ def test_evaluate_cli_scores_a_saved_generator(finished_run, capsys):
     for name in ("fid", "is", "kid", "precision", "recall", "density", "coverage"):
         assert f"{name}:" in printed
     record = json.loads((finished_run / "evaluations.jsonl").read_text().splitlines()[-1])
-    assert record["iteration"] == 6 and record["num_samples"] == 24 and record["inception_weights"] == "random"
+    assert (record["epoch"], record["iteration"]) == (2, 6)
+    assert record["num_samples"] == 24 and record["inception_weights"] == "random"
     assert math.isfinite(record["fid"]) and record["fid"] >= 0 and record["is"] >= 1
     assert 0 <= record["precision"] <= 1 and 0 <= record["coverage"] <= 1
 
