@@ -12,7 +12,7 @@ from ignite.metrics import Metric, RunningAverage
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
-from gan_ignite.metrics.preprocess import resize_for_inception, to_uint8
+from gan_ignite.metrics.real_stats import extract_inception_outputs
 
 REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 LOSS_KEYS = ("Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2")
@@ -115,9 +115,7 @@ def create_evaluator(generator: nn.Module, extractor: nn.Module, metrics: Mappin
         latent = torch.randn(batch_size, latent_dim, 1, 1, generator=noise).to(device)
         with torch.no_grad():
             fake_images = generator(latent)
-            inception_input = resize_for_inception(to_uint8(fake_images.cpu()), resize).to(device)
-            features, logits = extractor(inception_input)
-        return {"features": features, "logits": logits}
+        return extract_inception_outputs(fake_images, extractor, resize)
 
     evaluator = Engine(evaluation_step)
 
