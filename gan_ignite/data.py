@@ -134,8 +134,10 @@ def _torchvision_dataset(name: str, root: str, download: bool, transform: Callab
 def _celeba(root: str, download: bool, transform: Callable, skip_bad_images: bool) -> Dataset:
     """CelebA as an image folder at ``root`` (the seed's ``data/celeba``), else torchvision's loader."""
     folder = Path(root)
-    if folder.is_dir() and find_image_files(folder):
+    try:
         return ImageFiles(folder, transform, skip_bad_images)
+    except DataError:
+        pass  # no images there: try torchvision's loader below
     try:
         dataset = tv_datasets.CelebA(root=str(folder.parent), split="all", download=download, transform=transform)
     except Exception as error:

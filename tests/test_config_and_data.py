@@ -123,3 +123,12 @@ def test_real_fashion_mnist_loads_as_one_channel_images():
     assert len(dataset) == 60_000
     image = dataset[0]
     assert image.shape == (1, 32, 32) and image.min() >= -1 and image.max() <= 1
+
+
+def test_celeba_reads_an_image_folder_or_says_where_to_put_it(image_folder, tmp_path):
+    config = load_config(None, ["data.name=celeba", f"data.root={image_folder}", "data.channels=3"])
+    dataset = load_dataset(config.data)
+    assert len(dataset) == 48 and dataset[0].shape == (3, 32, 32)
+    missing = load_config(None, ["data.name=celeba", f"data.root={tmp_path / 'celeba'}", "data.download=false"])
+    with pytest.raises(DataError, match="img_align_celeba"):
+        load_dataset(missing.data)
