@@ -197,12 +197,16 @@ def save_real_grid(real_images: torch.Tensor, path: Path) -> None:
     save_image(real_images[:64], path, nrow=8, normalize=True, value_range=(-1, 1))
 
 
-def checkpoint_files(checkpoint_dir: Path) -> list[tuple[int, Path]]:
-    """Periodic checkpoints as (iteration, path), oldest first."""
+def _matching_files(checkpoint_dir: Path, pattern: re.Pattern) -> list[tuple[str, Path]]:
+    """(first group of the match, path) for the files in ``checkpoint_dir`` whose name matches."""
     if not checkpoint_dir.is_dir():
         return []
-    return sorted((int(match.group(1)), path) for path in checkpoint_dir.iterdir()
-                  if (match := CHECKPOINT_PATTERN.match(path.name)))
+    return [(match.group(1), path) for path in checkpoint_dir.iterdir() if (match := pattern.match(path.name))]
+
+
+def checkpoint_files(checkpoint_dir: Path) -> list[tuple[int, Path]]:
+    """Periodic checkpoints as (iteration, path), oldest first."""
+    return sorted((int(iteration), path) for iteration, path in _matching_files(checkpoint_dir, CHECKPOINT_PATTERN))
 
 
 def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
@@ -265,16 +269,10 @@ def attach_best_checkpoint(evaluator: Engine, trainer: Engine, to_save: Mapping[
                       score_function=lambda _: -evaluator.state.metrics["fid"], score_name="neg_fid",
                       global_step_transform=lambda *_: trainer.state.iteration)
 
-    def _existing() -> list[tuple[float, Path]]:
-        if not checkpoint_dir.is_dir():
-            return []
-        return [(float(match.group(1)), path) for path in checkpoint_dir.iterdir()
-                if (match := BEST_PATTERN.match(path.name))]
-
     @evaluator.on(Events.COMPLETED)
     def _save_if_best(_: Engine) -> None:
         fid = evaluator.state.metrics.get("fid", math.inf)
-        existing = _existing()
+        existing = [(float(score), path) for score, path in _matching_files(checkpoint_dir, BEST_PATTERN)]
         if not math.isfinite(fid) or (existing and -fid <= max(score for score, _ in existing)):
             return
         best(evaluator)
