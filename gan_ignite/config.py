@@ -10,18 +10,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from gan_ignite.errors import ConfigError
+from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricOptions, min_samples
+from gan_ignite.metrics.features import FEATURE_NETWORKS
+from gan_ignite.metrics.preprocess import RESIZE_METHODS
 
 DATASETS = ("imagefolder", "celeba", "cifar10", "mnist", "fashion_mnist")
 IMAGE_SIZES = (32, 64, 128)
-RESIZE_METHODS = ("bilinear", "bicubic")
-METRICS = ("fid", "is", "kid", "prdc")
 README_CONFIG = "the README's 'Configuration' section"
 
 
@@ -63,7 +64,10 @@ class TrainConfig:
 class EvalConfig:
     every_epochs: int = 1
     num_samples: int = 3000
+    num_real: Any = None  # null = num_samples, an int, or "all" (the whole training set)
+    real_subset_seed: int = 0
     batch_size: int = 64
+    feature_network: str = "inception"
     resize: str = "bilinear"
     inception_weights: Optional[str] = None
     metrics: List[str] = field(default_factory=lambda: ["fid", "is"])
@@ -164,21 +168,54 @@ def validate(config: DictConfig) -> None:
         _require(train[key] is None or train[key] > 0, f"train.{key}", "must be positive or null")
     for key in ("image_every", "checkpoint_every", "n_saved"):
         _require(train[key] > 0, f"train.{key}", "must be positive")
-    _require(evaluation.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 disables evaluation)")
-    _require(evaluation.num_samples > 1, "eval.num_samples", "must be at least 2")
-    _require(evaluation.batch_size > 0, "eval.batch_size", "must be positive")
-    _require(evaluation.resize in RESIZE_METHODS, "eval.resize",
-             f"'{evaluation.resize}' is not one of {', '.join(RESIZE_METHODS)}")
-    unknown = [name for name in evaluation.metrics if name not in METRICS]
-    _require(not unknown, "eval.metrics", f"{unknown} not among {list(METRICS)}")
-    for key in ("is_splits", "kid_subsets", "kid_subset_size", "nearest_k"):
-        _require(evaluation[key] > 0, f"eval.{key}", "must be positive")
     _require(dist.nproc_per_node is None or dist.nproc_per_node > 0, "dist.nproc_per_node", "must be positive")
     _require(dist.backend in (None, "gloo", "nccl", "xla-tpu", "horovod"), "dist.backend",
              f"'{dist.backend}' is not one of gloo, nccl, xla-tpu, horovod (or null for a single process)")
-    world_size = dist.nproc_per_node or int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launch_world_size(config)
     _require(train.batch_size % world_size == 0, "train.batch_size",
              f"{train.batch_size} (the global batch) is not divisible by the {world_size} processes")
+    validate_eval(evaluation, world_size)
+
+
+def launch_world_size(config: DictConfig) -> int:
+    """The number of processes this run will have: ``dist.nproc_per_node``, or torchrun's WORLD_SIZE."""
+    return config.dist.nproc_per_node or int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def validate_eval(evaluation: DictConfig, world_size: int) -> None:
+    """The eval.* checks, also run by the evaluate CLI after its own overrides: each sample count
+    must be enough for every requested metric, so a run never spends its training time only to
+    crash at the first evaluation."""
+    _require(evaluation.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 disables evaluation)")
+    _require(evaluation.batch_size > 0, "eval.batch_size", "must be positive")
+    _require(evaluation.resize in RESIZE_METHODS, "eval.resize",
+             f"'{evaluation.resize}' is not one of {', '.join(RESIZE_METHODS)}")
+    network = str(evaluation.feature_network).partition(":")[0]
+    _require(network in FEATURE_NETWORKS, "eval.feature_network",
+             f"'{evaluation.feature_network}' is not one of {', '.join(FEATURE_NETWORKS)} "
+             "(a classifier is given as classifier:/path/to/classifier.pt)")
+    unknown = [name for name in evaluation.metrics if name not in METRIC_NAMES]
+    _require(not unknown, "eval.metrics", f"{unknown} not among {list(METRIC_NAMES)}")
+    for key in ("is_splits", "kid_subsets", "kid_subset_size", "nearest_k"):
+        _require(evaluation[key] > 0, f"eval.{key}", "must be positive")
+    num_real = evaluation.num_real
+    _require(num_real is None or num_real == "all" or (isinstance(num_real, int) and not isinstance(num_real, bool)),
+             "eval.num_real", f"'{num_real}' must be null (= eval.num_samples), a number of images or 'all'")
+    options = MetricOptions(is_splits=evaluation.is_splits, nearest_k=evaluation.nearest_k)
+    # (reason, count, whether the real set needs it too)
+    needed = [("at least 2 samples", 2, True), (f"one per process ({world_size})", world_size, False)]
+    needed += [(f"metric '{name}' needs {count}" + _why(name, evaluation), count, METRICS[name].needs_real is not None)
+               for name, count in min_samples(evaluation.metrics, options).items()]
+    for reason, count, for_real in needed:
+        _require(evaluation.num_samples >= count, "eval.num_samples",
+                 f"{evaluation.num_samples} is too few: {reason}; raise eval.num_samples or change the metric's option")
+        if for_real and isinstance(num_real, int):
+            _require(num_real >= count, "eval.num_real", f"{num_real} is too few: {reason}")
+
+
+def _why(name: str, evaluation: DictConfig) -> str:
+    return {"is": f" (eval.is_splits={evaluation.is_splits})",
+            "prdc": f" (eval.nearest_k={evaluation.nearest_k} + 1)"}.get(name, "")
 
 
 def save_config(config: DictConfig, path: Path) -> None:

@@ -8,6 +8,7 @@ first unreadable file; ``ImageFiles`` accepts both layouts and can skip corrupt 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -19,31 +20,14 @@ import torchvision.datasets as tv_datasets
 import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from gan_ignite.errors import DataError
-from gan_ignite.metrics.preprocess import wide_to_l
+from gan_ignite.errors import DataError, on_every_rank
+from gan_ignite.metrics.images import IMG_EXTENSIONS, ConvertMode, find_image_files
 
 logger = logging.getLogger(__name__)
 DATA_HELP = "See the 'Data' section of the README for the expected layout and how to download it."
 TORCHVISION_DATASETS = {"cifar10": tv_datasets.CIFAR10, "mnist": tv_datasets.MNIST,
                         "fashion_mnist": tv_datasets.FashionMNIST}
-
-
-class ConvertMode:
-    """Convert any PIL mode (L, RGB, RGBA, P, I;16, ...) to ``L`` or ``RGB``; picklable for workers."""
-
-    def __init__(self, mode: str):
-        self.mode = mode
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        if image.mode == self.mode:
-            return image
-        if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-            image = wide_to_l(image)
-        elif image.mode in ("P", "PA", "LA") and self.mode == "RGB":
-            image = image.convert("RGBA")
-        return image.convert(self.mode)
 
 
 def build_transform(image_size: int, channels: int) -> Callable:
@@ -55,13 +39,6 @@ def build_transform(image_size: int, channels: int) -> Callable:
         T.ToTensor(),
         T.Normalize([0.5] * channels, [0.5] * channels),
     ])
-
-
-def find_image_files(root: Path) -> list[Path]:
-    extensions = tuple(IMG_EXTENSIONS)
-    files = [Path(folder) / name for folder, _, names in os.walk(root, followlinks=True)
-             for name in names if name.lower().endswith(extensions)]
-    return sorted(files)
 
 
 class ImageFiles(Dataset):
@@ -158,7 +135,18 @@ def load_dataset(data_config) -> Dataset:
     return _torchvision_dataset(name, root, data_config.download, transform)
 
 
-def first_items(dataset: Dataset, count: Optional[int]) -> Dataset:
+def load_dataset_everywhere(data_config) -> Dataset:
+    """:func:`load_dataset` on every rank, rank 0 first (it may download while the others wait); an
+    input error on any rank is raised on every rank."""
+    first = idist.get_rank() == 0
+    dataset = on_every_rank(lambda: load_dataset(data_config), run_here=first)
+    others = on_every_rank(lambda: load_dataset(data_config), run_here=not first)
+    return dataset if first else others
+
+
+def training_set(dataset: Dataset, data_config) -> Dataset:
+    """The images training uses: the first ``data.max_train_size`` of the dataset, or all of it."""
+    count = data_config.max_train_size
     if count is None or count >= len(dataset):  # type: ignore[arg-type]
         return dataset
     return Subset(dataset, range(count))
@@ -167,20 +155,68 @@ def first_items(dataset: Dataset, count: Optional[int]) -> Dataset:
 def train_loader(dataset: Dataset, data_config, batch_size: int) -> DataLoader:
     """Shuffled, ``drop_last`` loader; ``batch_size`` is global (idist splits it over processes)."""
     return idist.auto_dataloader(
-        first_items(dataset, data_config.max_train_size), batch_size=batch_size, shuffle=True, drop_last=True,
+        training_set(dataset, data_config), batch_size=batch_size, shuffle=True, drop_last=True,
         num_workers=data_config.num_workers, collate_fn=collate_images, pin_memory=torch.cuda.is_available(),
         persistent_workers=data_config.num_workers > 0,
     )
 
 
-def eval_loader(dataset: Dataset, num_samples: int, batch_size: int, num_workers: int) -> DataLoader:
-    """This process's share of the first ``num_samples`` images, in order, with nothing padded or dropped.
+def reference_indices(length: int, count: int, seed: int) -> list[int]:
+    """A seeded uniform random sample of ``count`` of the indices ``0..length-1``, sorted (sequential
+    reads); every index when ``count >= length``. Never "the first N": sorted image folders put
+    whole classes first, and a reference set of the first classes only would inflate FID."""
+    if count >= length:
+        return list(range(length))
+    chosen = torch.randperm(length, generator=torch.Generator().manual_seed(seed))[:count]
+    return sorted(chosen.tolist())
 
-    ``auto_dataloader``'s DistributedSampler would pad the shards with repeated images, which would
-    change the real statistics; a strided split keeps every image exactly once over all ranks.
+
+def sample_images(dataset: Dataset, count: int, seed: int) -> torch.Tensor:
+    """A seeded random sample of ``count`` images (readable ones only), e.g. for the real-image grid."""
+    images, _ = collate_images([dataset[index] for index in reference_indices(len(dataset), count, seed)])
+    return images
+
+
+def shard_bounds(count: int, rank: int, world_size: int) -> tuple[int, int]:
+    """``[start, stop)`` of rank ``rank``'s contiguous share of ``count`` items: the shards
+    concatenated in rank order are the items in order, whatever the world size."""
+    return count * rank // world_size, count * (rank + 1) // world_size
+
+
+def eval_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, num_workers: int) -> DataLoader:
+    """This process's contiguous share of ``indices``, in order, with nothing padded or dropped.
+
+    ``auto_dataloader``'s DistributedSampler would pad the shards with repeated images (changing
+    the statistics) and interleave them (changing the order the features are gathered in).
     """
-    count = min(num_samples, len(dataset))  # type: ignore[arg-type]
-    rank, world_size = idist.get_rank(), idist.get_world_size()
-    shard = Subset(dataset, range(rank, count, world_size))
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      collate_fn=collate_images)
+    start, stop = shard_bounds(len(indices), idist.get_rank(), idist.get_world_size())
+    return DataLoader(Subset(dataset, list(indices[start:stop])), batch_size=batch_size, shuffle=False,
+                      num_workers=num_workers, collate_fn=collate_images)
+
+
+def dataset_fingerprint(dataset: Dataset, indices: Sequence[int]) -> str:
+    """A hash of the files behind ``dataset[indices]``: relative path, size and modification time of
+    each image file for folders; of every file of the dataset's folder for torchvision datasets.
+    Replacing, editing or touching one of those files changes it."""
+    root, files = _files_behind(dataset, indices)
+    digest = hashlib.sha256()
+    for path in files:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _files_behind(dataset: Dataset, indices: Sequence[int]) -> tuple[Path, list[Path]]:
+    if isinstance(dataset, Subset):
+        return _files_behind(dataset.dataset, [dataset.indices[i] for i in indices])
+    if isinstance(dataset, ImageFiles):
+        return dataset.root, [dataset.files[i] for i in indices]
+    inner = dataset.dataset if isinstance(dataset, ImagesOnly) else dataset
+    folder = getattr(inner, "raw_folder", None)
+    if folder is None and hasattr(inner, "base_folder"):
+        folder = os.path.join(inner.root, inner.base_folder)
+    if folder is None or not os.path.isdir(folder):
+        raise DataError(f"Cannot tell which files the dataset {type(inner).__name__} was read from, so its "
+                        f"statistics cannot be cached safely. {DATA_HELP}")
+    root = Path(folder)
+    return root, sorted(path for path in root.rglob("*") if path.is_file())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Iterator, Mapping
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import DeterministicEngine, Engine, Events
 from ignite.engine.deterministic import ReproducibleBatchSampler, update_dataloader
@@ -12,7 +13,7 @@ from ignite.metrics import Metric, RunningAverage
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
-from gan_ignite.metrics.real_stats import extract_inception_outputs
+from gan_ignite.metrics.features import FeatureNetwork, extract_features
 
 REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 LOSS_KEYS = ("Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2")
@@ -101,42 +102,64 @@ def make_resumable(loader: DataLoader) -> DataLoader:
     return update_dataloader(loader, EagerReproducibleBatchSampler(loader.batch_sampler))
 
 
-def create_evaluator(generator: nn.Module, extractor: nn.Module, metrics: Mapping[str, Metric], latent_dim: int,
-                     resize: str, device: torch.device, noise_seed: int) -> Engine:
-    """Each step generates a batch of fakes, converts them to uint8, resizes them to 299x299 with PIL
-    and runs the Inception network once, returning ``{"features", "logits"}`` for every metric.
+def create_evaluator(generator: nn.Module, network: FeatureNetwork, metrics: Mapping[str, Metric],
+                     device: torch.device) -> Engine:
+    """Each step turns one batch of latent vectors into images and runs the feature network once
+    (uint8 conversion, resize, network: :func:`~gan_ignite.metrics.features.extract_features`),
+    returning ``{"features", "logits"}`` for every metric. The data is the list of latent batches.
 
-    The data is a list of batch sizes. The latent vectors come from their own generator, re-seeded
-    at every evaluation: every evaluation scores the same latents, and the training RNG is untouched.
+    The generator runs in eval mode (BatchNorm uses its running statistics), so each image depends
+    only on its own latent vector, not on which other images share its batch or process.
     """
-    noise = torch.Generator()
 
-    def evaluation_step(engine: Engine, batch_size: int) -> dict[str, torch.Tensor]:
-        latent = torch.randn(batch_size, latent_dim, 1, 1, generator=noise).to(device)
+    def evaluation_step(engine: Engine, latent: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            fake_images = generator(latent)
-        return extract_inception_outputs(fake_images, extractor, resize)
+            fake_images = generator(latent.to(device))
+        return extract_features(fake_images, network)
 
     evaluator = Engine(evaluation_step)
+    mode = {"training": True}
 
     @evaluator.on(Events.STARTED)
     def _prepare(_: Engine) -> None:
-        noise.manual_seed(noise_seed)
+        mode["training"] = generator.training
         generator.eval()
 
     @evaluator.on(Events.COMPLETED)
     def _restore(_: Engine) -> None:
-        generator.train()
+        generator.train(mode["training"])
 
     for name, metric in metrics.items():
         metric.attach(evaluator, name)
     return evaluator
 
 
-def eval_batch_sizes(num_samples: int, batch_size: int, rank: int, world_size: int) -> list[int]:
-    """This rank's batch sizes so that all ranks together generate exactly ``num_samples`` images."""
-    local = num_samples // world_size + (1 if rank < num_samples % world_size else 0)
-    sizes = [batch_size] * (local // batch_size)
-    if local % batch_size:
-        sizes.append(local % batch_size)
-    return sizes
+def broadcast_buffers(*modules: nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics) of ``modules``.
+
+    DDP keeps parameters equal on all ranks, but each rank's forward pass updates its own running
+    statistics after DDP's start-of-forward buffer broadcast, so after a step they differ. Rank 0's
+    are the ones checkpointed; evaluating with them on every rank scores exactly the checkpoint.
+    """
+    if idist.get_world_size() == 1:
+        return
+    for module in modules:
+        for buffer in module.buffers():
+            buffer.copy_(idist.broadcast(buffer, src=0))
+
+
+def attach_sampler_epochs(trainer: Engine, loader: DataLoader) -> None:
+    """Set a DistributedSampler's epoch to the data-pass index before each pass is drawn.
+
+    Nothing else calls ``set_epoch``: without this every pass of a multi-process run would visit
+    the data in the same order. The pass index follows the iteration counter, so a resumed run
+    draws the same order as the uninterrupted one.
+    """
+    sampler = getattr(loader.batch_sampler, "sampler", None)
+    if not hasattr(sampler, "set_epoch"):
+        return
+
+    def _set_epoch(engine: Engine) -> None:
+        sampler.set_epoch(engine.state.iteration // len(loader))
+
+    trainer.add_event_handler(Events.STARTED | Events.DATALOADER_STOP_ITERATION, _set_epoch)

@@ -1,81 +1,38 @@
 """Score a saved generator: ``python -m gan_ignite.evaluate --checkpoint CKPT [--num-samples N]``.
 
-The config is read from the checkpoint's run directory (``RUN_DIR/config.yaml``); dotted overrides
-may change the evaluation settings (e.g. ``eval.inception_weights=/path/to/weights.pth``). The
-metrics are printed and appended as one JSON line to ``RUN_DIR/evaluations.jsonl`` (a file of its
-own, so that a run that is still training keeps sole ownership of ``history.jsonl``).
-
-Also home of :func:`setup_evaluation`, which the trainer uses too.
+The config is read from the checkpoint's run directory (``RUN_DIR/config.yaml``): the run's own
+``eval.*`` settings, latents and reference set are used, so without overrides the result equals
+the ``history.jsonl`` record written when the checkpoint was saved. ``--num-samples`` and dotted
+overrides change the evaluation (e.g. ``--num-samples 50000 eval.num_real=all``). Runs under
+``torchrun`` or with ``dist.nproc_per_node=N`` (the same result as one process). The metrics are
+printed and appended as one JSON line to ``RUN_DIR/evaluations.jsonl`` (a file of its own, so a
+run that is still training keeps sole ownership of ``history.jsonl``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import ignite.distributed as idist
 import torch
-from ignite.handlers import ProgressBar
 from omegaconf import DictConfig
 
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config
-from gan_ignite.engines import create_evaluator, eval_batch_sizes
-from gan_ignite.errors import RunDirError, UserError
-from gan_ignite.handlers import scalar_metrics
-from gan_ignite.metrics.factory import create_metrics
-from gan_ignite.metrics.inception import InceptionWeightsError, load_fid_inception, weights_tag
-from gan_ignite.metrics.real_stats import RealStatisticsError, cached_real_statistics, compute_real_statistics
-from gan_ignite.models import Generator
+from gan_ignite.errors import INPUT_ERRORS, RunDirError
+from gan_ignite.evaluation import history_record, load_generator, setup_evaluation, warn_if_random
+from gan_ignite.launch import clean_message, launch, report
 
 logger = logging.getLogger("gan_ignite")
-INPUT_ERRORS = (UserError, InceptionWeightsError, RealStatisticsError)
-DEFAULT_STATS_CACHE = Path.home() / ".cache" / "gan_ignite" / "stats"
-
-
-def setup_evaluation(config: DictConfig, dataset, generator: torch.nn.Module, device: torch.device,
-                     num_samples: Optional[int] = None):
-    """Inception network, real-set statistics (computed once per key, cached on disk), metrics and the
-    evaluator engine. Returns ``(evaluator, batch_sizes, record_fields)``."""
-    evaluation = config.eval
-    num_samples = num_samples or evaluation.num_samples
-    extractor = load_fid_inception(evaluation.inception_weights, device)
-    real_count = min(num_samples, len(dataset))
-    weights = weights_tag(evaluation.inception_weights)
-    key_parts = {"dataset": config.data.name, "root": str(Path(config.data.root).resolve()),
-                 "subset": f"first {real_count}", "image_size": config.data.image_size,
-                 "channels": config.data.channels, "resize": evaluation.resize, "weights": weights,
-                 "num_samples": real_count}
-    loader = data_module.eval_loader(dataset, real_count, evaluation.batch_size, config.data.num_workers)
-
-    def compute():
-        return compute_real_statistics((images for images, _ in loader), extractor, evaluation.resize, device)
-
-    cache_dir = Path(evaluation.stats_cache_dir) if evaluation.stats_cache_dir else DEFAULT_STATS_CACHE
-    real_stats = cached_real_statistics(cache_dir, key_parts, compute)
-    metrics = create_metrics(list(evaluation.metrics), real_stats, is_splits=evaluation.is_splits,
-                             kid_subsets=evaluation.kid_subsets, kid_subset_size=evaluation.kid_subset_size,
-                             nearest_k=evaluation.nearest_k, device=device)
-    rank, world_size = idist.get_rank(), idist.get_world_size()
-    evaluator = create_evaluator(generator, extractor, metrics, config.model.latent_dim, evaluation.resize, device,
-                                 noise_seed=config.seed + 1_000_003 * (rank + 1))
-    if rank == 0:
-        ProgressBar(persist=False, desc="Evaluation").attach(evaluator)
-    batch_sizes = eval_batch_sizes(num_samples, evaluation.batch_size, rank, world_size)
-    record_fields = {"num_samples": num_samples, "num_real": real_count, "resize": evaluation.resize,
-                     "inception_weights": weights}
-    return evaluator, batch_sizes, record_fields
-
-
-def warn_if_random(record_fields: dict) -> None:
-    if record_fields["inception_weights"] == "random":
-        logger.warning("eval.inception_weights=random: a random-init Inception network is scoring. Its FID / IS "
-                       "are meaningless (for tests only); the records are marked inception_weights=random.")
+COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights")
 
 
 def run_directory(checkpoint: Path) -> Path:
@@ -86,27 +43,56 @@ def run_directory(checkpoint: Path) -> Path:
                       f"above). Pass a checkpoint inside a gan_ignite run directory.")
 
 
-def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.device) -> tuple[Generator, dict]:
-    """The checkpoint's generator and its trainer state (iteration, epoch_length, ...)."""
-    generator = Generator(config.model.latent_dim, config.data.channels, config.data.image_size,
-                          config.model.g_features)
-    try:
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        generator.load_state_dict(state["generator"])
-    except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RunDirError(f"Cannot load the generator from '{checkpoint_path}': {first_line}. Pass a checkpoint "
-                          f"written by gan_ignite.train with the run's config.yaml beside it.") from None
-    return generator.to(device), state.get("trainer", {})
+def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, run_dir: Path, model: str,
+                        device_name: Optional[str]) -> None:
+    """On every rank: score ``checkpoint``; rank 0 prints and appends the record."""
+    distributed = idist.get_world_size() > 1
+    device = idist.device() if distributed or device_name is None else torch.device(device_name)
+    generator, trainer_state = load_generator(config, checkpoint, device, model)
+    dataset = data_module.load_dataset_everywhere(config.data)
+    evaluation = setup_evaluation(config, dataset, generator, device, model=model)
+    warn_if_random(evaluation.record_fields)
+    started = time.perf_counter()
+    values = evaluation.run()
+    if idist.get_rank() != 0:
+        return
+    iteration, epoch_length = trainer_state.get("iteration"), trainer_state.get("epoch_length")
+    epoch = iteration // epoch_length if iteration is not None and epoch_length else None
+    record = {"checkpoint": str(checkpoint), "epoch": epoch, "iteration": iteration, **values,
+              "seconds": round(time.perf_counter() - started, 2)}
+    for name, value in values.items():
+        if isinstance(value, float):
+            print(f"{name}: {value:.6g}")
+    compare_with_history(record, history_record(run_dir, iteration, model))
+    with open(run_dir / "evaluations.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def compare_with_history(record: dict[str, Any], reference: Optional[dict[str, Any]]) -> None:
+    """Say whether this result reproduces the training-time record of the same checkpoint."""
+    if reference is None:
+        return
+    if any(reference.get(field) != record.get(field) for field in COMPARED_FIELDS):
+        print(f"note: history.jsonl has a record of iteration {record['iteration']} with other settings "
+              f"({', '.join(f'{f}={reference.get(f)}' for f in COMPARED_FIELDS if reference.get(f) != record.get(f))})"
+              "; the values are not comparable.")
+        return
+    shared = [key for key, value in reference.items() if isinstance(value, float) and key in record]
+    worst = max((abs(record[key] - reference[key]) / max(abs(reference[key]), 1e-12) for key in shared
+                 if math.isfinite(reference[key])), default=0.0)
+    verdict = "reproduces" if worst <= 1e-6 else "DIFFERS FROM"
+    print(f"{verdict} the history.jsonl record of iteration {record['iteration']} "
+          f"(largest relative difference {worst:.1e})")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m gan_ignite.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint_<iteration>.pt of a run")
-    parser.add_argument("--num-samples", type=int, default=10_000,
-                        help="generated images to score (and real images, capped by the dataset); default 10,000, "
-                             "use 50,000 for numbers comparable with papers")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="generated images to score (default: the run's eval.num_samples, as in training); "
+                             "10,000 to choose checkpoints, 50,000 for numbers comparable with papers")
+    parser.add_argument("--model", default="generator", help="which generator weights of the checkpoint to score")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.metrics=[fid,is,kid,prdc]")
@@ -119,33 +105,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if not args.checkpoint.is_file():
             raise RunDirError(f"Checkpoint '{args.checkpoint}' does not exist; pass a file from a run's checkpoints/.")
-        if args.num_samples < 2:
-            raise UserError(f"--num-samples must be at least 2, got {args.num_samples}.")
         run_dir = run_directory(args.checkpoint)
-        config = load_config(run_dir / "config.yaml", args.overrides)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        generator, trainer_state = load_generator(config, args.checkpoint, device)
-        dataset = data_module.load_dataset(config.data)
-        evaluator, batch_sizes, record_fields = setup_evaluation(config, dataset, generator, device,
-                                                                 args.num_samples)
-        warn_if_random(record_fields)
-        started = time.perf_counter()
-        evaluator.run(batch_sizes, max_epochs=1)
-        values = scalar_metrics(evaluator.state.metrics)
+        # one process unless asked for more (dist.nproc_per_node=N, or torchrun): the run's own
+        # launch settings say nothing about how this machine should evaluate
+        overrides = ["dist.nproc_per_node=null", "dist.backend=null", *args.overrides]
+        if args.num_samples is not None:
+            overrides.append(f"eval.num_samples={args.num_samples}")
+        config = load_config(run_dir / "config.yaml", overrides)
     except INPUT_ERRORS as error:
         if args.debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        report(2, clean_message(str(error)))
         return 2
-    iteration, epoch_length = trainer_state.get("iteration"), trainer_state.get("epoch_length")
-    epoch = iteration // epoch_length if iteration is not None and epoch_length else None
-    record = {"checkpoint": str(args.checkpoint), "epoch": epoch, "iteration": iteration, **values,
-              **record_fields, "seconds": round(time.perf_counter() - started, 2)}
-    for name, value in values.items():
-        print(f"{name}: {value:.6g}")
-    with open(run_dir / "evaluations.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-    return 0
+    worker = functools.partial(evaluate_checkpoint, checkpoint=args.checkpoint, run_dir=run_dir, model=args.model,
+                               device_name=args.device)
+    return launch(worker, config, args.debug)
 
 
 if __name__ == "__main__":

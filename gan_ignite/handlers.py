@@ -75,6 +75,36 @@ class TensorState:
         self.tensor.copy_(state["tensor"])
 
 
+class PerRankRngStates:
+    """Every rank's RNG states, for an exact mid-epoch resume of a multi-process run.
+
+    ``DeterministicEngine`` checkpoints the RNG states of the process that writes the checkpoint
+    (rank 0) and would restore them on every rank, so after a resume all ranks would draw rank
+    0's latent stream. This object, saved after the trainer, holds the states of all ranks and
+    hands each rank its own back when loaded (after the trainer's own state).
+    """
+
+    def __init__(self, trainer: Engine):
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        own = self.trainer.state_dict()["rng_states"]
+        if idist.get_world_size() == 1:
+            return {"per_rank": [own]}
+        gathered: list[Any] = [None] * idist.get_world_size()
+        torch.distributed.all_gather_object(gathered, own)
+        return {"per_rank": gathered}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        per_rank = state["per_rank"]
+        if len(per_rank) == idist.get_world_size():
+            self.trainer.state.rng_states = per_rank[idist.get_rank()]
+        else:
+            logger.warning("The checkpoint was written by %d processes and is resumed by %d: the rest of the "
+                           "interrupted epoch draws other random numbers than the uninterrupted run would have.",
+                           len(per_rank), idist.get_world_size())
+
+
 def attach_train_history(trainer: Engine, writer: Optional[HistoryWriter]) -> None:
     """One ``kind: train`` record per iteration; the values are averaged over all processes.
 
@@ -216,10 +246,12 @@ def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
 
 
 def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_dir: Path, every_epochs: int,
-                       every_iters: Optional[int], n_saved: int) -> Callable[[Engine], None]:
+                       every_iters: Optional[int], n_saved: int,
+                       before_save: Callable[[], None] = lambda: None) -> Callable[[Engine], None]:
     """ignite ``Checkpoint`` of everything in ``to_save`` as ``checkpoint_<iteration>.pt``.
 
-    Saved every ``every_epochs`` epochs, every ``every_iters`` iterations if set, and at the end.
+    Saved every ``every_epochs`` epochs, every ``every_iters`` iterations if set, and at the end,
+    each time after ``before_save`` (on every rank).
     DiskSaver writes to a temporary file and renames it (``atomic=True``), so a kill during a write
     leaves the previous checkpoint intact. Only rank 0 writes. Old checkpoints are pruned here
     rather than by ``Checkpoint(n_saved=...)``, which forgets the files of a run before a resume.
@@ -236,6 +268,7 @@ def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_d
         if engine.state.iteration in saved_at:
             return  # the epoch-end, iteration and signal schedules may coincide
         saved_at.add(engine.state.iteration)
+        before_save()
         try:
             checkpoint(engine)
         except OSError as error:  # disk full, quota, permissions: DiskSaver removed its temporary file
@@ -273,7 +306,11 @@ def attach_best_checkpoint(evaluator: Engine, trainer: Engine, to_save: Mapping[
     def _save_if_best(_: Engine) -> None:
         fid = evaluator.state.metrics.get("fid", math.inf)
         existing = [(float(score), path) for score, path in _matching_files(checkpoint_dir, BEST_PATTERN)]
-        if not math.isfinite(fid) or (existing and -fid <= max(score for score, _ in existing)):
+        is_best = math.isfinite(fid) and (not existing or -fid > max(score for score, _ in existing))
+        # rank 0 sees the files it wrote; every rank must take the same branch (saving runs collectives)
+        if idist.get_world_size() > 1:
+            is_best = bool(idist.broadcast(int(is_best), src=0))
+        if not is_best:
             return
         best(evaluator)
         if idist.get_rank() == 0:
@@ -283,31 +320,18 @@ def attach_best_checkpoint(evaluator: Engine, trainer: Engine, to_save: Mapping[
                     path.unlink(missing_ok=True)
 
 
-def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The plain numbers among an evaluator's metrics (ignite also stores mapping-valued ones)."""
-    result = {}
-    for name, value in metrics.items():
-        if isinstance(value, torch.Tensor) and value.numel() == 1:
-            value = value.item()
-        if isinstance(value, (int, float)):
-            result[name] = float(value)
-    return result
-
-
-def attach_evaluation(trainer: Engine, evaluator: Engine, batch_sizes: list[int], every_epochs: int,
-                      writer: Optional[HistoryWriter], record_fields: Mapping[str, Any],
-                      before_run: Callable[[], None] = lambda: None) -> None:
-    """Run the evaluator every ``every_epochs`` epochs and write one ``kind: eval`` record."""
+def attach_evaluation(trainer: Engine, evaluate: Callable[[], dict[str, Any]], every_epochs: int,
+                      writer: Optional[HistoryWriter], before_run: Callable[[], None] = lambda: None) -> None:
+    """Every ``every_epochs`` epochs call ``before_run`` then ``evaluate`` (on every rank) and write
+    one ``kind: eval`` record with the values it returns (rank 0)."""
 
     @trainer.on(Events.EPOCH_COMPLETED(every=every_epochs))
     def _evaluate(engine: Engine) -> None:
         before_run()
-        evaluator.run(batch_sizes, max_epochs=1)
-        values = scalar_metrics(evaluator.state.metrics)
+        values = evaluate()
         if writer is not None:
-            record = {"kind": "eval", "epoch": engine.state.epoch, "iteration": engine.state.iteration}
-            record.update(values)
-            record.update(record_fields)
-            writer.append(record)
-            shown = "  ".join(f"{name}: {value:.4f}" for name, value in values.items())
+            writer.append({"kind": "eval", "epoch": engine.state.epoch, "iteration": engine.state.iteration,
+                           **values})
+            shown = "  ".join(f"{name}: {value:.4f}" for name, value in values.items()
+                              if isinstance(value, float))
             logger.info("Epoch [%d/%d] %s", engine.state.epoch, engine.state.max_epochs, shown)

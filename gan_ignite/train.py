@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -26,25 +25,19 @@ from torch import optim
 
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config, save_config
-from gan_ignite.engines import LOSS_KEYS, create_trainer, make_resumable
-from gan_ignite.evaluate import INPUT_ERRORS, setup_evaluation, warn_if_random
-from gan_ignite.errors import ConfigError, RunDirError
-from gan_ignite.metrics.inception import load_fid_inception
-from gan_ignite.handlers import (GracefulStop, HistoryWriter, TensorState, attach_best_checkpoint,
+from gan_ignite.engines import (LOSS_KEYS, attach_sampler_epochs, broadcast_buffers, create_trainer,
+                                make_resumable)
+from gan_ignite.errors import INPUT_ERRORS, ConfigError, RunDirError, RunStopped
+from gan_ignite.evaluation import setup_evaluation, warn_if_random
+from gan_ignite.handlers import (GracefulStop, HistoryWriter, PerRankRngStates, TensorState, attach_best_checkpoint,
                                  attach_checkpoints, attach_evaluation, attach_image_grids, attach_nan_guard,
                                  attach_skipped_images_log, attach_train_history, latest_checkpoint, save_real_grid)
+from gan_ignite.launch import clean_message, env_rank, launch, report
+from gan_ignite.metrics.features import load_feature_network
 from gan_ignite.models import Discriminator, Generator
 
 logger = logging.getLogger("gan_ignite")
 RUN_FILES = ("history.jsonl", "checkpoints")
-
-
-class RunStopped(Exception):
-    """The run ended early (diverged or signalled); carries the process exit code and a message."""
-
-    def __init__(self, exit_code: int, message: str):
-        super().__init__(message)
-        self.exit_code, self.message = exit_code, message
 
 
 # ----------------------------------------------------------------------------- run directory
@@ -124,11 +117,7 @@ def run(local_rank: int, config: DictConfig) -> None:
     resume = resolve_resume(config)
     writer = HistoryWriter(output_dir / "history.jsonl") if rank == 0 else None
 
-    if rank > 0:
-        idist.barrier()  # rank 0 downloads the dataset first
-    dataset = data_module.load_dataset(config.data)
-    if rank == 0:
-        idist.barrier()
+    dataset = data_module.load_dataset_everywhere(config.data)
     loader = make_resumable(data_module.train_loader(dataset, config.data, config.train.batch_size))
 
     generator, discriminator = setup_models(config, device)
@@ -144,10 +133,15 @@ def run(local_rank: int, config: DictConfig) -> None:
     optimizer_d = idist.auto_optim(optim.Adam(model_d.parameters(), lr=train_cfg.lr, betas=betas))
 
     trainer = create_trainer(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device)
+    attach_sampler_epochs(trainer, loader)
+    # the per-rank RNG states come after the trainer: loaded last, they replace its rank-0 states
     to_save = {"generator": generator, "discriminator": discriminator, "optimizer_G": optimizer_g,
-               "optimizer_D": optimizer_d, "trainer": trainer, "fixed_noise": TensorState(fixed_noise)}
+               "optimizer_D": optimizer_d, "trainer": trainer, "rng_states_per_rank": PerRankRngStates(trainer),
+               "fixed_noise": TensorState(fixed_noise)}
     if resume is not None:
-        restore(to_save, load_checkpoint(resume), resume)
+        checkpoint = load_checkpoint(resume)
+        restore({key: value for key, value in to_save.items() if key in checkpoint or key != "rng_states_per_rank"},
+                checkpoint, resume)
         for optimizer in (optimizer_g, optimizer_d):  # the config, not the checkpoint, sets lr and betas
             for group in optimizer.param_groups:
                 group.update(lr=train_cfg.lr, betas=betas)
@@ -170,17 +164,21 @@ def run(local_rank: int, config: DictConfig) -> None:
     if rank == 0:
         ProgressBar(persist=True).attach(trainer, metric_names=["Loss_G", "Loss_D"])
         attach_image_grids(trainer, generator, fixed_noise, output_dir / "images", train_cfg.image_every)
-        real_batch, _ = next(iter(data_module.eval_loader(dataset, 64, 64, 0)))
-        save_real_grid(real_batch, output_dir / "images" / "real_samples.png")
+        save_real_grid(data_module.sample_images(dataset, 64, config.eval.real_subset_seed),
+                       output_dir / "images" / "real_samples.png")
+
+    def rank0_buffers() -> None:  # every rank scores and saves exactly what rank 0 checkpoints
+        broadcast_buffers(generator, discriminator)
 
     if config.eval.every_epochs > 0:
-        evaluator, batch_sizes, record_fields = setup_evaluation(config, dataset, generator, device)
-        attach_evaluation(trainer, evaluator, batch_sizes, config.eval.every_epochs, writer, record_fields,
-                          before_run=lambda: warn_if_random(record_fields))
+        evaluation = setup_evaluation(config, dataset, generator, device)
+        attach_evaluation(trainer, evaluation.run, config.eval.every_epochs, writer,
+                          before_run=lambda: (rank0_buffers(), warn_if_random(evaluation.record_fields)))
         if "fid" in config.eval.metrics:
-            attach_best_checkpoint(evaluator, trainer, to_save, output_dir / "checkpoints")
+            attach_best_checkpoint(evaluation.evaluator, trainer, to_save, output_dir / "checkpoints")
     save_checkpoint = attach_checkpoints(trainer, to_save, output_dir / "checkpoints", train_cfg.checkpoint_every,
-                                         train_cfg.checkpoint_every_iters, train_cfg.n_saved)
+                                         train_cfg.checkpoint_every_iters, train_cfg.n_saved,
+                                         before_save=rank0_buffers)
     stop = GracefulStop()
     stop.attach(trainer, save_checkpoint)
 
@@ -237,11 +235,13 @@ def preflight(config: DictConfig) -> Path:
     if resume is not None:  # the models of the checkpoint must fit the config
         generator, discriminator = setup_models(config, torch.device("cpu"))
         restore({"generator": generator, "discriminator": discriminator}, load_checkpoint(resume), resume)
-    weights = config.eval.inception_weights
-    if config.eval.every_epochs > 0 and weights != "random":
+    evaluation = config.eval
+    random_inception = evaluation.feature_network == "inception" and evaluation.inception_weights == "random"
+    if evaluation.every_epochs > 0 and not random_inception:
         # a missing, corrupt or wrong file, or a failed download, fails here; a download lands in
         # the torch hub cache once, before any worker process starts
-        load_fid_inception(weights, "cpu")
+        load_feature_network(evaluation.feature_network, "cpu", inception_weights=evaluation.inception_weights,
+                             resize=evaluation.resize)
     return prepare_output_dir(config, resume)
 
 
@@ -250,33 +250,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
     try:
         config = load_config(args.config, args.overrides)
-        launched_by_torchrun = "LOCAL_RANK" in os.environ and int(os.environ.get("RANK", "0")) > 0
-        if not launched_by_torchrun:
+        if env_rank() == 0:  # torchrun's other ranks wait for rank 0 in the process group's rendezvous
             output_dir = preflight(config)
             save_config(config, output_dir / "config.yaml")
-        backend = config.dist.backend
-        if config.dist.nproc_per_node and config.dist.nproc_per_node > 1 and backend is None:
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-        with idist.Parallel(backend=backend, nproc_per_node=config.dist.nproc_per_node) as parallel:
-            parallel.run(run, config)
     except INPUT_ERRORS as error:
         if args.debug:
             raise
-        print(f"error: {clean_message(str(error))}", file=sys.stderr)
+        report(2, clean_message(str(error)))
         return 2
-    except RunStopped as stopped:
-        print(("" if stopped.exit_code == 0 else "error: ") + stopped.message, file=sys.stderr)
-        return stopped.exit_code
-    return 0
-
-
-def clean_message(message: str) -> str:
-    """A UserError raised inside a DataLoader worker comes back with the worker's traceback in its
-    message; keep only the error's own text."""
-    marker = "Original Traceback (most recent call last):"
-    if marker in message:
-        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
-    return message
+    return launch(run, config, args.debug)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,8 @@ from gan_ignite.metrics import (  # noqa: E402
     FID,
     RealStatistics,
     create_metrics,
-    extract_inception_outputs,
+    InceptionFeatures,
+    extract_features,
     frechet_distance,
     load_fid_inception,
 )
@@ -149,7 +150,7 @@ def our_evaluator(generator: torch.nn.Module, extractor: torch.nn.Module, real_s
     def step(engine: Engine, index: int):
         with torch.no_grad():
             fake = generator(torch.randn(batch_size, LATENT_DIM, 1, 1, device=device))
-        return extract_inception_outputs(fake, extractor, "bilinear")
+        return extract_features(fake, InceptionFeatures(extractor, "bilinear"))
 
     evaluator = Engine(step)
     for name, metric in create_metrics(["fid", "is"], real_stats, is_splits=2, device=device).items():
@@ -166,7 +167,8 @@ def bench_evaluator(num_samples: int, batch_size: int, device: torch.device, rep
         warnings.simplefilter("ignore")
         extractor = load_fid_inception("random", device)
         real_seconds, real_stats = timed(lambda: RealStatistics.from_features(torch.cat([
-            extract_inception_outputs(chunk, extractor)["features"].cpu() for chunk in real_images.split(batch_size)])))
+            extract_features(chunk, InceptionFeatures(extractor))["features"].cpu()
+            for chunk in real_images.split(batch_size)])))
         ours = our_evaluator(generator, extractor, real_stats, batch_size, device)
         random_torchvision_inception()
         seed = seed_evaluator(generator, real_images, batch_size, device)

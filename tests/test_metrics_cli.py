@@ -14,7 +14,8 @@ from pytorch_fid import inception as pytorch_fid_inception
 
 from gan_ignite.metrics.cli import main
 
-ALL_KEYS = {"fid", "is", "is_std", "kid", "kid_std", "precision", "recall", "density", "coverage", "num_a", "num_b"}
+ALL_KEYS = {"fid", "is", "is_std", "kid", "kid_std", "kid_subset_size", "precision", "recall", "density", "coverage",
+            "num_a", "num_b"}
 SMALL_SET_OPTIONS = ["--is-splits", "2", "--kid-subsets", "10", "--kid-subset-size", "8", "--nearest-k", "3",
                      "--num-workers", "0", "--batch-size", "10"]
 

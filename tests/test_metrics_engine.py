@@ -21,7 +21,8 @@ from gan_ignite.metrics import (
 
 DIM, CLASSES = 32, 20
 OPTIONS = {"is_splits": 3, "kid_subsets": 4, "kid_subset_size": 30, "nearest_k": 3}
-EXPECTED_KEYS = {"fid", "is", "is_std", "kid", "kid_std", "precision", "recall", "density", "coverage"}
+EXPECTED_KEYS = {"fid", "is", "is_std", "kid", "kid_std", "kid_subset_size", "precision", "recall", "density",
+                 "coverage"}
 
 
 def _data(seed: int = 0) -> tuple[RealStatistics, torch.Tensor, torch.Tensor]:
@@ -38,6 +39,7 @@ def _expected(real: RealStatistics, fake: torch.Tensor, logits: torch.Tensor) ->
     expected["is"], expected["is_std"] = inception_score(logits, OPTIONS["is_splits"])
     expected["kid"], expected["kid_std"] = kernel_inception_distance(
         fake, torch.from_numpy(real.features), OPTIONS["kid_subsets"], OPTIONS["kid_subset_size"])
+    expected["kid_subset_size"] = OPTIONS["kid_subset_size"]
     expected.update(precision_recall_density_coverage(torch.from_numpy(real.features), fake, OPTIONS["nearest_k"]))
     return expected
 
@@ -55,7 +57,8 @@ def test_metrics_on_an_engine_write_the_expected_keys_and_values():
     real, fake, logits = _data()
     metrics = _run_evaluator(real, fake, logits, epochs=2)  # epoch 2 must not see epoch 1's samples
     assert set(metrics) == EXPECTED_KEYS
-    assert all(isinstance(value, float) for value in metrics.values())
+    assert all(isinstance(value, float) for key, value in metrics.items() if key != "kid_subset_size")
+    assert metrics["kid_subset_size"] == OPTIONS["kid_subset_size"]
     assert metrics == pytest.approx(_expected(real, fake, logits), rel=1e-9)
 
 

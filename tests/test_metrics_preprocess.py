@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gan_ignite.metrics.preprocess import load_image_rgb, resize_for_inception, to_uint8
+from gan_ignite.metrics.images import load_image_rgb
+from gan_ignite.metrics.preprocess import resize_for_inception, to_uint8
 
 
 def test_to_uint8_rounds_and_clamps():

@@ -9,13 +9,13 @@ import pytest
 import torch
 from pytorch_fid.fid_score import compute_statistics_of_path
 
+from gan_ignite.metrics.features import InceptionFeatures, extract_features
 from gan_ignite.metrics.real_stats import (
     RealStatistics,
     RealStatisticsError,
     cache_key,
     cached_real_statistics,
     compute_real_statistics,
-    extract_inception_outputs,
 )
 
 
@@ -48,7 +48,7 @@ def test_compute_real_statistics_preprocesses_like_the_evaluator():
     stats = compute_real_statistics(batches, extractor, resize="bicubic", max_samples=9)
     assert stats.num == 9 and stats.features.shape == (9, 8) and stats.features.dtype == np.float32
     assert all(batch.shape[1:] == (3, 299, 299) and batch.dtype == torch.uint8 for batch in extractor.inputs)
-    direct = extract_inception_outputs(images[:9], _PixelExtractor(), "bicubic")["features"]
+    direct = extract_features(images[:9], InceptionFeatures(_PixelExtractor(), "bicubic"))["features"]
     np.testing.assert_allclose(stats.features, direct.numpy())
     np.testing.assert_allclose(stats.mu, direct.double().mean(0).numpy(), rtol=1e-12)
     np.testing.assert_allclose(stats.sigma, np.cov(direct.double().numpy(), rowvar=False), rtol=1e-10, atol=1e-12)

@@ -3,6 +3,7 @@ class for metrics that store per-sample rows and report several values."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,9 +53,47 @@ def gather_rows(rows: torch.Tensor) -> torch.Tensor:
     return torch.cat([gathered[rank * largest : rank * largest + n] for rank, n in enumerate(counts)])
 
 
+def first_error_on_any_rank(message: str) -> str:
+    """Every rank passes its own error message ("" for none) and gets the first non-empty one of
+    all ranks: a collective, so a rank that failed and the ranks that did not stay in step."""
+    if idist.get_world_size() == 1:
+        return message
+    return next((text for text in idist.all_gather(message) if text), "")
+
+
+def broadcast_from_rank0(payload: Any) -> Any:
+    """A JSON-serialisable ``payload`` computed on rank 0, returned on every rank (others pass anything)."""
+    if idist.get_world_size() == 1:
+        return payload
+    text = idist.broadcast(json.dumps(payload) if idist.get_rank() == 0 else None, src=0, safe_mode=True)
+    return json.loads(text)
+
+
+def on_rank0(compute: Callable[[], Any]) -> Any:
+    """Run ``compute`` on rank 0 only and return its JSON-serialisable result on every rank; a
+    ``ValueError`` or ``NotComputableError`` raised there is raised again on every rank, so no rank
+    is left waiting in a later collective."""
+    result, error = None, None
+    if idist.get_rank() == 0:
+        try:
+            result = compute()
+        except (ValueError, NotComputableError) as exc:
+            error = [type(exc).__name__, str(exc)]
+    shared = broadcast_from_rank0({"result": result, "error": error})
+    if shared["error"] is not None:
+        kind, message = shared["error"]
+        raise (NotComputableError if kind == NotComputableError.__name__ else ValueError)(message)
+    return shared["result"]
+
+
 class StoredRowsMetric(Metric):
-    """Keeps every row of the selected output (all ranks gathered at compute) and reports a
-    mapping of values under names derived from the attach name (see :meth:`result_names`)."""
+    """Keeps every row of the selected output and reports a mapping of values under names derived
+    from the attach name (see :meth:`result_names`).
+
+    At compute time the rows of all ranks are gathered in rank order (so contiguous per-rank
+    shards come back in sample order) and the value is computed once, on rank 0, then shared with
+    every rank. Subclasses implement :meth:`compute_from_rows`.
+    """
 
     def __init__(self, output_key: str, output_transform: Callable | None, device: str | torch.device) -> None:
         self._output_key = output_key
@@ -72,12 +111,19 @@ class StoredRowsMetric(Metric):
         self._rows.append(output.detach().to(self._device, torch.float32))
 
     def all_rows(self) -> torch.Tensor:
-        """Every stored row of every rank (a collective call in a distributed run)."""
+        """Every stored row of every rank, in rank order (a collective call in a distributed run)."""
         local = torch.cat(self._rows) if self._rows else torch.zeros((0, 0), device=self._device)
         rows = gather_rows(local)
         if rows.shape[0] == 0:
             raise NotComputableError(f"{type(self).__name__} must have at least one example before it can be computed.")
         return rows
+
+    def compute(self) -> dict[str, float]:
+        rows = self.all_rows()
+        return on_rank0(lambda: self.compute_from_rows(rows))
+
+    def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float]:
+        raise NotImplementedError
 
     def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
         return {f"{name}_{key}": value for key, value in result.items()}

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from gan_ignite.metrics.factory import METRIC_NAMES
+from gan_ignite.metrics.factory import METRIC_NAMES, METRICS
 from gan_ignite.metrics.fid import frechet_distance
-from gan_ignite.metrics.folder import folder_inception_outputs
-from gan_ignite.metrics.inception import load_fid_inception
+from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
+from gan_ignite.metrics.folder import folder_features
 from gan_ignite.metrics.inception_score import DEFAULT_SEED, inception_score
-from gan_ignite.metrics.kid import kernel_inception_distance
+from gan_ignite.metrics.kid import effective_subset_size, kernel_inception_distance
 from gan_ignite.metrics.prdc import precision_recall_density_coverage
 from gan_ignite.metrics.preprocess import RESIZE_METHODS
 from gan_ignite.metrics.real_stats import RealStatistics
@@ -52,9 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="PATH_A (reference) and PATH_B (under test)")
     parser.add_argument("--metrics", default=None,
                         help="comma-separated subset of fid,is,kid,prdc (default: all the inputs allow)")
+    parser.add_argument("--feature-network", default="inception",
+                        help="inception (default) or classifier:PATH (a classifier from python -m "
+                             "gan_ignite.train_classifier)")
     parser.add_argument("--inception-weights", default="",
                         help="pt_inception-2015-12-05-6726825d.pth path, empty = download, 'random' = tests only")
-    parser.add_argument("--resize", choices=sorted(RESIZE_METHODS), default="bilinear")
+    parser.add_argument("--resize", choices=sorted(RESIZE_METHODS), default="bilinear",
+                        help="PIL resize to 299 for the Inception network")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
@@ -82,14 +86,14 @@ def _run(args: argparse.Namespace) -> int:
     paths = _check_paths(args)
     requested = _parse_metrics(args.metrics)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    extractor = _extractor_if_needed(paths, args.inception_weights, device)
-    set_a = _load_set(paths[0], extractor, args)
+    network = _network_if_needed(paths, args, device)
+    set_a = _load_set(paths[0], network, args)
     if args.save_stats:
         set_a.stats.save(args.save_stats)
         print(f"Saved statistics of {set_a.stats.num} images of {paths[0]} to {args.save_stats}")
     if len(paths) == 1:
         return 0
-    set_b = _load_set(paths[1], extractor, args)
+    set_b = _load_set(paths[1], network, args)
     names = _usable_metrics(requested, set_a, set_b)
     _warn_if_few_samples(set_a.stats.num, set_b.stats.num, set_a.stats.mu.shape[0])
     results = _compute(names, set_a, set_b, args)
@@ -119,24 +123,26 @@ def _parse_metrics(text: str | None) -> list[str] | None:
     return names
 
 
-def _extractor_if_needed(paths: list[str], weights: str, device: torch.device) -> torch.nn.Module | None:
+def _network_if_needed(paths: list[str], args: argparse.Namespace, device: torch.device) -> FeatureNetwork | None:
     if all(path.endswith(".npz") and not Path(path).is_dir() for path in paths):
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        extractor = load_fid_inception(weights, device)
-    if weights.strip().lower() == "random":
+        network = load_feature_network(args.feature_network, device, inception_weights=args.inception_weights,
+                                       resize=args.resize)
+    if "random" in network.tag.split("-"):
         print("warning: random-init Inception ('random'): the numbers are meaningless", file=sys.stderr)
-    return extractor
+    return network
 
 
-def _load_set(path: str, extractor: torch.nn.Module | None, args: argparse.Namespace) -> ImageSet:
+def _load_set(path: str, network: FeatureNetwork | None, args: argparse.Namespace) -> ImageSet:
     if not Path(path).is_dir():
         return ImageSet(path, RealStatistics.load(path), None)
-    features, logits = folder_inception_outputs(path, extractor, args.resize, args.batch_size, args.num_workers)
+    features, logits = folder_features(path, network, args.batch_size, args.num_workers)
     if features.shape[0] < 2:
         raise CliError(f"Folder '{path}' has {features.shape[0]} image; at least 2 are needed.")
-    return ImageSet(path, RealStatistics.from_features(features, {"source": path}), logits)
+    meta = {"source": path, "feature_network": network.tag}
+    return ImageSet(path, RealStatistics.from_features(features, meta), logits)
 
 
 def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet) -> list[str]:
@@ -151,14 +157,19 @@ def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSe
 
 
 def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet) -> str:
-    if name == "is" and set_b.logits is None:
-        return f"IS needs images, but PATH_B '{set_b.path}' is a statistics file"
-    if name in ("kid", "prdc"):
+    spec = METRICS[name]
+    if spec.needs_logits and set_b.logits is None:
+        return f"{name.upper()} needs images, but PATH_B '{set_b.path}' is a statistics file"
+    if spec.needs_real == "features":
         lacking = [s.path for s in (set_a, set_b) if s.stats.features is None]
         if lacking:
             return f"{name.upper()} needs per-image features, which {', '.join(lacking)} does not hold"
-    if name == "fid" and set_a.stats.mu.shape != set_b.stats.mu.shape:
+    if set_a.stats.mu.shape != set_b.stats.mu.shape:
         return f"feature sizes differ ({set_a.stats.mu.shape[0]} vs {set_b.stats.mu.shape[0]})"
+    networks = {s.stats.meta.get("feature_network") or s.stats.meta.get("key_parts", {}).get("feature_network")
+                for s in (set_a, set_b)} - {None}
+    if len(networks) > 1:
+        return f"the two sets come from different feature networks ({', '.join(sorted(networks))})"
     return ""
 
 
@@ -176,9 +187,12 @@ def _compute(names: list[str], set_a: ImageSet, set_b: ImageSet, args: argparse.
     if "is" in names:
         results["is"], results["is_std"] = inception_score(set_b.logits, args.is_splits, args.seed)
     if "kid" in names:
-        results["kid"], results["kid_std"] = kernel_inception_distance(
+        results["kid"], kid_std = kernel_inception_distance(
             torch.from_numpy(fake.features), torch.from_numpy(real.features), args.kid_subsets,
             args.kid_subset_size, args.seed)
+        results["kid_subset_size"] = effective_subset_size(args.kid_subset_size, fake.num, real.num)
+        if results["kid_subset_size"] == args.kid_subset_size:
+            results["kid_std"] = kid_std
     if "prdc" in names:
         results.update(precision_recall_density_coverage(
             torch.from_numpy(real.features), torch.from_numpy(fake.features), args.nearest_k))

@@ -1,18 +1,18 @@
-"""Inception outputs of an image folder, preprocessed exactly like the evaluator's images."""
+"""Features of an image folder, preprocessed exactly like the evaluator's images."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from gan_ignite.data import find_image_files
-from gan_ignite.metrics.preprocess import INCEPTION_SIZE, ResizeMethod, load_image_rgb, resize_image
+from gan_ignite.metrics.features import FeatureNetwork
+from gan_ignite.metrics.images import IMG_EXTENSIONS, find_image_files, load_image_rgb
 
-__all__ = ["FolderError", "ImageFileDataset", "folder_inception_outputs", "list_images"]
+__all__ = ["FolderError", "ImageFileDataset", "folder_features", "list_images"]
 
 
 class FolderError(ValueError):
@@ -32,12 +32,12 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 class ImageFileDataset(Dataset):
-    """Item ``i`` = ``(uint8 3 x 299 x 299, "")`` or, if the file cannot be read,
-    ``(zeros, "path: reason")`` so the error reaches the main process with the file named."""
+    """Item ``i`` = ``(prepare_one(uint8 RGB image), "")`` or, if the file cannot be read,
+    ``(prepared black image, "path: reason")`` so the error reaches the main process with the file named."""
 
-    def __init__(self, files: list[Path], resize: ResizeMethod = "bilinear") -> None:
+    def __init__(self, files: list[Path], prepare_one: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self.files = files
-        self.resize = resize
+        self.prepare_one = prepare_one
 
     def __len__(self) -> int:
         return len(self.files)
@@ -45,24 +45,22 @@ class ImageFileDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         path = self.files[index]
         try:
-            return resize_image(load_image_rgb(path), self.resize), ""
+            return self.prepare_one(load_image_rgb(path)), ""
         except Exception as error:  # PIL raises many types for broken files
-            return torch.zeros((3, INCEPTION_SIZE, INCEPTION_SIZE), dtype=torch.uint8), f"{path}: {error}"
+            return self.prepare_one(torch.zeros((3, 8, 8), dtype=torch.uint8)), f"{path}: {error}"
 
 
-def folder_inception_outputs(folder: str | os.PathLike, extractor: torch.nn.Module, resize: ResizeMethod = "bilinear",
-                             batch_size: int = 50, num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features [N, 2048], logits [N, 1008]) on the CPU for every image under ``folder``."""
-    dataset = ImageFileDataset(list_images(folder), resize)
+def folder_features(folder: str | os.PathLike, network: FeatureNetwork, batch_size: int = 50,
+                    num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features [N, F], logits [N, K]) on the CPU for every image under ``folder``."""
+    dataset = ImageFileDataset(list_images(folder), network.prepare_one)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    device = next(extractor.parameters()).device
     features, logits = [], []
-    with torch.no_grad():
-        for images, errors in loader:
-            bad = [error for error in errors if error]
-            if bad:
-                raise FolderError(f"Cannot read image {bad[0]}. Remove or fix the file and run again.")
-            batch_features, batch_logits = extractor(images.to(device))
-            features.append(batch_features.cpu())
-            logits.append(batch_logits.cpu())
+    for images, errors in loader:
+        bad = [error for error in errors if error]
+        if bad:
+            raise FolderError(f"Cannot read image {bad[0]}. Remove or fix the file and run again.")
+        batch_features, batch_logits = network(images)
+        features.append(batch_features.cpu())
+        logits.append(batch_logits.cpu())
     return torch.cat(features), torch.cat(logits)

@@ -49,8 +49,8 @@ class InceptionScore(StoredRowsMetric):
         self._seed = seed
         super().__init__(LOGITS_KEY, output_transform, device)
 
-    def compute(self) -> dict[str, float]:
-        mean, std = inception_score(self.all_rows(), self._splits, self._seed)
+    def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float]:
+        mean, std = inception_score(rows, self._splits, self._seed)
         return {"mean": mean, "std": std}
 
     def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:

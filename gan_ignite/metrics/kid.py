@@ -18,7 +18,7 @@ import torch
 from gan_ignite.metrics._base import FEATURES_KEY, StoredRowsMetric
 from gan_ignite.metrics.inception_score import DEFAULT_SEED
 
-__all__ = ["KID", "kernel_inception_distance"]
+__all__ = ["KID", "effective_subset_size", "kernel_inception_distance"]
 
 # Above this many kernel entries the full kernel matrices would cost too much memory (float64).
 _FULL_KERNEL_MAX_ENTRIES = 48 * 1024 * 1024
@@ -29,7 +29,7 @@ def kernel_inception_distance(fake: torch.Tensor, real: torch.Tensor, num_subset
     """(mean, std) of KID between ``fake`` [N_f, D] and ``real`` [N_r, D] features.
 
     ``subset_size`` larger than either set is clipped to the smaller set (with a warning;
-    torch-fidelity refuses instead).
+    torch-fidelity refuses instead); the std of clipped subsets is meaningless (they overlap).
     """
     subset_size = _clip_subset_size(subset_size, fake.shape[0], real.shape[0])
     fake, real = fake.detach().double(), real.detach().to(fake.device, torch.float64)
@@ -39,14 +39,19 @@ def kernel_inception_distance(fake: torch.Tensor, real: torch.Tensor, num_subset
     return float(mmds.mean()), float(mmds.std())
 
 
+def effective_subset_size(subset_size: int, num_fake: int, num_real: int) -> int:
+    """The subset size KID uses: ``subset_size`` clipped to the smaller set."""
+    return min(subset_size, num_fake, num_real)
+
+
 def _clip_subset_size(subset_size: int, num_fake: int, num_real: int) -> int:
     smallest = min(num_fake, num_real)
     if smallest < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {num_fake} generated and {num_real} real.")
     if subset_size > smallest:
         warnings.warn(f"KID subset size {subset_size} is larger than the sets ({num_fake} generated, {num_real} "
-                      f"real): using {smallest}.", stacklevel=3)
-    return min(subset_size, smallest)
+                      f"real): using {smallest}; no standard deviation is reported for it.", stacklevel=3)
+    return effective_subset_size(subset_size, num_fake, num_real)
 
 
 def _draw_subsets(num_fake: int, num_real: int, num_subsets: int, size: int, seed: int) -> list[tuple]:
@@ -105,11 +110,16 @@ class KID(StoredRowsMetric):
         self._num_subsets, self._subset_size, self._seed = num_subsets, subset_size, seed
         super().__init__(FEATURES_KEY, output_transform, device)
 
-    def compute(self) -> dict[str, float]:
-        fake = self.all_rows()
-        mean, std = kernel_inception_distance(fake, self._real.to(fake.device), self._num_subsets,
+    def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float]:
+        mean, std = kernel_inception_distance(rows, self._real.to(rows.device), self._num_subsets,
                                               self._subset_size, self._seed)
-        return {"mean": mean, "std": std}
+        size = effective_subset_size(self._subset_size, rows.shape[0], self._real.shape[0])
+        # subsets of a clipped size overlap almost entirely: their spread says nothing about the
+        # uncertainty of the estimate, so no std is reported then
+        return {"mean": mean, "subset_size": size, **({"std": std} if size == self._subset_size else {})}
 
     def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
-        return {name: result["mean"], f"{name}_std": result["std"]}
+        names = {name: result["mean"], f"{name}_subset_size": result["subset_size"]}
+        if "std" in result:
+            names[f"{name}_std"] = result["std"]
+        return names

@@ -73,9 +73,8 @@ class PRDC(StoredRowsMetric):
         self._nearest_k = nearest_k
         super().__init__(FEATURES_KEY, output_transform, device)
 
-    def compute(self) -> dict[str, float]:
-        fake = self.all_rows()
-        return precision_recall_density_coverage(self._real.to(fake.device), fake, self._nearest_k)
+    def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float]:
+        return precision_recall_density_coverage(self._real.to(rows.device), rows, self._nearest_k)
 
     def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
         if name == "prdc":

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["INCEPTION_SIZE", "RESIZE_METHODS", "load_image_rgb", "resize_for_inception", "resize_image", "to_uint8"]
+__all__ = ["INCEPTION_SIZE", "RESIZE_METHODS", "resize_for_inception", "resize_image", "to_uint8"]
 
 INCEPTION_SIZE = 299
 ResizeMethod = Literal["bilinear", "bicubic"]
@@ -60,34 +60,6 @@ def resize_image(image: torch.Tensor, method: ResizeMethod = "bilinear") -> torc
         resized = pil_image.resize((INCEPTION_SIZE, INCEPTION_SIZE), _resample(method))
         image = torch.from_numpy(np.asarray(resized).copy()).view(INCEPTION_SIZE, INCEPTION_SIZE, -1).permute(2, 0, 1)
     return image.expand(3, -1, -1).contiguous()
-
-
-def load_image_rgb(path: str | os.PathLike) -> torch.Tensor:
-    """An image file of any mode (L, RGB, RGBA, P, I;16, ...) -> uint8 3 x H x W.
-
-    16-bit images are scaled to 8 bits (PIL would clip them at 255); alpha is dropped, as
-    ``PIL.Image.convert("RGB")`` does.
-    """
-    with Image.open(path) as image:
-        image.load()
-        return _pil_to_rgb_tensor(image)
-
-
-def _pil_to_rgb_tensor(image: Image.Image) -> torch.Tensor:
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        image = wide_to_l(image)
-    rgb = np.asarray(image.convert("RGB"))
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
-
-
-def wide_to_l(image: Image.Image) -> Image.Image:
-    """16-bit / 32-bit / float grayscale -> 8-bit ``L``, scaled (PIL's convert("L") clips at 255)."""
-    values = np.asarray(image).astype(np.float64)
-    if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
-        values = values / 65535.0 * 255.0
-    elif image.mode == "F" and values.max() <= 1.0:
-        values = values * 255.0
-    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
 
 
 def _resize_pool() -> ThreadPoolExecutor:

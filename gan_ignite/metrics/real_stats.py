@@ -21,9 +21,10 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 
-from gan_ignite.metrics._base import gather_rows
+from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_rank, gather_rows
+from gan_ignite.metrics.features import FeatureNetwork, InceptionFeatures, extract_features
 from gan_ignite.metrics.fid import mean_and_covariance
-from gan_ignite.metrics.preprocess import ResizeMethod, resize_for_inception, to_uint8
+from gan_ignite.metrics.preprocess import ResizeMethod
 
 __all__ = [
     "RealStatistics",
@@ -31,7 +32,6 @@ __all__ = [
     "cache_key",
     "cached_real_statistics",
     "compute_real_statistics",
-    "extract_inception_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -105,32 +105,31 @@ class RealStatistics:
         return cls(features, mu, sigma, num, meta)
 
 
-def extract_inception_outputs(images: torch.Tensor, extractor: torch.nn.Module,
-                              resize: ResizeMethod = "bilinear") -> dict[str, torch.Tensor]:
-    """Images in [-1, 1] (float N x C x H x W, C = 1 or 3) -> ``{"features", "logits"}``.
-
-    This is the evaluator's one Inception pass: uint8 conversion, PIL resize to 299, Inception.
-    Outputs stay on the extractor's device.
-    """
-    device = next(extractor.parameters()).device
-    resized = resize_for_inception(to_uint8(images).cpu(), resize).to(device)
-    with torch.no_grad():
-        features, logits = extractor(resized)
-    return {"features": features, "logits": logits}
-
-
-def compute_real_statistics(batches: Iterable[Any], extractor: torch.nn.Module, resize: ResizeMethod = "bilinear",
-                            device: str | torch.device | None = None, max_samples: int | None = None,
-                            meta: Mapping[str, Any] | None = None) -> RealStatistics:
+def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | torch.nn.Module,
+                            resize: ResizeMethod = "bilinear", device: str | torch.device | None = None,
+                            max_samples: int | None = None, meta: Mapping[str, Any] | None = None) -> RealStatistics:
     """Statistics of real images given as batches of float images in [-1, 1].
 
-    A batch may be a tensor or a ``(images, labels, ...)`` tuple/list. ``max_samples`` caps the
-    count *per rank*. In a distributed run every rank must call this; features of all ranks are
-    gathered so every rank returns the full set.
+    ``network`` is a feature network (:mod:`gan_ignite.metrics.features`) or a module with the
+    FID Inception's input contract, which is put behind a PIL resize to 299 (``resize``). A batch
+    may be a tensor or an ``(images, labels, ...)`` tuple/list. ``max_samples`` caps the count *per
+    rank*. In a distributed run every rank must call this with its own contiguous shard: features
+    are gathered in rank order, so every rank returns the full set in sample order. If reading or
+    extracting fails on any rank, every rank raises (the failed one its own error, the others a
+    :class:`RealStatisticsError` that quotes it), so no rank is left waiting in the gather.
     """
-    if device is not None:
-        extractor = extractor.to(device)
-    local = _local_features(batches, extractor, resize, max_samples)
+    if isinstance(network, torch.nn.Module):
+        network = InceptionFeatures(network.to(device) if device is not None else network, resize)
+    local, error = torch.zeros((0, network.num_features)), None
+    try:
+        local = _local_features(batches, network, max_samples)
+    except Exception as exc:  # shared below, then re-raised here with its own type and traceback
+        error = exc
+    message = first_error_on_any_rank(f"{type(error).__name__}: {error}" if error is not None else "")
+    if error is not None:
+        raise error
+    if message:
+        raise RealStatisticsError(f"Computing the real statistics failed on another process: {message}")
     features = gather_rows(local.to(idist.device()) if idist.get_world_size() > 1 else local).cpu()
     if features.shape[0] < 2:
         raise RealStatisticsError(f"Real statistics need at least 2 images, got {features.shape[0]}; "
@@ -138,8 +137,7 @@ def compute_real_statistics(batches: Iterable[Any], extractor: torch.nn.Module, 
     return RealStatistics.from_features(features, meta)
 
 
-def _local_features(batches: Iterable[Any], extractor: torch.nn.Module, resize: ResizeMethod,
-                    max_samples: int | None) -> torch.Tensor:
+def _local_features(batches: Iterable[Any], network: FeatureNetwork, max_samples: int | None) -> torch.Tensor:
     collected: list[torch.Tensor] = []
     count = 0
     for batch in batches:
@@ -148,9 +146,9 @@ def _local_features(batches: Iterable[Any], extractor: torch.nn.Module, resize: 
             images = images[: max_samples - count]
         if images.shape[0] == 0:
             break
-        collected.append(extract_inception_outputs(images, extractor, resize)["features"].float().cpu())
+        collected.append(extract_features(images, network)["features"].float().cpu())
         count += images.shape[0]
-    return torch.cat(collected) if collected else torch.zeros((0, 2048))
+    return torch.cat(collected) if collected else torch.zeros((0, network.num_features))
 
 
 def cache_key(key_parts: Mapping[str, Any]) -> str:
@@ -163,24 +161,26 @@ def cached_real_statistics(cache_dir: str | os.PathLike, key_parts: Mapping[str,
                            compute_fn: Callable[[], RealStatistics]) -> RealStatistics:
     """Load the statistics for ``key_parts`` from ``cache_dir`` or compute and store them.
 
-    ``key_parts`` must name everything the statistics depend on (dataset, root, subset, image
-    size, resize method, weights tag, sample count, ...). In a distributed run call it on every
-    rank: rank 0 decides hit or miss; on a miss every rank runs ``compute_fn`` (it may use
-    collectives) and rank 0 writes the file; on a hit every rank loads it, so ``cache_dir`` must
-    be visible to all ranks.
+    ``key_parts`` must name everything the statistics depend on (dataset, a fingerprint of its
+    files, subset, image size, preprocessing, feature network, sample count, ...). In a
+    distributed run call it on every rank; every collective is reached by every rank, also when
+    something fails. Rank 0 alone reads the file and broadcasts the statistics (so the cache
+    folder need only be visible to rank 0). On a miss every rank runs ``compute_fn`` (which may
+    shard the work and gather it), rank 0 writes the file, and a failed write raises the same
+    :class:`RealStatisticsError` on every rank.
     """
     path = Path(cache_dir) / f"real_stats_{cache_key(key_parts)}.npz"
     stats = _load_on_rank0(path)
-    if _broadcast_flag(stats is not None):
+    if broadcast_from_rank0(stats is not None):
         logger.info("Real statistics cache hit: %s", path)
-        return stats if stats is not None else RealStatistics.load(path)
+        return _broadcast_statistics(stats)
     logger.info("Real statistics cache miss: computing %s", dict(key_parts))
     stats = compute_fn()
-    stats.meta = {**stats.meta, "key_parts": dict(key_parts)}
-    if idist.get_rank() == 0:
-        stats.save(path)
-        logger.info("Real statistics of %d images saved to %s", stats.num, path)
-    idist.barrier()
+    stats.meta = {**stats.meta, "key_parts": json.loads(json.dumps(dict(key_parts), default=str))}
+    error = _save_on_rank0(stats, path) if idist.get_rank() == 0 else None
+    error = broadcast_from_rank0(error)
+    if error:
+        raise RealStatisticsError(error)
     return stats
 
 
@@ -194,7 +194,29 @@ def _load_on_rank0(path: Path) -> RealStatistics | None:
         return None
 
 
-def _broadcast_flag(flag: bool) -> bool:
+def _save_on_rank0(stats: RealStatistics, path: Path) -> str | None:
+    try:
+        stats.save(path)
+    except OSError as error:
+        return (f"Could not write the real statistics cache file '{path}' ({error.strerror or error}). The "
+                f"statistics are cached so that later evaluations and runs skip recomputing them: choose a "
+                f"writable folder (eval.stats_cache_dir=... in a training config, or fix the permissions).")
+    logger.info("Real statistics of %d images saved to %s", stats.num, path)
+    return None
+
+
+def _broadcast_statistics(stats: RealStatistics | None) -> RealStatistics:
+    """Rank 0's statistics on every rank."""
     if idist.get_world_size() == 1:
-        return flag
-    return bool(idist.broadcast(int(flag), src=0))
+        return stats
+    is_source = idist.get_rank() == 0
+    header = broadcast_from_rank0({"num": stats.num, "meta": stats.meta, "features": stats.features is not None}
+                                  if is_source else None)
+
+    def share(array: np.ndarray | None) -> np.ndarray:
+        tensor = torch.from_numpy(array).to(idist.device()) if is_source else None
+        return idist.broadcast(tensor, src=0, safe_mode=True).cpu().numpy()
+
+    mu, sigma = share(stats.mu if is_source else None), share(stats.sigma if is_source else None)
+    features = share(stats.features if is_source else None) if header["features"] else None
+    return stats if is_source else RealStatistics(features, mu, sigma, header["num"], header["meta"])

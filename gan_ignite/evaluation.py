@@ -1,0 +1,171 @@
+"""Evaluation shared by the trainer and ``python -m gan_ignite.evaluate``: the feature network, the
+reference statistics, the metrics and the evaluator, set up the same way for both, so that scoring
+a checkpoint afterwards reproduces the record written when it was saved.
+
+One checkpoint, one number:
+
+- sample ``i`` of an evaluation always gets latent vector ``i`` of one seeded CPU stream
+  (:func:`evaluation_latents`), whatever the world size and batch size; each rank scores a
+  contiguous slice, and features are gathered in rank order, i.e. in sample order;
+- the reference set is a seeded random sample of the training set (``eval.real_subset_seed``),
+  or all of it (``eval.num_real: all``);
+- its statistics are cached under a key that holds a fingerprint of the image files, the
+  preprocessing version and the Pillow version, so they cannot go stale silently.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import ignite.distributed as idist
+import PIL
+import torch
+from ignite.engine import Engine
+from ignite.handlers import ProgressBar
+from omegaconf import DictConfig
+from torch.utils.data import Dataset
+
+from gan_ignite import data as data_module
+from gan_ignite.engines import create_evaluator
+from gan_ignite.errors import RunDirError, on_every_rank
+from gan_ignite.metrics.factory import create_metrics
+from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
+from gan_ignite.metrics.inception import weights_tag
+from gan_ignite.metrics.real_stats import RealStatistics, cached_real_statistics, compute_real_statistics
+from gan_ignite.models import Generator
+
+logger = logging.getLogger("gan_ignite")
+DEFAULT_STATS_CACHE = Path.home() / ".cache" / "gan_ignite" / "stats"
+EVAL_NOISE_OFFSET = 1_000_003  # evaluation latents: their own stream, apart from the training seed's
+# Bump when the chain that turns a real image into features changes (decoding, transforms, uint8
+# conversion, resize): it is part of the statistics cache key, so old statistics are not reused.
+PREPROCESS_VERSION = 2
+
+
+def evaluation_latents(config: DictConfig, num_samples: int) -> torch.Tensor:
+    """All ``num_samples`` latent vectors of an evaluation, from one seeded CPU stream."""
+    noise = torch.Generator().manual_seed(config.seed + EVAL_NOISE_OFFSET)
+    return torch.randn(num_samples, config.model.latent_dim, 1, 1, generator=noise)
+
+
+def num_real_images(evaluation: DictConfig, available: int) -> int:
+    """How many reference images: ``eval.num_real`` (null = ``eval.num_samples``, ``all`` = every one)."""
+    wanted = evaluation.num_real
+    if wanted is None:
+        wanted = evaluation.num_samples
+    return available if wanted == "all" else min(int(wanted), available)
+
+
+@dataclass
+class Evaluation:
+    """An evaluator and this rank's share of the latents; :meth:`run` returns one record's values."""
+
+    evaluator: Engine
+    batches: list[torch.Tensor]
+    record_fields: dict[str, Any]
+
+    def run(self) -> dict[str, Any]:
+        self.evaluator.run(self.batches, max_epochs=1)
+        return {**scalar_metrics(self.evaluator.state.metrics), **self.record_fields}
+
+
+def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.Module, device: torch.device,
+                     model: str = "generator") -> Evaluation:
+    """Feature network, reference statistics (computed once per cache key), metrics and evaluator.
+
+    Every rank must call this (it may run collectives). ``model`` names the weights being scored
+    in the records.
+    """
+    evaluation = config.eval
+    network = on_every_rank(lambda: load_feature_network(evaluation.feature_network, device,
+                                                         inception_weights=evaluation.inception_weights,
+                                                         resize=evaluation.resize))
+    real_stats = reference_statistics(config, dataset, network, device)
+    metrics = create_metrics(list(evaluation.metrics), real_stats, is_splits=evaluation.is_splits,
+                             kid_subsets=evaluation.kid_subsets, kid_subset_size=evaluation.kid_subset_size,
+                             nearest_k=evaluation.nearest_k, device=device)
+    evaluator = create_evaluator(generator, network, metrics, device)
+    rank, world_size = idist.get_rank(), idist.get_world_size()
+    if rank == 0:
+        ProgressBar(persist=False, desc="Evaluation").attach(evaluator)
+    start, stop = data_module.shard_bounds(evaluation.num_samples, rank, world_size)
+    latents = evaluation_latents(config, evaluation.num_samples)[start:stop]
+    record_fields = {"model": model, "num_samples": evaluation.num_samples, "num_real": real_stats.num,
+                     "real_subset_seed": evaluation.real_subset_seed,
+                     "feature_network": evaluation.feature_network, "resize": evaluation.resize,
+                     "inception_weights": weights_tag(evaluation.inception_weights), "world_size": world_size}
+    return Evaluation(evaluator, list(latents.split(evaluation.batch_size)), record_fields)
+
+
+def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureNetwork,
+                         device: torch.device) -> RealStatistics:
+    """Statistics of the reference subset of the training set, from the cache or computed (sharded
+    over the ranks) and cached. The key holds everything they depend on (see the README's "Metrics")."""
+    evaluation = config.eval
+    pool = data_module.training_set(dataset, config.data)
+    indices = data_module.reference_indices(len(pool), num_real_images(evaluation, len(pool)),
+                                            evaluation.real_subset_seed)
+    key_parts = {"dataset": config.data.name, "root": str(Path(config.data.root).resolve()),
+                 "pool": len(pool), "num_real": len(indices), "real_subset_seed": evaluation.real_subset_seed,
+                 "files": data_module.dataset_fingerprint(pool, indices),
+                 "image_size": config.data.image_size, "channels": config.data.channels,
+                 "feature_network": network.tag, "preprocess_version": PREPROCESS_VERSION,
+                 "pillow": PIL.__version__}
+    loader = data_module.eval_loader(pool, indices, evaluation.batch_size, config.data.num_workers)
+    cache_dir = Path(evaluation.stats_cache_dir) if evaluation.stats_cache_dir else DEFAULT_STATS_CACHE
+    return cached_real_statistics(cache_dir, key_parts, lambda: compute_real_statistics(loader, network,
+                                                                                        device=device))
+
+
+def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
+    """The plain numbers among an evaluator's metrics (ignite also stores mapping-valued ones);
+    counts such as ``kid_subset_size`` stay integers."""
+    result: dict[str, float | int] = {}
+    for name, value in metrics.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (int, float)):
+            result[name] = value if isinstance(value, int) else float(value)
+    return result
+
+
+def warn_if_random(record_fields: Mapping[str, Any]) -> None:
+    if record_fields["inception_weights"] == "random" and record_fields["feature_network"] == "inception":
+        logger.warning("eval.inception_weights=random: a random-init Inception network is scoring. Its FID / IS "
+                       "are meaningless (for tests only); the records are marked inception_weights=random.")
+
+
+def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.device,
+                   model: str = "generator") -> tuple[Generator, dict]:
+    """The checkpoint's generator (``model``: its key in the checkpoint) and trainer state."""
+    generator = Generator(config.model.latent_dim, config.data.channels, config.data.image_size,
+                          config.model.g_features)
+    try:
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        generator.load_state_dict(state[model])
+    except Exception as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunDirError(f"Cannot load the {model} from '{checkpoint_path}': {first_line}. Pass a checkpoint "
+                          f"written by gan_ignite.train with the run's config.yaml beside it.") from None
+    return generator.to(device), state.get("trainer", {})
+
+
+def history_record(run_dir: Path, iteration: Optional[int], model: str = "generator") -> Optional[dict]:
+    """The ``history.jsonl`` evaluation record written at ``iteration`` for ``model``, if any."""
+    path = run_dir / "history.jsonl"
+    if iteration is None or not path.is_file():
+        return None
+    found = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("kind") == "eval" and record.get("iteration") == iteration and \
+                record.get("model", "generator") == model:
+            found = record
+    return found

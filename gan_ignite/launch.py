@@ -1,0 +1,173 @@
+"""Starting the processes of a run, shared by the train and evaluate command lines.
+
+Three ways to run, one worker function ``worker(local_rank, config)`` executed on every rank:
+
+- one process (no ``dist.*`` set);
+- under ``torchrun`` (or ``srun``, with the torchrun environment variables): ``idist.Parallel``
+  joins the process group from the environment, on one or several nodes;
+- ``dist.nproc_per_node=N``: this module spawns N processes itself. It does not use
+  ``idist.Parallel``'s own spawning, because it must (1) forward SIGTERM / SIGINT to the workers
+  (a scheduler signals the parent only) and (2) report a worker's input error as one paragraph
+  with exit code 2 instead of a traceback. Each worker joins the group through the same
+  environment variables torchrun would set.
+
+Input errors (:data:`~gan_ignite.errors.INPUT_ERRORS`) end a process with exit code 2 and a one-paragraph message;
+:class:`~gan_ignite.errors.RunStopped` carries its own exit code and message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import ignite.distributed as idist
+import torch
+import torch.multiprocessing as mp
+from omegaconf import DictConfig
+
+from gan_ignite.errors import INPUT_ERRORS, RunStopped
+Worker = Callable[[int, DictConfig], None]
+
+
+def launched_by_torchrun() -> bool:
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def env_rank() -> int:
+    """This process's global rank as torchrun set it (0 outside torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def resolve_backend(config: DictConfig) -> Optional[str]:
+    """``dist.backend``, or nccl / gloo when several processes are asked for without one."""
+    backend = config.dist.backend
+    several = (config.dist.nproc_per_node or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if backend is None and several:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    return backend
+
+
+def launch(worker: Worker, config: DictConfig, debug: bool = False) -> int:
+    """Run ``worker`` on every rank and return the exit code for this process."""
+    backend = resolve_backend(config)
+    processes = config.dist.nproc_per_node or 1
+    if processes > 1 and not launched_by_torchrun():
+        return _spawn(worker, config, processes, backend, debug)
+    code, message = run_reporting(worker, config, backend, debug)
+    report(code, message)
+    return code
+
+
+def run_reporting(worker: Worker, config: DictConfig, backend: Optional[str], debug: bool) -> tuple[int, str]:
+    """Run ``worker`` in this process's ``idist.Parallel`` context; ``(exit code, message)``."""
+    try:
+        with idist.Parallel(backend=backend) as parallel:
+            parallel.run(worker, config)
+    except INPUT_ERRORS as error:
+        if debug:
+            raise
+        return 2, clean_message(str(error))
+    except RunStopped as stopped:
+        return stopped.exit_code, stopped.message
+    return 0, ""
+
+
+def report(code: int, message: str) -> None:
+    if message:
+        print(("error: " if code not in (0, 130) else "") + message, file=sys.stderr)
+
+
+def clean_message(message: str) -> str:
+    """A UserError raised inside a DataLoader worker comes back with the worker's traceback in its
+    message; keep only the error's own text."""
+    marker = "Original Traceback (most recent call last):"
+    if marker in message:
+        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
+    return message
+
+
+# ----------------------------------------------------------------------------- spawn mode
+def _spawn(worker: Worker, config: DictConfig, processes: int, backend: Optional[str], debug: bool) -> int:
+    with tempfile.TemporaryDirectory(prefix="gan_ignite_outcomes_") as outcome_dir:
+        context = mp.start_processes(_spawned_worker, nprocs=processes, join=False, start_method="spawn",
+                                     args=(worker, config, processes, backend, debug, _free_port(), outcome_dir))
+        forwarded = _forward_signals_to(context.processes)
+        try:
+            while not context.join(timeout=1.0):
+                pass
+        except mp.ProcessRaisedException as failure:  # a bug: the worker's traceback is in the message
+            print(f"error: a worker process failed:\n{failure}", file=sys.stderr)
+            return 1
+        except mp.ProcessExitedException as failure:
+            outcomes = _read_outcomes(outcome_dir, processes)
+            code, message = _first_failure(outcomes) or (failure.exit_code or 1, str(failure))
+            report(code, message)
+            return code
+        finally:
+            _restore_signals(forwarded)
+        code, message = _first_failure(_read_outcomes(outcome_dir, processes)) or (0, "")
+        report(code, message)
+        return code
+
+
+def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, processes: int, backend: Optional[str],
+                    debug: bool, port: int, outcome_dir: str) -> None:
+    # Leave the terminal's process group: a Ctrl-C reaches the parent only, which forwards it
+    # once (a second copy would mean "abort at once" to the graceful stop).
+    try:
+        os.setpgrp()
+    except OSError:
+        pass
+    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(processes),
+                      LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    code, message = run_reporting(worker, config, backend, debug)
+    Path(outcome_dir, f"rank{local_rank}.json").write_text(json.dumps({"code": code, "message": message}))
+    if code not in (0, 130):  # a failure: the parent stops the other workers at once
+        sys.exit(code)
+
+
+def _read_outcomes(outcome_dir: str, processes: int) -> list[dict[str, Any]]:
+    outcomes = []
+    for rank in range(processes):
+        path = Path(outcome_dir, f"rank{rank}.json")
+        outcomes.append(json.loads(path.read_text()) if path.is_file() else {"code": None, "message": ""})
+    return outcomes
+
+
+def _first_failure(outcomes: list[dict[str, Any]]) -> Optional[tuple[int, str]]:
+    """``(code, message)`` of rank 0, unless rank 0 wrote none or succeeded while another rank
+    failed: then of the first rank that failed. None if no rank wrote an outcome."""
+    written = [outcome for outcome in outcomes if outcome["code"] is not None]
+    failed = [outcome for outcome in written if outcome["code"] != 0]
+    if not written:
+        return None
+    rank0 = outcomes[0]
+    chosen = rank0 if rank0["code"] not in (None, 0) or (rank0["code"] == 0 and not failed) else \
+        (failed or written)[0]
+    return chosen["code"], chosen["message"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _forward_signals_to(processes: list) -> dict[int, Any]:
+    def forward(signum: int, _frame: Any) -> None:
+        for process in processes:
+            if process.is_alive():
+                os.kill(process.pid, signum)
+
+    return {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore_signals(previous: dict[int, Any]) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)

@@ -1,0 +1,102 @@
+"""Feature networks: what turns images into the features and class logits the metrics read.
+
+A feature network is an object with
+
+- ``tag``: a short stable name for cache keys and records (values from different networks, or
+  from the same network with other weights or preprocessing, are never compared);
+- ``num_features``, ``num_classes`` and ``device``;
+- ``prepare_one(image)``: uint8 ``C x H x W`` (C = 1 or 3, any size) -> the network's input for
+  one image, on the CPU (picklable, so DataLoader workers can run it);
+- ``prepare(images)``: the same for a uint8 ``N x C x H x W`` batch;
+- ``__call__(prepared)``: ``(features [N, F], logits [N, K])`` float32 on ``device``, no grad.
+
+:func:`extract_features` is the evaluator's one pass: generator output in [-1, 1] -> uint8 ->
+``prepare`` -> network. Real images, image folders and generated images all go through it, so
+every set is preprocessed identically.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+
+from gan_ignite.metrics.inception import NUM_CLASSES, NUM_FEATURES, load_fid_inception, weights_tag
+from gan_ignite.metrics.preprocess import ResizeMethod, resize_for_inception, resize_image, to_uint8
+
+__all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "FeatureNetworkError", "InceptionFeatures", "extract_features",
+           "load_feature_network"]
+
+
+class FeatureNetworkError(ValueError):
+    """A feature network that is unknown, or whose file cannot be used."""
+
+
+class FeatureNetwork(Protocol):
+    tag: str
+    num_features: int
+    num_classes: int
+    device: torch.device
+
+    def prepare_one(self, image: torch.Tensor) -> torch.Tensor: ...
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(self, prepared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class InceptionFeatures:
+    """The FID Inception (or any module with its input contract: uint8 ``N x 3 x 299 x 299``)
+    behind a PIL resize to 299 x 299 (``resize``: ``bilinear`` or ``bicubic``)."""
+
+    num_features, num_classes = NUM_FEATURES, NUM_CLASSES
+
+    def __init__(self, network: torch.nn.Module, resize: ResizeMethod = "bilinear",
+                 weights: str = "custom") -> None:
+        self.network, self.resize = network, resize
+        self.tag = f"inception-{weights}-{resize}"
+        self.prepare_one = functools.partial(resize_image, method=resize)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.network.parameters()).device
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return resize_for_inception(images.cpu(), self.resize)
+
+    def __call__(self, prepared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            return self.network(prepared.to(self.device))
+
+
+def extract_features(images: torch.Tensor, network: FeatureNetwork) -> dict[str, torch.Tensor]:
+    """Images in [-1, 1] (float ``N x C x H x W``) -> ``{"features", "logits"}`` on the network's device."""
+    features, logits = network(network.prepare(to_uint8(images).cpu()))
+    return {"features": features, "logits": logits}
+
+
+def _inception(argument: str, device: torch.device, *, inception_weights: str | os.PathLike | None = None,
+               resize: ResizeMethod = "bilinear") -> InceptionFeatures:
+    if argument:
+        raise FeatureNetworkError(f"The feature network 'inception' takes no argument (got 'inception:{argument}'); "
+                                  "its weights are set with eval.inception_weights / --inception-weights.")
+    network = load_fid_inception(inception_weights, device)
+    return InceptionFeatures(network, resize, weights_tag(inception_weights))
+
+
+# name -> loader(argument after "name:", device, **options). One line per feature network.
+FEATURE_NETWORKS: dict[str, Callable[..., FeatureNetwork]] = {
+    "inception": _inception,
+}
+
+
+def load_feature_network(spec: str, device: str | torch.device = "cpu", **options) -> FeatureNetwork:
+    """``spec`` = ``name`` or ``name:argument`` (e.g. ``inception``, ``classifier:/path/to/net.pt``)."""
+    name, _, argument = spec.partition(":")
+    if name not in FEATURE_NETWORKS:
+        raise FeatureNetworkError(f"Unknown feature network '{spec}'; choose one of "
+                         f"{', '.join(sorted(FEATURE_NETWORKS))} (e.g. classifier:/path/to/classifier.pt).")
+    return FEATURE_NETWORKS[name](argument, torch.device(device), **options)

@@ -1,0 +1,64 @@
+"""Image files: finding them and decoding any mode to 8-bit ``L`` or ``RGB``.
+
+The one leaf that the training data (``gan_ignite.data``) and the metrics (folder scoring, real
+statistics) share, so both read the same files and convert them the same way. It lives in
+``metrics/`` because the metrics package imports nothing from the rest of ``gan_ignite``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+__all__ = ["IMG_EXTENSIONS", "ConvertMode", "find_image_files", "load_image_rgb", "wide_to_l"]
+
+
+def find_image_files(root: str | os.PathLike) -> list[Path]:
+    """Every image file under ``root`` (recursive, links followed, extensions case-insensitive), sorted."""
+    extensions = tuple(IMG_EXTENSIONS)
+    files = [Path(folder) / name for folder, _, names in os.walk(root, followlinks=True)
+             for name in names if name.lower().endswith(extensions)]
+    return sorted(files)
+
+
+def wide_to_l(image: Image.Image) -> Image.Image:
+    """16-bit / 32-bit / float grayscale -> 8-bit ``L``, scaled (PIL's convert("L") clips at 255)."""
+    values = np.asarray(image).astype(np.float64)
+    if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
+        values = values / 65535.0 * 255.0
+    elif image.mode == "F" and values.max() <= 1.0:
+        values = values * 255.0
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
+
+
+class ConvertMode:
+    """Convert any PIL mode (L, RGB, RGBA, P, I;16, ...) to ``L`` or ``RGB``; picklable for workers.
+
+    16-bit images are scaled to 8 bits; palette and alpha images go through RGBA, so transparency
+    is dropped the way ``PIL.Image.convert("RGB")`` drops it.
+    """
+
+    def __init__(self, mode: str):
+        self.mode = mode
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        if image.mode == self.mode:
+            return image
+        if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+            image = wide_to_l(image)
+        elif image.mode in ("P", "PA", "LA") and self.mode == "RGB":
+            image = image.convert("RGBA")
+        return image.convert(self.mode)
+
+
+def load_image_rgb(path: str | os.PathLike) -> torch.Tensor:
+    """An image file of any mode -> uint8 3 x H x W."""
+    with Image.open(path) as image:
+        image.load()
+        rgb = np.asarray(ConvertMode("RGB")(image))
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous()
