@@ -32,6 +32,8 @@ from gan_ignite.evaluation import history_record, load_generator, setup_evaluati
 from gan_ignite.launch import clean_message, launch, report
 
 logger = logging.getLogger("gan_ignite")
+# round-off between processes, batch compositions and BLAS threads stays far below these
+REPRODUCE_RTOL, REPRODUCE_ATOL = 1e-6, 1e-9
 COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights")
 
 
@@ -78,10 +80,11 @@ def compare_with_history(record: dict[str, Any], reference: Optional[dict[str, A
               "; the values are not comparable.")
         return
     shared = [key for key, value in reference.items() if isinstance(value, float) and key in record]
-    worst = max((abs(record[key] - reference[key]) / max(abs(reference[key]), 1e-12) for key in shared
-                 if math.isfinite(reference[key])), default=0.0)
-    verdict = "reproduces" if worst <= 1e-6 else "DIFFERS FROM"
-    print(f"{verdict} the history.jsonl record of iteration {record['iteration']} "
+    same = all(math.isclose(record[key], reference[key], rel_tol=REPRODUCE_RTOL, abs_tol=REPRODUCE_ATOL)
+               for key in shared)
+    worst = max((abs(record[key] - reference[key]) / abs(reference[key]) for key in shared
+                 if math.isfinite(reference[key]) and abs(reference[key]) > REPRODUCE_ATOL), default=0.0)
+    print(f"{'reproduces' if same else 'DIFFERS FROM'} the history.jsonl record of iteration {record['iteration']} "
           f"(largest relative difference {worst:.1e})")
 
 

@@ -40,8 +40,8 @@ def launched_by_torchrun() -> bool:
 
 
 def env_rank() -> int:
-    """This process's global rank as torchrun set it (0 outside torchrun)."""
-    return int(os.environ.get("RANK", "0"))
+    """This process's global rank as torchrun (or SLURM's srun) set it; 0 for a lone process."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
 
 
 def resolve_backend(config: DictConfig) -> Optional[str]:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from gan_ignite.handlers import HistoryWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
@@ -71,6 +77,50 @@ def cli_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+# ----------------------------------------------------------------------------- running the CLI in a child process
+TRAIN_ONLY = {"eval.every_epochs": 0, "train.epoch_length": "null", "train.image_every": 1000}
+
+
+def train_records(run_dir: Path) -> list[dict]:
+    return [r for r in HistoryWriter(run_dir / "history.jsonl").read() if r["kind"] == "train"]
+
+
+def start(overrides: list[str], module: str = "gan_ignite.train", env: dict | None = None) -> subprocess.Popen:
+    """The CLI in a child process; its stderr goes to a file (a pipe nobody reads would fill up and
+    block the child), readable afterwards with :func:`stderr_of`."""
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    process = subprocess.Popen([PYTHON, "-m", module, *overrides], cwd=ROOT, env=env or cli_env(),
+                               stdout=subprocess.DEVNULL, stderr=log, text=True)
+    process.log_path = log.name
+    return process
+
+
+def stderr_of(process: subprocess.Popen) -> str:
+    return Path(process.log_path).read_text()
+
+
+def wait_for_iteration(process: subprocess.Popen, run_dir: Path, iteration: int, timeout: float = 240) -> bool:
+    """Poll history.jsonl until it reaches ``iteration``; False if the process ended first."""
+    deadline = time.monotonic() + timeout
+    history = run_dir / "history.jsonl"
+    while time.monotonic() < deadline:
+        if history.exists():
+            lines = history.read_text().splitlines()
+            if lines and lines[-1].endswith("}") and json.loads(lines[-1]).get("iteration", 0) >= iteration:
+                return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.05)
+    raise TimeoutError(f"run did not reach iteration {iteration}")
+
+
+def assert_same_losses(records: list[dict], reference: list[dict]) -> None:
+    assert [r["iteration"] for r in records] == [r["iteration"] for r in reference]
+    for got, expected in zip(records, reference):
+        for key in ("Loss_G", "Loss_D"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), (got["iteration"], key)
 
 
 # ----------------------------------------------------------------------------- metrics fixtures

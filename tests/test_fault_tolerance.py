@@ -1,11 +1,8 @@
 """Crashes, signals, divergence, reproducibility and memory: what a long GAN run must survive."""
 
 import errno
-import json
 import random
 import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,52 +10,9 @@ import psutil
 import pytest
 import torch
 
-from conftest import PYTHON, ROOT, cli_env, make_shape_images, tiny_overrides
-from gan_ignite.handlers import HistoryWriter
+from conftest import (TRAIN_ONLY, assert_same_losses, make_shape_images, start, stderr_of, tiny_overrides,
+                      train_records, wait_for_iteration)
 from gan_ignite.train import main
-
-TRAIN_ONLY = {"eval.every_epochs": 0, "train.epoch_length": "null", "train.image_every": 1000}
-
-
-def train_records(run_dir: Path) -> list[dict]:
-    return [r for r in HistoryWriter(run_dir / "history.jsonl").read() if r["kind"] == "train"]
-
-
-def start(overrides: list[str]) -> subprocess.Popen:
-    """The CLI in a child process; its stderr goes to a file (a pipe nobody reads would fill up and
-    block the child), readable afterwards with :func:`stderr_of`."""
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    process = subprocess.Popen([PYTHON, "-m", "gan_ignite.train", *overrides], cwd=ROOT, env=cli_env(),
-                               stdout=subprocess.DEVNULL, stderr=log, text=True)
-    process.log_path = log.name
-    return process
-
-
-def stderr_of(process: subprocess.Popen) -> str:
-    return Path(process.log_path).read_text()
-
-
-def wait_for_iteration(process: subprocess.Popen, run_dir: Path, iteration: int, timeout: float = 240) -> bool:
-    """Poll history.jsonl until it reaches ``iteration``; False if the process ended first."""
-    deadline = time.monotonic() + timeout
-    history = run_dir / "history.jsonl"
-    while time.monotonic() < deadline:
-        if history.exists():
-            lines = history.read_text().splitlines()
-            if lines and lines[-1].endswith("}") and json.loads(lines[-1]).get("iteration", 0) >= iteration:
-                return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.05)
-    raise TimeoutError(f"run did not reach iteration {iteration}")
-
-
-def assert_same_losses(records: list[dict], reference: list[dict]) -> None:
-    assert [r["iteration"] for r in records] == [r["iteration"] for r in reference]
-    for got, expected in zip(records, reference):
-        for key in ("Loss_G", "Loss_D"):
-            assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-6), (got["iteration"], key)
-
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, image_folder, stats_cache) -> Path:

@@ -1,0 +1,140 @@
+"""The evaluation's choices: reference subset, statistics cache, preflight limits, best checkpoint, KID size."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from ignite.engine import Engine, Events
+from PIL import Image
+
+from conftest import PYTHON, ROOT, cli_env, make_shape_images
+from gan_ignite import data as data_module
+from gan_ignite.config import load_config
+from gan_ignite.evaluation import reference_statistics
+from gan_ignite.handlers import attach_best_checkpoint
+from gan_ignite.metrics.factory import create_metrics
+from gan_ignite.metrics.features import InceptionFeatures
+from gan_ignite.metrics.real_stats import RealStatistics
+
+
+class CountingPixelNetwork(torch.nn.Module):
+    """A cheap stand-in for Inception (per-channel means and stds of the 299x299 input) that
+    counts the images it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.images_seen = 0
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.images_seen += images.shape[0]
+        x = images.float()
+        features = torch.cat([x.mean((2, 3)), x.std((2, 3))], dim=1)
+        return features, features
+
+
+def class_folder(root, classes=("a_coats", "b_shirts", "c_shoes"), per_class=10):
+    for index, name in enumerate(classes):
+        make_shape_images(root / name, per_class, seed=index)
+    return root
+
+
+def test_reference_subset_draws_from_every_class(tmp_path):
+    dataset = data_module.ImageFiles(class_folder(tmp_path), data_module.build_transform(32, 3))
+    for seed in range(5):
+        chosen = data_module.reference_indices(len(dataset), 12, seed)
+        assert len(set(chosen)) == 12 and chosen == sorted(chosen)
+        assert {dataset.files[i].parent.name for i in chosen} == {"a_coats", "b_shirts", "c_shoes"}
+    assert data_module.reference_indices(len(dataset), 12, 0) != data_module.reference_indices(len(dataset), 12, 1)
+    assert data_module.reference_indices(len(dataset), 100, 0) == list(range(30))  # more than there is: all
+
+
+def evaluation_config(root, cache, **extra):
+    values = {"data.name": "imagefolder", "data.root": root, "data.channels": 3, "data.num_workers": 0,
+              "eval.num_samples": 12, "eval.batch_size": 6, "eval.is_splits": 2, "eval.stats_cache_dir": cache,
+              **extra}
+    return load_config(None, [f"{key}={value}" for key, value in values.items()])
+
+
+def test_replacing_one_image_of_the_subset_misses_the_cache(tmp_path, caplog):
+    config = evaluation_config(class_folder(tmp_path / "images"), tmp_path / "cache", **{"eval.num_real": "all"})
+    dataset = data_module.load_dataset(config.data)
+    network = CountingPixelNetwork()
+    features = InceptionFeatures(network, "bilinear")
+    with caplog.at_level(logging.INFO):
+        first = reference_statistics(config, dataset, features, torch.device("cpu"))
+        assert network.images_seen == 30 and first.num == 30
+        second = reference_statistics(config, dataset, features, torch.device("cpu"))
+        assert network.images_seen == 30  # a hit: no image was read again
+        np.testing.assert_array_equal(first.mu, second.mu)
+        replaced = dataset.files[7]
+        Image.new("RGB", (32, 32), (255, 0, 0)).save(replaced)  # same name, new content
+        os.utime(replaced, ns=(1, 1))  # even with an old modification time: the size changed
+        third = reference_statistics(config, dataset, features, torch.device("cpu"))
+    assert network.images_seen == 60 and not np.array_equal(first.mu, third.mu)
+    assert caplog.text.count("cache miss") == 2 and caplog.text.count("cache hit") == 1
+    key_parts = third.meta["key_parts"]
+    assert {"files", "preprocess_version", "pillow", "real_subset_seed", "feature_network"} <= set(key_parts)
+
+
+def test_another_reference_subset_seed_is_another_cache_entry(tmp_path):
+    root = class_folder(tmp_path / "images")
+    network = CountingPixelNetwork()
+    for seed in (0, 1):
+        config = evaluation_config(root, tmp_path / "cache", **{"eval.real_subset_seed": seed})
+        stats = reference_statistics(config, data_module.load_dataset(config.data), InceptionFeatures(network),
+                                     torch.device("cpu"))
+        assert stats.num == 12
+    assert network.images_seen == 24 and len(list((tmp_path / "cache").glob("real_stats_*.npz"))) == 2
+
+
+@pytest.mark.parametrize("overrides, key, words", [
+    (["eval.num_samples=8", "eval.metrics=[fid,is]", "eval.is_splits=10"], "eval.num_samples", "is_splits=10"),
+    (["eval.num_samples=5", "eval.metrics=[fid,prdc]", "eval.nearest_k=5"], "eval.num_samples", "nearest_k=5"),
+    (["eval.num_samples=20", "eval.num_real=4", "eval.metrics=[prdc]", "eval.nearest_k=5"], "eval.num_real",
+     "nearest_k=5"),
+    (["eval.num_samples=3", "eval.metrics=[fid]", "dist.nproc_per_node=4", "train.batch_size=8"],
+     "eval.num_samples", "one per process (4)"),
+    (["eval.num_real=some"], "eval.num_real", "'all'"),
+])
+def test_preflight_rejects_sample_counts_the_metrics_cannot_use(tmp_path, overrides, key, words):
+    result = subprocess.run([PYTHON, "-m", "gan_ignite.train", "--config", "configs/fashion_mnist.yaml",
+                             f"output_dir={tmp_path / 'run'}", *overrides], capture_output=True, text=True,
+                            env=cli_env(), cwd=ROOT, timeout=120)
+    assert result.returncode == 2
+    assert f"'{key}'" in result.stderr and words in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_best_checkpoint_keeps_the_lowest_fid(tmp_path):
+    to_save = {"generator": torch.nn.Linear(2, 2), "discriminator": torch.nn.Linear(2, 1)}
+    trainer, evaluator = Engine(lambda *_: None), Engine(lambda *_: None)
+    attach_best_checkpoint(evaluator, trainer, to_save, tmp_path)
+    for iteration, fid in ((10, 50.0), (20, 30.0), (30, 40.0), (40, 20.0), (50, 25.0)):
+        trainer.state.iteration = iteration
+        evaluator.state.metrics = {"fid": fid}
+        evaluator.fire_event(Events.COMPLETED)
+        kept = [path.name for path in tmp_path.iterdir()]
+        assert len(kept) == 1
+    assert kept == ["best_checkpoint_40_neg_fid=-20.0000.pt"]
+
+
+def test_kid_with_a_clipped_subset_size_records_it_and_no_std():
+    generator = torch.Generator().manual_seed(0)
+    real = RealStatistics.from_features(torch.rand(40, 8, generator=generator))
+    fake = torch.rand(30, 8, generator=generator)
+    results = {}
+    for size in (10, 100):
+        evaluator = Engine(lambda engine, batch: {"features": batch, "logits": batch})
+        create_metrics(["kid"], real, kid_subsets=5, kid_subset_size=size)["kid"].attach(evaluator, "kid")
+        with pytest.warns(UserWarning, match="using 30") if size == 100 else contextlib.nullcontext():
+            evaluator.run([fake])
+        results[size] = dict(evaluator.state.metrics)
+    assert results[10]["kid_subset_size"] == 10 and results[10]["kid_std"] > 0
+    assert results[100]["kid_subset_size"] == 30 and "kid_std" not in results[100]
