@@ -16,7 +16,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from gan_ignite.augment import AUGMENTS
 from gan_ignite.errors import ConfigError
+from gan_ignite.losses import LOSSES
 
 DATASETS = ("imagefolder", "celeba", "cifar10", "mnist", "fashion_mnist")
 IMAGE_SIZES = (32, 64, 128)
@@ -42,6 +44,7 @@ class ModelConfig:
     latent_dim: int = 100
     g_features: int = 64
     d_features: int = 64
+    spectral_norm: bool = False
 
 
 @dataclass
@@ -57,6 +60,13 @@ class TrainConfig:
     checkpoint_every_iters: Optional[int] = None
     n_saved: int = 2
     resume_from: Optional[str] = None
+    loss: str = "bce"
+    augment: str = "none"
+    ada_target: float = 0.6
+    ada_speed_images: int = 500_000
+    ada_interval: int = 4
+    ema_decay: Optional[float] = None
+    ema_start: int = 0
 
 
 @dataclass
@@ -164,6 +174,7 @@ def validate(config: DictConfig) -> None:
         _require(train[key] is None or train[key] > 0, f"train.{key}", "must be positive or null")
     for key in ("image_every", "checkpoint_every", "n_saved"):
         _require(train[key] > 0, f"train.{key}", "must be positive")
+    validate_recipe(train)
     _require(evaluation.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 disables evaluation)")
     _require(evaluation.num_samples > 1, "eval.num_samples", "must be at least 2")
     _require(evaluation.batch_size > 0, "eval.batch_size", "must be positive")
@@ -179,6 +190,19 @@ def validate(config: DictConfig) -> None:
     world_size = dist.nproc_per_node or int(os.environ.get("WORLD_SIZE", "1"))
     _require(train.batch_size % world_size == 0, "train.batch_size",
              f"{train.batch_size} (the global batch) is not divisible by the {world_size} processes")
+
+
+def validate_recipe(train: DictConfig) -> None:
+    """The loss, augmentation and EMA keys; the names come from the registries."""
+    _require(train.loss in LOSSES, "train.loss", f"'{train.loss}' is not one of {', '.join(LOSSES)}")
+    _require(train.augment in AUGMENTS, "train.augment", f"'{train.augment}' is not one of {', '.join(AUGMENTS)}")
+    _require(0 < train.ada_target < 1, "train.ada_target",
+             f"{train.ada_target} must be in (0, 1): the wanted mean sign of D's outputs on reals (0.6 in the paper)")
+    for key in ("ada_speed_images", "ada_interval"):
+        _require(train[key] > 0, f"train.{key}", "must be positive")
+    _require(train.ema_decay is None or 0 < train.ema_decay < 1, "train.ema_decay",
+             f"{train.ema_decay} must be in (0, 1), e.g. 0.999, or null to train without an EMA generator")
+    _require(train.ema_start >= 0, "train.ema_start", "must be >= 0")
 
 
 def save_config(config: DictConfig, path: Path) -> None:
