@@ -4,8 +4,7 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from gan_ignite.augment import (AUGMENTS, AdaAugment, AdaController, DiffAugment, build_augment, cutout, translate,
-                                warp)
+from gan_ignite.augment import AUGMENTS, AdaAugment, AdaController, DiffAugment, build_augment, cutout, translate, warp
 
 
 def pipe(name: str, p: float = 1.0) -> torch.nn.Module:
