@@ -16,7 +16,9 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from gan_ignite.augment import AUGMENTS
 from gan_ignite.errors import ConfigError
+from gan_ignite.losses import LOSSES
 from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricOptions, min_samples
 from gan_ignite.metrics.features import FEATURE_NETWORKS
 from gan_ignite.metrics.preprocess import RESIZE_METHODS
@@ -43,6 +45,7 @@ class ModelConfig:
     latent_dim: int = 100
     g_features: int = 64
     d_features: int = 64
+    spectral_norm: bool = False
 
 
 @dataclass
@@ -58,6 +61,13 @@ class TrainConfig:
     checkpoint_every_iters: Optional[int] = None
     n_saved: int = 2
     resume_from: Optional[str] = None
+    loss: str = "bce"
+    augment: str = "none"
+    ada_target: float = 0.6
+    ada_speed_images: int = 500_000
+    ada_interval: int = 4
+    ema_decay: Optional[float] = None
+    ema_start: int = 0
 
 
 @dataclass
@@ -168,6 +178,7 @@ def validate(config: DictConfig) -> None:
         _require(train[key] is None or train[key] > 0, f"train.{key}", "must be positive or null")
     for key in ("image_every", "checkpoint_every", "n_saved"):
         _require(train[key] > 0, f"train.{key}", "must be positive")
+    validate_recipe(train)
     _require(dist.nproc_per_node is None or dist.nproc_per_node > 0, "dist.nproc_per_node", "must be positive")
     _require(dist.backend in (None, "gloo", "nccl", "xla-tpu", "horovod"), "dist.backend",
              f"'{dist.backend}' is not one of gloo, nccl, xla-tpu, horovod (or null for a single process)")
@@ -216,6 +227,19 @@ def validate_eval(evaluation: DictConfig, world_size: int) -> None:
 def _why(name: str, evaluation: DictConfig) -> str:
     return {"is": f" (eval.is_splits={evaluation.is_splits})",
             "prdc": f" (eval.nearest_k={evaluation.nearest_k} + 1)"}.get(name, "")
+
+
+def validate_recipe(train: DictConfig) -> None:
+    """The loss, augmentation and EMA keys; the names come from the registries."""
+    _require(train.loss in LOSSES, "train.loss", f"'{train.loss}' is not one of {', '.join(LOSSES)}")
+    _require(train.augment in AUGMENTS, "train.augment", f"'{train.augment}' is not one of {', '.join(AUGMENTS)}")
+    _require(0 < train.ada_target < 1, "train.ada_target",
+             f"{train.ada_target} must be in (0, 1): the wanted mean sign of D's outputs on reals (0.6 in the paper)")
+    for key in ("ada_speed_images", "ada_interval"):
+        _require(train[key] > 0, f"train.{key}", "must be positive")
+    _require(train.ema_decay is None or 0 < train.ema_decay < 1, "train.ema_decay",
+             f"{train.ema_decay} must be in (0, 1), e.g. 0.999, or null to train without an EMA generator")
+    _require(train.ema_start >= 0, "train.ema_start", "must be >= 0")
 
 
 def save_config(config: DictConfig, path: Path) -> None:

@@ -3,85 +3,152 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import ignite.distributed as idist
 import torch
 from ignite.engine import DeterministicEngine, Engine, Events
 from ignite.engine.deterministic import ReproducibleBatchSampler, update_dataloader
+from ignite.handlers import EMAHandler
 from ignite.metrics import Metric, RunningAverage
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
+from gan_ignite.augment import AdaAugment, AdaController, build_augment
+from gan_ignite.ema import attach_ema, create_ema
+from gan_ignite.losses import get_loss
 from gan_ignite.metrics.features import FeatureNetwork, extract_features
 
-REAL_LABEL, FAKE_LABEL = 1.0, 0.0
 LOSS_KEYS = ("Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2")
+ADA_KEYS = ("ada_p", "real_sign")
+
+
+@dataclass
+class TrainingRecipe:
+    """What the training step does beyond the seed's DCGAN step, and the state that adds to a
+    checkpoint. The default is the seed recipe: ``bce`` loss, no augmentation, no EMA.
+
+    - ``loss``: a name in :data:`gan_ignite.losses.LOSSES`.
+    - ``augment``: applied to every image D sees (reals and fakes, D and G steps).
+    - ``ada``: tunes ``augment.p`` (an :class:`AdaAugment`) from the step's ``real_sign`` output.
+    - ``ema``: ignite's EMAHandler of the generator; ``ema.ema_model`` is the averaged generator
+      (recalibrate its BatchNorm statistics before scoring it, see :func:`recalibrate_batchnorm`).
+    - ``ema_start``: iterations during which the EMA copy just follows the live weights.
+    """
+
+    loss: str = "bce"
+    augment: Callable[[torch.Tensor], torch.Tensor] = field(default_factory=nn.Identity)
+    ada: Optional[AdaController] = None
+    ema: Optional[EMAHandler] = None
+    ema_start: int = 0
+
+    @classmethod
+    def from_config(cls, train: Any, generator: nn.Module) -> TrainingRecipe:
+        """From the config's ``train`` section; ``generator`` is the live one the EMA follows."""
+        augment = build_augment(train.augment)
+        ada = None
+        if isinstance(augment, AdaAugment):
+            ada = AdaController(augment, train.ada_target, train.ada_speed_images, train.ada_interval)
+        ema = create_ema(generator, train.ema_decay) if train.ema_decay is not None else None
+        return cls(train.loss, augment, ada, ema, train.ema_start)
+
+    def checkpoint_objects(self) -> dict[str, Any]:
+        """Objects (with state_dict / load_state_dict) to add to the checkpoint's ``to_save``:
+        ``ada`` (p and its accumulators) and ``ema_generator`` (the EMA weights and buffers)."""
+        objects: dict[str, Any] = {}
+        if self.ada is not None:
+            objects["ada"] = self.ada
+        if self.ema is not None:
+            objects["ema_generator"] = self.ema.ema_model
+        return objects
+
+
+def _diverged(*outputs: torch.Tensor) -> bool:
+    # BCE rejects probabilities that are NaN with an exception (a device-side assert on CUDA), so a
+    # discriminator that diverged is detected on sigmoid(logits) and reported as NaN losses instead
+    return not all(bool(torch.isfinite(output).all()) for output in outputs)
 
 
 def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
-                       optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device) -> Callable:
-    """The seed's DCGAN step: D on real, then on ``fake.detach()``; then G against real labels (BCE)."""
-    criterion = nn.BCELoss()
+                       optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device, loss: str = "bce",
+                       augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Callable:
+    """The DCGAN step: D on augmented reals and augmented ``fake.detach()``, then G through a fresh
+    augmentation of the same fakes. ``D_x``, ``D_G_z1``, ``D_G_z2`` are mean probabilities
+    (sigmoid of D's logits) whatever the loss. With ADA the output also holds ``ada_p`` (the p this
+    step used) and ``real_sign`` (the mean sign of D's logits on the reals, ADA's r_t)."""
+    gan_loss = get_loss(loss)
+    augment = augment if augment is not None else nn.Identity()
+    keys = LOSS_KEYS + (ADA_KEYS if isinstance(augment, AdaAugment) else ())
 
-    def diverged(*outputs: torch.Tensor) -> bool:
-        # BCELoss rejects NaN inputs with an exception (a device-side assert on CUDA), so a
-        # discriminator that diverged is detected here and reported as NaN losses instead.
-        return not all(bool(torch.isfinite(output).all()) for output in outputs)
+    def finish(values: dict[str, float]) -> dict[str, float]:
+        if isinstance(augment, AdaAugment):
+            values["ada_p"] = augment.p
+        return values
+
+    def diverged() -> dict[str, float]:
+        return finish(dict.fromkeys(keys, math.nan))
+
+    def discriminate(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = discriminator(augment(images)).view(-1)
+        return logits, torch.sigmoid(logits)
 
     def training_step(engine: Engine, batch) -> dict[str, float]:
         generator.train()
         discriminator.train()
         real_images = batch[0].to(device, non_blocking=True)
-        batch_size = real_images.size(0)
-        labels = torch.full((batch_size,), REAL_LABEL, device=device)
 
         discriminator.zero_grad(set_to_none=True)
-        output_real = discriminator(real_images).view(-1)
-        if diverged(output_real):
-            return dict.fromkeys(LOSS_KEYS, math.nan)
-        loss_d_real = criterion(output_real, labels)
-        loss_d_real.backward()
+        real_logits, real_probabilities = discriminate(real_images)
+        if _diverged(real_probabilities):
+            return diverged()
         # drawn on the CPU: DeterministicEngine checkpoints and restores the CPU RNG, not CUDA's,
         # so CPU latents keep a resumed GPU run identical to the uninterrupted one
-        latent = torch.randn(batch_size, latent_dim, 1, 1).to(device, non_blocking=True)
+        latent = torch.randn(real_images.size(0), latent_dim, 1, 1).to(device, non_blocking=True)
         fake_images = generator(latent)
-        labels.fill_(FAKE_LABEL)
-        output_fake = discriminator(fake_images.detach()).view(-1)
-        if diverged(output_fake):
-            return dict.fromkeys(LOSS_KEYS, math.nan)
-        loss_d_fake = criterion(output_fake, labels)
-        loss_d_fake.backward()
+        fake_logits, fake_probabilities = discriminate(fake_images.detach())
+        if _diverged(fake_probabilities):
+            return diverged()
+        loss_d = gan_loss.discriminator(real_logits, fake_logits)
+        loss_d.backward()
         optimizer_d.step()
 
         generator.zero_grad(set_to_none=True)
-        labels.fill_(REAL_LABEL)  # the generator wants D to call its fakes real
-        output_fake_after = discriminator(fake_images).view(-1)
-        if diverged(output_fake_after):
-            return dict.fromkeys(LOSS_KEYS, math.nan)
-        loss_g = criterion(output_fake_after, labels)
+        fake_logits_g, fake_probabilities_g = discriminate(fake_images)
+        if _diverged(fake_probabilities_g):
+            return diverged()
+        loss_g = gan_loss.generator(fake_logits_g)
         loss_g.backward()
         optimizer_g.step()
 
-        return {
-            "Loss_G": loss_g.item(),
-            "Loss_D": (loss_d_real + loss_d_fake).item(),
-            "D_x": output_real.mean().item(),
-            "D_G_z1": output_fake.mean().item(),
-            "D_G_z2": output_fake_after.mean().item(),
-        }
+        values = {"Loss_G": loss_g.item(), "Loss_D": loss_d.item(), "D_x": real_probabilities.mean().item(),
+                  "D_G_z1": fake_probabilities.mean().item(), "D_G_z2": fake_probabilities_g.mean().item()}
+        if isinstance(augment, AdaAugment):
+            values["real_sign"] = torch.sign(real_logits.detach()).mean().item()
+        return finish(values)
 
     return training_step
 
 
 def create_trainer(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
-                   optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device) -> Engine:
+                   optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device,
+                   recipe: Optional[TrainingRecipe] = None) -> Engine:
     """A :class:`DeterministicEngine`: its data order and RNG follow the iteration counter, so a run
-    resumed from a checkpoint (even mid-epoch) continues exactly as the uninterrupted run would."""
-    step = make_training_step(generator, discriminator, optimizer_g, optimizer_d, latent_dim, device)
+    resumed from a checkpoint (even mid-epoch) continues exactly as the uninterrupted run would.
+
+    ``recipe`` (default: the seed recipe) picks the loss and augmentation; its ADA controller and
+    EMA handler are attached here, updated after every iteration. Restore the objects of
+    ``recipe.checkpoint_objects()`` with the rest of a checkpoint."""
+    recipe = recipe if recipe is not None else TrainingRecipe()
+    step = make_training_step(generator, discriminator, optimizer_g, optimizer_d, latent_dim, device, recipe.loss,
+                              recipe.augment)
     trainer = DeterministicEngine(step)
     for key in ("Loss_G", "Loss_D"):
         RunningAverage(output_transform=lambda output, key=key: output[key]).attach(trainer, key)
+    if recipe.ada is not None:
+        recipe.ada.attach(trainer)
+    if recipe.ema is not None:
+        attach_ema(trainer, recipe.ema, recipe.ema_start)
     return trainer
 
 

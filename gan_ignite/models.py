@@ -10,6 +10,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrizations
 
 SUPPORTED_SIZES = (32, 64, 128)
 
@@ -21,9 +22,11 @@ def _num_upsamplings(image_size: int) -> int:
 
 
 def dcgan_init(module: nn.Module) -> None:
-    """Conv weights ~ N(0, 0.02); BatchNorm weight ~ N(1, 0.02), bias 0 (Radford et al. 2015)."""
+    """Conv weights ~ N(0, 0.02), bias (if any) 0; BatchNorm weight ~ N(1, 0.02), bias 0 (Radford et al. 2015)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
@@ -55,20 +58,33 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (N, channels, size, size) -> probability of being real, shape (N, 1, 1, 1)."""
+    """image (N, channels, size, size) -> logit of being real, shape (N, 1, 1, 1).
 
-    def __init__(self, channels: int = 3, image_size: int = 64, features: int = 64):
+    The losses (``gan_ignite.losses``) take logits: the seed's final ``nn.Sigmoid`` moved into
+    the ``bce`` loss. With ``spectral_norm`` every convolution is spectrally normalised
+    (Miyato et al. 2018) and the BatchNorm layers are dropped: SN takes their place, and the
+    convolutions get a bias instead of BatchNorm's shift.
+    """
+
+    def __init__(self, channels: int = 3, image_size: int = 64, features: int = 64, spectral_norm: bool = False):
         super().__init__()
         blocks = _num_upsamplings(image_size)
         width = features
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1, bias=spectral_norm),
+                                   nn.LeakyReLU(0.2, inplace=True)]
         for _ in range(blocks - 1):
-            layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width * 2),
-                       nn.LeakyReLU(0.2, inplace=True)]
+            layers.append(nn.Conv2d(width, width * 2, 4, 2, 1, bias=spectral_norm))
+            if not spectral_norm:
+                layers.append(nn.BatchNorm2d(width * 2))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
             width *= 2
-        layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False), nn.Sigmoid()]
+        layers.append(nn.Conv2d(width, 1, 4, 1, 0, bias=spectral_norm))
         self.model = nn.Sequential(*layers)
         self.apply(dcgan_init)
+        if spectral_norm:  # after the init: the parametrization wraps the initialised weight
+            for layer in self.model:
+                if isinstance(layer, nn.Conv2d):
+                    parametrizations.spectral_norm(layer)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

@@ -42,12 +42,27 @@ def test_overrides_beat_the_file():
     ("data.image_size=48", ["data.image_size", "48"]),
     ("eval.metrics=[fid,lpips]", ["eval.metrics", "lpips"]),
     ("dist.nproc_per_node=3", ["train.batch_size", "divisible"]),
+    ("train.loss=wasserstein", ["train.loss", "wasserstein", "bce, non_saturating, hinge"]),
+    ("train.augment=mixup", ["train.augment", "mixup", "none, diffaugment, ada"]),
+    ("train.ada_target=1.5", ["train.ada_target", "(0, 1)"]),
+    ("train.ada_speed_images=0", ["train.ada_speed_images", "positive"]),
+    ("train.ada_interval=0", ["train.ada_interval", "positive"]),
+    ("train.ema_decay=1.0", ["train.ema_decay", "(0, 1)"]),
+    ("train.ema_start=-1", ["train.ema_start", ">= 0"]),
+    ("model.spectral_norm=maybe", ["Wrong type", "model.spectral_norm"]),
 ])
 def test_bad_config_values_name_the_key(override, words):
     with pytest.raises(ConfigError) as caught:
         load_config(ROOT / "configs" / "fashion_mnist.yaml", [override])
     for word in words:
         assert word in str(caught.value)
+
+
+def test_training_recipe_defaults_are_the_seed_recipe():
+    train = load_config(None).train
+    assert (train.loss, train.augment, train.ema_decay, train.ema_start) == ("bce", "none", None, 0)
+    assert (train.ada_target, train.ada_speed_images, train.ada_interval) == (0.6, 500_000, 4)
+    assert load_config(None).model.spectral_norm is False
 
 
 def test_invalid_yaml_is_reported(tmp_path):

@@ -19,9 +19,71 @@ def test_shapes_and_output_ranges(image_size, channels):
     images = generator(torch.randn(3, 16, 1, 1))
     assert images.shape == (3, channels, image_size, image_size)
     assert images.min() >= -1 and images.max() <= 1
-    scores = discriminator(images)
-    assert scores.shape == (3, 1, 1, 1)
-    assert ((scores > 0) & (scores < 1)).all()
+    logits = discriminator(images)
+    assert logits.shape == (3, 1, 1, 1)
+    assert torch.isfinite(logits).all()
+
+
+def test_discriminator_returns_logits_not_probabilities():
+    torch.manual_seed(0)
+    discriminator = Discriminator(channels=1, image_size=32, features=8)
+    with torch.no_grad():
+        discriminator.model[-1].weight.mul_(1000)  # a confident D: logits far outside (0, 1)
+    logits = discriminator(torch.rand(8, 1, 32, 32) * 2 - 1)
+    assert logits.abs().max() > 1
+    assert not any(isinstance(module, torch.nn.Sigmoid) for module in discriminator.modules())
+
+
+def conv_weights(discriminator: Discriminator) -> list[torch.Tensor]:
+    return [m.weight for m in discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+
+
+def largest_singular_value(weight: torch.Tensor) -> float:
+    return torch.linalg.matrix_norm(weight.detach().reshape(weight.shape[0], -1), ord=2).item()
+
+
+def test_spectral_norm_bounds_each_convolution_and_replaces_batchnorm():
+    torch.manual_seed(0)
+    discriminator = Discriminator(channels=3, image_size=32, features=8, spectral_norm=True).train()
+    assert not any(isinstance(module, torch.nn.BatchNorm2d) for module in discriminator.modules())
+    with torch.no_grad():  # weights far from norm 1, as after many optimizer steps
+        for layer in discriminator.model:
+            if isinstance(layer, torch.nn.Conv2d):
+                layer.parametrizations.weight.original.normal_(0, 3)
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    for _ in range(30):  # one power iteration per forward pass in train mode
+        discriminator(images)
+    values = [largest_singular_value(weight) for weight in conv_weights(discriminator)]
+    assert len(values) == 4
+    assert values == pytest.approx([1.0] * 4, abs=0.02)
+    plain = Discriminator(channels=3, image_size=32, features=8)
+    assert any(abs(largest_singular_value(weight) - 1) > 0.1 for weight in conv_weights(plain))
+
+
+def test_spectral_norm_checkpoint_round_trips_through_state_dict(tmp_path):
+    torch.manual_seed(0)
+    trained = Discriminator(channels=3, image_size=32, features=8, spectral_norm=True).train()
+    images = torch.rand(4, 3, 32, 32) * 2 - 1
+    for _ in range(3):
+        trained(images)
+    torch.save({"discriminator": trained.state_dict()}, tmp_path / "checkpoint.pt")
+    torch.manual_seed(1)
+    restored = Discriminator(channels=3, image_size=32, features=8, spectral_norm=True)
+    restored.load_state_dict(torch.load(tmp_path / "checkpoint.pt")["discriminator"])
+    for model in (trained, restored):
+        model.eval()
+    assert torch.equal(restored(images), trained(images))
+    with pytest.raises(RuntimeError, match="Missing key"):  # a plain D does not take an SN checkpoint
+        Discriminator(channels=3, image_size=32, features=8).load_state_dict(trained.state_dict())
+
+
+@pytest.mark.parametrize("spectral_norm", [False, True])
+def test_torchsummary_prints_the_parameter_count(spectral_norm, capsys):
+    from torchsummary import summary
+
+    discriminator = Discriminator(channels=3, image_size=32, features=8, spectral_norm=spectral_norm)
+    summary(discriminator, (3, 32, 32), device="cpu")
+    assert f"Total params: {count_parameters(discriminator):,}" in capsys.readouterr().out
 
 
 def test_unsupported_image_size_is_rejected():
