@@ -24,6 +24,7 @@ from gan_ignite.metrics.features import FEATURE_NETWORKS
 from gan_ignite.metrics.preprocess import RESIZE_METHODS
 
 DATASETS = ("imagefolder", "celeba", "cifar10", "mnist", "fashion_mnist")
+SCORED_MODELS = ("generator", "ema")
 IMAGE_SIZES = (32, 64, 128)
 README_CONFIG = "the README's 'Configuration' section"
 
@@ -73,6 +74,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every_epochs: int = 1
+    model: Optional[str] = None  # generator | ema; null = ema when train.ema_decay is set
     num_samples: int = 3000
     num_real: Any = None  # null = num_samples, an int, or "all" (the whole training set)
     real_subset_seed: int = 0
@@ -186,6 +188,18 @@ def validate(config: DictConfig) -> None:
     _require(train.batch_size % world_size == 0, "train.batch_size",
              f"{train.batch_size} (the global batch) is not divisible by the {world_size} processes")
     validate_eval(evaluation, world_size)
+    _require(evaluation.model in (None, *SCORED_MODELS), "eval.model",
+             f"'{evaluation.model}' is not one of {', '.join(SCORED_MODELS)} "
+             "(or null: ema when train.ema_decay is set)")
+    _require(evaluation.model != "ema" or train.ema_decay is not None, "eval.model",
+             "'ema' needs an EMA generator: set train.ema_decay (e.g. 0.999)")
+
+
+def scored_model(config: DictConfig) -> str:
+    """Which generator weights evaluations, image grids and the best checkpoint use."""
+    if config.eval.model is not None:
+        return config.eval.model
+    return "ema" if config.train.ema_decay is not None else "generator"
 
 
 def launch_world_size(config: DictConfig) -> int:

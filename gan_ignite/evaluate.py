@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 
 from gan_ignite import data as data_module
-from gan_ignite.config import load_config
+from gan_ignite.config import SCORED_MODELS, load_config, scored_model
 from gan_ignite.errors import INPUT_ERRORS, RunDirError
 from gan_ignite.evaluation import history_record, load_generator, setup_evaluation, warn_if_random
 from gan_ignite.launch import clean_message, launch, report
@@ -95,7 +95,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, default=None,
                         help="generated images to score (default: the run's eval.num_samples, as in training); "
                              "10,000 to choose checkpoints, 50,000 for numbers comparable with papers")
-    parser.add_argument("--model", default="generator", help="which generator weights of the checkpoint to score")
+    parser.add_argument("--model", choices=SCORED_MODELS, default=None,
+                        help="the live generator or its EMA (default: what the run evaluated, eval.model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.metrics=[fid,is,kid,prdc]")
@@ -120,8 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         report(2, clean_message(str(error)))
         return 2
-    worker = functools.partial(evaluate_checkpoint, checkpoint=args.checkpoint, run_dir=run_dir, model=args.model,
-                               device_name=args.device)
+    worker = functools.partial(evaluate_checkpoint, checkpoint=args.checkpoint, run_dir=run_dir,
+                               model=args.model or scored_model(config), device_name=args.device)
     return launch(worker, config, args.debug)
 
 

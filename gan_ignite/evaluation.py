@@ -15,6 +15,7 @@ One checkpoint, one number:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from gan_ignite import data as data_module
+from gan_ignite.config import scored_model
+from gan_ignite.ema import recalibrate_batchnorm
 from gan_ignite.engines import create_evaluator
 from gan_ignite.errors import RunDirError, on_every_rank
 from gan_ignite.metrics.factory import create_metrics
@@ -44,6 +47,9 @@ EVAL_NOISE_OFFSET = 1_000_003  # evaluation latents: their own stream, apart fro
 # Bump when the chain that turns a real image into features changes (decoding, transforms, uint8
 # conversion, resize): it is part of the statistics cache key, so old statistics are not reused.
 PREPROCESS_VERSION = 2
+CHECKPOINT_KEYS = {"generator": "generator", "ema": "ema_generator"}
+# BatchNorm statistics of an EMA generator: 2048 seeded latents in batches of 256
+EMA_BN_BATCHES, EMA_BN_BATCH_SIZE, EMA_BN_OFFSET = 8, 256, 2_000_003
 
 
 def evaluation_latents(config: DictConfig, num_samples: int) -> torch.Tensor:
@@ -140,18 +146,47 @@ def warn_if_random(record_fields: Mapping[str, Any]) -> None:
 
 
 def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.device,
-                   model: str = "generator") -> tuple[Generator, dict]:
-    """The checkpoint's generator (``model``: its key in the checkpoint) and trainer state."""
+                   model: str = "generator") -> tuple[torch.nn.Module, dict]:
+    """The checkpoint's ``model`` (``generator`` or ``ema``) ready to be scored, and the trainer state."""
     generator = Generator(config.model.latent_dim, config.data.channels, config.data.image_size,
                           config.model.g_features)
     try:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        generator.load_state_dict(state[model])
+        generator.load_state_dict(state[CHECKPOINT_KEYS[model]])
     except Exception as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RunDirError(f"Cannot load the {model} from '{checkpoint_path}': {first_line}. Pass a checkpoint "
-                          f"written by gan_ignite.train with the run's config.yaml beside it.") from None
-    return generator.to(device), state.get("trainer", {})
+        hint = " (the run was trained without train.ema_decay)" if model == "ema" else ""
+        raise RunDirError(f"Cannot load the {model} generator from '{checkpoint_path}'{hint}: {first_line}. Pass a "
+                          f"checkpoint written by gan_ignite.train with the run's config.yaml beside it.") from None
+    return prepare_for_scoring(generator.to(device), config, model, device), state.get("trainer", {})
+
+
+def prepare_for_scoring(generator: torch.nn.Module, config: DictConfig, model: str,
+                        device: torch.device) -> torch.nn.Module:
+    """An EMA generator gets BatchNorm statistics recomputed for its averaged weights (they do not
+    fit the live generator's running statistics it carries); seeded, so every rank and the
+    evaluate CLI compute the same ones."""
+    if model == "ema":
+        recalibrate_batchnorm(generator, config.model.latent_dim, EMA_BN_BATCHES, EMA_BN_BATCH_SIZE,
+                              config.seed + EMA_BN_OFFSET, device)
+    return generator.eval()
+
+
+class ScoredGenerator:
+    """The generator evaluations and image grids use during training: the live one, or a copy of
+    the EMA generator refreshed (weights copied, BatchNorm recalibrated) before each use."""
+
+    def __init__(self, config: DictConfig, live: torch.nn.Module, ema: Optional[torch.nn.Module],
+                 device: torch.device):
+        self.config, self.live, self.ema, self.device = config, live, ema, device
+        self.name = scored_model(config)
+        self.module = copy.deepcopy(ema) if self.name == "ema" else live
+
+    def refresh(self) -> torch.nn.Module:
+        if self.name == "ema":
+            self.module.load_state_dict(self.ema.state_dict())
+            prepare_for_scoring(self.module, self.config, "ema", self.device)
+        return self.module
 
 
 def history_record(run_dir: Path, iteration: Optional[int], model: str = "generator") -> Optional[dict]:

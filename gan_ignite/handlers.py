@@ -18,7 +18,6 @@ from ignite.handlers import Checkpoint, DiskSaver
 from torch import nn
 from torchvision.utils import save_image
 
-from gan_ignite.engines import LOSS_KEYS
 from gan_ignite.errors import RunDirError
 
 logger = logging.getLogger(__name__)
@@ -106,7 +105,8 @@ class PerRankRngStates:
 
 
 def attach_train_history(trainer: Engine, writer: Optional[HistoryWriter]) -> None:
-    """One ``kind: train`` record per iteration; the values are averaged over all processes.
+    """One ``kind: train`` record per iteration with the step's outputs (losses, D's mean
+    probabilities, ADA's p when on), averaged over all processes.
 
     The averaged values are kept in ``engine.state.averaged_output`` for the NaN guard, so every
     process sees the same values and stops at the same iteration. Non-finite records are not
@@ -115,10 +115,11 @@ def attach_train_history(trainer: Engine, writer: Optional[HistoryWriter]) -> No
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _record(engine: Engine) -> None:
-        values = torch.tensor([engine.state.output[key] for key in LOSS_KEYS], dtype=torch.float64)
+        keys = list(engine.state.output)
+        values = torch.tensor([engine.state.output[key] for key in keys], dtype=torch.float64)
         if idist.get_world_size() > 1:
             values = idist.all_reduce(values.to(idist.device())).cpu() / idist.get_world_size()
-        engine.state.averaged_output = dict(zip(LOSS_KEYS, values.tolist()))
+        engine.state.averaged_output = dict(zip(keys, values.tolist()))
         if writer is not None and bool(torch.isfinite(values).all()):
             record = {"kind": "train", "epoch": engine.state.epoch, "iteration": engine.state.iteration}
             record.update(engine.state.averaged_output)
@@ -185,9 +186,10 @@ class GracefulStop:
         return None if self.received is None else self.EXIT_CODES[signal.Signals(self.received)]
 
 
-def attach_image_grids(trainer: Engine, generator: nn.Module, fixed_noise: torch.Tensor, images_dir: Path,
-                       every: int) -> None:
-    """Every ``every`` iterations and at the end, write G(fixed noise) as a PNG grid (rank 0 only)."""
+def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixed_noise: torch.Tensor,
+                       images_dir: Path, every: int) -> None:
+    """Every ``every`` iterations and at the end, write G(fixed noise) as a PNG grid (rank 0 only);
+    ``generator()`` gives the generator to draw with (e.g. a freshly recalibrated EMA copy)."""
 
     last_saved = {"iteration": -1}
 
@@ -196,11 +198,12 @@ def attach_image_grids(trainer: Engine, generator: nn.Module, fixed_noise: torch
             return  # the schedule and the end of the run may coincide
         last_saved["iteration"] = engine.state.iteration
         path = images_dir / f"fixed_noise_iter_{engine.state.iteration:07d}.png"
-        was_training = generator.training
-        generator.eval()
+        model = generator()
+        was_training = model.training
+        model.eval()
         with torch.no_grad():
-            fake_images = generator(fixed_noise).cpu()
-        generator.train(was_training)
+            fake_images = model(fixed_noise).cpu()
+        model.train(was_training)
         save_image(fake_images, path, nrow=8, normalize=True, value_range=(-1, 1))
 
     if idist.get_rank() == 0:

@@ -25,10 +25,10 @@ from torch import optim
 
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config, save_config
-from gan_ignite.engines import (LOSS_KEYS, attach_sampler_epochs, broadcast_buffers, create_trainer,
-                                make_resumable)
+from gan_ignite.engines import (LOSS_KEYS, TrainingRecipe, attach_sampler_epochs, broadcast_buffers,
+                                create_trainer, make_resumable)
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, RunDirError, RunStopped
-from gan_ignite.evaluation import setup_evaluation, warn_if_random
+from gan_ignite.evaluation import ScoredGenerator, setup_evaluation, warn_if_random
 from gan_ignite.handlers import (GracefulStop, HistoryWriter, PerRankRngStates, TensorState, attach_best_checkpoint,
                                  attach_checkpoints, attach_evaluation, attach_image_grids, attach_nan_guard,
                                  attach_skipped_images_log, attach_train_history, latest_checkpoint, save_real_grid)
@@ -38,6 +38,8 @@ from gan_ignite.models import Discriminator, Generator
 
 logger = logging.getLogger("gan_ignite")
 RUN_FILES = ("history.jsonl", "checkpoints")
+# checkpoint entries that older checkpoints, or runs with another recipe, may lack
+OPTIONAL_STATE = ("rng_states_per_rank", "ema_generator", "ada")
 
 
 # ----------------------------------------------------------------------------- run directory
@@ -94,7 +96,7 @@ def restore(to_load: dict[str, Any], checkpoint: dict, path: Path) -> None:
 def setup_models(config: DictConfig, device: torch.device) -> tuple[Generator, Discriminator]:
     model, data = config.model, config.data
     generator = Generator(model.latent_dim, data.channels, data.image_size, model.g_features).to(device)
-    discriminator = Discriminator(data.channels, data.image_size, model.d_features).to(device)
+    discriminator = Discriminator(data.channels, data.image_size, model.d_features, model.spectral_norm).to(device)
     return generator, discriminator
 
 
@@ -132,16 +134,19 @@ def run(local_rank: int, config: DictConfig) -> None:
     optimizer_g = idist.auto_optim(optim.Adam(model_g.parameters(), lr=train_cfg.lr, betas=betas))
     optimizer_d = idist.auto_optim(optim.Adam(model_d.parameters(), lr=train_cfg.lr, betas=betas))
 
-    trainer = create_trainer(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device)
+    recipe = TrainingRecipe.from_config(train_cfg, generator)
+    trainer = create_trainer(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device, recipe)
     attach_sampler_epochs(trainer, loader)
     # the per-rank RNG states come after the trainer: loaded last, they replace its rank-0 states
     to_save = {"generator": generator, "discriminator": discriminator, "optimizer_G": optimizer_g,
                "optimizer_D": optimizer_d, "trainer": trainer, "rng_states_per_rank": PerRankRngStates(trainer),
-               "fixed_noise": TensorState(fixed_noise)}
+               "fixed_noise": TensorState(fixed_noise), **recipe.checkpoint_objects()}
     if resume is not None:
         checkpoint = load_checkpoint(resume)
-        restore({key: value for key, value in to_save.items() if key in checkpoint or key != "rng_states_per_rank"},
+        restore({key: value for key, value in to_save.items() if key in checkpoint or key not in OPTIONAL_STATE},
                 checkpoint, resume)
+        if recipe.ema is not None and "ema_generator" not in checkpoint:  # EMA switched on for this resume
+            recipe.ema.ema_model.load_state_dict(generator.state_dict())
         for optimizer in (optimizer_g, optimizer_d):  # the config, not the checkpoint, sets lr and betas
             for group in optimizer.param_groups:
                 group.update(lr=train_cfg.lr, betas=betas)
@@ -161,9 +166,10 @@ def run(local_rank: int, config: DictConfig) -> None:
     attach_train_history(trainer, writer)
     attach_nan_guard(trainer)
     attach_skipped_images_log(trainer)
+    scored = ScoredGenerator(config, generator, recipe.ema.ema_model if recipe.ema else None, device)
     if rank == 0:
         ProgressBar(persist=True).attach(trainer, metric_names=["Loss_G", "Loss_D"])
-        attach_image_grids(trainer, generator, fixed_noise, output_dir / "images", train_cfg.image_every)
+        attach_image_grids(trainer, scored.refresh, fixed_noise, output_dir / "images", train_cfg.image_every)
         save_real_grid(data_module.sample_images(dataset, 64, config.eval.real_subset_seed),
                        output_dir / "images" / "real_samples.png")
 
@@ -171,9 +177,14 @@ def run(local_rank: int, config: DictConfig) -> None:
         broadcast_buffers(generator, discriminator)
 
     if config.eval.every_epochs > 0:
-        evaluation = setup_evaluation(config, dataset, generator, device)
-        attach_evaluation(trainer, evaluation.run, config.eval.every_epochs, writer,
-                          before_run=lambda: (rank0_buffers(), warn_if_random(evaluation.record_fields)))
+        evaluation = setup_evaluation(config, dataset, scored.module, device, model=scored.name)
+
+        def before_evaluation() -> None:
+            rank0_buffers()
+            scored.refresh()
+            warn_if_random(evaluation.record_fields)
+
+        attach_evaluation(trainer, evaluation.run, config.eval.every_epochs, writer, before_run=before_evaluation)
         if "fid" in config.eval.metrics:
             attach_best_checkpoint(evaluation.evaluator, trainer, to_save, output_dir / "checkpoints")
     save_checkpoint = attach_checkpoints(trainer, to_save, output_dir / "checkpoints", train_cfg.checkpoint_every,

@@ -1,7 +1,7 @@
 """Plot a run's curves: ``python scripts/plot_curves.py RUN_DIR``.
 
-Writes RUN_DIR/plots/loss_curves.png (G and D loss per iteration, raw and smoothed),
-metrics.png (IS and FID per epoch on twin axes, plus KID and precision/recall/density/coverage
+Writes RUN_DIR/plots/loss_curves.png (G and D loss per iteration, raw and smoothed; ADA's p
+below them when the run used ADA), metrics.png (IS and FID per epoch on twin axes, plus KID and precision/recall/density/coverage
 when recorded) and real_vs_fake.png (real images beside the latest fixed-noise grid).
 Safe to run while the run is still training: it reads whatever history.jsonl holds.
 """
@@ -34,9 +34,13 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_losses(train: list[dict], path: Path) -> None:
+    """G and D losses; below them ADA's augmentation probability p when the run used ADA."""
     iterations = np.array([record["iteration"] for record in train])
     window = max(1, len(train) // 50)
-    fig, ax = plt.subplots(figsize=(10, 5))
+    with_ada = any("ada_p" in record for record in train)
+    fig, axes = plt.subplots(2 if with_ada else 1, 1, figsize=(10, 8 if with_ada else 5), squeeze=False,
+                             sharex=True, gridspec_kw={"height_ratios": [3, 1] if with_ada else [1]})
+    ax = axes[0, 0]
     for key, color in (("Loss_G", "tab:orange"), ("Loss_D", "tab:blue")):
         values = np.array([record[key] for record in train], dtype=float)
         ax.plot(iterations, values, color=color, alpha=0.25, linewidth=0.8, label=f"{key[-1]} (raw)")
@@ -46,9 +50,21 @@ def plot_losses(train: list[dict], path: Path) -> None:
     ax.set_xlabel("iterations")
     ax.set_ylabel("Loss")
     ax.legend()
+    if with_ada:
+        steps, p = _train_series(train, "ada_p")
+        axes[1, 0].plot(steps, p, color="tab:green")
+        axes[1, 0].set_ylabel("ADA p")
+        axes[1, 0].set_xlabel("iterations")
+        axes[1, 0].set_ylim(-0.02, 1.02)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _train_series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    present = [record for record in records if key in record]
+    return (np.array([record["iteration"] for record in present]),
+            np.array([record[key] for record in present], dtype=float))
 
 
 def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +130,8 @@ def plot_real_vs_fake(run_dir: Path, path: Path) -> bool:
     if not grids or not real.exists():
         return False
     fig, axes = plt.subplots(1, 2, figsize=(15, 7.5))
-    for ax, image_path, title in ((axes[0], real, "Real Images"), (axes[1], grids[-1], f"Fake Images ({grids[-1].stem})")):
+    panels = ((axes[0], real, "Real Images"), (axes[1], grids[-1], f"Fake Images ({grids[-1].stem})"))
+    for ax, image_path, title in panels:
         with Image.open(image_path) as image:
             ax.imshow(np.asarray(image.convert("RGB")))
         ax.axis("off")
