@@ -60,8 +60,9 @@ def test_json_holds_every_metric_and_the_counts(cli_run, capsys):
 def test_saved_stats_are_pytorch_fids_stats_of_path_a(cli_run, pytorch_fid_stats):
     _, _, stats_path = cli_run
     mu, sigma = fid_score.compute_statistics_of_path(str(stats_path), None, 1, 2048, "cpu")
-    np.testing.assert_allclose(mu, pytorch_fid_stats["a"][0], rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(sigma, pytorch_fid_stats["a"][1], rtol=1e-5, atol=1e-9)
+    # our channels-last forward rounds differently from pytorch-fid's NCHW one: within 1e-5 of the scale
+    for ours, theirs in ((mu, pytorch_fid_stats["a"][0]), (sigma, pytorch_fid_stats["a"][1])):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * np.abs(theirs).max())
 
 
 def test_saved_stats_replace_a_folder(cli_run, inception_folders, random_inception_weights, tmp_path, capsys):

@@ -96,3 +96,16 @@ def test_download_path_loads_the_hub_state_dict(monkeypatch, random_inception):
         model = load_fid_inception("")
     assert calls == [FID_WEIGHTS_URL] and _same_weights(model, random_inception)
     assert inception.FIDInception is type(model)
+
+
+def test_channels_last_layout_keeps_the_features_of_the_standard_layout(random_inception):
+    """The fast NHWC forward (the default) against the NCHW one pytorch-fid runs: within 1e-5."""
+    import copy
+
+    images = torch.randint(0, 256, (3, 3, 299, 299), dtype=torch.uint8)
+    assert random_inception.memory_format == torch.channels_last
+    standard = copy.deepcopy(random_inception).use_memory_format(torch.contiguous_format)
+    fast_features, fast_logits = random_inception(images)
+    features, logits = standard(images)
+    assert (fast_features - features).abs().max() <= 1e-5 * features.abs().max()
+    assert (fast_logits - logits).abs().max() <= 1e-5 * logits.abs().max()

@@ -68,7 +68,7 @@ class InceptionFeatures:
         return resize_for_inception(images.cpu(), self.resize)
 
     def __call__(self, prepared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
+        with torch.inference_mode():
             return self.network(prepared.to(self.device))
 
 
