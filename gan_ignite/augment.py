@@ -163,22 +163,26 @@ class AdaController:
 
     def __init__(self, augment: AdaAugment, target: float = 0.6, speed_images: int = 500_000, interval: int = 4):
         self.augment, self.target, self.speed_images, self.interval = augment, target, speed_images, interval
-        self.sign_sum, self.images, self.iterations = 0.0, 0, 0
+        self.sign_sum: float | torch.Tensor = 0.0  # a device tensor between adjustments: no sync per step
+        self.images, self.iterations = 0, 0
 
     @property
     def p(self) -> float:
         return self.augment.p
 
-    def accumulate(self, sign_mean: float, images: int) -> None:
-        """One iteration's mean sign of D's logits on ``images`` augmented reals (this process)."""
-        self.sign_sum += sign_mean * images
+    def accumulate(self, sign_mean: float | torch.Tensor, images: int) -> None:
+        """One iteration's mean sign of D's logits on ``images`` augmented reals (this process); a
+        tensor is summed on its device and read once per ``interval`` iterations."""
+        if isinstance(sign_mean, torch.Tensor):
+            sign_mean = sign_mean.detach().double()
+        self.sign_sum = self.sign_sum + sign_mean * images
         self.images += images
         self.iterations += 1
         if self.iterations == self.interval:
             self._adjust()
 
     def _adjust(self) -> None:
-        totals = torch.tensor([self.sign_sum, float(self.images)], dtype=torch.float64)
+        totals = torch.tensor([float(self.sign_sum), float(self.images)], dtype=torch.float64)
         if idist.get_world_size() > 1:
             totals = idist.all_reduce(totals.to(idist.device())).cpu()
         signs, images = totals.tolist()
@@ -196,7 +200,7 @@ class AdaController:
             self.accumulate(engine.state.output["real_sign"], engine.state.batch[0].size(0))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"p": self.p, "sign_sum": self.sign_sum, "images": self.images, "iterations": self.iterations}
+        return {"p": self.p, "sign_sum": float(self.sign_sum), "images": self.images, "iterations": self.iterations}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.augment.p = float(state["p"])

@@ -39,6 +39,7 @@ class DataConfig:
     max_train_size: Optional[int] = None
     download: bool = True
     skip_bad_images: bool = True
+    cache: bool = False  # decode + resize once into a uint8 memory-mapped array, train from it
 
 
 @dataclass
@@ -69,6 +70,10 @@ class TrainConfig:
     ada_interval: int = 4
     ema_decay: Optional[float] = None
     ema_start: int = 0
+    amp: bool = False  # bf16 autocast of G and D (CUDA); changes results
+    channels_last: bool = False  # NHWC layout of G, D and images; changes results by round-off
+    compile: bool = False  # torch.compile of G and D; changes results by round-off
+    deterministic: bool = False  # deterministic CUDA algorithms (slower); off: cuDNN benchmark mode
 
 
 @dataclass
@@ -91,6 +96,13 @@ class EvalConfig:
 
 
 @dataclass
+class LogConfig:
+    every: int = 50  # iterations between history flushes, NaN checks, progress updates and log lines
+    every_seconds: float = 30.0  # at most this long between log lines when the output is not a terminal
+    tensorboard: bool = False
+
+
+@dataclass
 class DistConfig:
     backend: Optional[str] = None
     nproc_per_node: Optional[int] = None
@@ -104,6 +116,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     dist: DistConfig = field(default_factory=DistConfig)
 
 
@@ -120,7 +133,7 @@ def _read_yaml(path: Path) -> DictConfig:
         content = {}
     if not isinstance(content, dict):
         raise ConfigError(f"Config file {path} must hold a mapping of sections (seed, output_dir, data, model, "
-                          f"train, eval, dist), not a {type(content).__name__}.")
+                          f"train, eval, log, dist), not a {type(content).__name__}.")
     return OmegaConf.create(content)
 
 
@@ -181,6 +194,8 @@ def validate(config: DictConfig) -> None:
     for key in ("image_every", "checkpoint_every", "n_saved"):
         _require(train[key] > 0, f"train.{key}", "must be positive")
     validate_recipe(train)
+    _require(config.log.every > 0, "log.every", "must be a positive number of iterations")
+    _require(config.log.every_seconds > 0, "log.every_seconds", "must be positive")
     _require(dist.nproc_per_node is None or dist.nproc_per_node > 0, "dist.nproc_per_node", "must be positive")
     _require(dist.backend in (None, "gloo", "nccl", "xla-tpu", "horovod"), "dist.backend",
              f"'{dist.backend}' is not one of gloo, nccl, xla-tpu, horovod (or null for a single process)")

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from gan_ignite.augment import AdaAugment, AdaController, build_augment
 from gan_ignite.ema import attach_ema, create_ema
 from gan_ignite.losses import get_loss
-from gan_ignite.metrics.features import FeatureNetwork, extract_features
+from gan_ignite.metrics.features import FeatureNetwork, Prefetch, prepare_images
 
 LOSS_KEYS = ("Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2")
 ADA_KEYS = ("ada_p", "real_sign")
@@ -35,6 +35,8 @@ class TrainingRecipe:
     - ``ema``: ignite's EMAHandler of the generator; ``ema.ema_model`` is the averaged generator
       (recalibrate its BatchNorm statistics before scoring it, see :func:`recalibrate_batchnorm`).
     - ``ema_start``: iterations during which the EMA copy just follows the live weights.
+    - ``amp``, ``channels_last``: bf16 autocast of the forward passes, NHWC images (GPU speed).
+    - ``deterministic``: deterministic CUDA algorithms (cuDNN benchmark mode otherwise).
     """
 
     loss: str = "bce"
@@ -42,6 +44,9 @@ class TrainingRecipe:
     ada: Optional[AdaController] = None
     ema: Optional[EMAHandler] = None
     ema_start: int = 0
+    amp: bool = False
+    channels_last: bool = False
+    deterministic: bool = False
 
     @classmethod
     def from_config(cls, train: Any, generator: nn.Module) -> TrainingRecipe:
@@ -51,7 +56,7 @@ class TrainingRecipe:
         if isinstance(augment, AdaAugment):
             ada = AdaController(augment, train.ada_target, train.ada_speed_images, train.ada_interval)
         ema = create_ema(generator, train.ema_decay) if train.ema_decay is not None else None
-        return cls(train.loss, augment, ada, ema, train.ema_start)
+        return cls(train.loss, augment, ada, ema, train.ema_start, train.amp, train.channels_last, train.deterministic)
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """Objects (with state_dict / load_state_dict) to add to the checkpoint's ``to_save``:
@@ -64,68 +69,68 @@ class TrainingRecipe:
         return objects
 
 
-def _diverged(*outputs: torch.Tensor) -> bool:
-    # BCE rejects probabilities that are NaN with an exception (a device-side assert on CUDA), so a
-    # discriminator that diverged is detected on sigmoid(logits) and reported as NaN losses instead
-    return not all(bool(torch.isfinite(output).all()) for output in outputs)
-
-
 def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
                        optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device, loss: str = "bce",
-                       augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Callable:
+                       augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, amp: bool = False,
+                       channels_last: bool = False) -> Callable:
     """The DCGAN step: D on augmented reals and augmented ``fake.detach()``, then G through a fresh
-    augmentation of the same fakes. ``D_x``, ``D_G_z1``, ``D_G_z2`` are mean probabilities
-    (sigmoid of D's logits) whatever the loss. With ADA the output also holds ``ada_p`` (the p this
-    step used) and ``real_sign`` (the mean sign of D's logits on the reals, ADA's r_t)."""
+    augmentation of the same fakes.
+
+    The output holds 0-d tensors on ``device`` (no host synchronisation in the step): the losses
+    and ``D_x``, ``D_G_z1``, ``D_G_z2``, the mean probabilities (sigmoid of D's logits) whatever the
+    loss. They are all NaN when any logit or loss of the step was not finite (a diverged step);
+    :class:`~gan_ignite.handlers.TrainingLog` reads them once per logging period. With ADA the
+    output also holds ``ada_p`` (the p this step used) and ``real_sign`` (the mean sign of D's
+    logits on the reals, ADA's r_t). ``amp`` runs the forward passes under bf16 autocast (the losses
+    in fp32); ``channels_last`` feeds images in NHWC layout (the models must be converted too).
+    """
     gan_loss = get_loss(loss)
     augment = augment if augment is not None else nn.Identity()
-    keys = LOSS_KEYS + (ADA_KEYS if isinstance(augment, AdaAugment) else ())
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    nan = torch.tensor(math.nan, device=device)
 
-    def finish(values: dict[str, float]) -> dict[str, float]:
-        if isinstance(augment, AdaAugment):
-            values["ada_p"] = augment.p
-        return values
+    def autocast():
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
 
-    def diverged() -> dict[str, float]:
-        return finish(dict.fromkeys(keys, math.nan))
+    def discriminate(images: torch.Tensor) -> torch.Tensor:
+        with autocast():
+            logits = discriminator(augment(images)).view(-1)
+        return logits.float()
 
-    def discriminate(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = discriminator(augment(images)).view(-1)
-        return logits, torch.sigmoid(logits)
-
-    def training_step(engine: Engine, batch) -> dict[str, float]:
+    def training_step(engine: Engine, batch) -> dict[str, Any]:
         generator.train()
         discriminator.train()
-        real_images = batch[0].to(device, non_blocking=True)
+        real_images = batch[0].to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
         discriminator.zero_grad(set_to_none=True)
-        real_logits, real_probabilities = discriminate(real_images)
-        if _diverged(real_probabilities):
-            return diverged()
+        real_logits = discriminate(real_images)
         # drawn on the CPU: DeterministicEngine checkpoints and restores the CPU RNG, not CUDA's,
         # so CPU latents keep a resumed GPU run identical to the uninterrupted one
         latent = torch.randn(real_images.size(0), latent_dim, 1, 1).to(device, non_blocking=True)
-        fake_images = generator(latent)
-        fake_logits, fake_probabilities = discriminate(fake_images.detach())
-        if _diverged(fake_probabilities):
-            return diverged()
+        with autocast():
+            fake_images = generator(latent)
+        fake_logits = discriminate(fake_images.detach())
         loss_d = gan_loss.discriminator(real_logits, fake_logits)
         loss_d.backward()
         optimizer_d.step()
 
         generator.zero_grad(set_to_none=True)
-        fake_logits_g, fake_probabilities_g = discriminate(fake_images)
-        if _diverged(fake_probabilities_g):
-            return diverged()
+        fake_logits_g = discriminate(fake_images)
         loss_g = gan_loss.generator(fake_logits_g)
         loss_g.backward()
         optimizer_g.step()
 
-        values = {"Loss_G": loss_g.item(), "Loss_D": loss_d.item(), "D_x": real_probabilities.mean().item(),
-                  "D_G_z1": fake_probabilities.mean().item(), "D_G_z2": fake_probabilities_g.mean().item()}
+        with torch.no_grad():
+            finite = torch.isfinite(torch.stack([real_logits.sum(), fake_logits.sum(), fake_logits_g.sum(),
+                                                 loss_d, loss_g])).all()
+            values = {"Loss_G": loss_g, "Loss_D": loss_d, "D_x": torch.sigmoid(real_logits).mean(),
+                      "D_G_z1": torch.sigmoid(fake_logits).mean(), "D_G_z2": torch.sigmoid(fake_logits_g).mean()}
+            if isinstance(augment, AdaAugment):
+                values["real_sign"] = torch.sign(real_logits).mean()
+            output: dict[str, Any] = {key: torch.where(finite, value.detach(), nan) for key, value in values.items()}
         if isinstance(augment, AdaAugment):
-            values["real_sign"] = torch.sign(real_logits.detach()).mean().item()
-        return finish(values)
+            output["ada_p"] = augment.p
+        return output
 
     return training_step
 
@@ -141,15 +146,27 @@ def create_trainer(generator: nn.Module, discriminator: nn.Module, optimizer_g: 
     ``recipe.checkpoint_objects()`` with the rest of a checkpoint."""
     recipe = recipe if recipe is not None else TrainingRecipe()
     step = make_training_step(generator, discriminator, optimizer_g, optimizer_d, latent_dim, device, recipe.loss,
-                              recipe.augment)
+                              recipe.augment, recipe.amp, recipe.channels_last)
     trainer = DeterministicEngine(step)
-    for key in ("Loss_G", "Loss_D"):
-        RunningAverage(output_transform=lambda output, key=key: output[key]).attach(trainer, key)
+    trainer.add_event_handler(Events.STARTED, _choose_cuda_algorithms, recipe.deterministic)
+    for key in ("Loss_G", "Loss_D"):  # on the device: no host synchronisation per iteration
+        RunningAverage(output_transform=lambda output, key=key: output[key], device=device).attach(trainer, key)
     if recipe.ada is not None:
         recipe.ada.attach(trainer)
     if recipe.ema is not None:
         attach_ema(trainer, recipe.ema, recipe.ema_start)
     return trainer
+
+
+def _choose_cuda_algorithms(_: Engine, deterministic: bool) -> None:
+    """DeterministicEngine turns deterministic CUDA algorithms on when it starts (this handler runs
+    after it): keep them only with ``train.deterministic``, else let cuDNN pick the fastest ones.
+    Data order and random numbers stay reproducible either way (the engine seeds them)."""
+    if not torch.cuda.is_available():
+        return
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
 
 
 class EagerReproducibleBatchSampler(ReproducibleBatchSampler):
@@ -169,20 +186,18 @@ def make_resumable(loader: DataLoader) -> DataLoader:
     return update_dataloader(loader, EagerReproducibleBatchSampler(loader.batch_sampler))
 
 
-def create_evaluator(generator: nn.Module, network: FeatureNetwork, metrics: Mapping[str, Metric],
-                     device: torch.device) -> Engine:
-    """Each step turns one batch of latent vectors into images and runs the feature network once
-    (uint8 conversion, resize, network: :func:`~gan_ignite.metrics.features.extract_features`),
-    returning ``{"features", "logits"}`` for every metric. The data is the list of latent batches.
+def create_evaluator(generator: nn.Module, network: FeatureNetwork, metrics: Mapping[str, Metric]) -> Engine:
+    """Each step runs the feature network once on a prepared batch of generated images (from
+    :func:`generated_batches`), returning ``{"features", "logits"}`` for every metric.
 
-    The generator runs in eval mode (BatchNorm uses its running statistics), so each image depends
-    only on its own latent vector, not on which other images share its batch or process.
+    While it runs, ``generator`` is in eval mode (BatchNorm uses its running statistics), so each
+    image depends only on its own latent vector, not on which other images share its batch or
+    process; its mode is restored afterwards.
     """
 
-    def evaluation_step(engine: Engine, latent: torch.Tensor) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            fake_images = generator(latent.to(device))
-        return extract_features(fake_images, network)
+    def evaluation_step(engine: Engine, prepared: torch.Tensor) -> dict[str, torch.Tensor]:
+        features, logits = network(prepared)
+        return {"features": features, "logits": logits}
 
     evaluator = Engine(evaluation_step)
     mode = {"training": True}
@@ -199,6 +214,21 @@ def create_evaluator(generator: nn.Module, network: FeatureNetwork, metrics: Map
     for name, metric in metrics.items():
         metric.attach(evaluator, name)
     return evaluator
+
+
+def generated_batches(generator: nn.Module, network: FeatureNetwork, latents: list[torch.Tensor],
+                      device: torch.device) -> Prefetch:
+    """The evaluator's data: ``generator(latents[k])`` converted to uint8 and prepared for the
+    network (resized), produced one batch ahead in a background thread so that generation,
+    conversion and resizing overlap the feature network's forward pass."""
+
+    def batches() -> Iterator[torch.Tensor]:
+        for latent in latents:
+            with torch.no_grad():  # grad mode is per thread: set in the producer thread
+                fake_images = generator(latent.to(device))
+            yield prepare_images(fake_images, network)
+
+    return Prefetch(batches())
 
 
 def broadcast_buffers(*modules: nn.Module) -> None:

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from gan_ignite import data as data_module
 from gan_ignite.config import scored_model
 from gan_ignite.ema import recalibrate_batchnorm
-from gan_ignite.engines import create_evaluator
+from gan_ignite.engines import create_evaluator, generated_batches
 from gan_ignite.errors import RunDirError, on_every_rank
 from gan_ignite.metrics.factory import create_metrics
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
@@ -68,14 +68,19 @@ def num_real_images(evaluation: DictConfig, available: int) -> int:
 
 @dataclass
 class Evaluation:
-    """An evaluator and this rank's share of the latents; :meth:`run` returns one record's values."""
+    """An evaluator, the generator and network it scores with and this rank's share of the
+    latents; :meth:`run` returns one record's values."""
 
     evaluator: Engine
+    generator: torch.nn.Module
+    network: FeatureNetwork
     batches: list[torch.Tensor]
+    device: torch.device
     record_fields: dict[str, Any]
 
     def run(self) -> dict[str, Any]:
-        self.evaluator.run(self.batches, max_epochs=1)
+        data = generated_batches(self.generator, self.network, self.batches, self.device)
+        self.evaluator.run(data, max_epochs=1, epoch_length=len(self.batches))
         return {**scalar_metrics(self.evaluator.state.metrics), **self.record_fields}
 
 
@@ -94,7 +99,7 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
     metrics = create_metrics(list(evaluation.metrics), real_stats, is_splits=evaluation.is_splits,
                              kid_subsets=evaluation.kid_subsets, kid_subset_size=evaluation.kid_subset_size,
                              nearest_k=evaluation.nearest_k, device=device)
-    evaluator = create_evaluator(generator, network, metrics, device)
+    evaluator = create_evaluator(generator, network, metrics)
     rank, world_size = idist.get_rank(), idist.get_world_size()
     if rank == 0:
         ProgressBar(persist=False, desc="Evaluation").attach(evaluator)
@@ -104,7 +109,8 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
                      "real_subset_seed": evaluation.real_subset_seed,
                      "feature_network": evaluation.feature_network, "resize": evaluation.resize,
                      "inception_weights": weights_tag(evaluation.inception_weights), "world_size": world_size}
-    return Evaluation(evaluator, list(latents.split(evaluation.batch_size)), record_fields)
+    return Evaluation(evaluator, generator, network, list(latents.split(evaluation.batch_size)), device,
+                      record_fields)
 
 
 def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureNetwork,

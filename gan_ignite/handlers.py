@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
 import os
 import re
 import signal
+import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver
+from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from torch import nn
 from torchvision.utils import save_image
 
@@ -104,47 +107,61 @@ class PerRankRngStates:
                            len(per_rank), idist.get_world_size())
 
 
-def attach_train_history(trainer: Engine, writer: Optional[HistoryWriter]) -> None:
-    """One ``kind: train`` record per iteration with the step's outputs (losses, D's mean
-    probabilities, ADA's p when on), averaged over all processes.
+class TrainingLog:
+    """The step outputs of every iteration, kept on the device and written to ``history.jsonl``
+    once per period, as one ``kind: train`` record per iteration averaged over all processes.
 
-    The averaged values are kept in ``engine.state.averaged_output`` for the NaN guard, so every
-    process sees the same values and stops at the same iteration. Non-finite records are not
-    written (they are not valid JSON); the NaN guard reports them.
+    A flush happens every ``every`` iterations, at every epoch end, before every checkpoint (the
+    history on disk then always reaches the checkpoint) and at the end: one host synchronisation
+    per period instead of several per iteration, which decides a GPU run's speed. The same flush is
+    the NaN guard: at the first non-finite value it records the iteration in
+    ``engine.state.diverged`` and stops the run without firing COMPLETED, so no checkpoint of the
+    diverged models is ever written (checkpoints flush first) and the last good one stays the
+    latest. Records from the first non-finite one on are not written (they are not valid JSON).
     """
 
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _record(engine: Engine) -> None:
-        keys = list(engine.state.output)
-        values = torch.tensor([engine.state.output[key] for key in keys], dtype=torch.float64)
+    def __init__(self, writer: Optional[HistoryWriter], every: int):
+        self.writer, self.every = writer, every
+        self.pending: list[tuple[int, int, Mapping[str, Any]]] = []
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.state.diverged = None
+
+        @trainer.on(Events.ITERATION_COMPLETED)
+        def _keep(engine: Engine) -> None:
+            self.pending.append((engine.state.epoch, engine.state.iteration, engine.state.output))
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(every=self.every) | Events.EPOCH_COMPLETED, self.flush)
+
+    def flush(self, engine: Engine) -> None:
+        """Write the pending records (a collective in multi-process runs: call it on every rank)."""
+        if not self.pending or engine.state.diverged is not None:
+            return
+        keys = list(self.pending[0][2])
+        values = torch.stack([torch.stack([torch.as_tensor(output[key], dtype=torch.float64, device=idist.device())
+                                           for key in keys]) for _, _, output in self.pending])
         if idist.get_world_size() > 1:
-            values = idist.all_reduce(values.to(idist.device())).cpu() / idist.get_world_size()
-        engine.state.averaged_output = dict(zip(keys, values.tolist()))
-        if writer is not None and bool(torch.isfinite(values).all()):
-            record = {"kind": "train", "epoch": engine.state.epoch, "iteration": engine.state.iteration}
-            record.update(engine.state.averaged_output)
-            writer.append(record)
-
-
-def attach_nan_guard(trainer: Engine) -> None:
-    """Stop at the first non-finite loss without firing COMPLETED, so no checkpoint of the diverged
-    models is written and the last good checkpoint stays the latest. Must be attached after
-    :func:`attach_train_history`. The run's outcome is left in ``engine.state.diverged``."""
-    trainer.state.diverged = None
-
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _check(engine: Engine) -> None:
-        values = engine.state.averaged_output
-        if not all(math.isfinite(value) for value in values.values()):
-            engine.state.diverged = {"iteration": engine.state.iteration, "epoch": engine.state.epoch, **values}
-            engine.terminate(skip_completed=True)
+            values = idist.all_reduce(values) / idist.get_world_size()
+        rows = values.cpu().tolist()  # the period's one host synchronisation
+        pending, self.pending = self.pending, []
+        for (epoch, iteration, _), row in zip(pending, rows):
+            record = dict(zip(keys, row))
+            if not all(math.isfinite(value) for value in row):
+                engine.state.diverged = {"iteration": iteration, "epoch": epoch, **record}
+                engine.terminate(skip_completed=True)
+                return
+            if self.writer is not None:
+                self.writer.append({"kind": "train", "epoch": epoch, "iteration": iteration, **record})
 
 
 class GracefulStop:
     """On SIGTERM / SIGINT finish the current iteration, save a checkpoint and stop the trainer.
 
-    The request is shared over all processes at every iteration (a one-element all-reduce), so all
-    ranks stop after the same iteration even if only one received the signal.
+    One process checks its own flag after every iteration (no synchronisation). Several processes
+    share the request at the end of every ``every``-th iteration and of every epoch (a
+    one-element all-reduce, with the history flush), so all ranks stop after the same iteration
+    even if only one received the signal; choose ``log.every`` so that many iterations fit in a
+    scheduler's grace period.
     """
 
     EXIT_CODES = {signal.SIGTERM: 0, signal.SIGINT: 130}
@@ -170,20 +187,72 @@ class GracefulStop:
             signal.signal(signum, previous)
         self._previous.clear()
 
-    def attach(self, trainer: Engine, save_checkpoint: Callable[[Engine], None]) -> None:
-        @trainer.on(Events.ITERATION_COMPLETED)
+    def attach(self, trainer: Engine, save_checkpoint: Callable[[Engine], None], every: int) -> None:
         def _maybe_stop(engine: Engine) -> None:
             received = self.received or 0
             if idist.get_world_size() > 1:
+                iteration = engine.state.iteration
+                if iteration % every and iteration % engine.state.epoch_length:
+                    return  # not a period end: the request is shared at the next one
                 received = int(idist.all_reduce(torch.tensor(received, device=idist.device()), op="MAX").item())
             if received and engine.state.diverged is None:
                 self.received = received
-                save_checkpoint(engine)
+                save_checkpoint(engine)  # flushes the history first
                 engine.terminate(skip_completed=True)
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, _maybe_stop)
 
     @property
     def exit_code(self) -> Optional[int]:
         return None if self.received is None else self.EXIT_CODES[signal.Signals(self.received)]
+
+
+def attach_progress(trainer: Engine, every: int, every_seconds: float, batch_size: int,
+                    stream: Optional[Any] = None) -> None:
+    """Progress for people: on a terminal ignite's ProgressBar, refreshed every ``every``
+    iterations; otherwise (a file under SLURM, nohup or CI) one plain line every ``every``
+    iterations or ``every_seconds`` seconds, whichever comes first, and no carriage returns.
+    Reading the losses synchronises with the device, so it happens only at this period."""
+    stream = stream if stream is not None else sys.stderr
+    if stream.isatty():
+        ProgressBar(persist=True, file=stream).attach(trainer, metric_names=["Loss_G", "Loss_D"],
+                                                      event_name=Events.ITERATION_COMPLETED(every=every))
+        return
+    PlainProgress(every, every_seconds, batch_size, stream).attach(trainer)
+
+
+class PlainProgress:
+    """``epoch 2/4  iteration 300/600  Loss_G 1.234  Loss_D 0.567  412.3 img/s  ETA 0:01:23`` lines."""
+
+    def __init__(self, every: int, every_seconds: float, batch_size: int, stream: Any):
+        self.every, self.every_seconds, self.batch_size, self.stream = every, every_seconds, batch_size, stream
+        self.last_time, self.last_iteration = time.monotonic(), 0
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.STARTED, self._start)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, self._maybe_print)
+        trainer.add_event_handler(Events.COMPLETED, self._print)
+
+    def _start(self, engine: Engine) -> None:
+        self.last_time, self.last_iteration = time.monotonic(), engine.state.iteration
+
+    def _maybe_print(self, engine: Engine) -> None:
+        if engine.state.iteration % self.every == 0 or time.monotonic() - self.last_time >= self.every_seconds:
+            self._print(engine)
+
+    def _print(self, engine: Engine) -> None:
+        now, state = time.monotonic(), engine.state
+        if state.iteration == self.last_iteration:
+            return
+        seconds_per_iteration = (now - self.last_time) / (state.iteration - self.last_iteration)
+        total = state.epoch_length * state.max_epochs
+        losses = "  ".join(f"{name} {float(state.metrics[name]):.4f}" for name in ("Loss_G", "Loss_D")
+                           if name in state.metrics)
+        eta = datetime.timedelta(seconds=round(seconds_per_iteration * (total - state.iteration)))
+        print(f"epoch {state.epoch}/{state.max_epochs}  iteration {state.iteration}/{total}  {losses}  "
+              f"{self.batch_size / max(seconds_per_iteration, 1e-9):.1f} img/s  ETA {eta}", file=self.stream,
+              flush=True)
+        self.last_time, self.last_iteration = now, state.iteration
 
 
 def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixed_noise: torch.Tensor,
@@ -250,11 +319,12 @@ def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
 
 def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_dir: Path, every_epochs: int,
                        every_iters: Optional[int], n_saved: int,
-                       before_save: Callable[[], None] = lambda: None) -> Callable[[Engine], None]:
+                       before_save: Callable[[Engine], None] = lambda engine: None) -> Callable[[Engine], None]:
     """ignite ``Checkpoint`` of everything in ``to_save`` as ``checkpoint_<iteration>.pt``.
 
     Saved every ``every_epochs`` epochs, every ``every_iters`` iterations if set, and at the end,
-    each time after ``before_save`` (on every rank).
+    each time after ``before_save(engine)`` (called on every rank; it may flush the history, sync
+    buffers and stop a diverged run, which is then not saved).
     DiskSaver writes to a temporary file and renames it (``atomic=True``), so a kill during a write
     leaves the previous checkpoint intact. Only rank 0 writes. Old checkpoints are pruned here
     rather than by ``Checkpoint(n_saved=...)``, which forgets the files of a run before a resume.
@@ -266,12 +336,12 @@ def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_d
     saved_at: set[int] = set()
 
     def _save(engine: Engine) -> None:
+        before_save(engine)  # e.g. flush the history: the NaN guard runs there
         if getattr(engine.state, "diverged", None) is not None:
             return  # never checkpoint models that produced a non-finite loss
         if engine.state.iteration in saved_at:
             return  # the epoch-end, iteration and signal schedules may coincide
         saved_at.add(engine.state.iteration)
-        before_save()
         try:
             checkpoint(engine)
         except OSError as error:  # disk full, quota, permissions: DiskSaver removed its temporary file
@@ -330,6 +400,8 @@ def attach_evaluation(trainer: Engine, evaluate: Callable[[], dict[str, Any]], e
 
     @trainer.on(Events.EPOCH_COMPLETED(every=every_epochs))
     def _evaluate(engine: Engine) -> None:
+        if getattr(engine.state, "diverged", None) is not None:
+            return  # the NaN guard stopped the run at this epoch's end: nothing worth scoring
         before_run()
         values = evaluate()
         if writer is not None:

@@ -22,8 +22,11 @@ class GANLoss:
 
 def _bce_to(logits: torch.Tensor, target: float) -> torch.Tensor:
     # sigmoid then binary_cross_entropy, exactly the seed's nn.Sigmoid + nn.BCELoss (its log is
-    # clamped at -100): the seed's losses stay bit-identical
-    return F.binary_cross_entropy(torch.sigmoid(logits), torch.full_like(logits, target))
+    # clamped at -100): the seed's losses stay bit-identical. binary_cross_entropy rejects NaN
+    # inputs (an exception, a device-side assert on CUDA); nan_to_num leaves every other value as it
+    # is, and the training step marks a diverged step from the logits themselves, without a sync.
+    probabilities = torch.sigmoid(logits).nan_to_num(nan=0.5)
+    return F.binary_cross_entropy(probabilities, torch.full_like(logits, target))
 
 
 def bce_discriminator(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:

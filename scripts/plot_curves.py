@@ -1,8 +1,9 @@
 """Plot a run's curves: ``python scripts/plot_curves.py RUN_DIR``.
 
 Writes RUN_DIR/plots/loss_curves.png (G and D loss per iteration, raw and smoothed; ADA's p
-below them when the run used ADA), metrics.png (IS and FID per epoch on twin axes, plus KID and precision/recall/density/coverage
-when recorded) and real_vs_fake.png (real images beside the latest fixed-noise grid).
+below them when the run used ADA), metrics.png (IS and FID per epoch on twin axes, plus KID and
+precision/recall/density/coverage when recorded) and real_vs_fake.png (real images beside the
+latest fixed-noise grid).
 Safe to run while the run is still training: it reads whatever history.jsonl holds.
 """
 

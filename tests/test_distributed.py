@@ -127,7 +127,7 @@ def test_unwritable_cache_stops_both_processes_with_one_message(tmp_path, image_
 
 
 def test_two_process_sigterm_mid_epoch_and_resume_equal_the_uninterrupted_run(tmp_path, image_folder, stats_cache):
-    common = {**TRAIN_ONLY, "dist.nproc_per_node": 2, "dist.backend": "gloo", "train.batch_size": 4,
+    common = {**TRAIN_ONLY, "dist.nproc_per_node": 2, "dist.backend": "gloo", "train.batch_size": 4, "log.every": 1,
               "train.max_epochs": 2}  # 12 iterations per epoch
     reference_dir, run_dir = tmp_path / "reference", tmp_path / "interrupted"
     reference = run_cli([PYTHON, "-m", "gan_ignite.train", *tiny_overrides(reference_dir, image_folder, stats_cache,

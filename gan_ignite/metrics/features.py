@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
-from typing import Protocol
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 import torch
 
 from gan_ignite.metrics.inception import NUM_CLASSES, NUM_FEATURES, load_fid_inception, weights_tag
 from gan_ignite.metrics.preprocess import ResizeMethod, resize_for_inception, resize_image, to_uint8
 
-__all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "FeatureNetworkError", "InceptionFeatures", "extract_features",
-           "load_feature_network"]
+__all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "FeatureNetworkError", "InceptionFeatures", "Prefetch",
+           "extract_features", "load_feature_network", "prepare_images"]
 
 
 class FeatureNetworkError(ValueError):
@@ -72,10 +74,67 @@ class InceptionFeatures:
             return self.network(prepared.to(self.device))
 
 
+def prepare_images(images: torch.Tensor, network: FeatureNetwork) -> torch.Tensor:
+    """Images in [-1, 1] (float ``N x C x H x W``) -> the network's input batch (uint8, resized), on the CPU."""
+    return network.prepare(to_uint8(images).cpu())
+
+
 def extract_features(images: torch.Tensor, network: FeatureNetwork) -> dict[str, torch.Tensor]:
     """Images in [-1, 1] (float ``N x C x H x W``) -> ``{"features", "logits"}`` on the network's device."""
-    features, logits = network(network.prepare(to_uint8(images).cpu()))
+    features, logits = network(prepare_images(images, network))
     return {"features": features, "logits": logits}
+
+
+class Prefetch:
+    """Iterate ``items`` in a background thread, ``depth`` items ahead of the consumer.
+
+    The evaluation pipeline: while the feature network runs on batch k, this thread generates,
+    converts and resizes batch k+1 (PIL releases the GIL; on a GPU the two overlap fully). The
+    producer starts when iteration starts; its exceptions are raised in the consumer; a consumer
+    that stops early releases it.
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterable[Any], depth: int = 2) -> None:
+        self.items, self.depth = items, depth
+
+    def __iter__(self) -> Iterator[Any]:
+        slots: queue.Queue = queue.Queue(maxsize=self.depth)
+        stop = threading.Event()
+
+        def produce() -> None:
+            try:
+                for item in self.items:
+                    if not _put(slots, (item, None), stop):
+                        return
+                _put(slots, (self._END, None), stop)
+            except BaseException as error:  # handed to the consumer, raised there
+                _put(slots, (self._END, error), stop)
+
+        worker = threading.Thread(target=produce, name="prefetch", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item, error = slots.get()
+                if error is not None:
+                    raise error
+                if item is self._END:
+                    return
+                yield item
+        finally:
+            stop.set()
+            worker.join(timeout=10)
+
+
+def _put(slots: queue.Queue, entry: tuple, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            slots.put(entry, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
 
 
 def _inception(argument: str, device: torch.device, *, inception_weights: str | os.PathLike | None = None,

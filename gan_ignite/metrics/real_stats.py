@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_rank, gather_rows
-from gan_ignite.metrics.features import FeatureNetwork, InceptionFeatures, extract_features
+from gan_ignite.metrics.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
 from gan_ignite.metrics.fid import mean_and_covariance
 from gan_ignite.metrics.preprocess import ResizeMethod
 
@@ -138,16 +138,20 @@ def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | to
 
 
 def _local_features(batches: Iterable[Any], network: FeatureNetwork, max_samples: int | None) -> torch.Tensor:
-    collected: list[torch.Tensor] = []
-    count = 0
-    for batch in batches:
-        images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if max_samples is not None:
-            images = images[: max_samples - count]
-        if images.shape[0] == 0:
-            break
-        collected.append(extract_features(images, network)["features"].float().cpu())
-        count += images.shape[0]
+    """Features of ``batches``; reading, conversion and resizing run one batch ahead of the network."""
+
+    def prepared() -> Iterator[torch.Tensor]:
+        count = 0
+        for batch in batches:
+            images = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if max_samples is not None:
+                images = images[: max_samples - count]
+            if images.shape[0] == 0:
+                return
+            count += images.shape[0]
+            yield prepare_images(images, network)
+
+    collected = [network(batch)[0].float().cpu() for batch in Prefetch(prepared())]
     return torch.cat(collected) if collected else torch.zeros((0, network.num_features))
 
 

@@ -1,0 +1,272 @@
+"""Training, set up the same way for every process: models, optimizers, the trainer and its
+handlers, resume, and the run itself. ``python -m gan_ignite.train`` (the command line) and
+``scripts/benchmark.py`` build on :func:`build_training` and :func:`attach_saving`.
+
+Handler order matters: the history flush (NaN guard) comes first, evaluation before the
+checkpoints of the same epoch end (a run killed during an evaluation resumes from the previous
+checkpoint and evaluates again), the graceful stop last.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine
+from ignite.handlers import Checkpoint
+from ignite.utils import manual_seed, setup_logger
+from omegaconf import DictConfig
+from torch import nn, optim
+from torch.utils.data import DataLoader, Dataset
+
+from gan_ignite import data as data_module
+from gan_ignite.engines import (LOSS_KEYS, TrainingRecipe, attach_sampler_epochs, broadcast_buffers,
+                                create_trainer, make_resumable)
+from gan_ignite.errors import RunDirError, RunStopped
+from gan_ignite.evaluation import ScoredGenerator, setup_evaluation, warn_if_random
+from gan_ignite.handlers import (GracefulStop, HistoryWriter, PerRankRngStates, TensorState, TrainingLog,
+                                 attach_best_checkpoint, attach_checkpoints, attach_evaluation, attach_image_grids,
+                                 attach_progress, attach_skipped_images_log, latest_checkpoint, save_real_grid)
+from gan_ignite.models import Discriminator, Generator
+
+logger = logging.getLogger("gan_ignite")
+RUN_FILES = ("history.jsonl", "checkpoints")
+# checkpoint entries that older checkpoints, or runs with another recipe, may lack
+OPTIONAL_STATE = ("rng_states_per_rank", "ema_generator", "ada")
+
+
+# ----------------------------------------------------------------------------- run directory
+def resolve_resume(config: DictConfig) -> Optional[Path]:
+    """The checkpoint to resume from: ``auto`` = latest in output_dir (None if there is none)."""
+    resume = config.train.resume_from
+    if not resume:
+        return None
+    if resume == "auto":
+        return latest_checkpoint(Path(config.output_dir) / "checkpoints")
+    path = Path(resume)
+    if not path.is_file():
+        raise RunDirError(f"train.resume_from='{resume}' is not a checkpoint file. Pass a checkpoint_<iteration>.pt "
+                          f"from a run's checkpoints/ folder, or 'auto' for the latest one in output_dir.")
+    return path
+
+
+def prepare_output_dir(config: DictConfig, resume: Optional[Path]) -> Path:
+    """Create (or reuse, when resuming) the run directory; never mix two runs in one directory."""
+    output_dir = Path(config.output_dir)
+    existing = [name for name in RUN_FILES if (output_dir / name).exists()]
+    if existing and resume is None and config.train.resume_from != "auto":
+        raise RunDirError(f"output_dir '{output_dir}' already holds a run ({', '.join(existing)}). Continue it with "
+                          f"train.resume_from=auto, or choose another output_dir=...; nothing was changed.")
+    try:
+        (output_dir / "images").mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise RunDirError(f"output_dir '{output_dir}' cannot be written ({error.strerror or error}). Choose a "
+                          f"writable folder with output_dir=...") from None
+    return output_dir
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:
+        raise RunDirError(f"Checkpoint '{path}' cannot be read ({error}). It may be incomplete or not a gan_ignite "
+                          f"checkpoint; pass another file to train.resume_from.") from None
+
+
+def restore(to_load: dict[str, Any], checkpoint: dict, path: Path) -> None:
+    try:
+        Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
+    except (RuntimeError, KeyError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise RunDirError(f"Checkpoint '{path}' does not fit this config: {first_line}. Resume with the config the "
+                          f"run was started with (its output_dir/config.yaml), or start a new run.") from None
+
+
+# ----------------------------------------------------------------------------- setup pieces
+def setup_models(config: DictConfig, device: torch.device) -> tuple[Generator, Discriminator]:
+    model, data = config.model, config.data
+    generator = Generator(model.latent_dim, data.channels, data.image_size, model.g_features).to(device)
+    discriminator = Discriminator(data.channels, data.image_size, model.d_features, model.spectral_norm).to(device)
+    if config.train.channels_last:
+        generator, discriminator = (module.to(memory_format=torch.channels_last) for module in (generator,
+                                                                                                 discriminator))
+    return generator, discriminator
+
+
+def print_summaries(generator: Generator, discriminator: Discriminator, config: DictConfig) -> None:
+    """torchsummary tables, run on copies: its forward pass would move the BatchNorm running stats."""
+    from torchsummary import summary
+
+    device = "cuda" if next(generator.parameters()).is_cuda else "cpu"
+    size = config.data.image_size
+    summary(copy.deepcopy(generator), (config.model.latent_dim, 1, 1), device=device)
+    summary(copy.deepcopy(discriminator), (config.data.channels, size, size), device=device)
+
+
+# ----------------------------------------------------------------------------- the pieces of a run
+@dataclass
+class Training:
+    """Everything a run trains with; :func:`build_training` makes it on every rank."""
+
+    config: DictConfig
+    trainer: Engine
+    loader: DataLoader
+    generator: nn.Module  # the modules checkpoints hold (not wrapped by DDP or torch.compile)
+    discriminator: nn.Module
+    recipe: TrainingRecipe
+    to_save: dict[str, Any]
+    scored: ScoredGenerator
+    log: TrainingLog
+    fixed_noise: torch.Tensor
+    writer: Optional[HistoryWriter]
+
+    def sync_for_saving(self, engine: Engine) -> None:
+        """Before a checkpoint or an evaluation: the history on disk reaches this iteration (the
+        NaN guard runs there) and every rank holds rank 0's BatchNorm buffers, which are the ones
+        checkpointed, so every rank scores and saves exactly the same model."""
+        self.log.flush(engine)
+        broadcast_buffers(self.generator, self.discriminator)
+
+
+def build_training(config: DictConfig, dataset: Dataset, device: torch.device, output_dir: Path) -> Training:
+    """Models, optimizers, the training recipe, the trainer with its history, NaN guard, progress
+    and image-grid handlers. Evaluation, checkpoints and the graceful stop come after
+    (:func:`attach_saving`)."""
+    rank, train_cfg = idist.get_rank(), config.train
+    loader = make_resumable(data_module.train_loader(dataset, config.data, train_cfg.batch_size))
+    generator, discriminator = setup_models(config, device)
+    if rank == 0:
+        print_summaries(generator, discriminator, config)
+    # the fixed noise comes from its own seeded generator: the same grid latents in every run and resume
+    fixed_noise = torch.randn(64, config.model.latent_dim, 1, 1,
+                              generator=torch.Generator().manual_seed(config.seed)).to(device)
+    model_g, model_d = idist.auto_model(generator), idist.auto_model(discriminator)
+    betas = (train_cfg.beta1, train_cfg.beta2)
+    optimizer_g = idist.auto_optim(optim.Adam(model_g.parameters(), lr=train_cfg.lr, betas=betas))
+    optimizer_d = idist.auto_optim(optim.Adam(model_d.parameters(), lr=train_cfg.lr, betas=betas))
+    if train_cfg.compile:  # the step runs the compiled modules; checkpoints keep the plain ones
+        model_g, model_d = torch.compile(model_g), torch.compile(model_d)
+
+    recipe = TrainingRecipe.from_config(train_cfg, generator)
+    trainer = create_trainer(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device, recipe)
+    attach_sampler_epochs(trainer, loader)
+    # the per-rank RNG states come after the trainer: loaded last, they replace its rank-0 states
+    to_save = {"generator": generator, "discriminator": discriminator, "optimizer_G": optimizer_g,
+               "optimizer_D": optimizer_d, "trainer": trainer, "rng_states_per_rank": PerRankRngStates(trainer),
+               "fixed_noise": TensorState(fixed_noise), **recipe.checkpoint_objects()}
+    writer = HistoryWriter(output_dir / "history.jsonl") if rank == 0 else None
+    log = TrainingLog(writer, config.log.every)
+    log.attach(trainer)
+    attach_skipped_images_log(trainer)
+    scored = ScoredGenerator(config, generator, recipe.ema.ema_model if recipe.ema else None, device)
+    if rank == 0:
+        attach_progress(trainer, config.log.every, config.log.every_seconds, train_cfg.batch_size)
+        attach_image_grids(trainer, scored.refresh, fixed_noise, output_dir / "images", train_cfg.image_every)
+    return Training(config, trainer, loader, generator, discriminator, recipe, to_save, scored, log, fixed_noise,
+                    writer)
+
+
+def attach_saving(training: Training, output_dir: Path) -> tuple[Any, GracefulStop]:
+    """Periodic checkpoints and the graceful stop on SIGTERM / SIGINT (attach after evaluation)."""
+    train_cfg = training.config.train
+    save_checkpoint = attach_checkpoints(training.trainer, training.to_save, output_dir / "checkpoints",
+                                         train_cfg.checkpoint_every, train_cfg.checkpoint_every_iters,
+                                         train_cfg.n_saved, before_save=training.sync_for_saving)
+    stop = GracefulStop()
+    stop.attach(training.trainer, save_checkpoint, training.config.log.every)
+    return save_checkpoint, stop
+
+
+def resume_training(training: Training, resume: Path) -> bool:
+    """Restore a checkpoint into ``training``; False if that run is already complete."""
+    config, trainer, train_cfg = training.config, training.trainer, training.config.train
+    checkpoint = load_checkpoint(resume)
+    restore({key: value for key, value in training.to_save.items() if key in checkpoint or key not in OPTIONAL_STATE},
+            checkpoint, resume)
+    if training.recipe.ema is not None and "ema_generator" not in checkpoint:  # EMA switched on for this resume
+        training.recipe.ema.ema_model.load_state_dict(training.generator.state_dict())
+    betas = (train_cfg.beta1, train_cfg.beta2)
+    for optimizer in (training.to_save["optimizer_G"], training.to_save["optimizer_D"]):
+        for group in optimizer.param_groups:  # the config, not the checkpoint, sets lr and betas
+            group.update(lr=train_cfg.lr, betas=betas)
+    logger.info("Resumed from %s at epoch %d, iteration %d", resume, trainer.state.epoch, trainer.state.iteration)
+    epoch_length = train_cfg.epoch_length or trainer.state.epoch_length or len(training.loader)
+    if trainer.state.iteration >= train_cfg.max_epochs * epoch_length:
+        # ignite would restart a finished engine from iteration 0 and duplicate the history
+        logger.info("The run is already complete (train.max_epochs=%d); raise train.max_epochs to train on.",
+                    config.train.max_epochs)
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- the run on every rank
+def run(local_rank: int, config: DictConfig) -> None:
+    """One training run on this rank (the worker function of :func:`gan_ignite.launch.launch`)."""
+    rank, device = idist.get_rank(), idist.device()
+    manual_seed(config.seed + rank)
+    setup_logger("gan_ignite", level=logging.INFO if rank == 0 else logging.WARNING)
+    output_dir = Path(config.output_dir)
+    resume = resolve_resume(config)
+    dataset = data_module.load_dataset_everywhere(config.data)
+    training = build_training(config, dataset, device, output_dir)
+    if resume is not None and not resume_training(training, resume):
+        return
+    trainer = training.trainer
+    if training.writer is not None:  # drop records written after the checkpoint (all of them on a fresh start)
+        dropped = training.writer.truncate_after(trainer.state.iteration)
+        if dropped:
+            logger.info("Dropped %d history records newer than iteration %d", dropped, trainer.state.iteration)
+        save_real_grid(data_module.sample_images(dataset, 64, config.eval.real_subset_seed),
+                       output_dir / "images" / "real_samples.png")
+
+    if config.eval.every_epochs > 0:
+        scored = training.scored
+        evaluation = setup_evaluation(config, dataset, scored.module, device, model=scored.name)
+
+        def before_evaluation() -> None:
+            training.sync_for_saving(trainer)
+            scored.refresh()
+            warn_if_random(evaluation.record_fields)
+
+        attach_evaluation(trainer, evaluation.run, config.eval.every_epochs, training.writer,
+                          before_run=before_evaluation)
+        if "fid" in config.eval.metrics:
+            attach_best_checkpoint(evaluation.evaluator, trainer, training.to_save, output_dir / "checkpoints")
+    _, stop = attach_saving(training, output_dir)
+
+    # Re-seed so the trainer's RNG stream does not depend on what the setup consumed (e.g. a cache
+    # hit or miss of the real statistics): the same config and seed give the same losses.
+    manual_seed(config.seed + rank)
+    stop.install()
+    try:
+        trainer.run(training.loader, max_epochs=config.train.max_epochs, epoch_length=config.train.epoch_length)
+    finally:
+        stop.uninstall()
+    report_outcome(trainer, stop, output_dir)
+
+
+def report_outcome(trainer: Engine, stop: GracefulStop, output_dir: Path) -> None:
+    """Turn a diverged or interrupted run into :class:`RunStopped` (message + exit code)."""
+    diverged = getattr(trainer.state, "diverged", None)
+    if diverged is not None:
+        latest = latest_checkpoint(output_dir / "checkpoints")
+        values = ", ".join(f"{key}={diverged[key]:.4g}" for key in LOSS_KEYS)
+        kept = (f"The last good checkpoint, {latest}, is kept; resume from it with train.resume_from=auto"
+                if latest else "No checkpoint had been written yet")
+        raise RunStopped(1, f"Training stopped at iteration {diverged['iteration']} (epoch {diverged['epoch']}): a "
+                            f"non-finite loss ({values}). {kept}. Try a lower train.lr (e.g. half), check the "
+                            f"data for broken images or constant batches, or change the seed.")
+    if stop.exit_code is not None:
+        latest = latest_checkpoint(output_dir / "checkpoints")
+        raise RunStopped(stop.exit_code, f"Stopped by {signal.Signals(stop.received).name} after iteration "
+                                         f"{trainer.state.iteration}; checkpoint saved as {latest}. Continue with "
+                                         f"train.resume_from=auto.")
