@@ -9,12 +9,14 @@ first unreadable file; ``ImageFiles`` accepts both layouts and can skip corrupt 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import ignite.distributed as idist
+import numpy as np
 import torch
 import torchvision.datasets as tv_datasets
 import torchvision.transforms as T
@@ -28,6 +30,10 @@ logger = logging.getLogger(__name__)
 DATA_HELP = "See the 'Data' section of the README for the expected layout and how to download it."
 TORCHVISION_DATASETS = {"cifar10": tv_datasets.CIFAR10, "mnist": tv_datasets.MNIST,
                         "fashion_mnist": tv_datasets.FashionMNIST}
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "gan_ignite" / "stats"  # statistics and decoded images
+# Bump when the chain that turns an image file into pixels or features changes (decoding,
+# transforms, uint8 conversion, resize): it is part of the cache keys, so nothing stale is reused.
+PREPROCESS_VERSION = 2
 
 
 def build_transform(image_size: int, channels: int) -> Callable:
@@ -144,6 +150,11 @@ def load_dataset_everywhere(data_config) -> Dataset:
     return dataset if first else others
 
 
+def cache_dir(config) -> Path:
+    """Where real statistics and decoded images are cached (``eval.stats_cache_dir``)."""
+    return Path(config.eval.stats_cache_dir) if config.eval.stats_cache_dir else DEFAULT_CACHE_DIR
+
+
 def training_set(dataset: Dataset, data_config) -> Dataset:
     """The images training uses: the first ``data.max_train_size`` of the dataset, or all of it."""
     count = data_config.max_train_size
@@ -152,13 +163,84 @@ def training_set(dataset: Dataset, data_config) -> Dataset:
     return Subset(dataset, range(count))
 
 
-def train_loader(dataset: Dataset, data_config, batch_size: int) -> DataLoader:
-    """Shuffled, ``drop_last`` loader; ``batch_size`` is global (idist splits it over processes)."""
+def train_loader(dataset: Dataset, data_config, batch_size: int, cache_dir: Optional[Path] = None) -> DataLoader:
+    """Shuffled, ``drop_last`` loader; ``batch_size`` is global (idist splits it over processes).
+    With ``data.cache`` it reads the decoded images from :func:`cached_images` in ``cache_dir``;
+    pinned memory on CUDA, workers kept alive between epochs."""
+    images = training_set(dataset, data_config)
+    if data_config.cache:
+        images = cached_images(images, data_config, cache_dir or DEFAULT_CACHE_DIR)
     return idist.auto_dataloader(
-        training_set(dataset, data_config), batch_size=batch_size, shuffle=True, drop_last=True,
-        num_workers=data_config.num_workers, collate_fn=collate_images, pin_memory=torch.cuda.is_available(),
-        persistent_workers=data_config.num_workers > 0,
+        images, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=data_config.num_workers,
+        collate_fn=collate_images, pin_memory=torch.cuda.is_available(), persistent_workers=data_config.num_workers > 0,
     )
+
+
+# ----------------------------------------------------------------------------- data.cache
+class CachedImages(Dataset):
+    """Training images from a uint8 ``N x C x H x W`` array on disk (``.npy``, memory-mapped),
+    turned into [-1, 1] tensors with the very operations of ToTensor + Normalize(0.5), so every
+    value equals the one decoding the file would give. The map is opened lazily in each process,
+    so DataLoader workers share the page cache instead of a pickled copy."""
+
+    def __init__(self, path: Path, channels: int):
+        self.path = path
+        self.normalize = T.Normalize([0.5] * channels, [0.5] * channels)
+        self._array: Optional[np.ndarray] = None
+        self._length = int(np.load(path, mmap_mode="r").shape[0])
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self.normalize(torch.from_numpy(np.array(self._array[index])).float().div(255))
+
+
+def cached_images(images: Dataset, data_config, cache_dir: Path) -> CachedImages:
+    """``images`` decoded, converted and resized once into ``cache_dir/images_<key>.npy``; the key
+    holds what the statistics cache key holds for the data (a fingerprint of every file, image
+    size, channels, preprocessing version, Pillow version), so a changed dataset builds a new one.
+    Rank 0 builds it while the others wait; an error there stops every rank."""
+    key_parts = {"dataset": data_config.name, "root": str(Path(data_config.root).resolve()), "count": len(images),
+                 "files": dataset_fingerprint(images, range(len(images))), "image_size": data_config.image_size,
+                 "channels": data_config.channels, "preprocess_version": PREPROCESS_VERSION,
+                 "pillow": Image.__version__}
+    digest = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"images_{digest}.npy"
+    on_every_rank(lambda: path.is_file() or _build_image_cache(images, data_config, path),
+                  run_here=idist.get_rank() == 0)
+    return CachedImages(path, data_config.channels)
+
+
+def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
+    logger.info("data.cache: decoding %d images once into %s", len(images), path)
+    # a generator of its own: iterating a DataLoader draws a seed, which must not shift the global
+    # RNG stream the models are initialised from (a run with and without the cache is the same run)
+    loader = DataLoader(images, batch_size=256, num_workers=data_config.num_workers, collate_fn=collate_images,
+                        generator=torch.Generator())
+    shape = (len(images), data_config.channels, data_config.image_size, data_config.image_size)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
+        count = skipped = 0
+        for batch, batch_skipped in loader:
+            # exact: the floats came from uint8 / 255 through Normalize(0.5), far from any .5 tie
+            array[count:count + len(batch)] = torch.round((batch + 1) * 127.5).to(torch.uint8).numpy()
+            count, skipped = count + len(batch), skipped + batch_skipped
+        array.flush()
+        del array
+        if skipped:  # unreadable files were dropped: keep only the decoded rows
+            trimmed = np.load(temporary, mmap_mode="r")[:count]
+            np.save(temporary.with_suffix(".trim.npy"), trimmed)
+            os.replace(temporary.with_suffix(".trim.npy"), temporary)
+            logger.warning("data.cache: %d unreadable image(s) left out", skipped)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise DataError(f"Could not write the decoded-image cache '{path}' ({error.strerror or error}). Set "
+                        f"eval.stats_cache_dir to a writable folder with room for it, or data.cache=false.") from None
 
 
 def reference_indices(length: int, count: int, seed: int) -> list[int]:

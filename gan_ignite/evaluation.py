@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -42,11 +43,7 @@ from gan_ignite.metrics.real_stats import RealStatistics, cached_real_statistics
 from gan_ignite.models import Generator
 
 logger = logging.getLogger("gan_ignite")
-DEFAULT_STATS_CACHE = Path.home() / ".cache" / "gan_ignite" / "stats"
 EVAL_NOISE_OFFSET = 1_000_003  # evaluation latents: their own stream, apart from the training seed's
-# Bump when the chain that turns a real image into features changes (decoding, transforms, uint8
-# conversion, resize): it is part of the statistics cache key, so old statistics are not reused.
-PREPROCESS_VERSION = 2
 CHECKPOINT_KEYS = {"generator": "generator", "ema": "ema_generator"}
 # BatchNorm statistics of an EMA generator: 2048 seeded latents in batches of 256
 EMA_BN_BATCHES, EMA_BN_BATCH_SIZE, EMA_BN_OFFSET = 8, 256, 2_000_003
@@ -101,7 +98,7 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
                              nearest_k=evaluation.nearest_k, device=device)
     evaluator = create_evaluator(generator, network, metrics)
     rank, world_size = idist.get_rank(), idist.get_world_size()
-    if rank == 0:
+    if rank == 0 and sys.stderr.isatty():  # in a log file the evaluation's one summary line is enough
         ProgressBar(persist=False, desc="Evaluation").attach(evaluator)
     start, stop = data_module.shard_bounds(evaluation.num_samples, rank, world_size)
     latents = evaluation_latents(config, evaluation.num_samples)[start:stop]
@@ -125,10 +122,10 @@ def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureN
                  "pool": len(pool), "num_real": len(indices), "real_subset_seed": evaluation.real_subset_seed,
                  "files": data_module.dataset_fingerprint(pool, indices),
                  "image_size": config.data.image_size, "channels": config.data.channels,
-                 "feature_network": network.tag, "preprocess_version": PREPROCESS_VERSION,
+                 "feature_network": network.tag, "preprocess_version": data_module.PREPROCESS_VERSION,
                  "pillow": PIL.__version__}
     loader = data_module.eval_loader(pool, indices, evaluation.batch_size, config.data.num_workers)
-    cache_dir = Path(evaluation.stats_cache_dir) if evaluation.stats_cache_dir else DEFAULT_STATS_CACHE
+    cache_dir = data_module.cache_dir(config)
     return cached_real_statistics(cache_dir, key_parts, lambda: compute_real_statistics(loader, network,
                                                                                         device=device))
 

@@ -403,10 +403,12 @@ def attach_evaluation(trainer: Engine, evaluate: Callable[[], dict[str, Any]], e
         if getattr(engine.state, "diverged", None) is not None:
             return  # the NaN guard stopped the run at this epoch's end: nothing worth scoring
         before_run()
+        started = time.perf_counter()
         values = evaluate()
         if writer is not None:
             writer.append({"kind": "eval", "epoch": engine.state.epoch, "iteration": engine.state.iteration,
                            **values})
-            shown = "  ".join(f"{name}: {value:.4f}" for name, value in values.items()
-                              if isinstance(value, float))
-            logger.info("Epoch [%d/%d] %s", engine.state.epoch, engine.state.max_epochs, shown)
+            shown = "  ".join(f"{name} {value:.4f}" for name, value in values.items() if isinstance(value, float))
+            logger.info("Evaluation at epoch %d, iteration %d (%s, %d samples, %.1f s): %s", engine.state.epoch,
+                        engine.state.iteration, values.get("model"), values.get("num_samples", 0),
+                        time.perf_counter() - started, shown)

@@ -142,7 +142,8 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
     and image-grid handlers. Evaluation, checkpoints and the graceful stop come after
     (:func:`attach_saving`)."""
     rank, train_cfg = idist.get_rank(), config.train
-    loader = make_resumable(data_module.train_loader(dataset, config.data, train_cfg.batch_size))
+    loader = make_resumable(data_module.train_loader(dataset, config.data, train_cfg.batch_size,
+                                                     data_module.cache_dir(config)))
     generator, discriminator = setup_models(config, device)
     if rank == 0:
         print_summaries(generator, discriminator, config)

@@ -13,20 +13,24 @@ import torch
 
 from gan_ignite.metrics._base import FEATURES_KEY, StoredRowsMetric
 
-__all__ = ["PRDC", "PRDC_KEYS", "precision_recall_density_coverage"]
+__all__ = ["PRDC", "PRDC_KEYS", "knn_radii", "precision_recall_density_coverage"]
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
 _CHUNK = 1024
 
 
-def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, nearest_k: int = 5) -> dict[str, float]:
-    """``{"precision", "recall", "density", "coverage"}`` of ``fake`` [N_f, D] against ``real`` [N_r, D]."""
+def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, nearest_k: int = 5,
+                                      real_radii: torch.Tensor | None = None) -> dict[str, float]:
+    """``{"precision", "recall", "density", "coverage"}`` of ``fake`` [N_f, D] against ``real`` [N_r, D].
+
+    ``real_radii`` (:func:`knn_radii` of ``real``) may be passed to skip their computation, the
+    quadratic part on the real side that does not change between evaluations."""
     real, fake = real.detach().double(), fake.detach().to(real.device, torch.float64)
     if min(real.shape[0], fake.shape[0]) <= nearest_k:
         raise ValueError(f"PRDC with nearest_k={nearest_k} needs more than {nearest_k} samples per set, got "
                          f"{real.shape[0]} real and {fake.shape[0]} generated.")
-    real_radii = _knn_radii(real, nearest_k)
-    fake_radii = _knn_radii(fake, nearest_k)
+    real_radii = knn_radii(real, nearest_k) if real_radii is None else real_radii.to(real.device, torch.float64)
+    fake_radii = knn_radii(fake, nearest_k)
     fake_hits = torch.zeros(fake.shape[0], dtype=torch.float64, device=real.device)
     recalled, covered = [], []
     for start in range(0, real.shape[0], _CHUNK):
@@ -48,8 +52,9 @@ def _distances(rows: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     return squared.clamp_(min=0).sqrt_()
 
 
-def _knn_radii(features: torch.Tensor, nearest_k: int) -> torch.Tensor:
-    """Distance of each row to its k-th nearest other row (the row itself is the 0-th)."""
+def knn_radii(features: torch.Tensor, nearest_k: int) -> torch.Tensor:
+    """Distance of each row to its k-th nearest other row (the row itself is the 0-th), float64."""
+    features = features.detach().double()
     radii = [
         _distances(features[start : start + _CHUNK], features).kthvalue(nearest_k + 1, dim=1).values
         for start in range(0, features.shape[0], _CHUNK)
@@ -71,10 +76,14 @@ class PRDC(StoredRowsMetric):
             raise ValueError(f"nearest_k must be >= 1, got {nearest_k}.")
         self._real = torch.as_tensor(real_features, dtype=torch.float32)
         self._nearest_k = nearest_k
+        self._real_radii: torch.Tensor | None = None  # computed at the first evaluation, then reused
         super().__init__(FEATURES_KEY, output_transform, device)
 
     def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float]:
-        return precision_recall_density_coverage(self._real.to(rows.device), rows, self._nearest_k)
+        real = self._real.to(rows.device)
+        if self._real_radii is None:
+            self._real_radii = knn_radii(real, self._nearest_k)
+        return precision_recall_density_coverage(real, rows, self._nearest_k, self._real_radii)
 
     def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
         if name == "prdc":

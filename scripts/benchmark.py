@@ -1,0 +1,345 @@
+"""Speed against its limits, every ratio measured side by side in one run (machines are noisy).
+
+    python scripts/benchmark.py [--device cpu|cuda] [--iters N] [--eval-samples N] [--json OUT]
+                                [--amp] [--channels-last] [--compile] [--data-cache] [--metric-parts]
+
+(a) Training img/s of our trainer (the real ``build_training`` + ``attach_saving`` with every
+    handler a run attaches: history log, NaN guard, progress output, image grids, checkpoint
+    schedule, graceful stop) against a plain PyTorch loop of the identical step on the same data,
+    models and optimizers; with ``--data-cache`` also our trainer reading the image folder through
+    ``data.cache`` against decoding it every epoch.
+(b) One evaluation of N generated images (the real ``setup_evaluation``: generation, uint8,
+    PIL resize, FID Inception, FID + IS + KID + PRDC) against the FID Inception forward alone on
+    the same N prepared images, and against the pipeline of PyTorch-Ignite's GAN evaluation
+    tutorial: ignite ``FID()`` + ``InceptionScore()`` with their own Inception passes (real and
+    fake for FID, fake again for IS), a per-image PIL resize, the real images redone every epoch.
+    Inception networks are random-init (ignite's default torchvision Inception would download
+    ImageNet weights): the compute is the same.
+(c) Peak RSS and, on CUDA, peak GPU memory.
+``--metric-parts`` adds the metric-level comparisons: FID accumulation against
+``ignite.metrics.FID.update`` and the trace term against ``scipy.linalg.sqrtm``.
+
+Each pair alternates (ours, reference, ours, reference, ...) and keeps each side's best, so a
+burst of load on the machine does not decide a ratio. Results are printed and written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from ignite.engine import Engine, Events
+from PIL import Image
+from torchvision import transforms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gan_ignite import data as data_module  # noqa: E402
+from gan_ignite.config import load_config  # noqa: E402
+from gan_ignite.engines import make_training_step  # noqa: E402
+from gan_ignite.evaluation import evaluation_latents, setup_evaluation  # noqa: E402
+from gan_ignite.metrics import FID, RealStatistics, frechet_distance  # noqa: E402
+from gan_ignite.metrics.fid import covariance_sqrt_factor, mean_and_covariance, trace_sqrt_product  # noqa: E402
+from gan_ignite.metrics.features import prepare_images  # noqa: E402
+from gan_ignite.training import attach_saving, build_training, setup_models  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- setup
+def synthetic_folder(root: Path, count: int, size: int) -> Path:
+    """``count`` JPEGs of coloured shapes: decoding real files is part of what the data cache saves."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for index in range(count):
+        image = (xx / size)[..., None] * rng.uniform(0, 255, 3)
+        disc = (xx - rng.uniform(0, size)) ** 2 + (yy - rng.uniform(0, size)) ** 2 < (rng.uniform(0.1, 0.3) * size) ** 2
+        image[disc] = rng.uniform(0, 255, 3)
+        Image.fromarray(image.astype(np.uint8)).save(root / f"img_{index:05d}.jpg", quality=95)
+    return root
+
+
+def benchmark_config(args: argparse.Namespace, work: Path, **extra):
+    values = {
+        "output_dir": work / "run", "data.name": "imagefolder", "data.root": work / "images",
+        "data.image_size": args.image_size, "data.channels": 3, "data.num_workers": args.num_workers,
+        "model.latent_dim": 100, "model.g_features": args.width, "model.d_features": args.width,
+        "train.batch_size": args.batch_size, "train.epoch_length": max(2, args.iters // 2),
+        "train.max_epochs": 1_000, "train.image_every": 500, "train.amp": args.amp,
+        "train.channels_last": args.channels_last, "train.compile": args.compile,
+        "eval.num_samples": args.eval_samples, "eval.batch_size": args.eval_batch_size,
+        "eval.inception_weights": "random", "eval.metrics": "[fid,is,kid,prdc]", "eval.is_splits": 2,
+        "eval.kid_subset_size": max(2, args.eval_samples // 2), "eval.nearest_k": 3,
+        "eval.stats_cache_dir": work / "cache", **extra}
+    return load_config(None, [f"{key}={value}" for key, value in values.items()])
+
+
+def timed(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------- (a) training
+def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iters: int, run_dir: Path) -> float:
+    """Seconds for ``iters`` iterations of the full trainer, after ``warmup`` ones."""
+    torch.manual_seed(config.seed)
+    (run_dir / "images").mkdir(parents=True, exist_ok=True)
+    training = build_training(config, dataset, device, run_dir)
+    attach_saving(training, run_dir)
+    marks: dict[str, float] = {}
+
+    @training.trainer.on(Events.ITERATION_COMPLETED)
+    def _clock(engine: Engine) -> None:
+        if engine.state.iteration in (warmup, warmup + iters):
+            synchronize(device)
+            marks["start" if engine.state.iteration == warmup else "end"] = time.perf_counter()
+        if engine.state.iteration == warmup + iters:
+            engine.terminate()
+
+    training.trainer.run(training.loader, max_epochs=config.train.max_epochs, epoch_length=config.train.epoch_length)
+    return marks["end"] - marks["start"]
+
+
+def plain_loop_seconds(config, dataset, device: torch.device, warmup: int, iters: int) -> float:
+    """The identical step in a bare loop: same models, optimizers, loader, no engine, no handlers."""
+    torch.manual_seed(config.seed)
+    generator, discriminator = setup_models(config, device)
+    betas = (config.train.beta1, config.train.beta2)
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.train.lr, betas=betas)
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=config.train.lr, betas=betas)
+    model_g, model_d = (torch.compile(generator), torch.compile(discriminator)) if config.train.compile else \
+        (generator, discriminator)
+    step = make_training_step(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device,
+                              amp=config.train.amp, channels_last=config.train.channels_last)
+    loader = data_module.train_loader(dataset, config.data, config.train.batch_size, data_module.cache_dir(config))
+    done, start = 0, 0.0
+    while done < warmup + iters:
+        for batch in loader:
+            step(None, batch)
+            done += 1
+            if done == warmup:
+                synchronize(device)
+                start = time.perf_counter()
+            if done == warmup + iters:
+                break
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def bench_training(args: argparse.Namespace, work: Path, device: torch.device) -> dict:
+    config = benchmark_config(args, work)
+    dataset = data_module.load_dataset(config.data)
+    warmup, iters, images = args.warmup, args.iters, args.iters * args.batch_size
+    ours, plain = [], []
+    for repeat in range(args.repeats):
+        ours.append(our_trainer_seconds(config, dataset, device, warmup, iters, work / f"train_{repeat}"))
+        plain.append(plain_loop_seconds(config, dataset, device, warmup, iters))
+    result = {"train_img_per_s": images / min(ours), "plain_img_per_s": images / min(plain)}
+    result["train_ratio_vs_plain"] = result["train_img_per_s"] / result["plain_img_per_s"]
+    if args.data_cache:
+        cached_config = benchmark_config(args, work, **{"data.cache": True})
+        cached = [our_trainer_seconds(cached_config, dataset, device, warmup, iters, work / f"cached_{repeat}")
+                  for repeat in range(args.repeats)]
+        result["cached_train_img_per_s"] = images / min(cached)
+        result["data_cache_speedup"] = result["cached_train_img_per_s"] / result["train_img_per_s"]
+        # the loaders alone: how many images per second the data path can feed a faster device
+        loaders = [data_module.train_loader(dataset, each.data, args.batch_size, data_module.cache_dir(each))
+                   for each in (config, cached_config)]
+        decoded, cached_rate = (loader_img_per_s(loader) for loader in loaders)
+        result.update(loader_img_per_s=decoded, cached_loader_img_per_s=cached_rate)
+    return result
+
+
+def loader_img_per_s(loader, passes: int = 2) -> float:
+    """Images per second of iterating ``loader`` (the best of ``passes`` passes after a warm one)."""
+    best = 0.0
+    for attempt in range(passes + 1):
+        count, start = 0, time.perf_counter()
+        for images, _ in loader:
+            count += len(images)
+        if attempt:
+            best = max(best, count / (time.perf_counter() - start))
+    return best
+
+
+# ----------------------------------------------------------------------------- (b) evaluation
+def random_torchvision_inception() -> None:
+    """Make ignite's default InceptionModel build torchvision's Inception v3 without downloading."""
+    original = torchvision.models.inception_v3
+
+    def without_weights(*args, **kwargs):
+        return original(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+
+    torchvision.models.inception_v3 = without_weights
+
+
+def tutorial_resize(batch: torch.Tensor) -> torch.Tensor:
+    """The tutorial's resize: ToPILImage -> PIL bilinear to 299 -> ToTensor, one image at a time."""
+    return torch.stack([transforms.ToTensor()(transforms.ToPILImage()(image).resize((299, 299), Image.BILINEAR))
+                        for image in batch])
+
+
+def tutorial_evaluator(generator: torch.nn.Module, real_images: torch.Tensor, latents: list[torch.Tensor],
+                       device: torch.device) -> Engine:
+    """ignite FID() + InceptionScore() with their default extractors, as in the tutorial."""
+    from ignite.metrics import FID as IgniteFID
+    from ignite.metrics import InceptionScore as IgniteIS
+
+    class TolerantIgniteFID(IgniteFID):
+        """Random-init Inception gives near-uniform softmax outputs, whose covariance product can make
+        ignite's sqrtm fail ("Imaginary component"); the work is still timed."""
+
+        def compute(self) -> float:
+            try:
+                return super().compute()
+            except ValueError:
+                return float("nan")
+
+    def step(engine: Engine, index: int):
+        with torch.no_grad():
+            fake = tutorial_resize(generator(latents[index].to(device)).cpu())
+            start = index * len(latents[0])
+            real = tutorial_resize(real_images[start:start + len(latents[index])])
+        return fake.to(device), real.to(device)
+
+    evaluator = Engine(step)
+    TolerantIgniteFID(device=device).attach(evaluator, "fid")
+    IgniteIS(device=device, output_transform=lambda output: output[0]).attach(evaluator, "is")
+    return evaluator
+
+
+def bench_evaluation(args: argparse.Namespace, work: Path, device: torch.device) -> dict:
+    config = benchmark_config(args, work)
+    dataset = data_module.load_dataset(config.data)
+    torch.manual_seed(0)
+    generator, _ = setup_models(config, device)
+    generator.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluation = setup_evaluation(config, dataset, generator, device)  # computes the real statistics once
+        evaluation.run()  # warm-up: the real side's square-root factor and PRDC radii are computed once per run
+        network = evaluation.network
+        latents = list(evaluation_latents(config, args.eval_samples).split(args.eval_batch_size))
+        with torch.no_grad():
+            prepared = [prepare_images(generator(latent.to(device)), network) for latent in latents]
+        real_images = torch.stack([dataset[i] for i in range(args.eval_samples)])
+        random_torchvision_inception()
+        tutorial = tutorial_evaluator(generator, real_images, latents, device)
+
+        def inception_only() -> None:
+            for batch in prepared:
+                network(batch)
+            synchronize(device)
+
+        ours, alone, reference = [], [], []
+        for _ in range(args.repeats):
+            ours.append(timed(lambda: (evaluation.run(), synchronize(device))))
+            alone.append(timed(inception_only))
+            reference.append(timed(lambda: tutorial.run(range(len(latents)), max_epochs=1)))
+    count = args.eval_samples
+    result = {"eval_img_per_s": count / min(ours), "inception_only_img_per_s": count / min(alone),
+              "seed_eval_img_per_s": count / min(reference)}
+    result["eval_ratio_vs_inception"] = result["eval_img_per_s"] / result["inception_only_img_per_s"]
+    result["eval_speedup_vs_seed"] = result["eval_img_per_s"] / result["seed_eval_img_per_s"]
+    return result
+
+
+# ----------------------------------------------------------------------------- metric parts
+def pool3_like_features(count: int, dim: int, seed: int) -> torch.Tensor:
+    """Correlated, non-negative features (like ReLU'd pool3) with a full-rank covariance."""
+    generator = torch.Generator().manual_seed(seed)
+    mixing = torch.randn(dim, dim, generator=generator) / dim**0.5
+    return (torch.randn(count, dim, generator=generator) @ mixing).relu_()
+
+
+def bench_metric_parts(count: int = 2048, dim: int = 2048, batch_size: int = 64) -> dict:
+    import scipy.linalg
+    from ignite.metrics import FID as IgniteFID
+
+    real, fake = pool3_like_features(count, dim, 0), pool3_like_features(count, dim, 1)
+    ignite_fid = IgniteFID(num_features=dim, feature_extractor=torch.nn.Identity())
+    ignite_seconds = timed(lambda: [ignite_fid.update(pair) for pair in zip(real.split(batch_size),
+                                                                             fake.split(batch_size))])
+    stats = RealStatistics(None, *[t.numpy() for t in mean_and_covariance(real)], count)
+    ours = FID(stats)
+    ours_seconds = timed(lambda: [ours.update(batch) for batch in fake.split(batch_size)])
+    s1 = mean_and_covariance(pool3_like_features(2 * count, dim, 2))
+    s2 = mean_and_covariance(pool3_like_features(2 * count, dim, 3) * 1.05 + 0.01)
+    cold = timed(lambda: frechet_distance(s1[0], s1[1], s2[0], s2[1]))
+    factor = covariance_sqrt_factor(s1[1])
+    warm = timed(lambda: trace_sqrt_product(factor, s2[1]))
+    sqrtm = timed(lambda: scipy.linalg.sqrtm(s1[1].numpy() @ s2[1].numpy()))
+    return {"fid_accumulation_speedup_vs_ignite": ignite_seconds / ours_seconds,
+            "trace_speedup_vs_sqrtm": sqrtm / cold, "trace_speedup_vs_sqrtm_warm": sqrtm / warm}
+
+
+# ----------------------------------------------------------------------------- report
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--iters", type=int, default=40, help="timed training iterations per repeat")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed training iterations first")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=64, choices=(32, 64, 128))
+    parser.add_argument("--width", type=int, default=64, help="DCGAN g_features = d_features")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--images", type=int, default=1024, help="size of the synthetic image folder")
+    parser.add_argument("--eval-samples", type=int, default=128)
+    parser.add_argument("--eval-batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2, help="alternating repeats per side; the best is kept")
+    parser.add_argument("--amp", action="store_true", help="train.amp (bf16 autocast)")
+    parser.add_argument("--channels-last", action="store_true", help="train.channels_last")
+    parser.add_argument("--compile", action="store_true", help="train.compile (torch.compile of G and D)")
+    parser.add_argument("--data-cache", action="store_true", help="also time training with data.cache=true")
+    parser.add_argument("--metric-parts", action="store_true", help="also FID accumulation and trace term")
+    parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-eval", action="store_true")
+    parser.add_argument("--json", metavar="OUT", help="write the results here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
+                    f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__,
+                    "options": {key: getattr(args, key) for key in ("iters", "batch_size", "image_size", "width",
+                                                                     "eval_samples", "amp", "channels_last",
+                                                                     "compile", "num_workers")}}
+    with tempfile.TemporaryDirectory(prefix="gan_ignite_benchmark_") as directory:
+        work = Path(directory)
+        synthetic_folder(work / "images", max(args.images, args.eval_samples), args.image_size)
+        if not args.skip_train:
+            result.update(bench_training(args, work, device))
+        if not args.skip_eval:
+            result.update(bench_evaluation(args, work, device))
+    if args.metric_parts:
+        result.update(bench_metric_parts())
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    for key, value in result.items():
+        print(f"{key:>34}: {value:.4g}" if isinstance(value, float) else f"{key:>34}: {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

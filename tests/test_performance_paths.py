@@ -1,0 +1,120 @@
+"""The fast paths give the same results as the plain ones: data cache, prefetching, cached PRDC
+radii, the GPU switches (run on the CPU here), and the benchmark keeps working."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+
+import pytest
+import torch
+from ignite.engine import Engine
+from PIL import Image
+
+from conftest import PYTHON, ROOT, TRAIN_ONLY, cli_env, make_shape_images, tiny_overrides, train_records
+from gan_ignite import data as data_module
+from gan_ignite.config import load_config
+from gan_ignite.metrics import prdc as prdc_module
+from gan_ignite.metrics.factory import create_metrics
+from gan_ignite.metrics.features import Prefetch
+from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.train import main
+
+
+def folder_config(root, cache):
+    return load_config(None, ["data.name=imagefolder", f"data.root={root}", "data.channels=3", "data.num_workers=0",
+                              "data.cache=true", f"eval.stats_cache_dir={cache}"])
+
+
+def test_data_cache_serves_exactly_the_decoded_images_and_is_rebuilt_when_a_file_changes(tmp_path):
+    root = tmp_path / "images"
+    make_shape_images(root / "a", 10)
+    make_shape_images(root / "b", 6, seed=3, mode="L")
+    config = folder_config(root, tmp_path / "cache")
+    dataset = data_module.load_dataset(config.data)
+    cached = data_module.cached_images(dataset, config.data, tmp_path / "cache")
+    assert len(cached) == len(dataset) == 16
+    for index in range(16):
+        assert torch.equal(cached[index], dataset[index])  # bit for bit what decoding gives
+    built = sorted((tmp_path / "cache").glob("images_*.npy"))
+    assert len(built) == 1
+    modified = built[0].stat().st_mtime_ns
+    data_module.cached_images(dataset, config.data, tmp_path / "cache")  # reused, not rebuilt
+    assert built[0].stat().st_mtime_ns == modified
+    Image.new("RGB", (32, 32), (0, 255, 0)).save(dataset.files[4])
+    again = data_module.cached_images(dataset, config.data, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("images_*.npy"))) == 2
+    assert torch.equal(again[4], dataset[4]) and not torch.equal(again[4], cached[4])
+
+
+def test_training_from_the_data_cache_gives_the_same_losses(tmp_path, image_folder, stats_cache):
+    runs = {}
+    for cache in ("false", "true"):
+        run_dir = tmp_path / f"cache_{cache}"
+        assert main(tiny_overrides(run_dir, image_folder, stats_cache, **{
+            **TRAIN_ONLY, "train.max_epochs": 2, "data.cache": cache})) == 0
+        runs[cache] = [(r["Loss_G"], r["Loss_D"]) for r in train_records(run_dir)]
+    assert len(runs["true"]) == 12 and runs["true"] == runs["false"]
+
+
+@pytest.mark.parametrize("switch", ["train.channels_last=true", "train.amp=true"])
+def test_gpu_switches_train_on_the_cpu(switch, tmp_path, image_folder, stats_cache):
+    run_dir = tmp_path / "switched"
+    assert main(tiny_overrides(run_dir, image_folder, stats_cache, **{**TRAIN_ONLY, "train.max_epochs": 1})
+                + [switch]) == 0
+    records = train_records(run_dir)
+    assert len(records) == 6 and all(abs(r["Loss_G"]) < 100 for r in records)
+
+
+def test_prefetch_keeps_order_raises_the_producers_error_and_releases_it():
+    assert list(Prefetch(range(50), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("broken batch")
+
+    with pytest.raises(ValueError, match="broken batch"):
+        list(Prefetch(failing()))
+    before = threading.active_count()
+    for item in Prefetch(range(1000), depth=2):
+        if item == 3:
+            break  # the consumer stops early: the producer must not stay blocked
+    assert threading.active_count() == before
+
+
+def test_prdc_computes_the_real_radii_once_per_run(monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    real = RealStatistics.from_features(torch.rand(40, 8, generator=generator))
+    fake = torch.rand(30, 8, generator=generator)
+    sizes = []
+    original = prdc_module.knn_radii
+
+    def counting(features, nearest_k):
+        sizes.append(features.shape[0])
+        return original(features, nearest_k)
+
+    monkeypatch.setattr(prdc_module, "knn_radii", counting)
+    evaluator = Engine(lambda engine, batch: {"features": batch, "logits": batch})
+    create_metrics(["prdc"], real, nearest_k=3)["prdc"].attach(evaluator, "prdc")
+    evaluator.run([fake], max_epochs=1)
+    first = dict(evaluator.state.metrics)
+    evaluator.run([fake], max_epochs=1)
+    assert sizes == [40, 30, 30]  # the real radii at the first evaluation only, the fake ones each time
+    assert evaluator.state.metrics == first
+
+
+def test_benchmark_runs_with_tiny_settings(tmp_path):
+    out = tmp_path / "benchmark.json"
+    result = subprocess.run([PYTHON, "scripts/benchmark.py", "--iters", "3", "--warmup", "1", "--eval-samples", "8",
+                             "--eval-batch-size", "4", "--image-size", "32", "--width", "8", "--batch-size", "8",
+                             "--images", "32", "--repeats", "1", "--num-workers", "0", "--data-cache", "--json",
+                             str(out)], capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = json.loads(out.read_text())
+    for key in ("train_img_per_s", "plain_img_per_s", "train_ratio_vs_plain", "eval_img_per_s",
+                "inception_only_img_per_s", "eval_ratio_vs_inception", "seed_eval_img_per_s", "eval_speedup_vs_seed",
+                "peak_rss_mb", "cached_train_img_per_s", "loader_img_per_s", "cached_loader_img_per_s"):
+        assert values[key] > 0, key
+    assert values["device"].startswith("cpu") and values["cuda_peak_mb"] is None
+    assert values["train_ratio_vs_plain"] == pytest.approx(values["train_img_per_s"] / values["plain_img_per_s"])
