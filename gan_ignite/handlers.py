@@ -19,7 +19,7 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
 from torch import nn
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 
 from gan_ignite.errors import RunDirError
 
@@ -28,14 +28,18 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
 
 
 class HistoryWriter:
-    """Append-only ``history.jsonl``: one JSON object per line, flushed at every record."""
+    """Append-only ``history.jsonl``: one JSON object per line, flushed at every record.
+    ``listeners`` (e.g. TensorBoard) receive every record appended."""
 
     def __init__(self, path: Path):
         self.path = path
+        self.listeners: list[Callable[[Mapping[str, Any]], None]] = []
 
     def append(self, record: Mapping[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        for listener in self.listeners:
+            listener(record)
 
     def read(self) -> list[dict]:
         if not self.path.exists():
@@ -256,9 +260,12 @@ class PlainProgress:
 
 
 def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixed_noise: torch.Tensor,
-                       images_dir: Path, every: int) -> None:
+                       images_dir: Path, every: int,
+                       listeners: Optional[list[Callable[[torch.Tensor, int], None]]] = None) -> None:
     """Every ``every`` iterations and at the end, write G(fixed noise) as a PNG grid (rank 0 only);
-    ``generator()`` gives the generator to draw with (e.g. a freshly recalibrated EMA copy)."""
+    ``generator()`` gives the generator to draw with (e.g. a freshly recalibrated EMA copy), and
+    ``listeners`` receive the grid (3 x H x W in [0, 1]) with the iteration."""
+    listeners = listeners if listeners is not None else []
 
     last_saved = {"iteration": -1}
 
@@ -273,10 +280,39 @@ def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixe
         with torch.no_grad():
             fake_images = model(fixed_noise).cpu()
         model.train(was_training)
-        save_image(fake_images, path, nrow=8, normalize=True, value_range=(-1, 1))
+        grid = make_grid(fake_images, nrow=8, normalize=True, value_range=(-1, 1))
+        save_image(grid, path)
+        for listener in listeners:
+            listener(grid, engine.state.iteration)
 
     if idist.get_rank() == 0:
         trainer.add_event_handler(Events.ITERATION_COMPLETED(every=every) | Events.COMPLETED, _save)
+
+
+def attach_tensorboard(trainer: Engine, log_dir: Path, writer: HistoryWriter, optimizers: Mapping[str, Any],
+                       grid_listeners: list, every: int) -> Any:
+    """ignite's TensorboardLogger on rank 0, fed from what the run records anyway (no extra host
+    synchronisation): every history record (``train/<key>`` per iteration at each flush,
+    ``eval/<metric>`` per evaluation), the fixed-noise grids and the learning rates. A resumed run
+    purges the events after its checkpoint's iteration, so the curves continue without duplicate
+    steps. Returns the logger (close it at the end)."""
+    from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, TensorboardLogger
+
+    logger_tb = TensorboardLogger(log_dir=str(log_dir), purge_step=trainer.state.iteration + 1)
+    summary = logger_tb.writer
+
+    def _record(record: Mapping[str, Any]) -> None:
+        prefix = "train" if record.get("kind") == "train" else "eval"
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("epoch", "iteration"):
+                summary.add_scalar(f"{prefix}/{key}", value, record["iteration"])
+
+    writer.listeners.append(_record)
+    grid_listeners.append(lambda grid, iteration: summary.add_image("fixed_noise", grid, iteration))
+    for name, optimizer in optimizers.items():
+        logger_tb.attach(trainer, log_handler=OptimizerParamsHandler(optimizer, param_name="lr", tag=name),
+                         event_name=Events.ITERATION_COMPLETED(every=every))
+    return logger_tb
 
 
 def attach_skipped_images_log(trainer: Engine) -> None:

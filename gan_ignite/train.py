@@ -9,6 +9,7 @@ or any file is written, and end with one paragraph on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -44,6 +45,9 @@ def preflight(config: DictConfig) -> Path:
         raise ConfigError(f"dist.nproc_per_node={processes} but only {gpus} GPU(s) are visible: each process needs a "
                           f"GPU of its own. Lower dist.nproc_per_node, or train on CPU processes with "
                           f"CUDA_VISIBLE_DEVICES='' and dist.backend=gloo.")
+    if config.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("log.tensorboard=true needs the tensorboard package, which is not installed. Install it "
+                          "with: pip install -e \".[tb]\" (or pip install tensorboard), or set log.tensorboard=false.")
     data_module.load_dataset(config.data)
     if resume is not None:  # the models of the checkpoint must fit the config
         generator, discriminator = setup_models(config, torch.device("cpu"))

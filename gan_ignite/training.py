@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,7 +32,8 @@ from gan_ignite.errors import RunDirError, RunStopped
 from gan_ignite.evaluation import ScoredGenerator, setup_evaluation, warn_if_random
 from gan_ignite.handlers import (GracefulStop, HistoryWriter, PerRankRngStates, TensorState, TrainingLog,
                                  attach_best_checkpoint, attach_checkpoints, attach_evaluation, attach_image_grids,
-                                 attach_progress, attach_skipped_images_log, latest_checkpoint, save_real_grid)
+                                 attach_progress, attach_skipped_images_log, attach_tensorboard, latest_checkpoint,
+                                 save_real_grid)
 from gan_ignite.models import Discriminator, Generator
 
 logger = logging.getLogger("gan_ignite")
@@ -128,6 +129,7 @@ class Training:
     log: TrainingLog
     fixed_noise: torch.Tensor
     writer: Optional[HistoryWriter]
+    grid_listeners: list = field(default_factory=list)  # called with each fixed-noise grid (rank 0)
 
     def sync_for_saving(self, engine: Engine) -> None:
         """Before a checkpoint or an evaluation: the history on disk reaches this iteration (the
@@ -169,11 +171,13 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
     log.attach(trainer)
     attach_skipped_images_log(trainer)
     scored = ScoredGenerator(config, generator, recipe.ema.ema_model if recipe.ema else None, device)
+    training = Training(config, trainer, loader, generator, discriminator, recipe, to_save, scored, log, fixed_noise,
+                        writer)
     if rank == 0:
         attach_progress(trainer, config.log.every, config.log.every_seconds, train_cfg.batch_size)
-        attach_image_grids(trainer, scored.refresh, fixed_noise, output_dir / "images", train_cfg.image_every)
-    return Training(config, trainer, loader, generator, discriminator, recipe, to_save, scored, log, fixed_noise,
-                    writer)
+        attach_image_grids(trainer, scored.refresh, fixed_noise, output_dir / "images", train_cfg.image_every,
+                           training.grid_listeners)
+    return training
 
 
 def attach_saving(training: Training, output_dir: Path) -> tuple[Any, GracefulStop]:
@@ -243,6 +247,11 @@ def run(local_rank: int, config: DictConfig) -> None:
         if "fid" in config.eval.metrics:
             attach_best_checkpoint(evaluation.evaluator, trainer, training.to_save, output_dir / "checkpoints")
     _, stop = attach_saving(training, output_dir)
+    tensorboard = None
+    if config.log.tensorboard and training.writer is not None:
+        optimizers = {"generator": training.to_save["optimizer_G"], "discriminator": training.to_save["optimizer_D"]}
+        tensorboard = attach_tensorboard(trainer, output_dir / "tb", training.writer, optimizers,
+                                         training.grid_listeners, config.log.every)
 
     # Re-seed so the trainer's RNG stream does not depend on what the setup consumed (e.g. a cache
     # hit or miss of the real statistics): the same config and seed give the same losses.
@@ -252,6 +261,8 @@ def run(local_rank: int, config: DictConfig) -> None:
         trainer.run(training.loader, max_epochs=config.train.max_epochs, epoch_length=config.train.epoch_length)
     finally:
         stop.uninstall()
+        if tensorboard is not None:
+            tensorboard.close()
     report_outcome(trainer, stop, output_dir)
 
 

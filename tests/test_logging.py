@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 
+import pytest
 import torch
 from ignite.engine import Engine, Events
 
@@ -73,3 +75,47 @@ def test_a_1000_iteration_run_logging_to_a_file_stays_small(tmp_path, image_fold
     progress = [line for line in text.splitlines() if "img/s" in line]
     assert len(progress) >= 20 and "iteration 1000/1000" in progress[-1]
     assert len(HistoryWriter(run_dir / "history.jsonl").read()) == 1000
+
+
+def test_tensorboard_holds_losses_metrics_grids_and_lr_and_a_resume_adds_no_duplicate_steps(tmp_path, image_folder,
+                                                                                              stats_cache):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from gan_ignite.train import main
+
+    run_dir = tmp_path / "tb_run"
+    overrides = tiny_overrides(run_dir, image_folder, stats_cache, **{
+        "log.tensorboard": "true", "log.every": 2, "train.checkpoint_every_iters": 4})
+    assert main(overrides) == 0  # 2 epochs of 3 iterations, evaluated at 3 and 6, grids at 2, 4, 6
+    # resume from the mid-epoch checkpoint: iterations 5 and 6 run (and are logged) a second time
+    checkpoint = run_dir / "checkpoints" / "checkpoint_4.pt"
+    assert main(overrides + ["train.max_epochs=3", f"train.resume_from={checkpoint}"]) == 0
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    for key in ("Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2"):
+        assert [event.step for event in events.Scalars(f"train/{key}")] == list(range(1, 10)), key
+    assert [event.step for event in events.Scalars("eval/fid")] == [3, 6, 9]
+    assert [event.step for event in events.Images("fixed_noise")] == [2, 4, 6, 8, 9]
+    learning_rates = [tag for tag in tags["scalars"] if "lr" in tag]
+    assert len(learning_rates) == 2
+    assert all(event.value == pytest.approx(2e-4) for event in events.Scalars(learning_rates[0]))
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    loss_g = {r["iteration"]: r["Loss_G"] for r in history if r["kind"] == "train"}
+    assert [event.value for event in events.Scalars("train/Loss_G")] == pytest.approx([loss_g[i] for i in range(1, 10)])
+
+
+def test_tensorboard_without_the_package_exits_2_with_the_install_command(tmp_path, image_folder, stats_cache,
+                                                                           monkeypatch, capsys):
+    import importlib.util
+
+    from gan_ignite.train import main
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "tensorboard" else find_spec(name, *args))
+    run_dir = tmp_path / "no_tb"
+    assert main(tiny_overrides(run_dir, image_folder, stats_cache, **{"log.tensorboard": "true"})) == 2
+    message = capsys.readouterr().err
+    assert "log.tensorboard" in message and 'pip install -e ".[tb]"' in message
+    assert not run_dir.exists()
