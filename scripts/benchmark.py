@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py [--device cpu|cuda] [--iters N] [--eval-samples N] [--json OUT]
                                 [--amp] [--channels-last] [--compile] [--data-cache] [--metric-parts]
+                                [--set KEY=VALUE ...]
 
 (a) Training img/s of our trainer (the real ``build_training`` + ``attach_saving`` with every
     handler a run attaches: history log, NaN guard, progress output, image grids, checkpoint
@@ -73,14 +74,13 @@ def benchmark_config(args: argparse.Namespace, work: Path, **extra):
         "output_dir": work / "run", "data.name": "imagefolder", "data.root": work / "images",
         "data.image_size": args.image_size, "data.channels": 3, "data.num_workers": args.num_workers,
         "model.latent_dim": 100, "model.g_features": args.width, "model.d_features": args.width,
-        "train.batch_size": args.batch_size, "train.epoch_length": max(2, args.iters // 2),
-        "train.max_epochs": 1_000, "train.image_every": 500, "train.amp": args.amp,
+        "train.batch_size": args.batch_size, "train.image_every": 500, "train.amp": args.amp,
         "train.channels_last": args.channels_last, "train.compile": args.compile,
         "eval.num_samples": args.eval_samples, "eval.batch_size": args.eval_batch_size,
         "eval.inception_weights": "random", "eval.metrics": "[fid,is,kid,prdc]", "eval.is_splits": 2,
         "eval.kid_subset_size": max(2, args.eval_samples // 2), "eval.nearest_k": 3,
         "eval.stats_cache_dir": work / "cache", **extra}
-    return load_config(None, [f"{key}={value}" for key, value in values.items()])
+    return load_config(None, [f"{key}={value}" for key, value in values.items()] + list(args.set))
 
 
 def timed(function: Callable[[], object]) -> float:
@@ -95,12 +95,15 @@ def synchronize(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------- (a) training
-def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iters: int, run_dir: Path) -> float:
-    """Seconds for ``iters`` iterations of the full trainer, after ``warmup`` ones."""
+def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iters: int,
+                        run_dir: Path) -> tuple[float, float]:
+    """Seconds for ``iters`` iterations of the full trainer after ``warmup`` ones, and the seconds
+    of one checkpoint write (a run writes one per epoch: hundreds to thousands of iterations, so
+    the timed window is kept inside one epoch and the checkpoint is timed on its own)."""
     torch.manual_seed(config.seed)
     (run_dir / "images").mkdir(parents=True, exist_ok=True)
     training = build_training(config, dataset, device, run_dir)
-    attach_saving(training, run_dir)
+    save_checkpoint, _ = attach_saving(training, run_dir)
     marks: dict[str, float] = {}
 
     @training.trainer.on(Events.ITERATION_COMPLETED)
@@ -109,10 +112,11 @@ def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iter
             synchronize(device)
             marks["start" if engine.state.iteration == warmup else "end"] = time.perf_counter()
         if engine.state.iteration == warmup + iters:
+            marks["checkpoint"] = timed(lambda: save_checkpoint(engine))
             engine.terminate()
 
-    training.trainer.run(training.loader, max_epochs=config.train.max_epochs, epoch_length=config.train.epoch_length)
-    return marks["end"] - marks["start"]
+    training.trainer.run(training.loader, max_epochs=1, epoch_length=warmup + iters + 1)
+    return marks["end"] - marks["start"], marks["checkpoint"]
 
 
 def plain_loop_seconds(config, dataset, device: torch.device, warmup: int, iters: int) -> float:
@@ -145,15 +149,18 @@ def bench_training(args: argparse.Namespace, work: Path, device: torch.device) -
     config = benchmark_config(args, work)
     dataset = data_module.load_dataset(config.data)
     warmup, iters, images = args.warmup, args.iters, args.iters * args.batch_size
-    ours, plain = [], []
+    ours, plain, checkpoints = [], [], []
     for repeat in range(args.repeats):
-        ours.append(our_trainer_seconds(config, dataset, device, warmup, iters, work / f"train_{repeat}"))
+        seconds, checkpoint = our_trainer_seconds(config, dataset, device, warmup, iters, work / f"train_{repeat}")
+        ours.append(seconds)
+        checkpoints.append(checkpoint)
         plain.append(plain_loop_seconds(config, dataset, device, warmup, iters))
-    result = {"train_img_per_s": images / min(ours), "plain_img_per_s": images / min(plain)}
+    result = {"train_img_per_s": images / min(ours), "plain_img_per_s": images / min(plain),
+              "checkpoint_seconds": min(checkpoints)}
     result["train_ratio_vs_plain"] = result["train_img_per_s"] / result["plain_img_per_s"]
     if args.data_cache:
         cached_config = benchmark_config(args, work, **{"data.cache": True})
-        cached = [our_trainer_seconds(cached_config, dataset, device, warmup, iters, work / f"cached_{repeat}")
+        cached = [our_trainer_seconds(cached_config, dataset, device, warmup, iters, work / f"cached_{repeat}")[0]
                   for repeat in range(args.repeats)]
         result["cached_train_img_per_s"] = images / min(cached)
         result["data_cache_speedup"] = result["cached_train_img_per_s"] / result["train_img_per_s"]
@@ -307,6 +314,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="train.compile (torch.compile of G and D)")
     parser.add_argument("--data-cache", action="store_true", help="also time training with data.cache=true")
     parser.add_argument("--metric-parts", action="store_true", help="also FID accumulation and trace term")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config override, e.g. --set train.ema_decay=0.999 --set train.augment=diffaugment")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--json", metavar="OUT", help="write the results here")
@@ -322,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__,
                     "options": {key: getattr(args, key) for key in ("iters", "batch_size", "image_size", "width",
                                                                      "eval_samples", "amp", "channels_last",
-                                                                     "compile", "num_workers")}}
+                                                                     "compile", "num_workers", "set")}}
     with tempfile.TemporaryDirectory(prefix="gan_ignite_benchmark_") as directory:
         work = Path(directory)
         synthetic_folder(work / "images", max(args.images, args.eval_samples), args.image_size)
