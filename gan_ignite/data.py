@@ -103,15 +103,6 @@ def collate_images(samples: Sequence[Optional[torch.Tensor]]) -> tuple[torch.Ten
     return torch.stack(images), len(samples) - len(images)
 
 
-def _torchvision_dataset(name: str, root: str, download: bool, transform: Callable) -> Dataset:
-    dataset_class = TORCHVISION_DATASETS[name]
-    try:
-        return ImagesOnly(dataset_class(root=root, train=True, download=download, transform=transform))
-    except Exception as error:  # torchvision raises RuntimeError, URLError, OSError... depending on the failure
-        how = ("the download failed" if download else "data.download is false")
-        raise DataError(f"Dataset '{name}' was not found under data.root='{root}' and {how} ({error}). "
-                        f"Download it on a machine with internet access and copy it there, or fix data.root. "
-                        f"{DATA_HELP}") from None
 
 
 def _celeba(root: str, download: bool, transform: Callable, skip_bad_images: bool) -> Dataset:
@@ -132,13 +123,30 @@ def _celeba(root: str, download: bool, transform: Callable, skip_bad_images: boo
 
 def load_dataset(data_config) -> Dataset:
     """The full training dataset of images in [-1, 1], shaped (channels, image_size, image_size)."""
-    transform = build_transform(data_config.image_size, data_config.channels)
     name, root = data_config.name, data_config.root
+    if name in TORCHVISION_DATASETS:
+        return ImagesOnly(load_labelled_dataset(data_config, train=True))
+    transform = build_transform(data_config.image_size, data_config.channels)
     if name == "imagefolder":
         return ImageFiles(root, transform, data_config.skip_bad_images)
-    if name == "celeba":
-        return _celeba(root, data_config.download, transform, data_config.skip_bad_images)
-    return _torchvision_dataset(name, root, data_config.download, transform)
+    return _celeba(root, data_config.download, transform, data_config.skip_bad_images)
+
+
+def load_labelled_dataset(data_config, train: bool) -> Dataset:
+    """The official train or test split of a labelled torchvision dataset (``fashion_mnist``,
+    ``mnist``, ``cifar10``) with labels, images transformed exactly as for GAN training."""
+    if data_config.name not in TORCHVISION_DATASETS:
+        raise DataError(f"data.name='{data_config.name}' has no class labels; a classifier is trained on one of "
+                        f"{', '.join(TORCHVISION_DATASETS)} (set data.name, data.root and data.download). {DATA_HELP}")
+    transform = build_transform(data_config.image_size, data_config.channels)
+    try:
+        return TORCHVISION_DATASETS[data_config.name](root=data_config.root, train=train,
+                                                      download=data_config.download, transform=transform)
+    except Exception as error:  # torchvision raises RuntimeError, URLError, OSError... depending on the failure
+        how = "the download failed" if data_config.download else "data.download is false"
+        raise DataError(f"Dataset '{data_config.name}' was not found under data.root='{data_config.root}' and {how} "
+                        f"({error}). Download it on a machine with internet access and copy it there, or fix "
+                        f"data.root. {DATA_HELP}") from None
 
 
 def load_dataset_everywhere(data_config) -> Dataset:

@@ -153,9 +153,19 @@ def _inception(argument: str, device: torch.device, *, inception_weights: str | 
     return InceptionFeatures(network, resize, weights_tag(inception_weights))
 
 
+def _classifier(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
+    from gan_ignite.metrics.classifier import load_classifier_features  # it imports this module
+
+    if not argument:
+        raise FeatureNetworkError("The feature network 'classifier' needs the classifier's file: "
+                                  "classifier:/path/to/classifier.pt (from python -m gan_ignite.train_classifier).")
+    return load_classifier_features(argument, device)
+
+
 # name -> loader(argument after "name:", device, **options). One line per feature network.
 FEATURE_NETWORKS: dict[str, Callable[..., FeatureNetwork]] = {
     "inception": _inception,
+    "classifier": _classifier,
 }
 
 
