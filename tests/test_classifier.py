@@ -127,8 +127,8 @@ def test_folder_cli_scores_two_folders_with_the_classifier(trained_classifier, t
 def test_training_and_evaluate_cli_score_with_the_classifier(trained_classifier, tmp_path, stats_cache):
     run_dir = tmp_path / "run"
     overrides = [*FASHION[2:], f"output_dir={run_dir}", "train.max_epochs=1", "train.epoch_length=4",
-                 "eval.every_epochs=1", "train.batch_size=16", "model.g_features=8", "model.d_features=8", "eval.num_samples=40",
-                 "eval.batch_size=20", "eval.is_splits=2", f"eval.stats_cache_dir={stats_cache}",
+                 "eval.every_epochs=1", "train.batch_size=16", "model.g_features=8", "model.d_features=8",
+                 "eval.num_samples=40", "eval.batch_size=20", "eval.is_splits=2", f"eval.stats_cache_dir={stats_cache}",
                  f"eval.feature_network=classifier:{trained_classifier}", "eval.metrics=[fid,is]"]
     assert train_main(["--config", "configs/fashion_mnist.yaml", *overrides]) == 0
     records = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
