@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py [--device cpu|cuda] [--iters N] [--eval-samples N] [--json OUT]
                                 [--amp] [--channels-last] [--compile] [--data-cache] [--metric-parts]
-                                [--set KEY=VALUE ...]
+                                [--set KEY=VALUE ...] [--versus KEY=VALUE ...]
 
 (a) Training img/s of our trainer (the real ``build_training`` + ``attach_saving`` with every
     handler a run attaches: history log, NaN guard, progress output, image grids, checkpoint
@@ -149,15 +149,22 @@ def bench_training(args: argparse.Namespace, work: Path, device: torch.device) -
     config = benchmark_config(args, work)
     dataset = data_module.load_dataset(config.data)
     warmup, iters, images = args.warmup, args.iters, args.iters * args.batch_size
-    ours, plain, checkpoints = [], [], []
+    versus_config = benchmark_config(args, work, **dict(item.split("=", 1) for item in args.versus))
+    ours, plain, checkpoints, versus = [], [], [], []
     for repeat in range(args.repeats):
         seconds, checkpoint = our_trainer_seconds(config, dataset, device, warmup, iters, work / f"train_{repeat}")
         ours.append(seconds)
         checkpoints.append(checkpoint)
         plain.append(plain_loop_seconds(config, dataset, device, warmup, iters))
+        if args.versus:
+            versus.append(our_trainer_seconds(versus_config, dataset, device, warmup, iters,
+                                              work / f"versus_{repeat}")[0])
     result = {"train_img_per_s": images / min(ours), "plain_img_per_s": images / min(plain),
               "checkpoint_seconds": min(checkpoints)}
     result["train_ratio_vs_plain"] = result["train_img_per_s"] / result["plain_img_per_s"]
+    if versus:  # time per iteration of another recipe against this one, side by side
+        result["versus_img_per_s"] = images / min(versus)
+        result["versus_time_ratio"] = min(versus) / min(ours)
     if args.data_cache:
         cached_config = benchmark_config(args, work, **{"data.cache": True})
         cached = [our_trainer_seconds(cached_config, dataset, device, warmup, iters, work / f"cached_{repeat}")[0]
@@ -316,6 +323,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--metric-parts", action="store_true", help="also FID accumulation and trace term")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="any config override, e.g. --set train.ema_decay=0.999 --set train.augment=diffaugment")
+    parser.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE",
+                        help="also time the trainer with these overrides on top, alternating with the base "
+                             "config: versus_time_ratio = its time per iteration / the base's")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--json", metavar="OUT", help="write the results here")
@@ -331,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__,
                     "options": {key: getattr(args, key) for key in ("iters", "batch_size", "image_size", "width",
                                                                      "eval_samples", "amp", "channels_last",
-                                                                     "compile", "num_workers", "set")}}
+                                                                     "compile", "num_workers", "set",
+                                                                     "versus")}}
     with tempfile.TemporaryDirectory(prefix="gan_ignite_benchmark_") as directory:
         work = Path(directory)
         synthetic_folder(work / "images", max(args.images, args.eval_samples), args.image_size)
