@@ -108,7 +108,8 @@ def plan_sweep(args: argparse.Namespace) -> Sweep:
             evaluation = config.eval
             raise ConfigError("The sweep reports FID from the runs' evaluation records, but this config records none "
                               f"(eval.every_epochs={evaluation.every_epochs}, "
-                              f"eval.metrics={list(evaluation.metrics)}). Set eval.every_epochs >= 1 and include fid in eval.metrics.")
+                              f"eval.metrics={list(evaluation.metrics)}). Set eval.every_epochs >= 1 and include fid "
+                              "in eval.metrics.")
     return sweep
 
 
