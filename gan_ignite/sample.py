@@ -36,12 +36,13 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
 from PIL import Image
 from torchvision.utils import save_image
+from tqdm.auto import tqdm
 
 from gan_ignite.config import SCORED_MODELS, load_config, scored_model
 from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError
@@ -101,14 +102,20 @@ def walk_latents(keys: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- images
+def generated_batches(generator: torch.nn.Module, latents: torch.Tensor, batch_size: int,
+                      device: torch.device) -> Iterator[torch.Tensor]:
+    """uint8 images (B x C x H x W, on the CPU) batch by batch, converted as the evaluator converts
+    them; a progress bar on a terminal."""
+    with tqdm(total=len(latents), desc="Sampling", unit="img", disable=not sys.stderr.isatty(), leave=False) as bar:
+        for batch in latents.split(batch_size):
+            with torch.no_grad():
+                yield to_uint8(generator(batch.to(device))).cpu()
+            bar.update(len(batch))
+
+
 def generate(generator: torch.nn.Module, latents: torch.Tensor, batch_size: int,
              device: torch.device) -> torch.Tensor:
-    """uint8 images (N x C x H x W, on the CPU), converted as the evaluator converts them."""
-    images = []
-    with torch.no_grad():
-        for batch in latents.split(batch_size):
-            images.append(to_uint8(generator(batch.to(device))).cpu())
-    return torch.cat(images)
+    return torch.cat(list(generated_batches(generator, latents, batch_size, device)))
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -121,10 +128,13 @@ def image_names(num: int) -> list[str]:
     return [f"{index:06d}.png" for index in range(num)]
 
 
-def write_folder(images: torch.Tensor, folder: Path) -> list[Path]:
-    paths = [folder / name for name in image_names(len(images))]
-    for image, path in zip(images, paths):
-        to_pil(image).save(path)
+def write_folder(batches: Iterable[torch.Tensor], folder: Path) -> list[Path]:
+    """Write the images batch by batch (50,000 of them need not fit in memory at once)."""
+    paths = []
+    for batch in batches:
+        for image in batch:
+            paths.append(folder / f"{len(paths):06d}.png")
+            to_pil(image).save(paths[-1])
     return paths
 
 
@@ -230,16 +240,14 @@ def sample(args: argparse.Namespace, config: DictConfig, device: torch.device) -
     source = (f"{model} of iteration {trainer_state.get('iteration', '?')}, seed {args.seed}"
               + (f", truncation {args.truncation}" if args.truncation is not None else ""))
     written = []
-    if args.out is not None:
-        images = generate(generator, keys, args.batch_size, device)
-        size = f"{images.shape[-1]}x{images.shape[-2]} {'L' if images.shape[1] == 1 else 'RGB'}"
-        if args.grid:
-            write_grid(images, args.out)
-            written.append(f"wrote a grid of {len(images)} {size} images to {args.out} ({source})")
-        else:
-            paths = write_folder(images, args.out)
-            written.append(f"wrote {len(paths)} {size} images ({paths[0].name} to {paths[-1].name}) to {args.out} "
-                           f"({source})")
+    size = f"{config.data.image_size}x{config.data.image_size} {'L' if config.data.channels == 1 else 'RGB'}"
+    if args.out is not None and args.grid:
+        write_grid(generate(generator, keys, args.batch_size, device), args.out)
+        written.append(f"wrote a grid of {args.num} {size} images to {args.out} ({source})")
+    elif args.out is not None:
+        paths = write_folder(generated_batches(generator, keys, args.batch_size, device), args.out)
+        written.append(f"wrote {len(paths)} {size} images ({paths[0].name} to {paths[-1].name}) to {args.out} "
+                       f"({source})")
     if args.gif is not None:
         frames = generate(generator, walk_latents(keys, args.interpolate), args.batch_size, device)
         write_gif(frames, args.gif)
