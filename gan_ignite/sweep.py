@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
+from omegaconf import DictConfig
 from scipy import stats
 
 import gan_ignite
@@ -79,6 +80,11 @@ class Sweep:
         # last, so they win over the same keys in the user's overrides
         return [*self.overrides, f"seed={seed}", f"output_dir={self.run_dir(seed)}", "train.resume_from=auto"]
 
+    def seed_config(self, seed: int) -> DictConfig:
+        """What this sweep trains seed ``seed`` with (e.g. a raised train.max_epochs, which the
+        run's own config.yaml does not know yet)."""
+        return load_config(self.config_file, self.seed_overrides(seed))
+
 
 def plan_sweep(args: argparse.Namespace) -> Sweep:
     """Check the input before any training; the sweep's folder and seeds."""
@@ -103,7 +109,7 @@ def plan_sweep(args: argparse.Namespace) -> Sweep:
     sweep = Sweep(args.config, list(args.overrides), seeds, directory)
     if config is not None and not args.report_only:
         for seed in seeds:  # every seed's config is valid before the first one trains
-            load_config(args.config, sweep.seed_overrides(seed))
+            sweep.seed_config(seed)
         if config.eval.every_epochs == 0 or "fid" not in config.eval.metrics:
             evaluation = config.eval
             raise ConfigError("The sweep reports FID from the runs' evaluation records, but this config records none "
@@ -121,14 +127,15 @@ def discovered_seeds(directory: Path) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- progress of a run
-def run_progress(run_dir: Path) -> tuple[int, Optional[int]]:
-    """(iteration of the latest checkpoint, iterations the run's config asks for); 0 and None
-    when there is no checkpoint or config yet, or they cannot be read."""
+def run_progress(run_dir: Path, config: Optional[DictConfig] = None) -> tuple[int, Optional[int]]:
+    """(iteration of the latest checkpoint, iterations ``config`` asks for: by default the run's own
+    config.yaml); 0 and None when there is no checkpoint or config yet, or they cannot be read."""
     latest = latest_checkpoint(run_dir / "checkpoints")
-    if latest is None or not (run_dir / "config.yaml").is_file():
+    if latest is None or (config is None and not (run_dir / "config.yaml").is_file()):
         return 0, None
     try:
-        config = load_config(run_dir / "config.yaml", ["dist.nproc_per_node=null", "dist.backend=null"])
+        if config is None:
+            config = load_config(run_dir / "config.yaml", ["dist.nproc_per_node=null", "dist.backend=null"])
         trainer = torch.load(latest, map_location="cpu", weights_only=False)["trainer"]
     except Exception:  # an unreadable file: the training process will say what is wrong
         return 0, None
@@ -136,8 +143,8 @@ def run_progress(run_dir: Path) -> tuple[int, Optional[int]]:
     return int(trainer.get("iteration", 0)), (config.train.max_epochs * epoch_length if epoch_length else None)
 
 
-def is_finished(run_dir: Path) -> bool:
-    done, total = run_progress(run_dir)
+def is_finished(run_dir: Path, config: Optional[DictConfig] = None) -> bool:
+    done, total = run_progress(run_dir, config)
     return total is not None and done >= total
 
 
@@ -189,8 +196,8 @@ def run_seeds(sweep: Sweep, debug: bool) -> tuple[dict[int, str], Optional[int]]
     """Train the seeds in turn. (failed seeds -> why, exit code if the sweep must stop now)."""
     failed: dict[int, str] = {}
     for number, seed in enumerate(sweep.seeds, 1):
-        run_dir = sweep.run_dir(seed)
-        if is_finished(run_dir):
+        run_dir, config = sweep.run_dir(seed), sweep.seed_config(seed)
+        if is_finished(run_dir, config):
             print(f"seed {seed} ({number}/{len(sweep.seeds)}): already finished in {run_dir}, skipped", flush=True)
             continue
         resumed = latest_checkpoint(run_dir / "checkpoints") is not None
@@ -207,8 +214,8 @@ def run_seeds(sweep: Sweep, debug: bool) -> tuple[dict[int, str], Optional[int]]
                   f"the sweep stops. Fix it and run the same command again: finished seeds are skipped.",
                   file=sys.stderr)
             return failed, EXIT_INPUT
-        if code != 0 or not is_finished(run_dir):
-            done, total = run_progress(run_dir)
+        if code != 0 or not is_finished(run_dir, config):
+            done, total = run_progress(run_dir, config)
             failed[seed] = f"training {failure_words(code)} at iteration {done}" + (f" of {total}" if total else "")
             print(f"error: seed {seed}: {failed[seed]} (see the messages above); going on with the other seeds. "
                   f"It is left out of the report; run the same command again to retry it.", file=sys.stderr,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import statistics
 import subprocess
 import sys
@@ -216,6 +217,15 @@ def test_sweep_rerun_skips_finished_seeds(sweep_setup, capsys):
     printed = capsys.readouterr().out
     assert "seed 0 (1/2): already finished" in printed and "seed 1 (2/2): already finished" in printed
     assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in watched} == before
+
+
+def test_sweep_with_more_epochs_resumes_the_finished_seeds(sweep_setup, tmp_path):
+    config_file, overrides, sweep_dir = sweep_setup
+    shutil.copytree(sweep_dir / "seed_0", tmp_path / "seed_0")
+    assert sweep_main(["--config", str(config_file), "--seeds", "0", "--out", str(tmp_path), *overrides,
+                       "train.max_epochs=3"]) == 0
+    assert [record["iteration"] for record in eval_records(tmp_path / "seed_0")] == [2, 4, 6]
+    assert read_csv(tmp_path / "sweep.csv")[0]["final_iteration"] == "6"
 
 
 def test_sweep_report_only_rebuilds_the_report_and_warns_about_mixed_settings(sweep_setup, tmp_path):
