@@ -2,14 +2,17 @@
 
 Writes RUN_DIR/plots/loss_curves.png (G and D loss per iteration, raw and smoothed; ADA's p
 below them when the run used ADA), metrics.png (IS and FID per epoch on twin axes, plus KID and
-precision/recall/density/coverage when recorded) and real_vs_fake.png (real images beside the
-latest fixed-noise grid).
+precision/recall/density/coverage when recorded), real_vs_fake.png (real images beside the
+latest fixed-noise grid) and training_progress.gif (the fixed-noise grids images/fixed_noise_iter_*.png
+in iteration order, each labelled with its iteration; at most 100 frames, evenly spaced, first and
+last always included; the last frame is held longer).
 Safe to run while the run is still training: it reads whatever history.jsonl holds.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -18,11 +21,15 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 from gan_ignite.handlers import HistoryWriter  # noqa: E402
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
+GRID_PATTERN = re.compile(r"^fixed_noise_iter_(\d+)\.png$")
+MAX_GIF_FRAMES = 100
+FRAME_MS, LAST_FRAME_MS = 250, 1500
+LABEL_HEIGHT = 16
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -143,6 +150,37 @@ def plot_real_vs_fake(run_dir: Path, path: Path) -> bool:
     return True
 
 
+def fixed_noise_grids(images_dir: Path) -> list[tuple[int, Path]]:
+    """The fixed-noise grids as (iteration, path), in iteration order."""
+    if not images_dir.is_dir():
+        return []
+    found = [(int(match.group(1)), path) for path in images_dir.iterdir() if (match := GRID_PATTERN.match(path.name))]
+    return sorted(found)
+
+
+def labelled_frame(path: Path, iteration: int) -> Image.Image:
+    with Image.open(path) as grid:
+        grid = grid.convert("RGB")
+    frame = Image.new("RGB", (grid.width, grid.height + LABEL_HEIGHT), "white")
+    frame.paste(grid, (0, LABEL_HEIGHT))
+    ImageDraw.Draw(frame).text((4, 2), f"iteration {iteration}", fill="black")
+    return frame
+
+
+def plot_training_progress(run_dir: Path, path: Path) -> bool:
+    """An animated GIF of the fixed-noise grids; evenly thinned to MAX_GIF_FRAMES for long runs."""
+    grids = fixed_noise_grids(run_dir / "images")
+    if not grids:
+        return False
+    if len(grids) > MAX_GIF_FRAMES:
+        kept = np.unique(np.linspace(0, len(grids) - 1, MAX_GIF_FRAMES).round().astype(int))
+        grids = [grids[index] for index in kept]
+    frames = [labelled_frame(grid_path, iteration) for iteration, grid_path in grids]
+    durations = [FRAME_MS] * (len(frames) - 1) + [LAST_FRAME_MS]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run directory (the output_dir of a training run)")
@@ -165,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         written.append("metrics.png")
     if plot_real_vs_fake(args.run_dir, plots_dir / "real_vs_fake.png"):
         written.append("real_vs_fake.png")
+    if plot_training_progress(args.run_dir, plots_dir / "training_progress.gif"):
+        written.append("training_progress.gif")
     print(f"wrote {', '.join(written) or 'nothing (no records yet)'} to {plots_dir}")
     return 0
 

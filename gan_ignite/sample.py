@@ -1,0 +1,303 @@
+"""Draw images from a saved generator: ``python -m gan_ignite.sample --checkpoint CKPT --out DIR``.
+
+The run's ``config.yaml`` is read from the checkpoint's run directory; ``--model`` picks the live
+generator or its EMA (default: the one the run evaluated, ``eval.model``; an EMA generator gets
+its BatchNorm statistics recalibrated exactly as for scoring).
+
+Outputs:
+
+- ``--out DIR``: ``--num`` PNGs ``000000.png``, ``000001.png``, ... (RGB, or mode L for a grayscale
+  model), converted to uint8 exactly as the evaluator converts generated images, so that
+  ``python -m gan_ignite.metrics REAL DIR`` scores them like a training-time evaluation would;
+- ``--out FILE.png --grid``: one grid of the ``--num`` images (about sqrt(num) per row);
+- ``--interpolate STEPS --gif FILE.gif``: a latent walk. The ``--num`` latents (the same ones the
+  images above get) are visited in order and back to the first along great circles (spherical
+  interpolation, slerp, which keeps the interpolated vectors at the norm Gaussian latents have,
+  where linear interpolation would pass through unlikely short vectors); ``STEPS`` frames per
+  segment, so ``num * STEPS`` frames, frame ``k * STEPS`` being image ``k``. Each frame is one
+  image, enlarged (nearest neighbour) to at least 128 pixels; the GIF loops forever.
+
+Latents come from one seeded CPU stream (``--seed``, 0 by default), all drawn at once and then
+split into batches: the same seed gives the same images whatever ``--batch-size`` (and device,
+up to round-off).
+
+``--truncation T`` is the truncation trick (Brock et al. 2019, BigGAN): every latent component
+with ``|z| > T`` is redrawn from the same stream until all lie in ``[-T, T]``. A smaller ``T``
+keeps the samples nearer the mode of the latent distribution: images look cleaner and more
+typical but less varied. FID measures fidelity and diversity together, so it usually rises when
+``T`` is small (diversity lost) even as single images look better; report it with the ``T`` used.
+``T`` around 2 or more changes little, since few components of a standard normal exceed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from gan_ignite.config import SCORED_MODELS, load_config, scored_model
+from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError
+from gan_ignite.evaluation import load_generator
+from gan_ignite.launch import clean_message, report
+from gan_ignite.metrics.images import find_image_files
+from gan_ignite.metrics.preprocess import to_uint8
+
+GIF_MIN_SIZE = 128  # GIF frames are enlarged to at least this many pixels
+GIF_FRAME_MS = 80
+MAX_DRAW = 1 << 22  # candidates drawn at once when redrawing truncated components
+
+
+# ----------------------------------------------------------------------------- latents
+def sample_latents(num: int, latent_dim: int, seed: int = 0, truncation: Optional[float] = None) -> torch.Tensor:
+    """``num`` latent vectors (num x latent_dim x 1 x 1) from one seeded CPU stream; with
+    ``truncation``, components outside ``[-T, T]`` are redrawn from the same stream."""
+    stream = torch.Generator().manual_seed(seed)
+    latents = torch.randn(num, latent_dim, 1, 1, generator=stream)
+    if truncation is not None:
+        truncate_(latents, truncation, stream)
+    return latents
+
+
+def truncate_(latents: torch.Tensor, threshold: float, stream: torch.Generator) -> torch.Tensor:
+    """Redraw, in place, every component with ``|z| > threshold`` until it lies within.
+
+    Equivalent to redrawing each component one by one in order, but in chunks sized by the
+    acceptance probability, so a small threshold does not take thousands of rounds.
+    """
+    flat = latents.view(-1)
+    outside = (flat.abs() > threshold).nonzero().squeeze(1)
+    acceptance = math.erf(threshold / math.sqrt(2))  # P(|z| <= T) for z ~ N(0, 1)
+    while len(outside):
+        draw = min(MAX_DRAW, math.ceil(len(outside) / acceptance * 1.1) + 16)
+        candidates = torch.randn(draw, generator=stream)
+        accepted = candidates[candidates.abs() <= threshold][:len(outside)]
+        flat[outside[:len(accepted)]] = accepted
+        outside = outside[len(accepted):]
+    return latents
+
+
+def slerp(start: torch.Tensor, end: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Spherical interpolation between two latent vectors (linear when they are parallel)."""
+    cosine = torch.dot(start.flatten(), end.flatten()) / (start.norm() * end.norm())
+    omega = torch.arccos(cosine.clamp(-1.0, 1.0))
+    if torch.sin(omega).abs() < 1e-6:
+        return (1 - fraction) * start + fraction * end
+    return (torch.sin((1 - fraction) * omega) * start + torch.sin(fraction * omega) * end) / torch.sin(omega)
+
+
+def walk_latents(keys: torch.Tensor, steps: int) -> torch.Tensor:
+    """``len(keys) * steps`` latents: slerp from each key to the next, the last back to the first."""
+    frames = [slerp(keys[index], keys[(index + 1) % len(keys)], step / steps)
+              for index in range(len(keys)) for step in range(steps)]
+    return torch.stack(frames)
+
+
+# ----------------------------------------------------------------------------- images
+def generated_batches(generator: torch.nn.Module, latents: torch.Tensor, batch_size: int,
+                      device: torch.device) -> Iterator[torch.Tensor]:
+    """uint8 images (B x C x H x W, on the CPU) batch by batch, converted as the evaluator converts
+    them; a progress bar on a terminal."""
+    with tqdm(total=len(latents), desc="Sampling", unit="img", disable=not sys.stderr.isatty(), leave=False) as bar:
+        for batch in latents.split(batch_size):
+            with torch.no_grad():
+                yield to_uint8(generator(batch.to(device))).cpu()
+            bar.update(len(batch))
+
+
+def generate(generator: torch.nn.Module, latents: torch.Tensor, batch_size: int,
+             device: torch.device) -> torch.Tensor:
+    return torch.cat(list(generated_batches(generator, latents, batch_size, device)))
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """uint8 C x H x W -> PIL, mode L for one channel, RGB for three."""
+    array = image.permute(1, 2, 0).contiguous().numpy()
+    return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)  # uint8 H x W -> L, H x W x 3 -> RGB
+
+
+def image_names(num: int) -> list[str]:
+    return [f"{index:06d}.png" for index in range(num)]
+
+
+def write_folder(batches: Iterable[torch.Tensor], folder: Path) -> list[Path]:
+    """Write the images batch by batch (50,000 of them need not fit in memory at once)."""
+    paths = []
+    for batch in batches:
+        for image in batch:
+            paths.append(folder / f"{len(paths):06d}.png")
+            to_pil(image).save(paths[-1])
+    return paths
+
+
+def write_grid(images: torch.Tensor, path: Path) -> None:
+    # k / 255 goes back to exactly k in save_image: the grid holds the folder's pixel values
+    save_image(images.float() / 255, path, nrow=math.ceil(math.sqrt(len(images))), padding=2)
+
+
+def write_gif(images: torch.Tensor, path: Path) -> None:
+    scale = max(1, math.ceil(GIF_MIN_SIZE / images.shape[-1]))
+    frames = [to_pil(image) for image in images]
+    if scale > 1:
+        frames = [frame.resize((frame.width * scale, frame.height * scale), Image.Resampling.NEAREST)
+                  for frame in frames]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
+
+
+# ----------------------------------------------------------------------------- checks
+def run_directory(checkpoint: Path) -> Path:
+    for candidate in (checkpoint.parent.parent, checkpoint.parent):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RunDirError(f"No config.yaml found next to checkpoint '{checkpoint}' (looked in its folder and the one "
+                      f"above). Pass a checkpoint inside a gan_ignite run directory.")
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.out is None and args.gif is None:
+        raise UserError("Nothing to write: give --out DIR (images), --out FILE.png --grid, or --interpolate STEPS "
+                        "--gif FILE.gif.")
+    if args.num < 1:
+        raise UserError(f"--num {args.num}: the number of images must be at least 1.")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} must be at least 1.")
+    if args.truncation is not None and not args.truncation > 0:
+        raise UserError(f"--truncation {args.truncation} must be positive: latent components are kept within "
+                        f"[-T, T] (e.g. 0.5 to 1.0 for cleaner, less varied images; omit it for none).")
+    if args.interpolate is not None and args.gif is None:
+        raise UserError("--interpolate STEPS needs --gif OUT.gif: the latent walk is written as an animated GIF.")
+    if args.gif is not None and args.interpolate is None:
+        raise UserError("--gif needs --interpolate STEPS (frames per segment between two latents, e.g. 16).")
+    if args.interpolate is not None and (args.interpolate < 1 or args.num < 2):
+        raise UserError(f"--interpolate {args.interpolate} with --num {args.num}: the walk needs at least 1 frame per "
+                        f"segment and at least 2 latents to walk between (--num 2 or more).")
+    if args.grid and args.out is None:
+        raise UserError("--grid needs --out FILE.png, the grid image to write.")
+
+
+def writable_folder(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and check that a file can be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".gan_ignite_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise RunDirError(f"Cannot write {what} to '{folder}' ({error.strerror or error}). Choose a writable "
+                          f"location.") from None
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output location usable before any image is generated."""
+    if args.out is not None and args.grid:
+        if args.out.suffix.lower() != ".png" or args.out.is_dir():
+            raise UserError(f"--out '{args.out}' with --grid must be a .png file name (the grid image).")
+        writable_folder(args.out.parent, "the grid")
+    elif args.out is not None:
+        if args.out.exists() and not args.out.is_dir():
+            raise RunDirError(f"--out '{args.out}' is a file; give a folder for the images (or add --grid to write "
+                              f"one grid image).")
+        writable_folder(args.out, "the images")
+        planned = set(image_names(args.num))
+        others = [path for path in find_image_files(args.out) if path.parent != args.out or path.name not in planned]
+        if others:
+            # a metrics folder must hold one sample set; stale images would be scored with the new ones
+            raise RunDirError(f"--out '{args.out}' already holds {len(others)} other image(s) (e.g. '{others[0]}'), "
+                              f"which would be scored together with the new ones. Choose an empty folder or remove "
+                              f"them.")
+    if args.gif is not None:
+        if args.gif.suffix.lower() != ".gif" or args.gif.is_dir():
+            raise UserError(f"--gif '{args.gif}' must be a .gif file name.")
+        writable_folder(args.gif.parent, "the GIF")
+
+
+def resolve_device(name: Optional[str]) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device '{name}' is not a device name; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu.")
+    return device
+
+
+# ----------------------------------------------------------------------------- command line
+def sample(args: argparse.Namespace, config: DictConfig, device: torch.device) -> list[str]:
+    """Write what was asked; the lines that say what was written."""
+    model = args.model or scored_model(config)
+    generator, trainer_state = load_generator(config, args.checkpoint, device, model)
+    keys = sample_latents(args.num, config.model.latent_dim, args.seed, args.truncation)
+    source = (f"{model} of iteration {trainer_state.get('iteration', '?')}, seed {args.seed}"
+              + (f", truncation {args.truncation}" if args.truncation is not None else ""))
+    written = []
+    size = f"{config.data.image_size}x{config.data.image_size} {'L' if config.data.channels == 1 else 'RGB'}"
+    if args.out is not None and args.grid:
+        write_grid(generate(generator, keys, args.batch_size, device), args.out)
+        written.append(f"wrote a grid of {args.num} {size} images to {args.out} ({source})")
+    elif args.out is not None:
+        paths = write_folder(generated_batches(generator, keys, args.batch_size, device), args.out)
+        written.append(f"wrote {len(paths)} {size} images ({paths[0].name} to {paths[-1].name}) to {args.out} "
+                       f"({source})")
+    if args.gif is not None:
+        frames = generate(generator, walk_latents(keys, args.interpolate), args.batch_size, device)
+        write_gif(frames, args.gif)
+        written.append(f"wrote a {len(frames)}-frame latent walk ({args.num} latents, {args.interpolate} frames "
+                       f"each) to {args.gif} ({source})")
+    return written
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m gan_ignite.sample", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint .pt of a run")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the PNGs (created), or with --grid the grid .png to write")
+    parser.add_argument("--num", type=int, default=64, help="number of images / latents (default 64)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent stream (default 0)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default 64)")
+    parser.add_argument("--truncation", type=float, default=None, metavar="T",
+                        help="truncation trick: keep latent components within [-T, T] (less variety, cleaner images)")
+    parser.add_argument("--grid", action="store_true", help="write one grid image to --out instead of a folder")
+    parser.add_argument("--interpolate", type=int, default=None, metavar="STEPS",
+                        help="latent walk through the --num latents with STEPS frames per segment (needs --gif)")
+    parser.add_argument("--gif", type=Path, default=None, help="the animated GIF of --interpolate")
+    parser.add_argument("--model", choices=SCORED_MODELS, default=None,
+                        help="the live generator or its EMA (default: what the run evaluated, eval.model)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
+    try:
+        check_arguments(args)
+        if not args.checkpoint.is_file():
+            raise RunDirError(f"Checkpoint '{args.checkpoint}' does not exist; pass a file from a run's checkpoints/.")
+        config = load_config(run_directory(args.checkpoint) / "config.yaml",
+                             ["dist.nproc_per_node=null", "dist.backend=null"])
+        device = resolve_device(args.device)
+        check_outputs(args)
+        for line in sample(args, config, device):
+            print(line)
+    except INPUT_ERRORS as error:
+        if args.debug:
+            raise
+        report(2, clean_message(str(error)))
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,471 @@
+"""Train one config with several seeds and report the spread:
+``python -m gan_ignite.sweep --config FILE --seeds 0 1 2 [--out SWEEP_DIR] [--report-only] [overrides...]``.
+
+Each seed trains in a process of its own, one after another, exactly as
+``python -m gan_ignite.train --config FILE overrides... seed=S output_dir=SWEEP_DIR/seed_S
+train.resume_from=auto`` would (SWEEP_DIR defaults to the config's ``output_dir`` + ``_sweep``).
+Re-running the same command skips the seeds whose latest checkpoint has reached
+``train.max_epochs`` (no process is started for them) and resumes an interrupted seed from its
+latest checkpoint, so a sweep killed at any point is finished by running it again.
+
+When a seed's training fails (a non-finite loss, a crash) the sweep says so, goes on with the
+other seeds (one diverged seed says nothing about the others, and their report is what the
+sweep is for), writes the report without it and exits with code 1. An input error (exit 2: data,
+weights, a checkpoint that does not fit) would be the same for every seed: the sweep stops there.
+Ctrl-C / SIGTERM are passed on to the training process, which saves a checkpoint; the sweep then
+stops with the training's exit code (130 / 0).
+
+The report, from the ``kind: eval`` records of each run's ``history.jsonl``:
+
+- ``SWEEP_DIR/sweep.csv``: per seed the best FID and its iteration, the final FID, IS and KID
+  (when recorded), the settings the records were scored with, and the run's status;
+- ``SWEEP_DIR/sweep.md``: mean, standard deviation and 95% confidence interval of the mean
+  (Student t: ``t(0.975, n-1) * sd / sqrt(n)``) per metric over the finished seeds, their number,
+  the seeds left out, and a warning naming the runs whose records differ in sample count, real
+  set, feature network, weights, resize or scored model (such values are not comparable);
+- ``SWEEP_DIR/sweep_fid.png``: the FID curve of every seed and, at the iterations all of them
+  evaluated, their mean with a band of mean ± the 95% confidence interval.
+
+``--report-only`` rebuilds the report from the runs on disk without training (with ``--out``,
+``--config`` may be left out, and without ``--seeds`` every ``seed_*`` folder is reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig
+from scipy import stats
+
+import gan_ignite
+from gan_ignite.config import load_config
+from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
+from gan_ignite.handlers import HistoryWriter, latest_checkpoint
+from gan_ignite.launch import clean_message, report
+
+SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights", "model")
+METRICS = (("best_fid", "best FID"), ("final_fid", "final FID"), ("final_is", "final IS"), ("final_kid", "final KID"))
+CSV_COLUMNS = ("seed", "status", "evaluations", "best_fid", "best_fid_iteration", "final_iteration", "final_fid",
+               "final_is", "final_kid", *SETTINGS, "run_dir")
+SWEEP_SETS = ("seed", "output_dir", "train.resume_from")  # overrides the sweep sets itself
+SEED_DIR = re.compile(r"^seed_(-?\d+)$")
+EXIT_INPUT = 2
+
+
+# ----------------------------------------------------------------------------- the plan
+@dataclass
+class Sweep:
+    config_file: Optional[Path]
+    overrides: list[str]
+    seeds: list[int]
+    directory: Path
+
+    def run_dir(self, seed: int) -> Path:
+        return self.directory / f"seed_{seed}"
+
+    def seed_overrides(self, seed: int) -> list[str]:
+        # last, so they win over the same keys in the user's overrides
+        return [*self.overrides, f"seed={seed}", f"output_dir={self.run_dir(seed)}", "train.resume_from=auto"]
+
+    def seed_config(self, seed: int) -> DictConfig:
+        """What this sweep trains seed ``seed`` with (e.g. a raised train.max_epochs, which the
+        run's own config.yaml does not know yet)."""
+        return load_config(self.config_file, self.seed_overrides(seed))
+
+
+def plan_sweep(args: argparse.Namespace) -> Sweep:
+    """Check the input before any training; the sweep's folder and seeds."""
+    reserved = [item for item in args.overrides if item.split("=", 1)[0].strip() in SWEEP_SETS]
+    if reserved:
+        raise UserError(f"Override(s) {reserved} are set by the sweep itself: give the seeds with --seeds and the "
+                        f"sweep's folder with --out (each seed trains in OUT/seed_S, resumed with "
+                        f"train.resume_from=auto).")
+    if args.config is None and not (args.report_only and args.out is not None):
+        raise UserError("--config FILE is required (with --report-only, --out SWEEP_DIR is enough).")
+    config = load_config(args.config, args.overrides) if args.config is not None else None
+    directory = args.out if args.out is not None else Path(f"{config.output_dir}_sweep")
+    seeds = args.seeds
+    if not seeds and args.report_only:
+        seeds = discovered_seeds(directory)
+    if not seeds:
+        raise UserError(f"No seeds to {'report' if args.report_only else 'train'}: give them with --seeds, e.g. "
+                        f"--seeds 0 1 2" + (f" (no seed_* folders in '{directory}')" if args.report_only else "") + ".")
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise UserError(f"--seeds lists {repeated} more than once; each seed is one run.")
+    sweep = Sweep(args.config, list(args.overrides), seeds, directory)
+    if config is not None and not args.report_only:
+        for seed in seeds:  # every seed's config is valid before the first one trains
+            sweep.seed_config(seed)
+        if config.eval.every_epochs == 0 or "fid" not in config.eval.metrics:
+            evaluation = config.eval
+            raise ConfigError("The sweep reports FID from the runs' evaluation records, but this config records none "
+                              f"(eval.every_epochs={evaluation.every_epochs}, "
+                              f"eval.metrics={list(evaluation.metrics)}). Set eval.every_epochs >= 1 and include fid "
+                              "in eval.metrics.")
+    return sweep
+
+
+def discovered_seeds(directory: Path) -> list[int]:
+    if not directory.is_dir():
+        return []
+    return sorted(int(match.group(1)) for path in directory.iterdir()
+                  if path.is_dir() and (match := SEED_DIR.match(path.name)))
+
+
+# ----------------------------------------------------------------------------- progress of a run
+def run_progress(run_dir: Path, config: Optional[DictConfig] = None) -> tuple[int, Optional[int]]:
+    """(iteration of the latest checkpoint, iterations ``config`` asks for: by default the run's own
+    config.yaml); 0 and None when there is no checkpoint or config yet, or they cannot be read."""
+    latest = latest_checkpoint(run_dir / "checkpoints")
+    if latest is None or (config is None and not (run_dir / "config.yaml").is_file()):
+        return 0, None
+    try:
+        if config is None:
+            config = load_config(run_dir / "config.yaml", ["dist.nproc_per_node=null", "dist.backend=null"])
+        trainer = torch.load(latest, map_location="cpu", weights_only=False)["trainer"]
+    except Exception:  # an unreadable file: the training process will say what is wrong
+        return 0, None
+    epoch_length = config.train.epoch_length or trainer.get("epoch_length")
+    return int(trainer.get("iteration", 0)), (config.train.max_epochs * epoch_length if epoch_length else None)
+
+
+def is_finished(run_dir: Path, config: Optional[DictConfig] = None) -> bool:
+    done, total = run_progress(run_dir, config)
+    return total is not None and done >= total
+
+
+# ----------------------------------------------------------------------------- training
+class ForwardSignals:
+    """While a training process runs, pass SIGINT / SIGTERM on to it (once per signal received)
+    and remember them: the training saves a checkpoint and stops, then the sweep stops."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process, self.received = process, None
+        self.previous: dict[int, Any] = {}
+
+    def _forward(self, signum: int, _frame: Any) -> None:
+        self.received = signum
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signum)
+
+    def __enter__(self) -> "ForwardSignals":
+        self.previous = {signum: signal.signal(signum, self._forward) for signum in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def train_seed(sweep: Sweep, seed: int, debug: bool) -> tuple[int, Optional[int]]:
+    """Train (or resume) one seed in its own process; (exit code, signal the sweep received)."""
+    command = [sys.executable, "-m", "gan_ignite.train", "--config", str(sweep.config_file),
+               *(["--debug"] if debug else []), *sweep.seed_overrides(seed)]
+    env = dict(os.environ)
+    # the training runs the same gan_ignite as this sweep, wherever it was imported from
+    package_root = str(Path(gan_ignite.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # its own session: a Ctrl-C in the terminal reaches it once, forwarded by the sweep, instead
+    # of twice (which the training takes as "abort at once")
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    with ForwardSignals(process) as forwarded:
+        while True:
+            try:
+                process.wait()
+                break
+            except KeyboardInterrupt:  # only if the signal arrived before the handler was installed
+                continue
+    return process.returncode, forwarded.received
+
+
+def run_seeds(sweep: Sweep, debug: bool) -> tuple[dict[int, str], Optional[int]]:
+    """Train the seeds in turn. (failed seeds -> why, exit code if the sweep must stop now)."""
+    failed: dict[int, str] = {}
+    for number, seed in enumerate(sweep.seeds, 1):
+        run_dir, config = sweep.run_dir(seed), sweep.seed_config(seed)
+        if is_finished(run_dir, config):
+            print(f"seed {seed} ({number}/{len(sweep.seeds)}): already finished in {run_dir}, skipped", flush=True)
+            continue
+        resumed = latest_checkpoint(run_dir / "checkpoints") is not None
+        print(f"seed {seed} ({number}/{len(sweep.seeds)}): {'resuming' if resumed else 'training'} in {run_dir}",
+              flush=True)
+        code, received = train_seed(sweep, seed, debug)
+        if received is not None:
+            print(f"The sweep was stopped by {signal.Signals(received).name} during seed {seed} (training exit code "
+                  f"{code}). Run the same command again to continue: finished seeds are skipped, seed {seed} "
+                  f"resumes from its latest checkpoint.", file=sys.stderr)
+            return failed, code
+        if code == EXIT_INPUT:
+            print(f"error: seed {seed} stopped with an input error (above), which the other seeds would hit as well; "
+                  f"the sweep stops. Fix it and run the same command again: finished seeds are skipped.",
+                  file=sys.stderr)
+            return failed, EXIT_INPUT
+        if code != 0 or not is_finished(run_dir, config):
+            done, total = run_progress(run_dir, config)
+            failed[seed] = f"training {failure_words(code)} at iteration {done}" + (f" of {total}" if total else "")
+            print(f"error: seed {seed}: {failed[seed]} (see the messages above); going on with the other seeds. "
+                  f"It is left out of the report; run the same command again to retry it.", file=sys.stderr,
+                  flush=True)
+    return failed, None
+
+
+def failure_words(code: int) -> str:
+    if code < 0:
+        return f"was killed by {signal.Signals(-code).name}"
+    return f"failed with exit code {code}" if code else "ended early"
+
+
+# ----------------------------------------------------------------------------- per-seed summary
+@dataclass
+class SeedSummary:
+    seed: int
+    run_dir: Path
+    status: str
+    finished: bool
+    evals: list[dict] = field(default_factory=list)
+
+    @property
+    def fid_records(self) -> list[dict]:
+        return [record for record in self.evals if isinstance(record.get("fid"), (int, float))]
+
+    def row(self) -> dict[str, Any]:
+        """The CSV row (missing values empty)."""
+        row: dict[str, Any] = {"seed": self.seed, "status": self.status, "evaluations": len(self.evals),
+                               "run_dir": str(self.run_dir)}
+        if self.fid_records:
+            best = min(self.fid_records, key=lambda record: record["fid"])
+            row.update(best_fid=best["fid"], best_fid_iteration=best["iteration"])
+        if self.evals:
+            final = self.evals[-1]
+            row.update(final_iteration=final.get("iteration"), final_fid=final.get("fid"), final_is=final.get("is"),
+                       final_kid=final.get("kid"), **{key: final.get(key) for key in SETTINGS})
+        return {column: "" if row.get(column) is None else row[column] for column in CSV_COLUMNS}
+
+
+def summarize(seed: int, run_dir: Path, failure: Optional[str]) -> SeedSummary:
+    history = run_dir / "history.jsonl"
+    evals = [record for record in HistoryWriter(history).read() if record.get("kind") == "eval"]
+    evals.sort(key=lambda record: record.get("iteration", 0))
+    done, total = run_progress(run_dir)
+    finished = failure is None and total is not None and done >= total
+    if failure is not None:
+        status = failure
+    elif not run_dir.is_dir():
+        status = "missing"
+    elif finished:
+        status = "finished"
+    else:
+        status = f"incomplete: iteration {done}" + (f" of {total}" if total else "")
+    return SeedSummary(seed, run_dir, status, finished, evals)
+
+
+# ----------------------------------------------------------------------------- statistics
+@dataclass
+class Spread:
+    n: int
+    mean: float
+    sd: Optional[float]  # None for one value
+    half_width: Optional[float]  # of the 95% confidence interval of the mean
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Mean, sample standard deviation and the Student-t 95% confidence half-width."""
+    n, mean = len(values), statistics.mean(values)
+    if n < 2:
+        return Spread(n, mean, None, None)
+    sd = statistics.stdev(values)
+    return Spread(n, mean, sd, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n))
+
+
+def number(value: Optional[float]) -> str:
+    return "n/a" if value is None else format(value, ".6g")
+
+
+def mixed_settings(summaries: Sequence[SeedSummary]) -> list[str]:
+    """One line per setting whose value differs between (or within) the runs' eval records."""
+    lines = []
+    for key in SETTINGS:
+        seeds_by_value: dict[str, list[int]] = {}
+        for summary in summaries:
+            for value in {str(record.get(key)) for record in summary.evals}:
+                seeds_by_value.setdefault(value, []).append(summary.seed)
+        if len(seeds_by_value) > 1:
+            lines.append(f"- `{key}`: " + "; ".join(f"{value} (seeds {', '.join(map(str, seeds))})"
+                                                  for value, seeds in seeds_by_value.items()))
+    return lines
+
+
+# ----------------------------------------------------------------------------- the report
+def write_report(sweep: Sweep, failed: dict[int, str]) -> list[Path]:
+    summaries = [summarize(seed, sweep.run_dir(seed), failed.get(seed)) for seed in sweep.seeds]
+    with_records = [summary for summary in summaries if summary.fid_records]
+    if not with_records:
+        raise UserError(f"No FID evaluation records to report in {sweep.directory} for seeds {sweep.seeds} (each run's "
+                        f"history.jsonl has none yet). Train first (without --report-only), with eval.every_epochs "
+                        f">= 1 and fid in eval.metrics.")
+    included = [summary for summary in with_records if summary.finished]
+    note = ""
+    if not included:
+        included = with_records
+        note = "No seed has finished training: the statistics are over the runs as they are now."
+    sweep.directory.mkdir(parents=True, exist_ok=True)
+    paths = [sweep.directory / name for name in ("sweep.csv", "sweep.md", "sweep_fid.png")]
+    write_csv(summaries, paths[0])
+    paths[1].write_text(markdown(sweep, summaries, included, note), encoding="utf-8")
+    plot_fid(included, paths[2])
+    return paths
+
+
+def write_csv(summaries: Sequence[SeedSummary], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(summary.row() for summary in summaries)
+
+
+def markdown(sweep: Sweep, summaries: Sequence[SeedSummary], included: Sequence[SeedSummary], note: str) -> str:
+    rows = [summary.row() for summary in included]
+    lines = [f"# Seed sweep: {sweep.config_file or sweep.directory}", ""]
+    if sweep.overrides:
+        lines += [f"Overrides: `{' '.join(sweep.overrides)}`", ""]
+    lines += [f"Seeds in the statistics: {len(included)} ({', '.join(str(s.seed) for s in included)})", ""]
+    included_seeds = {summary.seed for summary in included}
+    left_out = [summary for summary in summaries if summary.seed not in included_seeds]
+    if left_out:
+        lines += ["Left out: " + "; ".join(f"seed {s.seed} ({s.status})" for s in left_out), ""]
+    if note:
+        lines += [f"**Note:** {note}", ""]
+    lines += ["| metric | seeds | mean | sd | 95% CI of the mean |", "| --- | --- | --- | --- | --- |"]
+    for key, label in METRICS:
+        values = [float(row[key]) for row in rows if row[key] != ""]
+        if not values:
+            continue
+        result = spread(values)
+        interval = "n/a" if result.half_width is None else \
+            f"{number(result.mean - result.half_width)} to {number(result.mean + result.half_width)} " \
+            f"(± {number(result.half_width)})"
+        lines.append(f"| {label} | {result.n} | {number(result.mean)} | {number(result.sd)} | {interval} |")
+    lines += ["", "sd: sample standard deviation over the seeds; 95% CI: mean ± t(0.975, n-1) · sd / √n "
+              "(Student t).", ""]
+    mixed = mixed_settings(included)
+    if mixed:
+        lines += ["**Warning: not comparable.** The evaluation records differ in:", *mixed, ""]
+    else:
+        shared = included[0].evals[-1]
+        lines += ["Scored with: " + ", ".join(f"{key}={shared.get(key)}" for key in SETTINGS), ""]
+    if any(record.get("inception_weights") == "random" for summary in included for record in summary.evals):
+        lines += ["**Warning:** scored with a random-init Inception (`inception_weights: random`, for tests): the "
+                  "values are meaningless.", ""]
+    lines += ["| seed | status | best FID (iteration) | final FID | final IS | final KID |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for summary in summaries:
+        row = summary.row()
+        cells = {key: "n/a" if row[key] == "" else number(row[key]) for key, _ in METRICS}
+        if row["best_fid"] != "":
+            cells["best_fid"] += f" ({row['best_fid_iteration']})"
+        lines.append(f"| {summary.seed} | {summary.status} | " + " | ".join(cells.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_fid(included: Sequence[SeedSummary], path: Path) -> None:
+    """Every seed's FID per iteration; mean ± 95% CI where all seeds share an iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    curves = {summary.seed: {record["iteration"]: record["fid"] for record in summary.fid_records}
+              for summary in included}
+    for seed, curve in curves.items():
+        iterations = sorted(curve)
+        ax.plot(iterations, [curve[i] for i in iterations], marker="o", linewidth=1, alpha=0.6, label=f"seed {seed}")
+    shared = sorted(set.intersection(*(set(curve) for curve in curves.values())))
+    if len(curves) > 1 and shared:
+        spreads = [spread([curve[i] for curve in curves.values()]) for i in shared]
+        means = [s.mean for s in spreads]
+        half = [s.half_width or 0.0 for s in spreads]
+        ax.plot(shared, means, color="black", linewidth=2.2, label=f"mean of {len(curves)} seeds")
+        ax.fill_between(shared, [m - h for m, h in zip(means, half)], [m + h for m, h in zip(means, half)],
+                        color="black", alpha=0.15, label="mean ± 95% CI (Student t)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("FID")
+    ax.set_title(f"FID of {len(curves)} seeds")
+    ax.legend()
+    if any(record.get("inception_weights") == "random" for summary in included for record in summary.evals):
+        fig.suptitle("WARNING: random-init Inception (test weights): values are meaningless", color="red")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- command line
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m gan_ignite.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None, help="YAML config file, as for gan_ignite.train")
+    parser.add_argument("--seeds", nargs="*", default=[], help="the seeds, e.g. --seeds 0 1 2")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the sweep's folder (default: the config's output_dir + '_sweep'); seed S trains in "
+                             "OUT/seed_S")
+    parser.add_argument("--report-only", action="store_true", help="rebuild the report without training")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides for every seed, e.g. train.max_epochs=5")
+    args = parser.parse_intermixed_args(argv)
+    # --seeds takes every value after it, overrides too (argparse cannot tell them apart): an
+    # override always holds "=", a seed never does
+    args.overrides = [*args.overrides, *(item for item in args.seeds if "=" in item)]
+    args.seeds = [item for item in args.seeds if "=" not in item]
+    return args
+
+
+def seed_numbers(items: Sequence[str]) -> list[int]:
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise UserError(f"--seeds {' '.join(items)}: seeds are integers, e.g. --seeds 0 1 2.") from None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
+    try:
+        args.seeds = seed_numbers(args.seeds)
+        sweep = plan_sweep(args)
+        failed: dict[int, str] = {}
+        if not args.report_only:
+            failed, stop_code = run_seeds(sweep, args.debug)
+            if stop_code is not None:
+                return stop_code
+        written = write_report(sweep, failed)
+    except INPUT_ERRORS as error:
+        if args.debug:
+            raise
+        report(EXIT_INPUT, clean_message(str(error)))
+        return EXIT_INPUT
+    print(f"wrote {', '.join(path.name for path in written)} to {sweep.directory}")
+    if failed:
+        print(f"error: {len(failed)} of {len(sweep.seeds)} seeds failed: "
+              + "; ".join(f"seed {seed}: {why}" for seed, why in failed.items()), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
