@@ -28,21 +28,14 @@ from omegaconf import DictConfig
 from gan_ignite import data as data_module
 from gan_ignite.config import SCORED_MODELS, load_config, scored_model
 from gan_ignite.errors import INPUT_ERRORS, RunDirError
-from gan_ignite.evaluation import history_record, load_generator, setup_evaluation, warn_if_random
+from gan_ignite.evaluation import (history_record, load_generator, run_directory, setup_evaluation,
+                                   warn_if_random)
 from gan_ignite.launch import clean_message, launch, report
 
 logger = logging.getLogger("gan_ignite")
 # round-off between processes, batch compositions and BLAS threads stays far below these
 REPRODUCE_RTOL, REPRODUCE_ATOL = 1e-6, 1e-9
 COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights")
-
-
-def run_directory(checkpoint: Path) -> Path:
-    for candidate in (checkpoint.parent.parent, checkpoint.parent):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise RunDirError(f"No config.yaml found next to checkpoint '{checkpoint}' (looked in its folder and the one "
-                      f"above). Pass a checkpoint inside a gan_ignite run directory.")
 
 
 def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, run_dir: Path, model: str,

@@ -148,6 +148,16 @@ def warn_if_random(record_fields: Mapping[str, Any]) -> None:
                        "are meaningless (for tests only); the records are marked inception_weights=random.")
 
 
+def run_directory(checkpoint: Path) -> Path:
+    """The run directory of a checkpoint: the folder holding ``config.yaml``, the checkpoint's
+    folder or the one above it (``RUN_DIR/checkpoints/checkpoint_N.pt``)."""
+    for candidate in (checkpoint.parent.parent, checkpoint.parent):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RunDirError(f"No config.yaml found next to checkpoint '{checkpoint}' (looked in its folder and the one "
+                      f"above). Pass a checkpoint inside a gan_ignite run directory.")
+
+
 def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.device,
                    model: str = "generator") -> tuple[torch.nn.Module, dict]:
     """The checkpoint's ``model`` (``generator`` or ``ema``) ready to be scored, and the trainer state."""
@@ -158,8 +168,10 @@ def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.devi
         generator.load_state_dict(state[CHECKPOINT_KEYS[model]])
     except Exception as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        hint = " (the run was trained without train.ema_decay)" if model == "ema" else ""
-        raise RunDirError(f"Cannot load the {model} generator from '{checkpoint_path}'{hint}: {first_line}. Pass a "
+        if isinstance(error, KeyError) and model == "ema":
+            raise RunDirError(f"Checkpoint '{checkpoint_path}' holds no EMA generator: its run was trained without "
+                              f"train.ema_decay. Use the live generator (--model generator).") from None
+        raise RunDirError(f"Cannot load the {model} generator from '{checkpoint_path}': {first_line}. Pass a "
                           f"checkpoint written by gan_ignite.train with the run's config.yaml beside it.") from None
     return prepare_for_scoring(generator.to(device), config, model, device), state.get("trainer", {})
 

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from gan_ignite.config import SCORED_MODELS, load_config, scored_model
 from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError
-from gan_ignite.evaluation import load_generator
+from gan_ignite.evaluation import load_generator, run_directory
 from gan_ignite.launch import clean_message, report
 from gan_ignite.metrics.images import find_image_files
 from gan_ignite.metrics.preprocess import to_uint8
@@ -153,14 +153,6 @@ def write_gif(images: torch.Tensor, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- checks
-def run_directory(checkpoint: Path) -> Path:
-    for candidate in (checkpoint.parent.parent, checkpoint.parent):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise RunDirError(f"No config.yaml found next to checkpoint '{checkpoint}' (looked in its folder and the one "
-                      f"above). Pass a checkpoint inside a gan_ignite run directory.")
-
-
 def check_arguments(args: argparse.Namespace) -> None:
     if args.out is None and args.gif is None:
         raise UserError("Nothing to write: give --out DIR (images), --out FILE.png --grid, or --interpolate STEPS "
