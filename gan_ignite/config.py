@@ -56,6 +56,7 @@ class TrainConfig:
     max_epochs: int = 5
     epoch_length: Optional[int] = None
     lr: float = 2e-4
+    lr_d: Optional[float] = None  # the discriminator's learning rate (TTUR); null = lr
     beta1: float = 0.5
     beta2: float = 0.999
     image_every: int = 500
@@ -187,6 +188,7 @@ def validate(config: DictConfig) -> None:
         _require(model[key] > 0, f"model.{key}", f"{model[key]} must be positive")
     _require(train.batch_size > 0, "train.batch_size", f"{train.batch_size} must be positive")
     _require(train.lr > 0, "train.lr", f"{train.lr} must be positive")
+    _require(train.lr_d is None or train.lr_d > 0, "train.lr_d", f"{train.lr_d} must be positive or null (= train.lr)")
     _require(0 <= train.beta1 < 1 and 0 <= train.beta2 < 1, "train.beta1/beta2", "Adam betas must be in [0, 1)")
     _require(train.max_epochs > 0, "train.max_epochs", "must be positive")
     for key in ("epoch_length", "checkpoint_every_iters"):

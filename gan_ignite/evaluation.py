@@ -105,7 +105,9 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
     record_fields = {"model": model, "num_samples": evaluation.num_samples, "num_real": real_stats.num,
                      "real_subset_seed": evaluation.real_subset_seed,
                      "feature_network": evaluation.feature_network, "resize": evaluation.resize,
-                     "inception_weights": weights_tag(evaluation.inception_weights), "world_size": world_size}
+                     "inception_weights": (weights_tag(evaluation.inception_weights)  # null: no Inception scored
+                                           if evaluation.feature_network == "inception" else None),
+                     "world_size": world_size}
     return Evaluation(evaluator, generator, network, list(latents.split(evaluation.batch_size)), device,
                       record_fields)
 

@@ -139,6 +139,11 @@ class Training:
         broadcast_buffers(self.generator, self.discriminator)
 
 
+def discriminator_lr(train_cfg: DictConfig) -> float:
+    """``train.lr_d`` (two time-scale update rule, Heusel et al. 2017), or ``train.lr`` when null."""
+    return train_cfg.lr if train_cfg.lr_d is None else train_cfg.lr_d
+
+
 def build_training(config: DictConfig, dataset: Dataset, device: torch.device, output_dir: Path) -> Training:
     """Models, optimizers, the training recipe, the trainer with its history, NaN guard, progress
     and image-grid handlers. Evaluation, checkpoints and the graceful stop come after
@@ -155,7 +160,7 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
     model_g, model_d = idist.auto_model(generator), idist.auto_model(discriminator)
     betas = (train_cfg.beta1, train_cfg.beta2)
     optimizer_g = idist.auto_optim(optim.Adam(model_g.parameters(), lr=train_cfg.lr, betas=betas))
-    optimizer_d = idist.auto_optim(optim.Adam(model_d.parameters(), lr=train_cfg.lr, betas=betas))
+    optimizer_d = idist.auto_optim(optim.Adam(model_d.parameters(), lr=discriminator_lr(train_cfg), betas=betas))
     if train_cfg.compile:  # the step runs the compiled modules; checkpoints keep the plain ones
         model_g, model_d = torch.compile(model_g), torch.compile(model_d)
 
@@ -200,9 +205,9 @@ def resume_training(training: Training, resume: Path) -> bool:
     if training.recipe.ema is not None and "ema_generator" not in checkpoint:  # EMA switched on for this resume
         training.recipe.ema.ema_model.load_state_dict(training.generator.state_dict())
     betas = (train_cfg.beta1, train_cfg.beta2)
-    for optimizer in (training.to_save["optimizer_G"], training.to_save["optimizer_D"]):
-        for group in optimizer.param_groups:  # the config, not the checkpoint, sets lr and betas
-            group.update(lr=train_cfg.lr, betas=betas)
+    for name, lr in (("optimizer_G", train_cfg.lr), ("optimizer_D", discriminator_lr(train_cfg))):
+        for group in training.to_save[name].param_groups:  # the config, not the checkpoint, sets lr and betas
+            group.update(lr=lr, betas=betas)
     logger.info("Resumed from %s at epoch %d, iteration %d", resume, trainer.state.epoch, trainer.state.iteration)
     epoch_length = train_cfg.epoch_length or trainer.state.epoch_length or len(training.loader)
     if trainer.state.iteration >= train_cfg.max_epochs * epoch_length:

@@ -65,18 +65,23 @@ def two_node_run(tmp_path_factory, image_folder, stats_cache) -> Path:
     run_dir = tmp_path_factory.mktemp("two_nodes") / "run"
     overrides = tiny_overrides(run_dir, image_folder, stats_cache, **ALL_METRICS)
     port = free_port()
-    nodes = [subprocess.Popen(torchrun("--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1",
-                                       "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "gan_ignite.train",
-                                       *overrides),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=cpu_env(), cwd=ROOT)
-             for rank in (0, 1)]
-    try:
-        outputs = [node.communicate(timeout=TIMEOUT)[1] for node in nodes]
-    finally:
-        for node in nodes:
-            node.kill()
-    for node, stderr in zip(nodes, outputs):
-        assert node.returncode == 0, stderr[-3000:]
+    # stderr to files, not pipes: reading one node's pipe to the end while the other's fills up
+    # would block that node in a write and its peer in a collective (a deadlock)
+    logs = [run_dir.parent / f"node_{rank}.stderr" for rank in (0, 1)]
+    with logs[0].open("w") as log_0, logs[1].open("w") as log_1:
+        nodes = [subprocess.Popen(torchrun("--nnodes=2", f"--node_rank={rank}", "--nproc_per_node=1",
+                                           "--master_addr=127.0.0.1", f"--master_port={port}", "-m",
+                                           "gan_ignite.train", *overrides),
+                                  stdout=subprocess.DEVNULL, stderr=log, env=cpu_env(), cwd=ROOT)
+                 for rank, log in zip((0, 1), (log_0, log_1))]
+        try:
+            for node in nodes:
+                node.wait(timeout=TIMEOUT)
+        finally:
+            for node in nodes:
+                node.kill()
+    for node, log in zip(nodes, logs):
+        assert node.returncode == 0, log.read_text()[-3000:]
     return run_dir
 
 

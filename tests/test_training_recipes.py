@@ -10,6 +10,8 @@ from ignite.engine import Events
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import tiny_overrides
+
 from gan_ignite.augment import AdaAugment, AdaController, DiffAugment
 from gan_ignite.config import load_config
 from gan_ignite.ema import create_ema, recalibrate_batchnorm
@@ -245,3 +247,21 @@ def test_recalibration_is_deterministic_per_seed():
         recalibrate_batchnorm(model, LATENT, num_batches=3, batch_size=8, seed=seed, device=CPU)
     same, other = copies[0].model[1].running_var, copies[2].model[1].running_var
     assert torch.equal(copies[1].model[1].running_var, same) and not torch.equal(other, same)
+
+
+def test_lr_d_sets_the_discriminators_learning_rate_also_after_a_resume(tmp_path, image_folder, stats_cache):
+    from gan_ignite.train import main
+
+    run_dir = tmp_path / "ttur"
+    overrides = tiny_overrides(run_dir, image_folder, stats_cache, **{
+        "eval.every_epochs": 0, "train.max_epochs": 1, "train.lr": 1e-4, "train.lr_d": 4e-4})
+
+    def learning_rates(iteration: int) -> tuple[float, float]:
+        state = torch.load(run_dir / "checkpoints" / f"checkpoint_{iteration}.pt", weights_only=False)
+        return tuple(state[name]["param_groups"][0]["lr"] for name in ("optimizer_G", "optimizer_D"))
+
+    assert main(overrides) == 0
+    assert learning_rates(3) == (1e-4, 4e-4)
+    # the config, not the checkpoint, sets the learning rates of a resumed run; null = train.lr
+    assert main(overrides + ["train.max_epochs=2", "train.resume_from=auto", "train.lr_d=null"]) == 0
+    assert learning_rates(6) == (1e-4, 1e-4)

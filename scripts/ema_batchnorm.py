@@ -1,0 +1,60 @@
+"""Score one checkpoint three ways: the live generator, the EMA generator as averaged (its
+BatchNorm running statistics copied from the live generator: "naive"), and the EMA generator
+with BatchNorm recalibrated on seeded latents (what gan_ignite scores and samples).
+
+    python scripts/ema_batchnorm.py --checkpoint runs/x/checkpoints/checkpoint_1000.pt [overrides]
+
+The run must have been trained with ``train.ema_decay``. All three use the run's eval settings
+(same latents, reference statistics, feature network), so the numbers are directly comparable.
+Prints one line per model and a JSON line with all values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gan_ignite import data as data_module
+from gan_ignite.config import load_config
+from gan_ignite.evaluation import CHECKPOINT_KEYS, prepare_for_scoring, run_directory, setup_evaluation
+from gan_ignite.models import Generator
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.num_samples=10000")
+    args = parser.parse_args()
+    config = load_config(run_directory(args.checkpoint) / "config.yaml",
+                         ["dist.nproc_per_node=null", "dist.backend=null", *args.overrides])
+    device = torch.device(args.device)
+    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    if CHECKPOINT_KEYS["ema"] not in state:
+        print(f"{args.checkpoint} holds no EMA generator (train.ema_decay was null)", file=sys.stderr)
+        return 2
+    dataset = data_module.load_dataset_everywhere(config.data)
+    results = {}
+    for label, key, recalibrate in (("live", "generator", False), ("ema_naive", "ema", False),
+                                    ("ema_recalibrated", "ema", True)):
+        generator = Generator(config.model.latent_dim, config.data.channels, config.data.image_size,
+                              config.model.g_features)
+        generator.load_state_dict(state[CHECKPOINT_KEYS[key]])
+        # prepare_for_scoring recalibrates BatchNorm for "ema" only; "generator" just sets eval mode
+        generator = prepare_for_scoring(generator.to(device), config, key if recalibrate else "generator", device)
+        started = time.perf_counter()
+        values = setup_evaluation(config, dataset, generator, device, model=key).run()
+        results[label] = {name: value for name, value in values.items() if isinstance(value, float)}
+        print(f"{label:>17}: " + ", ".join(f"{name} {value:.4g}" for name, value in results[label].items())
+              + f"  ({time.perf_counter() - started:.1f} s)", flush=True)
+    print(json.dumps({"checkpoint": str(args.checkpoint), **results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
