@@ -366,7 +366,8 @@ def markdown(sweep: Sweep, summaries: Sequence[SeedSummary], included: Sequence[
         lines += ["**Warning: not comparable.** The evaluation records differ in:", *mixed, ""]
     else:
         shared = included[0].evals[-1]
-        lines += ["Scored with: " + ", ".join(f"{key}={shared.get(key)}" for key in SETTINGS), ""]
+        settings = (f"{key}={shared[key]}" for key in SETTINGS if shared.get(key) is not None)
+        lines += ["Scored with: " + ", ".join(settings), ""]
     if any(record.get("inception_weights") == "random" for summary in included for record in summary.evals):
         lines += ["**Warning:** scored with a random-init Inception (`inception_weights: random`, for tests): the "
                   "values are meaningless.", ""]

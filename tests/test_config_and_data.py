@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 from PIL import Image
 
 from conftest import PYTHON, ROOT, cli_env, make_shape_images
@@ -20,6 +21,15 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 def test_shipped_configs_load(name):
     config = load_config(ROOT / "configs" / f"{name}.yaml")
     assert config.data.name == name
+
+
+def test_plus_config_is_the_quickstart_with_only_the_measured_recipe_changed():
+    plain = OmegaConf.to_container(load_config(ROOT / "configs" / "fashion_mnist.yaml"))
+    plus = OmegaConf.to_container(load_config(ROOT / "configs" / "fashion_mnist_plus.yaml"))
+    changed = {(section, key) for section, values in plus.items() if isinstance(values, dict)
+               for key, value in values.items() if plain[section][key] != value}
+    assert changed == {("train", "lr"), ("train", "lr_d"), ("train", "ema_decay"), ("train", "ema_start")}
+    assert (plus["train"]["lr"], plus["train"]["lr_d"], plus["train"]["ema_decay"]) == (4e-4, 2e-4, 0.99)
 
 
 def test_celeba_config_is_the_seed_setup():
