@@ -6,6 +6,7 @@ on stderr with exit code 2, instead of a traceback (``--debug`` shows the traceb
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable, TypeVar
 
 from gan_ignite.metrics._base import first_error_on_any_rank
@@ -30,6 +31,18 @@ class DataError(UserError):
 
 class RunDirError(UserError):
     """An output directory that cannot be used, or a checkpoint that does not fit the config."""
+
+
+def require_writable(folder: Path, problem: str, fix: str) -> None:
+    """Create ``folder`` if needed and write a probe file there; on failure a :class:`RunDirError`
+    reading "<problem> (<reason>). <fix>"."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".gan_ignite_write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise RunDirError(f"{problem} ({error.strerror or error}). {fix}") from None
 
 
 class RunStopped(Exception):

@@ -45,7 +45,7 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from gan_ignite.config import SCORED_MODELS, load_config, scored_model
-from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError
+from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError, require_writable
 from gan_ignite.evaluation import load_generator, run_directory
 from gan_ignite.launch import clean_message, report
 from gan_ignite.metrics.images import find_image_files
@@ -176,15 +176,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def writable_folder(folder: Path, what: str) -> None:
-    """Create ``folder`` if needed and check that a file can be written there."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".gan_ignite_write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise RunDirError(f"Cannot write {what} to '{folder}' ({error.strerror or error}). Choose a writable "
-                          f"location.") from None
+    require_writable(folder, f"Cannot write {what} to '{folder}'", "Choose a writable location.")
 
 
 def check_outputs(args: argparse.Namespace) -> None:

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Subset
 
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config
-from gan_ignite.errors import INPUT_ERRORS, RunDirError
+from gan_ignite.errors import INPUT_ERRORS, RunDirError, require_writable
 from gan_ignite.launch import clean_message, report
 from gan_ignite.metrics.classifier import DomainClassifier, save_classifier
 
@@ -101,14 +101,7 @@ def train(config, out: Path, epochs: int, batch_size: int, lr: float, max_train:
 
 
 def check_writable(out: Path) -> None:
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.with_name(f".{out.name}.write_test")
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise RunDirError(f"--out '{out}' cannot be written ({error.strerror or error}). Choose a writable path "
-                          f"with --out PATH.") from None
+    require_writable(out.parent, f"--out '{out}' cannot be written", "Choose a writable path with --out PATH.")
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from gan_ignite import data as data_module
 from gan_ignite.engines import (LOSS_KEYS, TrainingRecipe, attach_sampler_epochs, broadcast_buffers,
                                 create_trainer, make_resumable)
-from gan_ignite.errors import RunDirError, RunStopped
+from gan_ignite.errors import RunDirError, RunStopped, require_writable
 from gan_ignite.evaluation import ScoredGenerator, setup_evaluation, warn_if_random
 from gan_ignite.handlers import (GracefulStop, HistoryWriter, PerRankRngStates, TensorState, TrainingLog,
                                  attach_best_checkpoint, attach_checkpoints, attach_evaluation, attach_image_grids,
@@ -64,14 +64,8 @@ def prepare_output_dir(config: DictConfig, resume: Optional[Path]) -> Path:
     if existing and resume is None and config.train.resume_from != "auto":
         raise RunDirError(f"output_dir '{output_dir}' already holds a run ({', '.join(existing)}). Continue it with "
                           f"train.resume_from=auto, or choose another output_dir=...; nothing was changed.")
-    try:
-        (output_dir / "images").mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write_test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise RunDirError(f"output_dir '{output_dir}' cannot be written ({error.strerror or error}). Choose a "
-                          f"writable folder with output_dir=...") from None
+    require_writable(output_dir / "images", f"output_dir '{output_dir}' cannot be written",
+                     "Choose a writable folder with output_dir=...")
     return output_dir
 
 
