@@ -40,7 +40,7 @@ from gan_ignite.metrics.factory import create_metrics
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.inception import weights_tag
 from gan_ignite.metrics.real_stats import RealStatistics, cached_real_statistics, compute_real_statistics
-from gan_ignite.models import Generator
+from gan_ignite.models import generator_from_config
 
 logger = logging.getLogger("gan_ignite")
 EVAL_NOISE_OFFSET = 1_000_003  # evaluation latents: their own stream, apart from the training seed's
@@ -163,8 +163,7 @@ def run_directory(checkpoint: Path) -> Path:
 def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.device,
                    model: str = "generator") -> tuple[torch.nn.Module, dict]:
     """The checkpoint's ``model`` (``generator`` or ``ema``) ready to be scored, and the trainer state."""
-    generator = Generator(config.model.latent_dim, config.data.channels, config.data.image_size,
-                          config.model.g_features)
+    generator = generator_from_config(config)
     try:
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         generator.load_state_dict(state[CHECKPOINT_KEYS[model]])

@@ -57,6 +57,12 @@ class Generator(nn.Module):
         return self.model(latent)
 
 
+def generator_from_config(config) -> Generator:
+    """The generator a run's config describes (``model.latent_dim``, ``model.g_features``,
+    ``data.channels``, ``data.image_size``), freshly initialised."""
+    return Generator(config.model.latent_dim, config.data.channels, config.data.image_size, config.model.g_features)
+
+
 class Discriminator(nn.Module):
     """image (N, channels, size, size) -> logit of being real, shape (N, 1, 1, 1).
 

@@ -34,7 +34,7 @@ from gan_ignite.handlers import (GracefulStop, HistoryWriter, PerRankRngStates, 
                                  attach_best_checkpoint, attach_checkpoints, attach_evaluation, attach_image_grids,
                                  attach_progress, attach_skipped_images_log, attach_tensorboard, latest_checkpoint,
                                  save_real_grid)
-from gan_ignite.models import Discriminator, Generator
+from gan_ignite.models import Discriminator, Generator, generator_from_config
 
 logger = logging.getLogger("gan_ignite")
 RUN_FILES = ("history.jsonl", "checkpoints")
@@ -89,7 +89,7 @@ def restore(to_load: dict[str, Any], checkpoint: dict, path: Path) -> None:
 # ----------------------------------------------------------------------------- setup pieces
 def setup_models(config: DictConfig, device: torch.device) -> tuple[Generator, Discriminator]:
     model, data = config.model, config.data
-    generator = Generator(model.latent_dim, data.channels, data.image_size, model.g_features).to(device)
+    generator = generator_from_config(config).to(device)
     discriminator = Discriminator(data.channels, data.image_size, model.d_features, model.spectral_norm).to(device)
     if config.train.channels_last:
         generator, discriminator = (module.to(memory_format=torch.channels_last) for module in (generator,

@@ -22,7 +22,7 @@ import torch
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config
 from gan_ignite.evaluation import CHECKPOINT_KEYS, prepare_for_scoring, run_directory, setup_evaluation
-from gan_ignite.models import Generator
+from gan_ignite.models import generator_from_config
 
 
 def main() -> int:
@@ -39,16 +39,18 @@ def main() -> int:
         print(f"{args.checkpoint} holds no EMA generator (train.ema_decay was null)", file=sys.stderr)
         return 2
     dataset = data_module.load_dataset_everywhere(config.data)
+    # one generator module and one evaluation (feature network, reference statistics, latents);
+    # each variant loads its weights and buffers into it and is scored with the same everything else
+    generator = generator_from_config(config).to(device)
+    evaluation = setup_evaluation(config, dataset, generator, device)
     results = {}
     for label, key, recalibrate in (("live", "generator", False), ("ema_naive", "ema", False),
                                     ("ema_recalibrated", "ema", True)):
-        generator = Generator(config.model.latent_dim, config.data.channels, config.data.image_size,
-                              config.model.g_features)
         generator.load_state_dict(state[CHECKPOINT_KEYS[key]])
         # prepare_for_scoring recalibrates BatchNorm for "ema" only; "generator" just sets eval mode
-        generator = prepare_for_scoring(generator.to(device), config, key if recalibrate else "generator", device)
+        prepare_for_scoring(generator, config, key if recalibrate else "generator", device)
         started = time.perf_counter()
-        values = setup_evaluation(config, dataset, generator, device, model=key).run()
+        values = evaluation.run()
         results[label] = {name: value for name, value in values.items() if isinstance(value, float)}
         print(f"{label:>17}: " + ", ".join(f"{name} {value:.4g}" for name, value in results[label].items())
               + f"  ({time.perf_counter() - started:.1f} s)", flush=True)
