@@ -30,7 +30,7 @@ from gan_ignite.config import SCORED_MODELS, load_config, scored_model
 from gan_ignite.errors import INPUT_ERRORS, RunDirError
 from gan_ignite.evaluation import (history_record, load_generator, run_directory, setup_evaluation,
                                    warn_if_random)
-from gan_ignite.launch import clean_message, launch, report
+from gan_ignite.launch import input_error_exit, launch
 
 logger = logging.getLogger("gan_ignite")
 # round-off between processes, batch compositions and BLAS threads stays far below these
@@ -110,10 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             overrides.append(f"eval.num_samples={args.num_samples}")
         config = load_config(run_dir / "config.yaml", overrides)
     except INPUT_ERRORS as error:
-        if args.debug:
-            raise
-        report(2, clean_message(str(error)))
-        return 2
+        return input_error_exit(error, args.debug)
     worker = functools.partial(evaluate_checkpoint, checkpoint=args.checkpoint, run_dir=run_dir,
                                model=args.model or scored_model(config), device_name=args.device)
     return launch(worker, config, args.debug)

@@ -83,6 +83,15 @@ def report(code: int, message: str) -> None:
         print(("error: " if code not in (0, 130) else "") + message, file=sys.stderr)
 
 
+def input_error_exit(error: Exception, debug: bool) -> int:
+    """A command line's input error: re-raised with ``--debug`` (to show the traceback), otherwise
+    one paragraph on stderr and exit code 2."""
+    if debug:
+        raise error
+    report(2, clean_message(str(error)))
+    return 2
+
+
 def clean_message(message: str) -> str:
     """A UserError raised inside a DataLoader worker comes back with the worker's traceback in its
     message; keep only the error's own text."""

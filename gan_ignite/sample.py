@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from gan_ignite.config import SCORED_MODELS, load_config, scored_model
 from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError, require_writable
 from gan_ignite.evaluation import load_generator, run_directory
-from gan_ignite.launch import clean_message, report
+from gan_ignite.launch import input_error_exit
 from gan_ignite.metrics.images import find_image_files
 from gan_ignite.metrics.preprocess import to_uint8
 
@@ -276,10 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for line in sample(args, config, device):
             print(line)
     except INPUT_ERRORS as error:
-        if args.debug:
-            raise
-        report(2, clean_message(str(error)))
-        return 2
+        return input_error_exit(error, args.debug)
     return 0
 
 

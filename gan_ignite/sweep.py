@@ -54,7 +54,7 @@ import gan_ignite
 from gan_ignite.config import load_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
 from gan_ignite.handlers import HistoryWriter, latest_checkpoint
-from gan_ignite.launch import clean_message, report
+from gan_ignite.launch import input_error_exit
 
 SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights", "model")
 METRICS = (("best_fid", "best FID"), ("final_fid", "final FID"), ("final_is", "final IS"), ("final_kid", "final KID"))
@@ -456,10 +456,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 return stop_code
         written = write_report(sweep, failed)
     except INPUT_ERRORS as error:
-        if args.debug:
-            raise
-        report(EXIT_INPUT, clean_message(str(error)))
-        return EXIT_INPUT
+        return input_error_exit(error, args.debug)
     print(f"wrote {', '.join(path.name for path in written)} to {sweep.directory}")
     if failed:
         print(f"error: {len(failed)} of {len(sweep.seeds)} seeds failed: "

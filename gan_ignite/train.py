@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config, save_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError
-from gan_ignite.launch import clean_message, env_rank, launch, report
+from gan_ignite.launch import env_rank, input_error_exit, launch
 from gan_ignite.metrics.features import load_feature_network
 from gan_ignite.training import load_checkpoint, prepare_output_dir, resolve_resume, restore, run, setup_models
 
@@ -71,10 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             output_dir = preflight(config)
             save_config(config, output_dir / "config.yaml")
     except INPUT_ERRORS as error:
-        if args.debug:
-            raise
-        report(2, clean_message(str(error)))
-        return 2
+        return input_error_exit(error, args.debug)
     return launch(run, config, args.debug)
 
 

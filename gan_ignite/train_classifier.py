@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Subset
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config
 from gan_ignite.errors import INPUT_ERRORS, RunDirError, require_writable
-from gan_ignite.launch import clean_message, report
+from gan_ignite.launch import input_error_exit
 from gan_ignite.metrics.classifier import DomainClassifier, save_classifier
 
 logger = logging.getLogger("gan_ignite")
@@ -133,10 +133,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         metadata = train(config, out, args.epochs, args.batch_size, args.lr, args.max_train_size,
                          args.max_test_size)
     except INPUT_ERRORS as error:
-        if args.debug:
-            raise
-        report(2, clean_message(str(error)))
-        return 2
+        return input_error_exit(error, args.debug)
     print(f"Saved the {config.data.name} classifier (test accuracy {metadata['test_accuracy']:.2%} on "
           f"{metadata['test_images']} images, {metadata['train_seconds']} s) to {out}. Score with it: "
           f"eval.feature_network=classifier:{out} (training, python -m gan_ignite.evaluate) or "
