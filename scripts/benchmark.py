@@ -52,7 +52,7 @@ from gan_ignite.evaluation import evaluation_latents, setup_evaluation  # noqa: 
 from gan_ignite.metrics import FID, RealStatistics, frechet_distance  # noqa: E402
 from gan_ignite.metrics.fid import covariance_sqrt_factor, mean_and_covariance, trace_sqrt_product  # noqa: E402
 from gan_ignite.metrics.features import prepare_images  # noqa: E402
-from gan_ignite.training import attach_saving, build_training, setup_models  # noqa: E402
+from gan_ignite.training import attach_saving, build_training, discriminator_lr, setup_models  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- setup
@@ -125,7 +125,7 @@ def plain_loop_seconds(config, dataset, device: torch.device, warmup: int, iters
     generator, discriminator = setup_models(config, device)
     betas = (config.train.beta1, config.train.beta2)
     optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.train.lr, betas=betas)
-    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=config.train.lr, betas=betas)
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=discriminator_lr(config.train), betas=betas)
     model_g, model_d = (torch.compile(generator), torch.compile(discriminator)) if config.train.compile else \
         (generator, discriminator)
     step = make_training_step(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device,
