@@ -9,7 +9,6 @@ first unreadable file; ``ImageFiles`` accepts both layouts and can skip corrupt 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from gan_ignite.errors import DataError, on_every_rank
 from gan_ignite.metrics.images import IMG_EXTENSIONS, ConvertMode, find_image_files
+from gan_ignite.metrics.real_stats import cache_key
 
 logger = logging.getLogger(__name__)
 DATA_HELP = "See the 'Data' section of the README for the expected layout and how to download it."
@@ -215,8 +215,7 @@ def cached_images(images: Dataset, data_config, cache_dir: Path) -> CachedImages
                  "files": dataset_fingerprint(images, range(len(images))), "image_size": data_config.image_size,
                  "channels": data_config.channels, "preprocess_version": PREPROCESS_VERSION,
                  "pillow": Image.__version__}
-    digest = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"images_{digest}.npy"
+    path = Path(cache_dir) / f"images_{cache_key(key_parts)}.npy"
     on_every_rank(lambda: path.is_file() or _build_image_cache(images, data_config, path),
                   run_here=idist.get_rank() == 0)
     return CachedImages(path, data_config.channels)

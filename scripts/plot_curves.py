@@ -24,8 +24,8 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from gan_ignite.handlers import HistoryWriter  # noqa: E402
+from gan_ignite.metrics.prdc import PRDC_KEYS  # noqa: E402
 
-PRDC_KEYS = ("precision", "recall", "density", "coverage")
 GRID_PATTERN = re.compile(r"^fixed_noise_iter_(\d+)\.png$")
 MAX_GIF_FRAMES = 100
 FRAME_MS, LAST_FRAME_MS = 250, 1500
@@ -59,7 +59,7 @@ def plot_losses(train: list[dict], path: Path) -> None:
     ax.set_ylabel("Loss")
     ax.legend()
     if with_ada:
-        steps, p = _train_series(train, "ada_p")
+        steps, p = _series(train, "ada_p", x="iteration")
         axes[1, 0].plot(steps, p, color="tab:green")
         axes[1, 0].set_ylabel("ADA p")
         axes[1, 0].set_xlabel("iterations")
@@ -69,15 +69,9 @@ def plot_losses(train: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _train_series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+def _series(records: list[dict], key: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
     present = [record for record in records if key in record]
-    return (np.array([record["iteration"] for record in present]),
-            np.array([record[key] for record in present], dtype=float))
-
-
-def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    present = [record for record in records if key in record]
-    return (np.array([record["epoch"] for record in present]),
+    return (np.array([record[x] for record in present]),
             np.array([record[key] for record in present], dtype=float))
 
 
