@@ -25,6 +25,8 @@ from gan_ignite.metrics.preprocess import RESIZE_METHODS
 
 DATASETS = ("imagefolder", "celeba", "cifar10", "mnist", "fashion_mnist")
 SCORED_MODELS = ("generator", "ema")
+# a finished run's config read to score, sample or inspect it here: one process, whatever the run used
+ONE_PROCESS = ("dist.nproc_per_node=null", "dist.backend=null")
 IMAGE_SIZES = (32, 64, 128)
 README_CONFIG = "the README's 'Configuration' section"
 

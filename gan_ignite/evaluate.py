@@ -26,9 +26,9 @@ import torch
 from omegaconf import DictConfig
 
 from gan_ignite import data as data_module
-from gan_ignite.config import SCORED_MODELS, load_config, scored_model
-from gan_ignite.errors import INPUT_ERRORS, RunDirError
-from gan_ignite.evaluation import (history_record, load_generator, run_directory, setup_evaluation,
+from gan_ignite.config import SCORED_MODELS, scored_model
+from gan_ignite.errors import INPUT_ERRORS
+from gan_ignite.evaluation import (history_record, load_generator, load_run_config, setup_evaluation,
                                    warn_if_random)
 from gan_ignite.launch import input_error_exit, launch
 
@@ -100,15 +100,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
     try:
-        if not args.checkpoint.is_file():
-            raise RunDirError(f"Checkpoint '{args.checkpoint}' does not exist; pass a file from a run's checkpoints/.")
-        run_dir = run_directory(args.checkpoint)
-        # one process unless asked for more (dist.nproc_per_node=N, or torchrun): the run's own
-        # launch settings say nothing about how this machine should evaluate
-        overrides = ["dist.nproc_per_node=null", "dist.backend=null", *args.overrides]
+        # one process unless asked for more (dist.nproc_per_node=N, or torchrun)
+        overrides = list(args.overrides)
         if args.num_samples is not None:
             overrides.append(f"eval.num_samples={args.num_samples}")
-        config = load_config(run_dir / "config.yaml", overrides)
+        run_dir, config = load_run_config(args.checkpoint, overrides)
     except INPUT_ERRORS as error:
         return input_error_exit(error, args.debug)
     worker = functools.partial(evaluate_checkpoint, checkpoint=args.checkpoint, run_dir=run_dir,

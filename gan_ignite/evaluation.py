@@ -16,12 +16,11 @@ One checkpoint, one number:
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import ignite.distributed as idist
 import PIL
@@ -32,10 +31,11 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from gan_ignite import data as data_module
-from gan_ignite.config import scored_model
+from gan_ignite.config import ONE_PROCESS, load_config, scored_model
 from gan_ignite.ema import recalibrate_batchnorm
 from gan_ignite.engines import create_evaluator, generated_batches
 from gan_ignite.errors import RunDirError, on_every_rank
+from gan_ignite.handlers import HistoryWriter
 from gan_ignite.metrics.factory import create_metrics
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.inception import weights_tag
@@ -160,6 +160,16 @@ def run_directory(checkpoint: Path) -> Path:
                       f"above). Pass a checkpoint inside a gan_ignite run directory.")
 
 
+def load_run_config(checkpoint: Path, overrides: Sequence[str] = ()) -> tuple[Path, DictConfig]:
+    """The run directory of ``checkpoint`` and its ``config.yaml`` with ``overrides``, in one process
+    unless the overrides ask for more (the run's own launch settings say nothing about how this
+    machine should score or sample)."""
+    if not checkpoint.is_file():
+        raise RunDirError(f"Checkpoint '{checkpoint}' does not exist; pass a file from a run's checkpoints/.")
+    run_dir = run_directory(checkpoint)
+    return run_dir, load_config(run_dir / "config.yaml", [*ONE_PROCESS, *overrides])
+
+
 def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.device,
                    model: str = "generator") -> tuple[torch.nn.Module, dict]:
     """The checkpoint's ``model`` (``generator`` or ``ema``) ready to be scored, and the trainer state."""
@@ -206,17 +216,11 @@ class ScoredGenerator:
 
 
 def history_record(run_dir: Path, iteration: Optional[int], model: str = "generator") -> Optional[dict]:
-    """The ``history.jsonl`` evaluation record written at ``iteration`` for ``model``, if any."""
-    path = run_dir / "history.jsonl"
-    if iteration is None or not path.is_file():
+    """The ``history.jsonl`` evaluation record written at ``iteration`` for ``model`` (the last
+    one, if several), or None."""
+    if iteration is None:
         return None
-    found = None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if record.get("kind") == "eval" and record.get("iteration") == iteration and \
-                record.get("model", "generator") == model:
-            found = record
-    return found
+    matching = [record for record in HistoryWriter(run_dir / "history.jsonl").read()
+                if record.get("kind") == "eval" and record.get("iteration") == iteration
+                and record.get("model", "generator") == model]
+    return matching[-1] if matching else None

@@ -44,9 +44,9 @@ from PIL import Image
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from gan_ignite.config import SCORED_MODELS, load_config, scored_model
+from gan_ignite.config import SCORED_MODELS, scored_model
 from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError, require_writable
-from gan_ignite.evaluation import load_generator, run_directory
+from gan_ignite.evaluation import load_generator, load_run_config
 from gan_ignite.launch import input_error_exit
 from gan_ignite.metrics.images import find_image_files
 from gan_ignite.metrics.preprocess import to_uint8
@@ -267,10 +267,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
     try:
         check_arguments(args)
-        if not args.checkpoint.is_file():
-            raise RunDirError(f"Checkpoint '{args.checkpoint}' does not exist; pass a file from a run's checkpoints/.")
-        config = load_config(run_directory(args.checkpoint) / "config.yaml",
-                             ["dist.nproc_per_node=null", "dist.backend=null"])
+        _, config = load_run_config(args.checkpoint)
         device = resolve_device(args.device)
         check_outputs(args)
         for line in sample(args, config, device):

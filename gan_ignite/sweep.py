@@ -51,7 +51,7 @@ from omegaconf import DictConfig
 from scipy import stats
 
 import gan_ignite
-from gan_ignite.config import load_config
+from gan_ignite.config import ONE_PROCESS, load_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
 from gan_ignite.handlers import HistoryWriter, latest_checkpoint
 from gan_ignite.launch import input_error_exit
@@ -135,7 +135,7 @@ def run_progress(run_dir: Path, config: Optional[DictConfig] = None) -> tuple[in
         return 0, None
     try:
         if config is None:
-            config = load_config(run_dir / "config.yaml", ["dist.nproc_per_node=null", "dist.backend=null"])
+            config = load_config(run_dir / "config.yaml", ONE_PROCESS)
         trainer = torch.load(latest, map_location="cpu", weights_only=False)["trainer"]
     except Exception:  # an unreadable file: the training process will say what is wrong
         return 0, None

@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 from gan_ignite import data as data_module
-from gan_ignite.config import load_config
-from gan_ignite.evaluation import CHECKPOINT_KEYS, prepare_for_scoring, run_directory, setup_evaluation
+from gan_ignite.evaluation import CHECKPOINT_KEYS, load_run_config, prepare_for_scoring, setup_evaluation
 from gan_ignite.models import generator_from_config
 
 
@@ -31,8 +30,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.num_samples=10000")
     args = parser.parse_args()
-    config = load_config(run_directory(args.checkpoint) / "config.yaml",
-                         ["dist.nproc_per_node=null", "dist.backend=null", *args.overrides])
+    _, config = load_run_config(args.checkpoint, args.overrides)
     device = torch.device(args.device)
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     if CHECKPOINT_KEYS["ema"] not in state:
