@@ -38,7 +38,8 @@ class DataConfig:
     image_size: int = 32
     channels: int = 1
     num_workers: int = 2
-    max_train_size: Optional[int] = None
+    max_train_size: Optional[int] = None  # train on a seeded random subset of this many images
+    subset_seed: int = 0  # which subset (data.max_train_size)
     download: bool = True
     skip_bad_images: bool = True
     cache: bool = False  # decode + resize once into a uint8 memory-mapped array, train from it

@@ -164,11 +164,13 @@ def cache_dir(config) -> Path:
 
 
 def training_set(dataset: Dataset, data_config) -> Dataset:
-    """The images training uses: the first ``data.max_train_size`` of the dataset, or all of it."""
+    """The images training uses: a seeded uniform random sample of ``data.max_train_size`` images
+    (``data.subset_seed``), or the whole dataset. Never "the first N": sorted image folders put
+    whole classes first, so the first N would train on a few classes only."""
     count = data_config.max_train_size
     if count is None or count >= len(dataset):  # type: ignore[arg-type]
         return dataset
-    return Subset(dataset, range(count))
+    return Subset(dataset, reference_indices(len(dataset), count, data_config.subset_seed))  # type: ignore[arg-type]
 
 
 def train_loader(dataset: Dataset, data_config, batch_size: int, cache_dir: Optional[Path] = None) -> DataLoader:
@@ -211,7 +213,11 @@ def cached_images(images: Dataset, data_config, cache_dir: Path) -> CachedImages
     holds what the statistics cache key holds for the data (a fingerprint of every file, image
     size, channels, preprocessing version, Pillow version), so a changed dataset builds a new one.
     Rank 0 builds it while the others wait; an error there stops every rank."""
+    # which images: for torchvision datasets the file fingerprint covers the whole folder, so a
+    # subset (data.max_train_size, data.subset_seed) is named by its indices
+    subset = cache_key({"indices": list(images.indices)}) if isinstance(images, Subset) else "all"
     key_parts = {"dataset": data_config.name, "root": str(Path(data_config.root).resolve()), "count": len(images),
+                 "subset": subset,
                  "files": dataset_fingerprint(images, range(len(images))), "image_size": data_config.image_size,
                  "channels": data_config.channels, "preprocess_version": PREPROCESS_VERSION,
                  "pillow": Image.__version__}

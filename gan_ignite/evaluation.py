@@ -114,10 +114,12 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
 
 def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureNetwork,
                          device: torch.device) -> RealStatistics:
-    """Statistics of the reference subset of the training set, from the cache or computed (sharded
-    over the ranks) and cached. The key holds everything they depend on (see the README's "Metrics")."""
+    """Statistics of the reference subset of the *whole* training set (also when training uses only
+    ``data.max_train_size`` images of it: a generator that memorised its small subset must not look
+    good), from the cache or computed (sharded over the ranks) and cached. The key holds everything
+    they depend on (see the README's "Metrics")."""
     evaluation = config.eval
-    pool = data_module.training_set(dataset, config.data)
+    pool = dataset
     indices = data_module.reference_indices(len(pool), num_real_images(evaluation, len(pool)),
                                             evaluation.real_subset_seed)
     key_parts = {"dataset": config.data.name, "root": str(Path(config.data.root).resolve()),

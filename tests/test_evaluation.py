@@ -55,6 +55,19 @@ def test_reference_subset_draws_from_every_class(tmp_path):
     assert data_module.reference_indices(len(dataset), 100, 0) == list(range(30))  # more than there is: all
 
 
+def test_training_subset_is_a_seeded_sample_of_every_class(tmp_path):
+    dataset = data_module.ImageFiles(class_folder(tmp_path), data_module.build_transform(32, 3))
+    subsets = {}
+    for seed in (0, 1):
+        config = load_config(None, ["data.max_train_size=9", f"data.subset_seed={seed}"])
+        subset = data_module.training_set(dataset, config.data)
+        assert len(subset) == 9 and len(set(subset.indices)) == 9
+        assert {dataset.files[i].parent.name for i in subset.indices} == {"a_coats", "b_shirts", "c_shoes"}
+        subsets[seed] = list(subset.indices)
+    assert subsets[0] != subsets[1]  # the seed picks the subset; "the first 9" would be class a only
+    assert data_module.training_set(dataset, load_config(None, ["data.max_train_size=30"]).data) is dataset
+
+
 def evaluation_config(root, cache, **extra):
     values = {"data.name": "imagefolder", "data.root": root, "data.channels": 3, "data.num_workers": 0,
               "eval.num_samples": 12, "eval.batch_size": 6, "eval.is_splits": 2, "eval.stats_cache_dir": cache,
@@ -92,6 +105,17 @@ def test_another_reference_subset_seed_is_another_cache_entry(tmp_path):
                                      torch.device("cpu"))
         assert stats.num == 12
     assert network.images_seen == 24 and len(list((tmp_path / "cache").glob("real_stats_*.npz"))) == 2
+
+
+def test_reference_set_comes_from_the_whole_dataset_not_the_training_subset(tmp_path):
+    root = class_folder(tmp_path / "images")
+    stats = {}
+    for size in ("null", 6):
+        config = evaluation_config(root, tmp_path / "cache", **{"eval.num_real": "all", "data.max_train_size": size})
+        stats[size] = reference_statistics(config, data_module.load_dataset(config.data),
+                                           InceptionFeatures(CountingPixelNetwork()), torch.device("cpu"))
+    assert stats[6].num == stats["null"].num == 30  # memorising 6 images must not look like quality
+    np.testing.assert_array_equal(stats[6].mu, stats["null"].mu)
 
 
 @pytest.mark.parametrize("overrides, key, words", [
