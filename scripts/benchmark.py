@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py [--device cpu|cuda] [--iters N] [--eval-samples N] [--json OUT]
                                 [--amp] [--channels-last] [--compile] [--data-cache] [--metric-parts]
-                                [--set KEY=VALUE ...] [--versus KEY=VALUE ...]
+                                [--full-eval N] [--profile DIR] [--set KEY=VALUE ...] [--versus KEY=VALUE ...]
 
 (a) Training img/s of our trainer (the real ``build_training`` + ``attach_saving`` with every
     handler a run attaches: history log, NaN guard, progress output, image grids, checkpoint
@@ -17,6 +17,11 @@
     Inception networks are random-init (ignite's default torchvision Inception would download
     ImageNet weights): the compute is the same.
 (c) Peak RSS and, on CUDA, peak GPU memory.
+(d) ``--full-eval N``: one evaluation of N generated images (FID and IS, as papers report them:
+    generation, uint8, resize, Inception, statistics) against reference statistics already in the
+    cache, as every evaluation after a run's first one is; its time, img/s and peak GPU memory.
+``--profile DIR`` writes a ``torch.profiler`` table of one more training window and one more
+evaluation (where the time goes when a ratio misses its target).
 ``--metric-parts`` adds the metric-level comparisons: FID accumulation against
 ``ignite.metrics.FID.update`` and the trace term against ``scipy.linalg.sqrtm``.
 
@@ -27,6 +32,7 @@ burst of load on the machine does not decide a ratio. Results are printed and wr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -94,9 +100,27 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+@contextlib.contextmanager
+def profiled(directory: Path | None, name: str, device: torch.device):
+    """Profile the block with ``torch.profiler`` and write its operator table to ``directory/name.txt``
+    (sorted by device time on CUDA, CPU time otherwise); a no-op without ``directory``."""
+    if directory is None:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        yield
+        synchronize(device)
+    directory.mkdir(parents=True, exist_ok=True)
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    (directory / f"{name}.txt").write_text(profiler.key_averages().table(sort_by=sort_by, row_limit=30) + "\n")
+
+
 # ----------------------------------------------------------------------------- (a) training
 def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iters: int,
-                        run_dir: Path) -> tuple[float, float]:
+                        run_dir: Path, profile_dir: Path | None = None) -> tuple[float, float]:
     """Seconds for ``iters`` iterations of the full trainer after ``warmup`` ones, and the seconds
     of one checkpoint write (a run writes one per epoch: hundreds to thousands of iterations, so
     the timed window is kept inside one epoch and the checkpoint is timed on its own)."""
@@ -115,7 +139,8 @@ def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iter
             marks["checkpoint"] = timed(lambda: save_checkpoint(engine))
             engine.terminate()
 
-    training.trainer.run(training.loader, max_epochs=1, epoch_length=warmup + iters + 1)
+    with profiled(profile_dir, "profile_training", device):
+        training.trainer.run(training.loader, max_epochs=1, epoch_length=warmup + iters + 1)
     return marks["end"] - marks["start"], marks["checkpoint"]
 
 
@@ -159,6 +184,8 @@ def bench_training(args: argparse.Namespace, work: Path, device: torch.device) -
         if args.versus:
             versus.append(our_trainer_seconds(versus_config, dataset, device, warmup, iters,
                                               work / f"versus_{repeat}")[0])
+    if args.profile:  # one more window, profiled, after the timed ones
+        our_trainer_seconds(config, dataset, device, warmup, iters, work / "train_profiled", args.profile)
     result = {"train_img_per_s": images / min(ours), "plain_img_per_s": images / min(plain),
               "checkpoint_seconds": min(checkpoints)}
     result["train_ratio_vs_plain"] = result["train_img_per_s"] / result["plain_img_per_s"]
@@ -265,12 +292,37 @@ def bench_evaluation(args: argparse.Namespace, work: Path, device: torch.device)
             ours.append(timed(lambda: (evaluation.run(), synchronize(device))))
             alone.append(timed(inception_only))
             reference.append(timed(lambda: tutorial.run(range(len(latents)), max_epochs=1)))
+        with profiled(args.profile, "profile_evaluation", device):
+            evaluation.run()
     count = args.eval_samples
     result = {"eval_img_per_s": count / min(ours), "inception_only_img_per_s": count / min(alone),
               "seed_eval_img_per_s": count / min(reference)}
     result["eval_ratio_vs_inception"] = result["eval_img_per_s"] / result["inception_only_img_per_s"]
     result["eval_speedup_vs_seed"] = result["eval_img_per_s"] / result["seed_eval_img_per_s"]
     return result
+
+
+def bench_full_evaluation(args: argparse.Namespace, work: Path, device: torch.device) -> dict:
+    """One evaluation of ``args.full_eval`` samples, FID and IS, against cached reference statistics."""
+    config = benchmark_config(args, work, **{"eval.num_samples": args.full_eval, "eval.num_real": "all",
+                                             "eval.metrics": "[fid,is]", "eval.is_splits": 10})
+    dataset = data_module.load_dataset(config.data)
+    torch.manual_seed(0)
+    generator, _ = setup_models(config, device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        setup_evaluation(config, dataset, generator, device)  # the reference statistics, into the cache
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        evaluation = setup_evaluation(config, dataset, generator, device)  # a cache hit, as in a run
+        setup_seconds = time.perf_counter() - started  # loading the network and the cached statistics
+        seconds = timed(lambda: (evaluation.run(), synchronize(device)))
+        values = evaluation.evaluator.state.metrics
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return {"full_eval_samples": args.full_eval, "full_eval_seconds": seconds, "full_eval_setup_seconds": setup_seconds,
+            "full_eval_img_per_s": args.full_eval / seconds, "full_eval_fid": values["fid"],
+            "full_eval_cuda_peak_mb": peak}
 
 
 # ----------------------------------------------------------------------------- metric parts
@@ -326,6 +378,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--versus", action="append", default=[], metavar="KEY=VALUE",
                         help="also time the trainer with these overrides on top, alternating with the base "
                              "config: versus_time_ratio = its time per iteration / the base's")
+    parser.add_argument("--full-eval", type=int, default=0, metavar="N",
+                        help="also time one evaluation of N samples (FID + IS) against cached reference statistics")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="write torch.profiler tables of one training window and one evaluation to DIR")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--json", metavar="OUT", help="write the results here")
@@ -339,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.cuda.reset_peak_memory_stats()
     result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else
                     f"cpu ({torch.get_num_threads()} threads)", "torch": torch.__version__,
+                    "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
                     "options": {key: getattr(args, key) for key in ("iters", "batch_size", "image_size", "width",
                                                                      "eval_samples", "amp", "channels_last",
                                                                      "compile", "num_workers", "set",
@@ -350,10 +407,13 @@ def main(argv: list[str] | None = None) -> int:
             result.update(bench_training(args, work, device))
         if not args.skip_eval:
             result.update(bench_evaluation(args, work, device))
+        # the peak of (a) and (b); (d) resets it to measure its own
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        if args.full_eval:
+            result.update(bench_full_evaluation(args, work, device))
     if args.metric_parts:
         result.update(bench_metric_parts())
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     for key, value in result.items():
         print(f"{key:>34}: {value:.4g}" if isinstance(value, float) else f"{key:>34}: {value}")
     if args.json:

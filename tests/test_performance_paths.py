@@ -118,3 +118,21 @@ def test_benchmark_runs_with_tiny_settings(tmp_path):
         assert values[key] > 0, key
     assert values["device"].startswith("cpu") and values["cuda_peak_mb"] is None
     assert values["train_ratio_vs_plain"] == pytest.approx(values["train_img_per_s"] / values["plain_img_per_s"])
+
+
+def test_gpu_check_dry_run_writes_every_figure(tmp_path):
+    out = tmp_path / "benchmarks"
+    result = subprocess.run([PYTHON, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--switches", "plain,amp",
+                             "--out", str(out)], capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "gpu.json").read_text())
+    assert report["environment"]["torch"] == torch.__version__ and report["environment"]["device"] == "cpu"
+    for switch in ("plain", "amp"):
+        assert report["training"][switch]["train_ratio_vs_plain"] > 0, report["training"][switch]
+    assert report["evaluation"]["eval_ratio_vs_inception"] > 0
+    assert report["full_evaluation"]["full_eval_samples"] == 20 and report["full_evaluation"]["full_eval_fid"] > 0
+    assert report["tests"]["exit_code"] == 0 and "failed" not in report["tests"]["counts"]
+    assert set(report["targets"]) == {"train_ratio_vs_plain[plain]", "train_ratio_vs_plain[amp]",
+                                      "eval_ratio_vs_inception", "full_eval_seconds"}
+    table = (out / "gpu.md").read_text()
+    assert "| plain |" in table and "| amp |" in table and "20 samples, FID + IS" in table
