@@ -247,16 +247,34 @@ def test_garbage_history_lines_are_skipped_and_reported_by_evaluate_and_the_plot
             assert gif.n_frames == len(grids) - 1
 
 
-def test_garbage_history_lines_are_reported_and_dropped_by_a_resume(tmp_path, image_folder, stats_cache, reference_12,
-                                                                    capsys):
+def test_a_resume_drops_garbage_history_lines_and_orphaned_temporary_files(tmp_path, image_folder, stats_cache,
+                                                                          reference_12, capsys):
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(run_dir, image_folder, stats_cache, **ONE_EPOCH)
     assert main(overrides) == 0
     insert_garbage(run_dir / "history.jsonl")
+    orphans = [run_dir / ".config.yaml.0123abcd.tmp", run_dir / "checkpoints" / ".checkpoint_12.pt.89abcdef.tmp",
+               run_dir / "checkpoints" / "tmpa1b2c3d4"]  # the last: ignite's DiskSaver of earlier versions
+    for orphan in orphans:
+        orphan.write_bytes(b"left by a kill -9 during a write")
     assert main(overrides + CONTINUE) == 0
-    assert "skipped 2 unreadable line(s) (line 2, 4" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipped 2 unreadable line(s) (line 2, 4" in err and "Removed 3 temporary file(s)" in err
+    assert not any(orphan.exists() for orphan in orphans)
     assert read_jsonl(run_dir / "history.jsonl").bad_lines == []
     assert_same_losses(train_records(run_dir), train_records(reference_12))
+
+
+def test_a_resume_that_fails_after_its_checks_leaves_config_and_history_as_they_were(tmp_path, image_folder,
+                                                                                     stats_cache, capsys):
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(run_dir, image_folder, stats_cache, **ONE_EPOCH)
+    assert main(overrides) == 0
+    before = files_of(run_dir)
+    # found while setting up the evaluation, after the checkpoint was restored
+    assert main(overrides + [*CONTINUE, "eval.every_epochs=1", f"eval.num_samples={10**12}"]) == 2
+    assert "would need about" in last_error(capsys)
+    assert files_of(run_dir) == before
 
 
 def test_the_plots_read_the_history_without_torch_or_ignite(evaluated_run):
