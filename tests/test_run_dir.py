@@ -274,7 +274,18 @@ def test_a_resume_that_fails_after_its_checks_leaves_config_and_history_as_they_
     # found while setting up the evaluation, after the checkpoint was restored
     assert main(overrides + [*CONTINUE, "eval.every_epochs=1", f"eval.num_samples={10**12}"]) == 2
     assert "would need about" in last_error(capsys)
+    # ignite would raise a ValueError at the first iteration: a run keeps its epoch length
+    assert main(overrides + [*CONTINUE, "train.epoch_length=4"]) == 2
+    assert "trained with epochs of 6 iterations" in last_error(capsys)
     assert files_of(run_dir) == before
+
+
+def test_an_append_after_a_torn_line_starts_a_line_of_its_own(tmp_path):
+    log = tmp_path / "evaluations.jsonl"
+    log.write_bytes(b'{"fid": 1.0}\n{"fid": 2.')  # the last line cut short by a kill
+    run_dir_module.append_lines(log, [json.dumps({"fid": 3.0}) + "\n"])
+    lines = read_jsonl(log)
+    assert [record["fid"] for record in lines.records] == [1.0, 3.0] and lines.bad_lines == [2]
 
 
 def test_the_plots_read_the_history_without_torch_or_ignite(evaluated_run):
