@@ -64,11 +64,11 @@ def require_memory(needed_bytes: float, what: str, fix: str) -> None:
 
 
 def format_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} PB"
+    """``123 B``, ``4.6 MB``, ``25.3 GB``, ... (powers of 1000, as disk sizes are sold)."""
+    units, index = ("B", "KB", "MB", "GB", "TB"), 0
+    while abs(count) >= 1000 and index < len(units) - 1:
+        count, index = count / 1000, index + 1
+    return f"{count:.0f} B" if index == 0 else f"{count:.1f} {units[index]}"
 
 
 class RunStopped(Exception):
