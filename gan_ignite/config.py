@@ -28,6 +28,7 @@ SCORED_MODELS = ("generator", "ema")
 # a finished run's config read to score, sample or inspect it here: one process, whatever the run used
 ONE_PROCESS = ("dist.nproc_per_node=null", "dist.backend=null")
 IMAGE_SIZES = (32, 64, 128)
+MAX_SEED = 2**32 - 1  # numpy's limit; ignite's manual_seed seeds numpy, random and torch
 README_CONFIG = "the README's 'Configuration' section"
 
 
@@ -113,9 +114,20 @@ class DistConfig:
 
 
 @dataclass
+class RunConfig:
+    """Written by the trainer into config.yaml (values given are replaced): the run's id and, for a
+    run forked from another run's checkpoint, the parent's id and that checkpoint."""
+
+    id: Optional[str] = None
+    parent_id: Optional[str] = None
+    parent_checkpoint: Optional[str] = None
+
+
+@dataclass
 class Config:
     seed: int = 999
     output_dir: str = "runs/default"
+    run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -204,7 +216,11 @@ def validate(config: DictConfig) -> None:
     _require(dist.nproc_per_node is None or dist.nproc_per_node > 0, "dist.nproc_per_node", "must be positive")
     _require(dist.backend in (None, "gloo", "nccl", "xla-tpu", "horovod"), "dist.backend",
              f"'{dist.backend}' is not one of gloo, nccl, xla-tpu, horovod (or null for a single process)")
+    _require(str(config.output_dir).strip() != "", "output_dir", "is empty; name the run directory, e.g. runs/my_run")
     world_size = launch_world_size(config)
+    _require(0 <= config.seed <= MAX_SEED - (world_size - 1), "seed",
+             f"{config.seed} is out of range: each process seeds its random generators with seed + rank, which "
+             f"must lie in [0, {MAX_SEED}]")
     _require(train.batch_size % world_size == 0, "train.batch_size",
              f"{train.batch_size} (the global batch) is not divisible by the {world_size} processes")
     validate_eval(evaluation, world_size)
@@ -274,7 +290,3 @@ def validate_recipe(train: DictConfig) -> None:
     _require(train.ema_decay is None or 0 < train.ema_decay < 1, "train.ema_decay",
              f"{train.ema_decay} must be in (0, 1), e.g. 0.999, or null to train without an EMA generator")
     _require(train.ema_start >= 0, "train.ema_start", "must be >= 0")
-
-
-def save_config(config: DictConfig, path: Path) -> None:
-    path.write_text(OmegaConf.to_yaml(config), encoding="utf-8")

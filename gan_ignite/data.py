@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gan_ignite.errors import DataError, on_every_rank
-from gan_ignite.metrics.images import IMG_EXTENSIONS, ConvertMode, find_image_files
+from gan_ignite.metrics.images import IMG_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, ConvertMode, find_image_files
 from gan_ignite.metrics.real_stats import cache_key
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ class ImageFiles(Dataset):
             with Image.open(path) as image:
                 image.load()
                 return self.transform(image)
-        except (OSError, ValueError, SyntaxError) as error:
+        except UNREADABLE_IMAGE_ERRORS as error:  # decompression bombs included
             if self.skip_bad_images:
                 logger.warning("Skipping unreadable image %s (%s)", path, error)
                 return None
@@ -222,9 +222,27 @@ def cached_images(images: Dataset, data_config, cache_dir: Path) -> CachedImages
                  "channels": data_config.channels, "preprocess_version": PREPROCESS_VERSION,
                  "pillow": Image.__version__}
     path = Path(cache_dir) / f"images_{cache_key(key_parts)}.npy"
-    on_every_rank(lambda: path.is_file() or _build_image_cache(images, data_config, path),
+    shape = (data_config.channels, data_config.image_size, data_config.image_size)
+    on_every_rank(lambda: _readable_image_cache(path, shape) or _build_image_cache(images, data_config, path),
                   run_here=idist.get_rank() == 0)
     return CachedImages(path, data_config.channels)
+
+
+def _readable_image_cache(path: Path, image_shape: tuple[int, int, int]) -> bool:
+    """Whether ``path`` holds a usable image cache; an unreadable one (e.g. cut short) is a miss."""
+    if not path.is_file():
+        return False
+    try:
+        array = np.load(path, mmap_mode="r")
+        usable = array.dtype == np.uint8 and array.ndim == 4 and tuple(array.shape[1:]) == image_shape
+    except (OSError, ValueError, EOFError) as error:
+        usable, reason = False, str(error)
+    else:
+        reason = f"shape {array.shape}, dtype {array.dtype}"
+    if not usable:
+        logger.warning("data.cache: ignoring the unreadable image cache %s (%s); decoding the images again", path,
+                       reason)
+    return usable
 
 
 def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
@@ -234,9 +252,9 @@ def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
     loader = DataLoader(images, batch_size=256, num_workers=data_config.num_workers, collate_fn=collate_images,
                         generator=torch.Generator())
     shape = (len(images), data_config.channels, data_config.image_size, data_config.image_size)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
         count = skipped = 0
         for batch, batch_skipped in loader:
@@ -251,7 +269,11 @@ def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
             os.replace(temporary.with_suffix(".trim.npy"), temporary)
             logger.warning("data.cache: %d unreadable image(s) left out", skipped)
         os.replace(temporary, path)
-    except OSError as error:
+    except BaseException as error:  # a failed or interrupted build leaves no temporary file behind
+        for leftover in (temporary, temporary.with_suffix(".trim.npy")):
+            leftover.unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
         raise DataError(f"Could not write the decoded-image cache '{path}' ({error.strerror or error}). Set "
                         f"eval.stats_cache_dir to a writable folder with room for it, or data.cache=false.") from None
 

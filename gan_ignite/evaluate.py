@@ -6,7 +6,9 @@ the ``history.jsonl`` record written when the checkpoint was saved. ``--num-samp
 overrides change the evaluation (e.g. ``--num-samples 50000 eval.num_real=all``). Runs under
 ``torchrun`` or with ``dist.nproc_per_node=N`` (the same result as one process). The metrics are
 printed and appended as one JSON line to ``RUN_DIR/evaluations.jsonl`` (a file of its own, so a
-run that is still training keeps sole ownership of ``history.jsonl``).
+run that is still training keeps sole ownership of ``history.jsonl``; it only reads the run and
+takes no lock). Non-finite values are not printed: the command says which checkpoint gave them
+and exits with code 1.
 """
 
 from __future__ import annotations
@@ -22,27 +24,28 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import ignite.distributed as idist
-import torch
 from omegaconf import DictConfig
 
 from gan_ignite import data as data_module
 from gan_ignite.config import SCORED_MODELS, scored_model
-from gan_ignite.errors import INPUT_ERRORS
-from gan_ignite.evaluation import (history_record, load_generator, load_run_config, setup_evaluation,
-                                   warn_if_random)
-from gan_ignite.launch import input_error_exit, launch
+from gan_ignite.errors import INPUT_ERRORS, RunStopped
+from gan_ignite.evaluation import setup_evaluation, warn_if_random
+from gan_ignite.launch import input_error_exit, interrupted_exit, launch
+from gan_ignite.metrics._base import resolve_device
+from gan_ignite.run_dir import RunDir, append_lines, history_record, load_generator, load_run_config
 
 logger = logging.getLogger("gan_ignite")
 # round-off between processes, batch compositions and BLAS threads stays far below these
 REPRODUCE_RTOL, REPRODUCE_ATOL = 1e-6, 1e-9
 COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights")
+INTERRUPTED = "Interrupted by Ctrl-C; nothing was written."
 
 
-def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, run_dir: Path, model: str,
+def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, run_dir: RunDir, model: str,
                         device_name: Optional[str]) -> None:
     """On every rank: score ``checkpoint``; rank 0 prints and appends the record."""
     distributed = idist.get_world_size() > 1
-    device = idist.device() if distributed or device_name is None else torch.device(device_name)
+    device = idist.device() if distributed or device_name is None else resolve_device(device_name)
     generator, trainer_state = load_generator(config, checkpoint, device, model)
     dataset = data_module.load_dataset_everywhere(config.data)
     evaluation = setup_evaluation(config, dataset, generator, device, model=model)
@@ -55,12 +58,20 @@ def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, r
     epoch = iteration // epoch_length if iteration is not None and epoch_length else None
     record = {"checkpoint": str(checkpoint), "epoch": epoch, "iteration": iteration, **values,
               "seconds": round(time.perf_counter() - started, 2)}
+    not_finite = [name for name, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
+    if not_finite:
+        raise RunStopped(1, f"The evaluation of '{checkpoint}' gave non-finite {', '.join(not_finite)}: its "
+                            f"{model}'s images are not finite numbers (a diverged checkpoint?). Nothing was "
+                            f"recorded; evaluate an earlier checkpoint of the run.")
     for name, value in values.items():
         if isinstance(value, float):
             print(f"{name}: {value:.6g}")
-    compare_with_history(record, history_record(run_dir, iteration, model))
-    with open(run_dir / "evaluations.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    history = run_dir.history.lines()
+    if history.bad_lines:
+        print(f"note: {history.report()}")
+    compare_with_history(record, history_record(history.records, iteration, model))
+    append_lines(run_dir.evaluations_path, [json.dumps(record) + "\n"],
+                 "The values above are not recorded there; the file keeps its earlier records.")
 
 
 def compare_with_history(record: dict[str, Any], reference: Optional[dict[str, Any]]) -> None:
@@ -105,11 +116,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.num_samples is not None:
             overrides.append(f"eval.num_samples={args.num_samples}")
         run_dir, config = load_run_config(args.checkpoint, overrides)
+        if args.device is not None:
+            resolve_device(args.device)
     except INPUT_ERRORS as error:
         return input_error_exit(error, args.debug)
+    except KeyboardInterrupt:
+        return interrupted_exit(INTERRUPTED)
     worker = functools.partial(evaluate_checkpoint, checkpoint=args.checkpoint, run_dir=run_dir,
                                model=args.model or scored_model(config), device_name=args.device)
-    return launch(worker, config, args.debug)
+    return launch(worker, config, args.debug, interrupted=INTERRUPTED)
 
 
 if __name__ == "__main__":

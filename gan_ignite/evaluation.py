@@ -31,20 +31,20 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from gan_ignite import data as data_module
-from gan_ignite.config import ONE_PROCESS, load_config, scored_model
+from gan_ignite.config import scored_model
 from gan_ignite.ema import recalibrate_batchnorm
 from gan_ignite.engines import create_evaluator, generated_batches
-from gan_ignite.errors import RunDirError, on_every_rank
-from gan_ignite.handlers import HistoryWriter
-from gan_ignite.metrics.factory import create_metrics
+from gan_ignite.errors import UserError, on_every_rank, require_memory
+from gan_ignite.metrics.factory import METRICS, MetricOptions, create_metrics, min_samples
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.inception import weights_tag
 from gan_ignite.metrics.real_stats import RealStatistics, cached_real_statistics, compute_real_statistics
-from gan_ignite.models import generator_from_config
 
 logger = logging.getLogger("gan_ignite")
 EVAL_NOISE_OFFSET = 1_000_003  # evaluation latents: their own stream, apart from the training seed's
-CHECKPOINT_KEYS = {"generator": "generator", "ema": "ema_generator"}
+# an upper bound of what a sample costs: Inception's pool3 features (2048) and logits (1008), float32,
+# kept per sample, gathered, and converted to float64 by KID / PRDC
+FEATURE_DIM, LOGITS_DIM, BYTES_PER_VALUE = 2048, 1008, 4 + 4 + 8
 # BatchNorm statistics of an EMA generator: 2048 seeded latents in batches of 256
 EMA_BN_BATCHES, EMA_BN_BATCH_SIZE, EMA_BN_OFFSET = 8, 256, 2_000_003
 
@@ -89,6 +89,7 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
     in the records.
     """
     evaluation = config.eval
+    check_sample_counts(config, len(data_module.training_set(dataset, config.data)))  # type: ignore[arg-type]
     network = on_every_rank(lambda: load_feature_network(evaluation.feature_network, device,
                                                          inception_weights=evaluation.inception_weights,
                                                          resize=evaluation.resize))
@@ -110,6 +111,31 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
                      "world_size": world_size}
     return Evaluation(evaluator, generator, network, list(latents.split(evaluation.batch_size)), device,
                       record_fields)
+
+
+def check_sample_counts(config: DictConfig, available_real: int) -> None:
+    """Before any work: the reference set holds enough images for every metric, and the samples
+    fit in this machine's memory (an estimate, see :func:`evaluation_memory_bytes`)."""
+    evaluation = config.eval
+    num_real = num_real_images(evaluation, available_real)
+    options = MetricOptions(is_splits=evaluation.is_splits, nearest_k=evaluation.nearest_k)
+    for name, count in min_samples(evaluation.metrics, options).items():
+        if METRICS[name].needs_real is not None and num_real < count:
+            raise UserError(f"The reference set has {num_real} image(s) (eval.num_real={evaluation.num_real}, "
+                            f"{available_real} training images), but metric '{name}' needs at least {count}. Use "
+                            f"more images, or change eval.metrics or the metric's option.")
+    require_memory(evaluation_memory_bytes(evaluation.num_samples, num_real, list(evaluation.metrics),
+                                           config.model.latent_dim),
+                   f"An evaluation of eval.num_samples={evaluation.num_samples} against {num_real} reference images",
+                   "Lower eval.num_samples or eval.num_real.")
+
+
+def evaluation_memory_bytes(num_samples: int, num_real: int, metrics: Sequence[str], latent_dim: int) -> int:
+    """A rough upper bound of the memory an evaluation needs (latents, features, logits)."""
+    per_sample = latent_dim * 4 + (LOGITS_DIM * BYTES_PER_VALUE if "is" in metrics else 0)
+    stores_features = any(METRICS[name].needs_real == "features" for name in metrics)
+    per_sample += FEATURE_DIM * BYTES_PER_VALUE if stores_features else 0
+    return num_samples * per_sample + num_real * FEATURE_DIM * BYTES_PER_VALUE
 
 
 def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureNetwork,
@@ -152,43 +178,6 @@ def warn_if_random(record_fields: Mapping[str, Any]) -> None:
                        "are meaningless (for tests only); the records are marked inception_weights=random.")
 
 
-def run_directory(checkpoint: Path) -> Path:
-    """The run directory of a checkpoint: the folder holding ``config.yaml``, the checkpoint's
-    folder or the one above it (``RUN_DIR/checkpoints/checkpoint_N.pt``)."""
-    for candidate in (checkpoint.parent.parent, checkpoint.parent):
-        if (candidate / "config.yaml").is_file():
-            return candidate
-    raise RunDirError(f"No config.yaml found next to checkpoint '{checkpoint}' (looked in its folder and the one "
-                      f"above). Pass a checkpoint inside a gan_ignite run directory.")
-
-
-def load_run_config(checkpoint: Path, overrides: Sequence[str] = ()) -> tuple[Path, DictConfig]:
-    """The run directory of ``checkpoint`` and its ``config.yaml`` with ``overrides``, in one process
-    unless the overrides ask for more (the run's own launch settings say nothing about how this
-    machine should score or sample)."""
-    if not checkpoint.is_file():
-        raise RunDirError(f"Checkpoint '{checkpoint}' does not exist; pass a file from a run's checkpoints/.")
-    run_dir = run_directory(checkpoint)
-    return run_dir, load_config(run_dir / "config.yaml", [*ONE_PROCESS, *overrides])
-
-
-def load_generator(config: DictConfig, checkpoint_path: Path, device: torch.device,
-                   model: str = "generator") -> tuple[torch.nn.Module, dict]:
-    """The checkpoint's ``model`` (``generator`` or ``ema``) ready to be scored, and the trainer state."""
-    generator = generator_from_config(config)
-    try:
-        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        generator.load_state_dict(state[CHECKPOINT_KEYS[model]])
-    except Exception as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if isinstance(error, KeyError) and model == "ema":
-            raise RunDirError(f"Checkpoint '{checkpoint_path}' holds no EMA generator: its run was trained without "
-                              f"train.ema_decay. Use the live generator (--model generator).") from None
-        raise RunDirError(f"Cannot load the {model} generator from '{checkpoint_path}': {first_line}. Pass a "
-                          f"checkpoint written by gan_ignite.train with the run's config.yaml beside it.") from None
-    return prepare_for_scoring(generator.to(device), config, model, device), state.get("trainer", {})
-
-
 def prepare_for_scoring(generator: torch.nn.Module, config: DictConfig, model: str,
                         device: torch.device) -> torch.nn.Module:
     """An EMA generator gets BatchNorm statistics recomputed for its averaged weights (they do not
@@ -215,14 +204,3 @@ class ScoredGenerator:
             self.module.load_state_dict(self.ema.state_dict())
             prepare_for_scoring(self.module, self.config, "ema", self.device)
         return self.module
-
-
-def history_record(run_dir: Path, iteration: Optional[int], model: str = "generator") -> Optional[dict]:
-    """The ``history.jsonl`` evaluation record written at ``iteration`` for ``model`` (the last
-    one, if several), or None."""
-    if iteration is None:
-        return None
-    matching = [record for record in HistoryWriter(run_dir / "history.jsonl").read()
-                if record.get("kind") == "eval" and record.get("iteration") == iteration
-                and record.get("model", "generator") == model]
-    return matching[-1] if matching else None

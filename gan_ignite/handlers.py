@@ -1,13 +1,15 @@
-"""Handlers that read engine state and write files: history records, image grids, checkpoints."""
+"""Handlers that read engine state and write files: history records, image grids, checkpoints.
+
+The files' formats and how they are written live in :mod:`gan_ignite.run_dir`; rank 0 writes, and
+a write that fails there stops every rank with the same message (every rank reaches the same
+collectives also on that path).
+"""
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import math
-import os
-import re
 import signal
 import sys
 import time
@@ -17,55 +19,15 @@ from typing import Any, Callable, Mapping, Optional
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, ProgressBar
+from ignite.handlers import Checkpoint, ProgressBar
+from ignite.handlers.checkpoint import BaseSaveHandler
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
-from gan_ignite.errors import RunDirError
+from gan_ignite.errors import RunDirError, on_every_rank
+from gan_ignite.run_dir import HistoryWriter, RunDir, atomic_write, write_checkpoint
 
 logger = logging.getLogger(__name__)
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
-
-
-class HistoryWriter:
-    """Append-only ``history.jsonl``: one JSON object per line, flushed at every record.
-    ``listeners`` (e.g. TensorBoard) receive every record appended."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.listeners: list[Callable[[Mapping[str, Any]], None]] = []
-
-    def append(self, record: Mapping[str, Any]) -> None:
-        with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-        for listener in self.listeners:
-            listener(record)
-
-    def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        records = []
-        with open(self.path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a kill: drop it
-                    continue
-        return records
-
-    def truncate_after(self, iteration: int) -> int:
-        """Drop records newer than ``iteration`` (written after the checkpoint we resume from).
-
-        The file is rewritten to a temporary file and renamed, so a kill cannot lose the history.
-        Returns how many records were dropped.
-        """
-        records = self.read()
-        kept = [record for record in records if record.get("iteration", 0) <= iteration]
-        temporary = self.path.with_suffix(".jsonl.tmp")
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(record) + "\n" for record in kept)
-        os.replace(temporary, self.path)
-        return len(records) - len(kept)
 
 
 class TensorState:
@@ -148,14 +110,17 @@ class TrainingLog:
             values = idist.all_reduce(values) / idist.get_world_size()
         rows = values.cpu().tolist()  # the period's one host synchronisation
         pending, self.pending = self.pending, []
+        records, diverged = [], None
         for (epoch, iteration, _), row in zip(pending, rows):
             record = dict(zip(keys, row))
             if not all(math.isfinite(value) for value in row):
-                engine.state.diverged = {"iteration": iteration, "epoch": epoch, **record}
-                engine.terminate(skip_completed=True)
-                return
-            if self.writer is not None:
-                self.writer.append({"kind": "train", "epoch": epoch, "iteration": iteration, **record})
+                diverged = {"iteration": iteration, "epoch": epoch, **record}
+                break
+            records.append({"kind": "train", "epoch": epoch, "iteration": iteration, **record})
+        on_every_rank(lambda: self.writer.append_many(records), run_here=self.writer is not None)
+        if diverged is not None:
+            engine.state.diverged = diverged
+            engine.terminate(skip_completed=True)
 
 
 class GracefulStop:
@@ -281,7 +246,7 @@ def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixe
             fake_images = model(fixed_noise).cpu()
         model.train(was_training)
         grid = make_grid(fake_images, nrow=8, normalize=True, value_range=(-1, 1))
-        save_image(grid, path)
+        save_side_image(lambda handle: save_image(grid, handle, format="png"), path)
         for listener in listeners:
             listener(grid, engine.state.iteration)
 
@@ -332,41 +297,48 @@ def attach_skipped_images_log(trainer: Engine) -> None:
 
 
 def save_real_grid(real_images: torch.Tensor, path: Path) -> None:
-    save_image(real_images[:64], path, nrow=8, normalize=True, value_range=(-1, 1))
+    save_side_image(lambda handle: save_image(real_images[:64], handle, format="png", nrow=8, normalize=True,
+                                              value_range=(-1, 1)), path)
 
 
-def _matching_files(checkpoint_dir: Path, pattern: re.Pattern) -> list[tuple[str, Path]]:
-    """(first group of the match, path) for the files in ``checkpoint_dir`` whose name matches."""
-    if not checkpoint_dir.is_dir():
-        return []
-    return [(match.group(1), path) for path in checkpoint_dir.iterdir() if (match := pattern.match(path.name))]
+def save_side_image(write: Callable[[Any], None], path: Path) -> None:
+    """Write an image grid atomically; a grid that cannot be written is worth a warning, not the
+    run (the next checkpoint write stops a run whose disk is full)."""
+    try:
+        atomic_write(path, write)
+    except RunDirError as error:
+        logger.warning("%s The run goes on without this image.", error)
 
 
-def checkpoint_files(checkpoint_dir: Path) -> list[tuple[int, Path]]:
-    """Periodic checkpoints as (iteration, path), oldest first."""
-    return sorted((int(iteration), path) for iteration, path in _matching_files(checkpoint_dir, CHECKPOINT_PATTERN))
+class CheckpointSaver(BaseSaveHandler):
+    """ignite's save handler for :func:`gan_ignite.run_dir.write_checkpoint` (atomic, fsynced, one
+    error paragraph for any write failure), on rank 0."""
+
+    def __init__(self, checkpoint_dir: Path):
+        self.checkpoint_dir = checkpoint_dir
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
+        if idist.get_rank() == 0:
+            write_checkpoint(checkpoint, self.checkpoint_dir / filename)
+
+    def remove(self, filename: str) -> None:
+        if idist.get_rank() == 0:
+            (self.checkpoint_dir / filename).unlink(missing_ok=True)
 
 
-def latest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
-    """The periodic checkpoint with the highest iteration, or None."""
-    found = checkpoint_files(checkpoint_dir)
-    return found[-1][1] if found else None
-
-
-def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_dir: Path, every_epochs: int,
+def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], run_dir: RunDir, every_epochs: int,
                        every_iters: Optional[int], n_saved: int,
                        before_save: Callable[[Engine], None] = lambda engine: None) -> Callable[[Engine], None]:
     """ignite ``Checkpoint`` of everything in ``to_save`` as ``checkpoint_<iteration>.pt``.
 
     Saved every ``every_epochs`` epochs, every ``every_iters`` iterations if set, and at the end,
     each time after ``before_save(engine)`` (called on every rank; it may flush the history, sync
-    buffers and stop a diverged run, which is then not saved).
-    DiskSaver writes to a temporary file and renames it (``atomic=True``), so a kill during a write
-    leaves the previous checkpoint intact. Only rank 0 writes. Old checkpoints are pruned here
-    rather than by ``Checkpoint(n_saved=...)``, which forgets the files of a run before a resume.
+    buffers and stop a diverged run, which is then not saved). Only rank 0 writes, atomically
+    (a kill or a full disk during a write leaves the previous checkpoint intact); a failed write
+    stops every rank with its message. Old checkpoints are pruned here rather than by
+    ``Checkpoint(n_saved=...)``, which forgets the files of a run before a resume.
     """
-    saver = DiskSaver(str(checkpoint_dir), require_empty=False, atomic=True, create_dir=True)
-    checkpoint = Checkpoint(to_save, saver, filename_prefix="", n_saved=None,
+    checkpoint = Checkpoint(to_save, CheckpointSaver(run_dir.checkpoint_dir), filename_prefix="", n_saved=None,
                             global_step_transform=lambda engine, _: engine.state.iteration)
 
     saved_at: set[int] = set()
@@ -378,15 +350,9 @@ def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_d
         if engine.state.iteration in saved_at:
             return  # the epoch-end, iteration and signal schedules may coincide
         saved_at.add(engine.state.iteration)
-        try:
-            checkpoint(engine)
-        except OSError as error:  # disk full, quota, permissions: DiskSaver removed its temporary file
-            raise RunDirError(f"Could not write the checkpoint of iteration {engine.state.iteration} to "
-                              f"'{checkpoint_dir}' ({error.strerror or error}). The previous checkpoints are intact "
-                              f"(each is written to a temporary file, then renamed); free space or fix the folder "
-                              f"and continue with train.resume_from=auto.") from None
+        on_every_rank(lambda: checkpoint(engine))
         if idist.get_rank() == 0:
-            for _, old in checkpoint_files(checkpoint_dir)[:-n_saved]:
+            for _, old in run_dir.checkpoints()[:-n_saved]:
                 old.unlink(missing_ok=True)
 
     events = Events.EPOCH_COMPLETED(every=every_epochs) | Events.COMPLETED
@@ -396,34 +362,30 @@ def attach_checkpoints(trainer: Engine, to_save: Mapping[str, Any], checkpoint_d
     return _save
 
 
-BEST_PATTERN = re.compile(r"^best_checkpoint_\d+_neg_fid=(-?[0-9.]+|-inf)\.pt$")
-
-
-def attach_best_checkpoint(evaluator: Engine, trainer: Engine, to_save: Mapping[str, Any],
-                           checkpoint_dir: Path) -> None:
+def attach_best_checkpoint(evaluator: Engine, trainer: Engine, to_save: Mapping[str, Any], run_dir: RunDir) -> None:
     """Keep the checkpoint with the lowest FID as ``best_checkpoint_<iteration>_neg_fid=<-fid>.pt``.
 
     The best score so far is read from the files on disk, not kept in memory, so a resumed run
     keeps comparing against the best checkpoint of the run before the resume.
     """
-    saver = DiskSaver(str(checkpoint_dir), require_empty=False, atomic=True, create_dir=True)
-    best = Checkpoint(to_save, saver, filename_prefix="best", n_saved=None,
+    best = Checkpoint(to_save, CheckpointSaver(run_dir.checkpoint_dir), filename_prefix="best", n_saved=None,
                       score_function=lambda _: -evaluator.state.metrics["fid"], score_name="neg_fid",
                       global_step_transform=lambda *_: trainer.state.iteration)
 
     @evaluator.on(Events.COMPLETED)
     def _save_if_best(_: Engine) -> None:
         fid = evaluator.state.metrics.get("fid", math.inf)
-        existing = [(float(score), path) for score, path in _matching_files(checkpoint_dir, BEST_PATTERN)]
+        existing = run_dir.best_checkpoints()
         is_best = math.isfinite(fid) and (not existing or -fid > max(score for score, _ in existing))
         # rank 0 sees the files it wrote; every rank must take the same branch (saving runs collectives)
         if idist.get_world_size() > 1:
             is_best = bool(idist.broadcast(int(is_best), src=0))
         if not is_best:
             return
-        best(evaluator)
+        on_every_rank(lambda: best(evaluator))
         if idist.get_rank() == 0:
-            newest = {path.name for path in checkpoint_dir.glob(f"best_checkpoint_{trainer.state.iteration}_*.pt")}
+            newest = {path.name for path in
+                      run_dir.checkpoint_dir.glob(f"best_checkpoint_{trainer.state.iteration}_*.pt")}
             for _, path in existing:
                 if path.name not in newest:
                     path.unlink(missing_ok=True)
@@ -441,9 +403,9 @@ def attach_evaluation(trainer: Engine, evaluate: Callable[[], dict[str, Any]], e
         before_run()
         started = time.perf_counter()
         values = evaluate()
+        record = {"kind": "eval", "epoch": engine.state.epoch, "iteration": engine.state.iteration, **values}
+        on_every_rank(lambda: writer.append(record), run_here=writer is not None)
         if writer is not None:
-            writer.append({"kind": "eval", "epoch": engine.state.epoch, "iteration": engine.state.iteration,
-                           **values})
             shown = "  ".join(f"{name} {value:.4f}" for name, value in values.items() if isinstance(value, float))
             logger.info("Evaluation at epoch %d, iteration %d (%s, %d samples, %.1f s): %s", engine.state.epoch,
                         engine.state.iteration, values.get("model"), values.get("num_samples", 0),

@@ -12,7 +12,8 @@ Three ways to run, one worker function ``worker(local_rank, config)`` executed o
   environment variables torchrun would set.
 
 Input errors (:data:`~gan_ignite.errors.INPUT_ERRORS`) end a process with exit code 2 and a one-paragraph message;
-:class:`~gan_ignite.errors.RunStopped` carries its own exit code and message.
+:class:`~gan_ignite.errors.RunStopped` carries its own exit code and message; Ctrl-C anywhere ends
+it with exit code 130 and one line.
 """
 
 from __future__ import annotations
@@ -53,18 +54,25 @@ def resolve_backend(config: DictConfig) -> Optional[str]:
     return backend
 
 
-def launch(worker: Worker, config: DictConfig, debug: bool = False) -> int:
-    """Run ``worker`` on every rank and return the exit code for this process."""
+INTERRUPTED = "Interrupted by Ctrl-C."
+
+
+def launch(worker: Worker, config: DictConfig, debug: bool = False, keep_alive: Any = None,
+           interrupted: str = INTERRUPTED) -> int:
+    """Run ``worker`` on every rank and return the exit code for this process. ``keep_alive`` (e.g.
+    the run directory's lock) is handed to spawned workers, which hold it while they run;
+    ``interrupted`` is the line printed for a Ctrl-C."""
     backend = resolve_backend(config)
     processes = config.dist.nproc_per_node or 1
     if processes > 1 and not launched_by_torchrun():
-        return _spawn(worker, config, processes, backend, debug)
-    code, message = run_reporting(worker, config, backend, debug)
+        return _spawn(worker, config, processes, backend, debug, keep_alive, interrupted)
+    code, message = run_reporting(worker, config, backend, debug, interrupted)
     report(code, message)
     return code
 
 
-def run_reporting(worker: Worker, config: DictConfig, backend: Optional[str], debug: bool) -> tuple[int, str]:
+def run_reporting(worker: Worker, config: DictConfig, backend: Optional[str], debug: bool,
+                  interrupted: str = INTERRUPTED) -> tuple[int, str]:
     """Run ``worker`` in this process's ``idist.Parallel`` context; ``(exit code, message)``."""
     try:
         with idist.Parallel(backend=backend) as parallel:
@@ -75,6 +83,8 @@ def run_reporting(worker: Worker, config: DictConfig, backend: Optional[str], de
         return 2, clean_message(str(error))
     except RunStopped as stopped:
         return stopped.exit_code, stopped.message
+    except KeyboardInterrupt:
+        return 130, interrupted
     return 0, ""
 
 
@@ -92,6 +102,12 @@ def input_error_exit(error: Exception, debug: bool) -> int:
     return 2
 
 
+def interrupted_exit(message: str = INTERRUPTED) -> int:
+    """A command line interrupted by Ctrl-C: one line on stderr and exit code 130."""
+    report(130, message)
+    return 130
+
+
 def clean_message(message: str) -> str:
     """A UserError raised inside a DataLoader worker comes back with the worker's traceback in its
     message; keep only the error's own text."""
@@ -102,10 +118,12 @@ def clean_message(message: str) -> str:
 
 
 # ----------------------------------------------------------------------------- spawn mode
-def _spawn(worker: Worker, config: DictConfig, processes: int, backend: Optional[str], debug: bool) -> int:
+def _spawn(worker: Worker, config: DictConfig, processes: int, backend: Optional[str], debug: bool,
+           keep_alive: Any, interrupted: str) -> int:
     with tempfile.TemporaryDirectory(prefix="gan_ignite_outcomes_") as outcome_dir:
         context = mp.start_processes(_spawned_worker, nprocs=processes, join=False, start_method="spawn",
-                                     args=(worker, config, processes, backend, debug, _free_port(), outcome_dir))
+                                     args=(worker, config, processes, backend, debug, _free_port(), outcome_dir,
+                                           keep_alive, interrupted))
         forwarded = _forward_signals_to(context.processes)
         try:
             while not context.join(timeout=1.0):
@@ -126,7 +144,8 @@ def _spawn(worker: Worker, config: DictConfig, processes: int, backend: Optional
 
 
 def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, processes: int, backend: Optional[str],
-                    debug: bool, port: int, outcome_dir: str) -> None:
+                    debug: bool, port: int, outcome_dir: str, keep_alive: Any, interrupted: str) -> None:
+    del keep_alive  # unpickled, e.g. the lock's open file, which stays open until this process ends
     # Leave the terminal's process group: a Ctrl-C reaches the parent only, which forwards it
     # once (a second copy would mean "abort at once" to the graceful stop).
     try:
@@ -135,7 +154,7 @@ def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, process
         pass
     os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(processes),
                       LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    code, message = run_reporting(worker, config, backend, debug)
+    code, message = run_reporting(worker, config, backend, debug, interrupted)
     Path(outcome_dir, f"rank{local_rank}.json").write_text(json.dumps({"code": code, "message": message}))
     if code not in (0, 130):  # a failure: the parent stops the other workers at once
         sys.exit(code)

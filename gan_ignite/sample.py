@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
@@ -45,15 +46,17 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from gan_ignite.config import SCORED_MODELS, scored_model
-from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError, require_writable
-from gan_ignite.evaluation import load_generator, load_run_config
-from gan_ignite.launch import input_error_exit
+from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError, require_memory, require_writable
+from gan_ignite.launch import input_error_exit, interrupted_exit
+from gan_ignite.metrics._base import resolve_device
 from gan_ignite.metrics.images import find_image_files
 from gan_ignite.metrics.preprocess import to_uint8
+from gan_ignite.run_dir import load_generator, load_run_config
 
 GIF_MIN_SIZE = 128  # GIF frames are enlarged to at least this many pixels
 GIF_FRAME_MS = 80
 MAX_DRAW = 1 << 22  # candidates drawn at once when redrawing truncated components
+SAMPLE_NAME = re.compile(r"^(\d{6,})\.png$")
 
 
 # ----------------------------------------------------------------------------- latents
@@ -124,18 +127,25 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)  # uint8 H x W -> L, H x W x 3 -> RGB
 
 
-def image_names(num: int) -> list[str]:
-    return [f"{index:06d}.png" for index in range(num)]
+def sample_name(index: int) -> str:
+    return f"{index:06d}.png"
 
 
-def write_folder(batches: Iterable[torch.Tensor], folder: Path) -> list[Path]:
-    """Write the images batch by batch (50,000 of them need not fit in memory at once)."""
-    paths = []
+def is_sample_name(name: str, num: int) -> bool:
+    """Whether ``name`` is one of the ``num`` file names ``--out DIR`` writes (checked without
+    listing them: ``--num`` may be in the millions)."""
+    match = SAMPLE_NAME.match(name)
+    return bool(match) and int(match.group(1)) < num and name == sample_name(int(match.group(1)))
+
+
+def write_folder(batches: Iterable[torch.Tensor], folder: Path) -> int:
+    """Write the images batch by batch (50,000 of them need not fit in memory at once); their count."""
+    count = 0
     for batch in batches:
         for image in batch:
-            paths.append(folder / f"{len(paths):06d}.png")
-            to_pil(image).save(paths[-1])
-    return paths
+            to_pil(image).save(folder / sample_name(count))
+            count += 1
+    return count
 
 
 def write_grid(images: torch.Tensor, path: Path) -> None:
@@ -161,6 +171,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise UserError(f"--num {args.num}: the number of images must be at least 1.")
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} must be at least 1.")
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed {args.seed} is out of range: seeds lie in [0, 2**63 - 1].")
     if args.truncation is not None and not args.truncation > 0:
         raise UserError(f"--truncation {args.truncation} must be positive: latent components are kept within "
                         f"[-T, T] (e.g. 0.5 to 1.0 for cleaner, less varied images; omit it for none).")
@@ -190,8 +202,8 @@ def check_outputs(args: argparse.Namespace) -> None:
             raise RunDirError(f"--out '{args.out}' is a file; give a folder for the images (or add --grid to write "
                               f"one grid image).")
         writable_folder(args.out, "the images")
-        planned = set(image_names(args.num))
-        others = [path for path in find_image_files(args.out) if path.parent != args.out or path.name not in planned]
+        others = [path for path in find_image_files(args.out)
+                  if path.parent != args.out or not is_sample_name(path.name, args.num)]
         if others:
             # a metrics folder must hold one sample set; stale images would be scored with the new ones
             raise RunDirError(f"--out '{args.out}' already holds {len(others)} other image(s) (e.g. '{others[0]}'), "
@@ -203,16 +215,20 @@ def check_outputs(args: argparse.Namespace) -> None:
         writable_folder(args.gif.parent, "the GIF")
 
 
-def resolve_device(name: Optional[str]) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device '{name}' is not a device name; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here; use --device cpu.")
-    return device
+def memory_needed(args: argparse.Namespace, config: DictConfig) -> int:
+    """A rough upper bound of the bytes the outputs hold in memory at once: the latents (drawn at
+    once, so the same seed gives the same images whatever the batch size), the grid's images, the
+    GIF's frames (a folder is written batch by batch)."""
+    latent_bytes = config.model.latent_dim * 4
+    size, channels = config.data.image_size, config.data.channels
+    needed = args.num * latent_bytes * 2  # the latents and the truncation's redraws
+    if args.grid:
+        needed += args.num * channels * size * size * (1 + 4 + 4)  # uint8 images, the float grid and its copy
+    if args.gif is not None:
+        scale = max(1, math.ceil(GIF_MIN_SIZE / size))
+        frames = args.num * (args.interpolate or 1)
+        needed += frames * (latent_bytes + channels * size * size + 3 * (size * scale) ** 2)
+    return needed
 
 
 # ----------------------------------------------------------------------------- command line
@@ -229,8 +245,8 @@ def sample(args: argparse.Namespace, config: DictConfig, device: torch.device) -
         write_grid(generate(generator, keys, args.batch_size, device), args.out)
         written.append(f"wrote a grid of {args.num} {size} images to {args.out} ({source})")
     elif args.out is not None:
-        paths = write_folder(generated_batches(generator, keys, args.batch_size, device), args.out)
-        written.append(f"wrote {len(paths)} {size} images ({paths[0].name} to {paths[-1].name}) to {args.out} "
+        count = write_folder(generated_batches(generator, keys, args.batch_size, device), args.out)
+        written.append(f"wrote {count} {size} images ({sample_name(0)} to {sample_name(count - 1)}) to {args.out} "
                        f"({source})")
     if args.gif is not None:
         frames = generate(generator, walk_latents(keys, args.interpolate), args.batch_size, device)
@@ -269,11 +285,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         check_arguments(args)
         _, config = load_run_config(args.checkpoint)
         device = resolve_device(args.device)
+        require_memory(memory_needed(args, config), f"--num {args.num}" + (
+            f" with --interpolate {args.interpolate}" if args.interpolate else ""),
+            "Lower --num (a folder of samples can be written in parts with different --seed values).")
         check_outputs(args)
         for line in sample(args, config, device):
             print(line)
     except INPUT_ERRORS as error:
         return input_error_exit(error, args.debug)
+    except KeyboardInterrupt:
+        return interrupted_exit("Interrupted by Ctrl-C; the images written so far are in place.")
     return 0
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import logging
 import math
 import os
@@ -46,15 +47,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
 from omegaconf import DictConfig
 from scipy import stats
 
 import gan_ignite
 from gan_ignite.config import ONE_PROCESS, load_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
-from gan_ignite.handlers import HistoryWriter, latest_checkpoint
-from gan_ignite.launch import input_error_exit
+from gan_ignite.launch import input_error_exit, interrupted_exit
+from gan_ignite.run_dir import RunDir, atomic_write, read_checkpoint, write_text
 
 SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights", "model")
 METRICS = (("best_fid", "best FID"), ("final_fid", "final FID"), ("final_is", "final IS"), ("final_kid", "final KID"))
@@ -130,14 +130,15 @@ def discovered_seeds(directory: Path) -> list[int]:
 def run_progress(run_dir: Path, config: Optional[DictConfig] = None) -> tuple[int, Optional[int]]:
     """(iteration of the latest checkpoint, iterations ``config`` asks for: by default the run's own
     config.yaml); 0 and None when there is no checkpoint or config yet, or they cannot be read."""
-    latest = latest_checkpoint(run_dir / "checkpoints")
-    if latest is None or (config is None and not (run_dir / "config.yaml").is_file()):
+    run = RunDir(run_dir)
+    latest = run.latest_checkpoint()
+    if latest is None or (config is None and not run.config_path.is_file()):
         return 0, None
     try:
         if config is None:
-            config = load_config(run_dir / "config.yaml", ONE_PROCESS)
-        trainer = torch.load(latest, map_location="cpu", weights_only=False)["trainer"]
-    except Exception:  # an unreadable file: the training process will say what is wrong
+            config = load_config(run.config_path, ONE_PROCESS)
+        trainer = read_checkpoint(latest, "")["trainer"]
+    except (*INPUT_ERRORS, KeyError, TypeError):  # unreadable: the training process will say what is wrong
         return 0, None
     epoch_length = config.train.epoch_length or trainer.get("epoch_length")
     return int(trainer.get("iteration", 0)), (config.train.max_epochs * epoch_length if epoch_length else None)
@@ -200,7 +201,7 @@ def run_seeds(sweep: Sweep, debug: bool) -> tuple[dict[int, str], Optional[int]]
         if is_finished(run_dir, config):
             print(f"seed {seed} ({number}/{len(sweep.seeds)}): already finished in {run_dir}, skipped", flush=True)
             continue
-        resumed = latest_checkpoint(run_dir / "checkpoints") is not None
+        resumed = RunDir(run_dir).latest_checkpoint() is not None
         print(f"seed {seed} ({number}/{len(sweep.seeds)}): {'resuming' if resumed else 'training'} in {run_dir}",
               flush=True)
         code, received = train_seed(sweep, seed, debug)
@@ -257,8 +258,10 @@ class SeedSummary:
 
 
 def summarize(seed: int, run_dir: Path, failure: Optional[str]) -> SeedSummary:
-    history = run_dir / "history.jsonl"
-    evals = [record for record in HistoryWriter(history).read() if record.get("kind") == "eval"]
+    history = RunDir(run_dir).history.lines()
+    if history.bad_lines:
+        print(f"note: {history.report()}", file=sys.stderr)
+    evals = [record for record in history.records if record.get("kind") == "eval"]
     evals.sort(key=lambda record: record.get("iteration", 0))
     done, total = run_progress(run_dir)
     finished = failure is None and total is not None and done >= total
@@ -325,16 +328,17 @@ def write_report(sweep: Sweep, failed: dict[int, str]) -> list[Path]:
     sweep.directory.mkdir(parents=True, exist_ok=True)
     paths = [sweep.directory / name for name in ("sweep.csv", "sweep.md", "sweep_fid.png")]
     write_csv(summaries, paths[0])
-    paths[1].write_text(markdown(sweep, summaries, included, note), encoding="utf-8")
+    write_text(paths[1], markdown(sweep, summaries, included, note))
     plot_fid(included, paths[2])
     return paths
 
 
 def write_csv(summaries: Sequence[SeedSummary], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        writer.writerows(summary.row() for summary in summaries)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows(summary.row() for summary in summaries)
+    write_text(path, text.getvalue())
 
 
 def markdown(sweep: Sweep, summaries: Sequence[SeedSummary], included: Sequence[SeedSummary], note: str) -> str:
@@ -412,7 +416,7 @@ def plot_fid(included: Sequence[SeedSummary], path: Path) -> None:
     if any(record.get("inception_weights") == "random" for summary in included for record in summary.evals):
         fig.suptitle("WARNING: random-init Inception (test weights): values are meaningless", color="red")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=120))
     plt.close(fig)
 
 
@@ -457,6 +461,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         written = write_report(sweep, failed)
     except INPUT_ERRORS as error:
         return input_error_exit(error, args.debug)
+    except KeyboardInterrupt:  # before or between the seeds (during one, the training process gets the signal)
+        return interrupted_exit("Interrupted by Ctrl-C; run the same command again to continue the sweep.")
     print(f"wrote {', '.join(path.name for path in written)} to {sweep.directory}")
     if failed:
         print(f"error: {len(failed)} of {len(sweep.seeds)} seeds failed: "

@@ -5,6 +5,11 @@ handlers, resume, and the run itself. ``python -m gan_ignite.train`` (the comman
 Handler order matters: the history flush (NaN guard) comes first, evaluation before the
 checkpoints of the same epoch end (a run killed during an evaluation resumes from the previous
 checkpoint and evaluates again), the graceful stop last.
+
+A run writes nothing into its directory until everything that can fail on its input has passed
+(data, models, the restored checkpoint, the feature network, the reference statistics): then
+rank 0 writes ``config.yaml``, trims the history to the resumed iteration and trains
+(:func:`start_writing`). A start that fails earlier leaves the directory as it was.
 """
 
 from __future__ import annotations
@@ -28,55 +33,22 @@ from torch.utils.data import DataLoader, Dataset
 from gan_ignite import data as data_module
 from gan_ignite.engines import (LOSS_KEYS, TrainingRecipe, attach_sampler_epochs, broadcast_buffers,
                                 create_trainer, make_resumable)
-from gan_ignite.errors import RunDirError, RunStopped, require_writable
+from gan_ignite.errors import RunDirError, RunStopped, on_every_rank
 from gan_ignite.evaluation import ScoredGenerator, setup_evaluation, warn_if_random
-from gan_ignite.handlers import (GracefulStop, HistoryWriter, PerRankRngStates, TensorState, TrainingLog,
-                                 attach_best_checkpoint, attach_checkpoints, attach_evaluation, attach_image_grids,
-                                 attach_progress, attach_skipped_images_log, attach_tensorboard, latest_checkpoint,
-                                 save_real_grid)
+from gan_ignite.handlers import (GracefulStop, PerRankRngStates, TensorState, TrainingLog, attach_best_checkpoint,
+                                 attach_checkpoints, attach_evaluation, attach_image_grids, attach_progress,
+                                 attach_skipped_images_log, attach_tensorboard, save_real_grid)
 from gan_ignite.models import Discriminator, Generator, generator_from_config
+from gan_ignite.run_dir import (TENSORBOARD, HistoryWriter, RunDir, RunIdentity, read_checkpoint,
+                                resolve_resume)
 
 logger = logging.getLogger("gan_ignite")
-RUN_FILES = ("history.jsonl", "checkpoints")
 # checkpoint entries that older checkpoints, or runs with another recipe, may lack
-OPTIONAL_STATE = ("rng_states_per_rank", "ema_generator", "ada")
+OPTIONAL_STATE = ("rng_states_per_rank", "ema_generator", "ada", "run")
+RESUME_FIX = "Pass another file to train.resume_from (e.g. the run's previous checkpoint), or start a new run."
 
 
-# ----------------------------------------------------------------------------- run directory
-def resolve_resume(config: DictConfig) -> Optional[Path]:
-    """The checkpoint to resume from: ``auto`` = latest in output_dir (None if there is none)."""
-    resume = config.train.resume_from
-    if not resume:
-        return None
-    if resume == "auto":
-        return latest_checkpoint(Path(config.output_dir) / "checkpoints")
-    path = Path(resume)
-    if not path.is_file():
-        raise RunDirError(f"train.resume_from='{resume}' is not a checkpoint file. Pass a checkpoint_<iteration>.pt "
-                          f"from a run's checkpoints/ folder, or 'auto' for the latest one in output_dir.")
-    return path
-
-
-def prepare_output_dir(config: DictConfig, resume: Optional[Path]) -> Path:
-    """Create (or reuse, when resuming) the run directory; never mix two runs in one directory."""
-    output_dir = Path(config.output_dir)
-    existing = [name for name in RUN_FILES if (output_dir / name).exists()]
-    if existing and resume is None and config.train.resume_from != "auto":
-        raise RunDirError(f"output_dir '{output_dir}' already holds a run ({', '.join(existing)}). Continue it with "
-                          f"train.resume_from=auto, or choose another output_dir=...; nothing was changed.")
-    require_writable(output_dir / "images", f"output_dir '{output_dir}' cannot be written",
-                     "Choose a writable folder with output_dir=...")
-    return output_dir
-
-
-def load_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:
-        raise RunDirError(f"Checkpoint '{path}' cannot be read ({error}). It may be incomplete or not a gan_ignite "
-                          f"checkpoint; pass another file to train.resume_from.") from None
-
-
+# ----------------------------------------------------------------------------- restoring a checkpoint
 def restore(to_load: dict[str, Any], checkpoint: dict, path: Path) -> None:
     try:
         Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
@@ -130,6 +102,8 @@ class Training:
         NaN guard runs there) and every rank holds rank 0's BatchNorm buffers, which are the ones
         checkpointed, so every rank scores and saves exactly the same model."""
         self.log.flush(engine)
+        if self.writer is not None:
+            self.writer.sync()
         broadcast_buffers(self.generator, self.discriminator)
 
 
@@ -164,8 +138,10 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
     # the per-rank RNG states come after the trainer: loaded last, they replace its rank-0 states
     to_save = {"generator": generator, "discriminator": discriminator, "optimizer_G": optimizer_g,
                "optimizer_D": optimizer_d, "trainer": trainer, "rng_states_per_rank": PerRankRngStates(trainer),
-               "fixed_noise": TensorState(fixed_noise), **recipe.checkpoint_objects()}
-    writer = HistoryWriter(output_dir / "history.jsonl") if rank == 0 else None
+               "fixed_noise": TensorState(fixed_noise), "run": RunIdentity(config.run),
+               **recipe.checkpoint_objects()}
+    run_dir = RunDir(output_dir)
+    writer = run_dir.history if rank == 0 else None
     log = TrainingLog(writer, config.log.every)
     log.attach(trainer)
     attach_skipped_images_log(trainer)
@@ -174,7 +150,7 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
                         writer)
     if rank == 0:
         attach_progress(trainer, config.log.every, config.log.every_seconds, train_cfg.batch_size)
-        attach_image_grids(trainer, scored.refresh, fixed_noise, output_dir / "images", train_cfg.image_every,
+        attach_image_grids(trainer, scored.refresh, fixed_noise, run_dir.images_dir, train_cfg.image_every,
                            training.grid_listeners)
     return training
 
@@ -182,7 +158,7 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
 def attach_saving(training: Training, output_dir: Path) -> tuple[Any, GracefulStop]:
     """Periodic checkpoints and the graceful stop on SIGTERM / SIGINT (attach after evaluation)."""
     train_cfg = training.config.train
-    save_checkpoint = attach_checkpoints(training.trainer, training.to_save, output_dir / "checkpoints",
+    save_checkpoint = attach_checkpoints(training.trainer, training.to_save, RunDir(output_dir),
                                          train_cfg.checkpoint_every, train_cfg.checkpoint_every_iters,
                                          train_cfg.n_saved, before_save=training.sync_for_saving)
     stop = GracefulStop()
@@ -193,7 +169,7 @@ def attach_saving(training: Training, output_dir: Path) -> tuple[Any, GracefulSt
 def resume_training(training: Training, resume: Path) -> bool:
     """Restore a checkpoint into ``training``; False if that run is already complete."""
     config, trainer, train_cfg = training.config, training.trainer, training.config.train
-    checkpoint = load_checkpoint(resume)
+    checkpoint = read_checkpoint(resume, RESUME_FIX)
     restore({key: value for key, value in training.to_save.items() if key in checkpoint or key not in OPTIONAL_STATE},
             checkpoint, resume)
     if training.recipe.ema is not None and "ema_generator" not in checkpoint:  # EMA switched on for this resume
@@ -218,20 +194,13 @@ def run(local_rank: int, config: DictConfig) -> None:
     rank, device = idist.get_rank(), idist.device()
     manual_seed(config.seed + rank)
     setup_logger("gan_ignite", level=logging.INFO if rank == 0 else logging.WARNING)
-    output_dir = Path(config.output_dir)
+    run_dir = RunDir(config.output_dir)
     resume = resolve_resume(config)
     dataset = data_module.load_dataset_everywhere(config.data)
-    training = build_training(config, dataset, device, output_dir)
+    training = build_training(config, dataset, device, run_dir.path)
     if resume is not None and not resume_training(training, resume):
         return
     trainer = training.trainer
-    if training.writer is not None:  # drop records written after the checkpoint (all of them on a fresh start)
-        dropped = training.writer.truncate_after(trainer.state.iteration)
-        if dropped:
-            logger.info("Dropped %d history records newer than iteration %d", dropped, trainer.state.iteration)
-        save_real_grid(data_module.sample_images(dataset, 64, config.eval.real_subset_seed),
-                       output_dir / "images" / "real_samples.png")
-
     if config.eval.every_epochs > 0:
         scored = training.scored
         evaluation = setup_evaluation(config, dataset, scored.module, device, model=scored.name)
@@ -244,12 +213,13 @@ def run(local_rank: int, config: DictConfig) -> None:
         attach_evaluation(trainer, evaluation.run, config.eval.every_epochs, training.writer,
                           before_run=before_evaluation)
         if "fid" in config.eval.metrics:
-            attach_best_checkpoint(evaluation.evaluator, trainer, training.to_save, output_dir / "checkpoints")
-    _, stop = attach_saving(training, output_dir)
+            attach_best_checkpoint(evaluation.evaluator, trainer, training.to_save, run_dir)
+    _, stop = attach_saving(training, run_dir.path)
+    on_every_rank(lambda: start_writing(run_dir, config, dataset, trainer.state.iteration), run_here=rank == 0)
     tensorboard = None
     if config.log.tensorboard and training.writer is not None:
         optimizers = {"generator": training.to_save["optimizer_G"], "discriminator": training.to_save["optimizer_D"]}
-        tensorboard = attach_tensorboard(trainer, output_dir / "tb", training.writer, optimizers,
+        tensorboard = attach_tensorboard(trainer, run_dir.path / TENSORBOARD, training.writer, optimizers,
                                          training.grid_listeners, config.log.every)
 
     # Re-seed so the trainer's RNG stream does not depend on what the setup consumed (e.g. a cache
@@ -258,18 +228,41 @@ def run(local_rank: int, config: DictConfig) -> None:
     stop.install()
     try:
         trainer.run(training.loader, max_epochs=config.train.max_epochs, epoch_length=config.train.epoch_length)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this iteration
+        raise RunStopped(130, f"Aborted by a second Ctrl-C at iteration {trainer.state.iteration}; "
+                              f"{latest_words(run_dir)} Continue with train.resume_from=auto.") from None
     finally:
         stop.uninstall()
         if tensorboard is not None:
             tensorboard.close()
-    report_outcome(trainer, stop, output_dir)
+    report_outcome(trainer, stop, run_dir)
 
 
-def report_outcome(trainer: Engine, stop: GracefulStop, output_dir: Path) -> None:
+def start_writing(run_dir: RunDir, config: DictConfig, dataset: Dataset, iteration: int) -> None:
+    """Rank 0, once the start has passed every check: config.yaml (with the run's id), the history
+    trimmed to ``iteration`` (records of a resumed run's lost future, unreadable lines, or all of
+    a failed earlier start's), the grids of those iterations removed and the real-image grid."""
+    run_dir.write_config(config)
+    dropped, lines = run_dir.history.truncate_after(iteration)
+    if lines.bad_lines:
+        logger.warning("%s They are left out of the rewritten file.", lines.report())
+    if dropped:
+        logger.info("Dropped %d history records newer than iteration %d", dropped, iteration)
+    run_dir.remove_grids_after(iteration)
+    save_real_grid(data_module.sample_images(dataset, 64, config.eval.real_subset_seed),
+                   run_dir.images_dir / "real_samples.png")
+
+
+def latest_words(run_dir: RunDir) -> str:
+    latest = run_dir.latest_checkpoint()
+    return f"the latest checkpoint, {latest}, is intact." if latest else "no checkpoint had been written yet."
+
+
+def report_outcome(trainer: Engine, stop: GracefulStop, run_dir: RunDir) -> None:
     """Turn a diverged or interrupted run into :class:`RunStopped` (message + exit code)."""
     diverged = getattr(trainer.state, "diverged", None)
     if diverged is not None:
-        latest = latest_checkpoint(output_dir / "checkpoints")
+        latest = run_dir.latest_checkpoint()
         values = ", ".join(f"{key}={diverged[key]:.4g}" for key in LOSS_KEYS)
         kept = (f"The last good checkpoint, {latest}, is kept; resume from it with train.resume_from=auto"
                 if latest else "No checkpoint had been written yet")
@@ -277,7 +270,6 @@ def report_outcome(trainer: Engine, stop: GracefulStop, output_dir: Path) -> Non
                             f"non-finite loss ({values}). {kept}. Try a lower train.lr (e.g. half), check the "
                             f"data for broken images or constant batches, or change the seed.")
     if stop.exit_code is not None:
-        latest = latest_checkpoint(output_dir / "checkpoints")
         raise RunStopped(stop.exit_code, f"Stopped by {signal.Signals(stop.received).name} after iteration "
-                                         f"{trainer.state.iteration}; checkpoint saved as {latest}. Continue with "
-                                         f"train.resume_from=auto.")
+                                         f"{trainer.state.iteration}; checkpoint saved as "
+                                         f"{run_dir.latest_checkpoint()}. Continue with train.resume_from=auto.")

@@ -17,22 +17,33 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from gan_ignite import data as data_module
-from gan_ignite.evaluation import CHECKPOINT_KEYS, load_run_config, prepare_for_scoring, setup_evaluation
+from gan_ignite.errors import INPUT_ERRORS
+from gan_ignite.evaluation import prepare_for_scoring, setup_evaluation
+from gan_ignite.launch import input_error_exit, interrupted_exit
+from gan_ignite.metrics._base import resolve_device
 from gan_ignite.models import generator_from_config
+from gan_ignite.run_dir import CHECKPOINT_KEYS, load_run_config, read_checkpoint
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.num_samples=10000")
     args = parser.parse_args()
+    try:
+        return score_three_ways(args)
+    except INPUT_ERRORS as error:
+        return input_error_exit(error, debug=False)
+    except KeyboardInterrupt:
+        return interrupted_exit()
+
+
+def score_three_ways(args: argparse.Namespace) -> int:
     _, config = load_run_config(args.checkpoint, args.overrides)
-    device = torch.device(args.device)
-    state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+    device = resolve_device(args.device)
+    state = read_checkpoint(args.checkpoint, "Pass a checkpoint written by gan_ignite.train.")
     if CHECKPOINT_KEYS["ema"] not in state:
         print(f"{args.checkpoint} holds no EMA generator (train.ema_decay was null)", file=sys.stderr)
         return 2

@@ -6,15 +6,18 @@ precision/recall/density/coverage when recorded), real_vs_fake.png (real images 
 latest fixed-noise grid) and training_progress.gif (the fixed-noise grids images/fixed_noise_iter_*.png
 in iteration order, each labelled with its iteration; at most 100 frames, evenly spaced, first and
 last always included; the last frame is held longer).
-Safe to run while the run is still training: it reads whatever history.jsonl holds.
+Safe to run while the run is still training: it reads whatever history.jsonl holds and takes no
+lock. Damaged side files cost no plot: unreadable lines of history.jsonl and unreadable (e.g.
+truncated) grid images are skipped and named on stderr. Each PNG / GIF is written atomically.
+Reading the history needs neither torch nor ignite (``gan_ignite.run_dir``).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -23,10 +26,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from gan_ignite.handlers import HistoryWriter  # noqa: E402
-from gan_ignite.metrics.prdc import PRDC_KEYS  # noqa: E402
+from gan_ignite.errors import RunDirError  # noqa: E402
+from gan_ignite.run_dir import RunDir, atomic_write  # noqa: E402
 
-GRID_PATTERN = re.compile(r"^fixed_noise_iter_(\d+)\.png$")
 MAX_GIF_FRAMES = 100
 FRAME_MS, LAST_FRAME_MS = 250, 1500
 LABEL_HEIGHT = 16
@@ -39,6 +41,15 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     cumulative = np.cumsum(np.insert(values, 0, 0.0))
     counts = np.minimum(np.arange(1, len(values) + 1), window)
     return (cumulative[1:] - cumulative[np.arange(1, len(values) + 1) - counts]) / counts
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    atomic_write(path, lambda handle: fig.savefig(handle, format=path.suffix[1:], dpi=fig.dpi))
+    plt.close(fig)
 
 
 def plot_losses(train: list[dict], path: Path) -> None:
@@ -64,18 +75,20 @@ def plot_losses(train: list[dict], path: Path) -> None:
         axes[1, 0].set_ylabel("ADA p")
         axes[1, 0].set_xlabel("iterations")
         axes[1, 0].set_ylim(-0.02, 1.02)
+    fig.set_dpi(120)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _series(records: list[dict], key: str, x: str = "epoch") -> tuple[np.ndarray, np.ndarray]:
-    present = [record for record in records if key in record]
+    present = [record for record in records if is_number(record.get(key)) and is_number(record.get(x))]
     return (np.array([record[x] for record in present]),
             np.array([record[key] for record in present], dtype=float))
 
 
 def plot_metrics(evals: list[dict], path: Path) -> None:
+    from gan_ignite.metrics.prdc import PRDC_KEYS  # the registry's keys (this import brings torch and ignite)
+
     panels = ["is_fid"]
     if any("kid" in record for record in evals):
         panels.append("kid")
@@ -102,9 +115,9 @@ def plot_metrics(evals: list[dict], path: Path) -> None:
             ax.legend()
     if any(record.get("inception_weights") == "random" for record in evals):
         fig.suptitle("WARNING: random-init Inception (test weights): values are meaningless", color="red")
+    fig.set_dpi(120)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_is_fid(ax, evals: list[dict]) -> None:
@@ -125,82 +138,105 @@ def _plot_is_fid(ax, evals: list[dict]) -> None:
     twin.set_ylabel("FID", color="tab:blue")
 
 
-def plot_real_vs_fake(run_dir: Path, path: Path) -> bool:
-    images_dir = run_dir / "images"
-    grids = sorted(images_dir.glob("fixed_noise_iter_*.png"))
-    real = images_dir / "real_samples.png"
-    if not grids or not real.exists():
+def readable_image(path: Path, skipped: list[Path]) -> Image.Image | None:
+    """The image in ``path`` as RGB, or None (and ``path`` added to ``skipped``) when it cannot be
+    read, e.g. a grid cut short by a kill or a full disk."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        skipped.append(path)
+        return None
+
+
+def readable_grids(run_dir: RunDir, skipped: list[Path]) -> list[tuple[int, Image.Image]]:
+    """The fixed-noise grids that can be read, as (iteration, image), in iteration order."""
+    grids = [(iteration, readable_image(path, skipped)) for iteration, path in run_dir.grids()]
+    return [(iteration, image) for iteration, image in grids if image is not None]
+
+
+def plot_real_vs_fake(real: Image.Image | None, grids: list[tuple[int, Image.Image]], path: Path) -> bool:
+    if not grids or real is None:
         return False
+    iteration, latest = grids[-1]
     fig, axes = plt.subplots(1, 2, figsize=(15, 7.5))
-    panels = ((axes[0], real, "Real Images"), (axes[1], grids[-1], f"Fake Images ({grids[-1].stem})"))
-    for ax, image_path, title in panels:
-        with Image.open(image_path) as image:
-            ax.imshow(np.asarray(image.convert("RGB")))
+    panels = ((axes[0], real, "Real Images"), (axes[1], latest, f"Fake Images (iteration {iteration})"))
+    for ax, image, title in panels:
+        ax.imshow(np.asarray(image))
         ax.axis("off")
         ax.set_title(title)
+    fig.set_dpi(100)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
     return True
 
 
-def fixed_noise_grids(images_dir: Path) -> list[tuple[int, Path]]:
-    """The fixed-noise grids as (iteration, path), in iteration order."""
-    if not images_dir.is_dir():
-        return []
-    found = [(int(match.group(1)), path) for path in images_dir.iterdir() if (match := GRID_PATTERN.match(path.name))]
-    return sorted(found)
-
-
-def labelled_frame(path: Path, iteration: int) -> Image.Image:
-    with Image.open(path) as grid:
-        grid = grid.convert("RGB")
+def labelled_frame(grid: Image.Image, iteration: int) -> Image.Image:
     frame = Image.new("RGB", (grid.width, grid.height + LABEL_HEIGHT), "white")
     frame.paste(grid, (0, LABEL_HEIGHT))
     ImageDraw.Draw(frame).text((4, 2), f"iteration {iteration}", fill="black")
     return frame
 
 
-def plot_training_progress(run_dir: Path, path: Path) -> bool:
+def plot_training_progress(grids: list[tuple[int, Image.Image]], path: Path) -> bool:
     """An animated GIF of the fixed-noise grids; evenly thinned to MAX_GIF_FRAMES for long runs."""
-    grids = fixed_noise_grids(run_dir / "images")
     if not grids:
         return False
     if len(grids) > MAX_GIF_FRAMES:
         kept = np.unique(np.linspace(0, len(grids) - 1, MAX_GIF_FRAMES).round().astype(int))
         grids = [grids[index] for index in kept]
-    frames = [labelled_frame(grid_path, iteration) for iteration, grid_path in grids]
+    frames = [labelled_frame(grid, iteration) for iteration, grid in grids]
     durations = [FRAME_MS] * (len(frames) - 1) + [LAST_FRAME_MS]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    atomic_write(path, lambda handle: frames[0].save(handle, format="GIF", save_all=True, append_images=frames[1:],
+                                                     duration=durations, loop=0))
     return True
+
+
+def write_plots(run_dir: RunDir) -> int:
+    history = run_dir.history.lines()
+    if history.bad_lines:
+        print(f"note: {history.report()}", file=sys.stderr)
+    train = [record for record in history.records if record.get("kind") == "train"
+             and is_number(record.get("Loss_G")) and is_number(record.get("Loss_D"))]
+    evals = [record for record in history.records if record.get("kind") == "eval"]
+    skipped: list[Path] = []
+    grids = readable_grids(run_dir, skipped)
+    real_path = run_dir.images_dir / "real_samples.png"
+    real = readable_image(real_path, skipped) if real_path.exists() else None
+    if skipped:
+        print(f"note: skipped {len(skipped)} unreadable image(s): {', '.join(str(path) for path in skipped)}",
+              file=sys.stderr)
+    plots, written = run_dir.plots_dir, []
+    if train:
+        plot_losses(train, plots / "loss_curves.png")
+        written.append("loss_curves.png")
+    if evals:
+        plot_metrics(evals, plots / "metrics.png")
+        written.append("metrics.png")
+    if plot_real_vs_fake(real, grids, plots / "real_vs_fake.png"):
+        written.append("real_vs_fake.png")
+    if plot_training_progress(grids, plots / "training_progress.gif"):
+        written.append("training_progress.gif")
+    print(f"wrote {', '.join(written) or 'nothing (no records yet)'} to {run_dir.plots_dir}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="a run directory (the output_dir of a training run)")
     args = parser.parse_args(argv)
-    history_path = args.run_dir / "history.jsonl"
-    if not history_path.is_file():
-        print(f"error: {history_path} does not exist; pass the output_dir of a training run.", file=sys.stderr)
+    run_dir = RunDir(args.run_dir)
+    if not run_dir.history.path.is_file():
+        print(f"error: {run_dir.history.path} does not exist; pass the output_dir of a training run.", file=sys.stderr)
         return 2
-    records = HistoryWriter(history_path).read()
-    train = [record for record in records if record.get("kind") == "train"]
-    evals = [record for record in records if record.get("kind") == "eval"]
-    plots_dir = args.run_dir / "plots"
-    plots_dir.mkdir(exist_ok=True)
-    written = []
-    if train:
-        plot_losses(train, plots_dir / "loss_curves.png")
-        written.append("loss_curves.png")
-    if evals:
-        plot_metrics(evals, plots_dir / "metrics.png")
-        written.append("metrics.png")
-    if plot_real_vs_fake(args.run_dir, plots_dir / "real_vs_fake.png"):
-        written.append("real_vs_fake.png")
-    if plot_training_progress(args.run_dir, plots_dir / "training_progress.gif"):
-        written.append("training_progress.gif")
-    print(f"wrote {', '.join(written) or 'nothing (no records yet)'} to {plots_dir}")
-    return 0
+    try:
+        return write_plots(run_dir)
+    except RunDirError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted by Ctrl-C; the plots written so far are complete.", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

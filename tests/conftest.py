@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gan_ignite.handlers import HistoryWriter
+from gan_ignite.run_dir import HistoryWriter
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"

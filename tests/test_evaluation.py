@@ -21,6 +21,7 @@ from gan_ignite.handlers import attach_best_checkpoint
 from gan_ignite.metrics.factory import create_metrics
 from gan_ignite.metrics.features import InceptionFeatures
 from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.run_dir import RunDir
 
 
 class CountingPixelNetwork(torch.nn.Module):
@@ -139,12 +140,12 @@ def test_preflight_rejects_sample_counts_the_metrics_cannot_use(tmp_path, overri
 def test_best_checkpoint_keeps_the_lowest_fid(tmp_path):
     to_save = {"generator": torch.nn.Linear(2, 2), "discriminator": torch.nn.Linear(2, 1)}
     trainer, evaluator = Engine(lambda *_: None), Engine(lambda *_: None)
-    attach_best_checkpoint(evaluator, trainer, to_save, tmp_path)
+    attach_best_checkpoint(evaluator, trainer, to_save, RunDir(tmp_path))
     for iteration, fid in ((10, 50.0), (20, 30.0), (30, 40.0), (40, 20.0), (50, 25.0)):
         trainer.state.iteration = iteration
         evaluator.state.metrics = {"fid": fid}
         evaluator.fire_event(Events.COMPLETED)
-        kept = [path.name for path in tmp_path.iterdir()]
+        kept = [path.name for path in (tmp_path / "checkpoints").iterdir()]
         assert len(kept) == 1
     assert kept == ["best_checkpoint_40_neg_fid=-20.0000.pt"]
 

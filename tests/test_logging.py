@@ -11,7 +11,8 @@ import torch
 from ignite.engine import Engine, Events
 
 from conftest import PYTHON, ROOT, TRAIN_ONLY, cli_env, tiny_overrides
-from gan_ignite.handlers import HistoryWriter, PlainProgress, TrainingLog
+from gan_ignite.handlers import PlainProgress, TrainingLog
+from gan_ignite.run_dir import HistoryWriter
 
 
 def fake_step(values):

@@ -20,11 +20,11 @@ from PIL import Image, ImageSequence
 from scipy import stats
 
 from conftest import PYTHON, ROOT, cli_env, tiny_overrides
-from gan_ignite.config import load_config, save_config
-from gan_ignite.evaluation import load_generator
+from gan_ignite.config import load_config
 from gan_ignite.metrics.folder import list_images
 from gan_ignite.metrics.preprocess import to_uint8
 from gan_ignite.models import Generator
+from gan_ignite.run_dir import RunDir, load_generator
 from gan_ignite.sample import main as sample_main
 from gan_ignite.sample import sample_latents, walk_latents
 from gan_ignite.sweep import main as sweep_main
@@ -93,7 +93,7 @@ def test_grid_and_grayscale_model(tmp_path, image_folder, stats_cache, capsys):
     run_dir = tmp_path / "gray"
     config = load_config(None, tiny_overrides(run_dir, image_folder, stats_cache, **{"data.channels": 1}))
     (run_dir / "checkpoints").mkdir(parents=True)
-    save_config(config, run_dir / "config.yaml")
+    RunDir(run_dir).write_config(config)
     generator = Generator(config.model.latent_dim, 1, 32, config.model.g_features)
     gray_checkpoint = run_dir / "checkpoints" / "checkpoint_1.pt"
     torch.save({"generator": generator.state_dict()}, gray_checkpoint)

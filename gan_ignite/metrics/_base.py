@@ -18,6 +18,29 @@ FEATURES_KEY = "features"
 LOGITS_KEY = "logits"
 
 
+class DeviceError(ValueError):
+    """A device name that does not parse or does not exist on this machine."""
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``name`` as a device that exists here (``None``: cuda when available, else cpu); a bad name
+    raises :class:`DeviceError` saying which devices there are."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    available = "cpu" + (f", cuda, cuda:0 ... cuda:{gpus - 1}" if gpus else " (no CUDA device is visible)")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceError(f"--device '{name}' is not a device name; the devices here are {available}.") from None
+    if device.type == "cuda" and (not gpus or (device.index or 0) >= gpus):
+        raise DeviceError(f"--device {name} does not exist here; the devices here are {available}.")
+    if device.type not in ("cpu", "cuda"):
+        raise DeviceError(f"--device {name}: only cpu and cuda devices are supported; the devices here are "
+                          f"{available}.")
+    return device
+
+
 class SelectKey:
     """Default ``output_transform``: take ``output[key]`` from the evaluator's output dict."""
 

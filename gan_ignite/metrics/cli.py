@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import warnings
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from gan_ignite.metrics._base import resolve_device
 from gan_ignite.metrics.factory import METRIC_NAMES, METRICS
 from gan_ignite.metrics.fid import frechet_distance
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
@@ -31,6 +33,11 @@ from gan_ignite.metrics.preprocess import RESIZE_METHODS
 from gan_ignite.metrics.real_stats import RealStatistics
 
 EXIT_BAD_INPUT = 2
+AT_LEAST_ONE = ("batch_size", "is_splits", "kid_subsets", "kid_subset_size", "nearest_k")
+# what each value can be; anything else (NaN included) means the inputs were not valid statistics
+POSSIBLE = {"fid": (0.0, math.inf), "is": (1.0, math.inf), "is_std": (0.0, math.inf), "kid_std": (0.0, math.inf),
+            "precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": (0.0, math.inf), "coverage": (0.0, 1.0)}
+ROUND_OFF = 1e-6
 
 
 class CliError(ValueError):
@@ -80,12 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:  # our input errors (CliError, FolderError, ...) are ValueErrors
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("Interrupted by Ctrl-C; nothing was written.", file=sys.stderr)
+        return 130
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    for name in AT_LEAST_ONE:
+        if getattr(args, name) < 1:
+            raise CliError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
+    if args.num_workers < 0:
+        raise CliError(f"--num-workers {args.num_workers} must be at least 0.")
+    if not 0 <= args.seed < 2**32:
+        raise CliError(f"--seed {args.seed} is out of range: seeds lie in [0, 2**32 - 1].")
 
 
 def _run(args: argparse.Namespace) -> int:
+    _check_options(args)
     paths = _check_paths(args)
     requested = _parse_metrics(args.metrics)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     network = _network_if_needed(paths, args, device)
     set_a = _load_set(paths[0], network, args)
     if args.save_stats:
@@ -97,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     names = _usable_metrics(requested, set_a, set_b)
     _warn_if_few_samples(set_a.stats.num, set_b.stats.num, set_a.stats.mu.shape[0])
     results = _compute(names, set_a, set_b, args)
+    _check_results(results, set_a, set_b)
     _report(results, args.json)
     return 0
 
@@ -197,6 +219,20 @@ def _compute(names: list[str], set_a: ImageSet, set_b: ImageSet, args: argparse.
         results.update(precision_recall_density_coverage(
             torch.from_numpy(real.features), torch.from_numpy(fake.features), args.nearest_k))
     return {**results, "num_a": real.num, "num_b": fake.num}
+
+
+def _check_results(results: dict[str, float], set_a: ImageSet, set_b: ImageSet) -> None:
+    """No impossible value is printed: a NaN, a negative FID or a precision above 1 means the
+    inputs were not valid statistics of two image sets."""
+    wrong = []
+    for name, (low, high) in POSSIBLE.items():
+        value = results.get(name)
+        if value is not None and not (low - ROUND_OFF * max(1.0, abs(value)) <= value <= high):
+            wrong.append(f"{name} = {value}")
+    if wrong:
+        raise CliError(f"The inputs give impossible values ({', '.join(wrong)}): '{set_a.path}' and '{set_b.path}' "
+                       "are not statistics of two image sets computed the same way. Recompute the statistics files "
+                       "from the image folders (--save-stats), or score the folders themselves.")
 
 
 _LABELS = {"fid": ("FID", ".4f"), "is": ("IS", ".4f"), "kid": ("KID", ".6f"), "precision": ("Precision", ".4f"),

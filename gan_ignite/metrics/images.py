@@ -15,14 +15,33 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-__all__ = ["IMG_EXTENSIONS", "ConvertMode", "find_image_files", "load_image_rgb", "wide_to_l"]
+__all__ = ["IMG_EXTENSIONS", "UNREADABLE_IMAGE_ERRORS", "ConvertMode", "find_image_files", "load_image_rgb",
+           "wide_to_l"]
+
+# what PIL raises for a file it cannot (or will not: a decompression bomb) decode
+UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def find_image_files(root: str | os.PathLike) -> list[Path]:
-    """Every image file under ``root`` (recursive, links followed, extensions case-insensitive), sorted."""
+    """Every image file under ``root`` (recursive, links followed, extensions case-insensitive), sorted.
+
+    Each directory is walked once, however many links lead to it, so a symlink loop (or two links
+    to one folder) cannot multiply the files; sub-folders are visited in name order, so the path a
+    file is listed under does not depend on the file system's order."""
     extensions = tuple(IMG_EXTENSIONS)
-    files = [Path(folder) / name for folder, _, names in os.walk(root, followlinks=True)
-             for name in names if name.lower().endswith(extensions)]
+    files, visited = [], set()
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        try:
+            status = os.stat(folder)
+        except OSError:
+            subfolders[:] = []
+            continue
+        if (status.st_dev, status.st_ino) in visited:
+            subfolders[:] = []
+            continue
+        visited.add((status.st_dev, status.st_ino))
+        subfolders.sort()
+        files.extend(Path(folder) / name for name in names if name.lower().endswith(extensions))
     return sorted(files)
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +84,9 @@ class RealStatistics:
         try:
             with np.load(path, allow_pickle=False) as data:
                 return cls._from_npz(data, path)
-        except (OSError, ValueError, EOFError) as error:
+        except RealStatisticsError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:  # e.g. a file cut short
             raise RealStatisticsError(
                 f"Cannot read statistics file '{path}' ({type(error).__name__}: {error}). Expected an .npz "
                 "with arrays 'mu' [D] and 'sigma' [D, D] (pytorch-fid format), optionally 'features' [N, D]."
@@ -102,7 +105,29 @@ class RealStatistics:
         features = data["features"].astype(np.float32) if "features" in data.files else None
         num = int(data["num"]) if "num" in data.files else (len(features) if features is not None else 0)
         meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+        check_statistics(mu, sigma, features, path)
         return cls(features, mu, sigma, num, meta)
+
+
+def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | None, path: Path) -> None:
+    """Statistics that can only give meaningless metrics are refused, naming the file: shapes,
+    finite values, a symmetric covariance with a non-negative diagonal."""
+    problems = []
+    if features is not None and (features.ndim != 2 or features.shape[1] != mu.size):
+        problems.append(f"features has shape {features.shape}, expected [N, {mu.size}]")
+    for name, array in (("mu", mu), ("sigma", sigma), ("features", features)):
+        if array is not None and not np.isfinite(array).all():
+            problems.append(f"{name} holds NaN or infinite values")
+    if np.isfinite(sigma).all():
+        scale = max(float(np.abs(sigma).max(initial=0.0)), np.finfo(np.float64).tiny)
+        if float(np.abs(sigma - sigma.T).max(initial=0.0)) > 1e-6 * scale:
+            problems.append("sigma is not symmetric")
+        if (np.diag(sigma) < 0).any():
+            problems.append("sigma has negative variances on its diagonal")
+    if problems:
+        raise RealStatisticsError(f"Statistics file '{path}' cannot be used: {'; '.join(problems)}. It is damaged or "
+                                  "was not written as feature statistics; recompute it (python -m gan_ignite.metrics "
+                                  "FOLDER --save-stats OUT.npz).")
 
 
 def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | torch.nn.Module,
@@ -193,8 +218,8 @@ def _load_on_rank0(path: Path) -> RealStatistics | None:
         return None
     try:
         return RealStatistics.load(path)
-    except RealStatisticsError as error:
-        logger.warning("Ignoring unreadable real statistics cache file: %s", error)
+    except Exception as error:  # an unreadable cache entry (cut short, damaged) is a miss: recomputed
+        logger.warning("Ignoring unreadable real statistics cache file (it is recomputed): %s", error)
         return None
 
 
