@@ -89,7 +89,7 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
     in the records.
     """
     evaluation = config.eval
-    check_sample_counts(config, len(data_module.training_set(dataset, config.data)))  # type: ignore[arg-type]
+    check_sample_counts(config, len(dataset))  # type: ignore[arg-type]  # the reference set: the whole training set
     network = on_every_rank(lambda: load_feature_network(evaluation.feature_network, device,
                                                          inception_weights=evaluation.inception_weights,
                                                          resize=evaluation.resize))
