@@ -31,11 +31,13 @@ from gan_ignite.errors import INPUT_ERRORS
 from gan_ignite.evaluation import (history_record, load_generator, load_run_config, setup_evaluation,
                                    warn_if_random)
 from gan_ignite.launch import input_error_exit, launch
+from gan_ignite.metrics.preprocess import LEGACY_RESIZE
 
 logger = logging.getLogger("gan_ignite")
 # round-off between processes, batch compositions and BLAS threads stays far below these
 REPRODUCE_RTOL, REPRODUCE_ATOL = 1e-6, 1e-9
-COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights")
+COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",
+                   "reference_stats_sha256")
 
 
 def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, run_dir: Path, model: str,
@@ -67,6 +69,8 @@ def compare_with_history(record: dict[str, Any], reference: Optional[dict[str, A
     """Say whether this result reproduces the training-time record of the same checkpoint."""
     if reference is None:
         return
+    if "protocol" not in reference and reference.get("feature_network") == "inception":  # an earlier version's record
+        reference = {**reference, "protocol": LEGACY_RESIZE.get(reference.get("resize"))}
     if any(reference.get(field) != record.get(field) for field in COMPARED_FIELDS):
         print(f"note: history.jsonl has a record of iteration {record['iteration']} with other settings "
               f"({', '.join(f'{f}={reference.get(f)}' for f in COMPARED_FIELDS if reference.get(f) != record.get(f))})"

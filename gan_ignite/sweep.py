@@ -22,7 +22,8 @@ The report, from the ``kind: eval`` records of each run's ``history.jsonl``:
 - ``SWEEP_DIR/sweep.md``: mean, standard deviation and 95% confidence interval of the mean
   (Student t: ``t(0.975, n-1) * sd / sqrt(n)``) per metric over the finished seeds, their number,
   the seeds left out, and a warning naming the runs whose records differ in sample count, real
-  set, feature network, weights, resize or scored model (such values are not comparable);
+  set, feature network, weights, protocol, reference statistics file or scored model (such values
+  are not comparable);
 - ``SWEEP_DIR/sweep_fid.png``: the FID curve of every seed and, at the iterations all of them
   evaluated, their mean with a band of mean ± the 95% confidence interval.
 
@@ -56,7 +57,8 @@ from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
 from gan_ignite.handlers import HistoryWriter, latest_checkpoint
 from gan_ignite.launch import input_error_exit
 
-SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights", "model")
+SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",
+            "reference_stats_sha256", "model")
 METRICS = (("best_fid", "best FID"), ("final_fid", "final FID"), ("final_is", "final IS"), ("final_kid", "final KID"))
 CSV_COLUMNS = ("seed", "status", "evaluations", "best_fid", "best_fid_iteration", "final_iteration", "final_fid",
                "final_is", "final_kid", *SETTINGS, "run_dir")

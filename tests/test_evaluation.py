@@ -66,7 +66,7 @@ def test_replacing_one_image_of_the_subset_misses_the_cache(tmp_path, caplog):
     config = evaluation_config(class_folder(tmp_path / "images"), tmp_path / "cache", **{"eval.num_real": "all"})
     dataset = data_module.load_dataset(config.data)
     network = CountingPixelNetwork()
-    features = InceptionFeatures(network, "bilinear")
+    features = InceptionFeatures(network, "tutorial")
     with caplog.at_level(logging.INFO):
         first = reference_statistics(config, dataset, features, torch.device("cpu"))
         assert network.images_seen == 30 and first.num == 30

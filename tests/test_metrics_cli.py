@@ -37,8 +37,8 @@ def cli_run(inception_folders, random_inception_weights, tmp_path_factory):
     """One CLI run with every metric, --json and --save-stats (Inception runs are the slow part)."""
     out = tmp_path_factory.mktemp("cli")
     argv = [str(inception_folders[0]), str(inception_folders[1]), "--inception-weights",
-            str(random_inception_weights), "--device", "cpu", "--json", str(out / "result.json"),
-            "--save-stats", str(out / "a_stats.npz"), *SMALL_SET_OPTIONS]
+            str(random_inception_weights), "--protocol", "pytorch-fid", "--device", "cpu",
+            "--json", str(out / "result.json"), "--save-stats", str(out / "a_stats.npz"), *SMALL_SET_OPTIONS]
     code = main(argv)
     return code, json.loads((out / "result.json").read_text()), out / "a_stats.npz"
 
@@ -109,7 +109,7 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
 def test_cuda_gives_the_cpu_numbers(cli_run, inception_folders, random_inception_weights, tmp_path):
     _, result, _ = cli_run
     argv = [str(inception_folders[0]), str(inception_folders[1]), "--inception-weights", str(random_inception_weights),
-            "--device", "cuda", "--json", str(tmp_path / "cuda.json"), *SMALL_SET_OPTIONS]
+            "--protocol", "pytorch-fid", "--device", "cuda", "--json", str(tmp_path / "cuda.json"), *SMALL_SET_OPTIONS]
     assert main(argv) == 0
     on_cuda = json.loads((tmp_path / "cuda.json").read_text())
     assert on_cuda["fid"] == pytest.approx(result["fid"], rel=1e-4)
