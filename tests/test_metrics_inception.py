@@ -8,8 +8,6 @@ import warnings
 import pytest
 import torch
 
-from nvidia_inception import save_torchscripts
-
 from gan_ignite.metrics import inception
 from gan_ignite.metrics.factory import check_network_supports
 from gan_ignite.metrics.features import FeatureNetworkError, InceptionFeatures
@@ -119,12 +117,6 @@ def test_channels_last_layout_keeps_the_features_of_the_standard_layout(random_i
     features, logits = standard(images)
     assert (fast_features - features).abs().max() <= 1e-5 * features.abs().max()
     assert (fast_logits - logits).abs().max() <= 1e-5 * logits.abs().max()
-
-
-@pytest.fixture(scope="module")
-def nvidia_torchscripts(tmp_path_factory):
-    """NVIDIA's TorchScript layout with seeded random weights: the full file and a pool3-only copy."""
-    return save_torchscripts(tmp_path_factory.mktemp("nvidia"))
 
 
 def test_nvidia_torchscript_is_recognised_and_gives_its_own_pool3_and_probabilities(nvidia_torchscripts):
