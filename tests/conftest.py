@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -167,13 +166,14 @@ def inception_folders(tmp_path_factory) -> tuple[Path, Path]:
     return root / "a", root / "b"
 
 
-@contextlib.contextmanager
-def sqrtm_accepting_disp(*modules):
-    """pytorch-fid 0.3.0 and clean-fid 0.1.35 call ``scipy.linalg.sqrtm(..., disp=False)``, which
-    SciPy 1.18 removed: give those modules a ``linalg`` whose sqrtm takes it, where needed."""
+def pytorch_fid_frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """pytorch-fid's ``calculate_frechet_distance`` as the reference. pytorch-fid 0.3.0 passes
+    ``disp=False`` to ``scipy.linalg.sqrtm``, which SciPy 1.18 removed: adapt the call there."""
     import inspect
+    import warnings
 
     import scipy.linalg
+    from pytorch_fid import fid_score
 
     class _SqrtmWithoutDisp:
         @staticmethod
@@ -181,19 +181,8 @@ def sqrtm_accepting_disp(*modules):
             root = scipy.linalg.sqrtm(matrix)
             return root if disp else (root, None)
 
-    with pytest.MonkeyPatch.context() as patch:
-        if "disp" not in inspect.signature(scipy.linalg.sqrtm).parameters:
-            for module in modules:
-                patch.setattr(module, "linalg", _SqrtmWithoutDisp)
-        yield
-
-
-def pytorch_fid_frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """pytorch-fid's ``calculate_frechet_distance`` as the reference."""
-    import warnings
-
-    from pytorch_fid import fid_score
-
-    with warnings.catch_warnings(), sqrtm_accepting_disp(fid_score):
+    with warnings.catch_warnings(), pytest.MonkeyPatch.context() as patch:
         warnings.simplefilter("ignore")  # sqrtm: "Matrix is singular" for n < d, scipy deprecations
+        if "disp" not in inspect.signature(scipy.linalg.sqrtm).parameters:
+            patch.setattr(fid_score, "linalg", _SqrtmWithoutDisp)
         return float(fid_score.calculate_frechet_distance(mu1, sigma1, mu2, sigma2))

@@ -212,7 +212,7 @@ def _read_weights(model: FIDInception, weights: str | os.PathLike | None) -> dic
     path = Path(weights).expanduser()
     if not path.is_file():
         raise InceptionWeightsError(_missing_file_message(path, FileNotFoundError("no such file")))
-    if _is_torchscript(path):
+    if is_torchscript(path):
         return {"__path__": str(path), **_state_from_torchscript(model, path)}
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -228,7 +228,7 @@ def _read_weights(model: FIDInception, weights: str | os.PathLike | None) -> dic
     return {"__path__": str(path), **state}
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: Path) -> bool:
     """A TorchScript archive holds its module's code (``<name>/code/...``); a ``torch.save`` file does not."""
     if not zipfile.is_zipfile(path):
         return False
