@@ -85,7 +85,14 @@ def sqrtm_accepting_disp(*modules):
             module.linalg = original
 
 
+def is_state_dict_file(weights: str) -> bool:
+    """pytorch-fid's own file format: given to the packages as it is, as a user of theirs would."""
+    return weights != "random" and not is_torchscript(Path(weights))
+
+
 def pytorch_fid_layout(weights: str) -> dict[str, torch.Tensor]:
+    if is_state_dict_file(weights):
+        return torch.load(weights, map_location="cpu", weights_only=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the random test network warns
         return {key: value.contiguous() for key, value in load_fid_inception(weights).state_dict().items()}
@@ -117,8 +124,9 @@ def run_torch_fidelity(args: argparse.Namespace) -> dict:
     import torch_fidelity
 
     with tempfile.TemporaryDirectory() as folder:
-        weights = Path(folder) / "weights.pth"
-        torch.save(pytorch_fid_layout(args.weights), weights)  # same names as torch-fidelity's modules
+        weights = Path(args.weights) if is_state_dict_file(args.weights) else Path(folder) / "weights.pth"
+        if not is_state_dict_file(args.weights):
+            torch.save(pytorch_fid_layout(args.weights), weights)  # same names as torch-fidelity's modules
         metrics = torch_fidelity.calculate_metrics(
             input1=args.fake, input2=args.real, fid=True, kid=args.kid, isc=args.inception_score,
             cuda=args.device.startswith("cuda"), cache=False, verbose=False, feature_extractor_weights_path=str(weights),
