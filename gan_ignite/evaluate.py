@@ -31,7 +31,7 @@ from gan_ignite.errors import INPUT_ERRORS
 from gan_ignite.evaluation import (history_record, load_generator, load_run_config, setup_evaluation,
                                    warn_if_random)
 from gan_ignite.launch import input_error_exit, launch
-from gan_ignite.metrics.preprocess import LEGACY_RESIZE
+from gan_ignite.metrics.preprocess import LEGACY_RESIZE, PROTOCOLS
 
 logger = logging.getLogger("gan_ignite")
 # round-off between processes, batch compositions and BLAS threads stays far below these
@@ -94,6 +94,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "10,000 to choose checkpoints, 50,000 for numbers comparable with papers")
     parser.add_argument("--model", choices=SCORED_MODELS, default=None,
                         help="the live generator or its EMA (default: what the run evaluated, eval.model)")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                        help="the FID protocol (= eval.protocol=...; default: the run's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.metrics=[fid,is,kid,prdc]")
@@ -108,6 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = list(args.overrides)
         if args.num_samples is not None:
             overrides.append(f"eval.num_samples={args.num_samples}")
+        if args.protocol is not None:
+            overrides.append(f"eval.protocol={args.protocol}")
         run_dir, config = load_run_config(args.checkpoint, overrides)
     except INPUT_ERRORS as error:
         return input_error_exit(error, args.debug)

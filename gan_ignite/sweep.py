@@ -56,6 +56,7 @@ from gan_ignite.config import ONE_PROCESS, load_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
 from gan_ignite.handlers import HistoryWriter, latest_checkpoint
 from gan_ignite.launch import input_error_exit
+from gan_ignite.metrics.preprocess import PROTOCOLS
 
 SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",
             "reference_stats_sha256", "model")
@@ -428,12 +429,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="the sweep's folder (default: the config's output_dir + '_sweep'); seed S trains in "
                              "OUT/seed_S")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report without training")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                        help="the FID protocol of every seed's evaluations (= eval.protocol=...)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every seed, e.g. train.max_epochs=5")
     args = parser.parse_intermixed_args(argv)
     # --seeds takes every value after it, overrides too (argparse cannot tell them apart): an
     # override always holds "=", a seed never does
-    args.overrides = [*args.overrides, *(item for item in args.seeds if "=" in item)]
+    args.overrides = [*args.overrides, *(item for item in args.seeds if "=" in item),
+                      *([f"eval.protocol={args.protocol}"] if args.protocol else [])]
     args.seeds = [item for item in args.seeds if "=" not in item]
     return args
 
