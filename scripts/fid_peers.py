@@ -52,9 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kid", action="store_true", help="also KID (torch-fidelity, clean-fid)")
     parser.add_argument("--is", dest="inception_score", action="store_true", help="also IS of FAKE (torch-fidelity)")
     parser.add_argument("--kid-subsets", type=int, default=100)
-    parser.add_argument("--kid-subset-size", type=int, default=1000, help="torch-fidelity; clean-fid uses min(1000, sets)")
+    parser.add_argument("--kid-subset-size", type=int, default=1000,
+                        help="torch-fidelity's; clean-fid's is min(1000, both set sizes)")
     parser.add_argument("--is-splits", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=2020, help="IS shuffle and KID subsets (numpy's global seed for clean-fid)")
+    parser.add_argument("--seed", type=int, default=2020,
+                        help="IS shuffle and KID subsets (numpy's global seed for clean-fid)")
     parser.add_argument("--against-stats", metavar="NPZ", help="clean-fid: also FAKE against these statistics")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--num-workers", type=int, default=0)
@@ -129,7 +131,8 @@ def run_torch_fidelity(args: argparse.Namespace) -> dict:
             torch.save(pytorch_fid_layout(args.weights), weights)  # same names as torch-fidelity's modules
         metrics = torch_fidelity.calculate_metrics(
             input1=args.fake, input2=args.real, fid=True, kid=args.kid, isc=args.inception_score,
-            cuda=args.device.startswith("cuda"), cache=False, verbose=False, feature_extractor_weights_path=str(weights),
+            cuda=args.device.startswith("cuda"), cache=False, verbose=False,
+            feature_extractor_weights_path=str(weights),
             batch_size=args.batch_size, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
             isc_splits=args.is_splits, rng_seed=args.seed)
     names = {"frechet_inception_distance": "fid", "kernel_inception_distance_mean": "kid",

@@ -18,7 +18,8 @@ class Conv2dLayer(nn.Module):
                  padding: int | tuple[int, int] = 0):
         super().__init__()
         kernel = (kernel, kernel) if isinstance(kernel, int) else kernel
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *kernel) * (2 / (in_channels * kernel[0] * kernel[1])) ** 0.5)
+        fan_in = in_channels * kernel[0] * kernel[1]
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, *kernel) * (2 / fan_in) ** 0.5)
         self.beta = nn.Parameter(torch.randn(out_channels) * 0.1)
         self.mean = nn.Parameter(torch.randn(out_channels) * 0.1)
         self.var = nn.Parameter(torch.rand(out_channels) + 0.5)

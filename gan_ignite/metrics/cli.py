@@ -26,10 +26,10 @@ from gan_ignite.metrics.factory import METRIC_NAMES, METRICS
 from gan_ignite.metrics.fid import frechet_distance
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.folder import folder_features
+from gan_ignite.metrics.inception import weights_tag
 from gan_ignite.metrics.inception_score import DEFAULT_SEED, inception_score
 from gan_ignite.metrics.kid import effective_subset_size, kernel_inception_distance
 from gan_ignite.metrics.prdc import precision_recall_density_coverage
-from gan_ignite.metrics.inception import weights_tag
 from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, LEGACY_RESIZE, PROTOCOLS, protocol_for_resize
 from gan_ignite.metrics.real_stats import RealStatistics
 
@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inception (default) or classifier:PATH (a classifier from python -m "
                              "gan_ignite.train_classifier)")
     parser.add_argument("--inception-weights", default="",
-                        help="pt_inception-2015-12-05-6726825d.pth path, empty = download, 'random' = tests only")
+                        help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth or NVIDIA's TorchScript "
+                             "inception-2015-12-05.pt, empty = download pytorch-fid's, 'random' = tests only")
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
                         help=f"how images become the Inception's input, reproducing that implementation's FID "
                              f"(default {DEFAULT_PROTOCOL}; required with an .npz that does not record it)")

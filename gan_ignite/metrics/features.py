@@ -27,7 +27,8 @@ from typing import Any, Protocol
 import torch
 
 from gan_ignite.metrics.inception import NUM_CLASSES, NUM_FEATURES, load_fid_inception, weights_tag
-from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, PROTOCOLS, prepare_for_inception, prepare_one_for_inception, to_uint8
+from gan_ignite.metrics.preprocess import (DEFAULT_PROTOCOL, PROTOCOLS, prepare_for_inception,
+                                           prepare_one_for_inception, to_uint8)
 
 __all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "FeatureNetworkError", "InceptionFeatures", "Prefetch",
            "extract_features", "load_feature_network", "prepare_images"]

@@ -148,8 +148,8 @@ class FID(Metric):
         real = self._real_num or dim  # 0: a published statistics file that does not say
         if min(self._num, real) < dim:
             warnings.warn(
-                f"FID from {self._num} generated and {self._real_num or 'an unknown number of'} real samples (fewer than the "
-                f"{dim} feature dimensions): the covariance is singular and FID is biased upwards; "
+                f"FID from {self._num} generated and {self._real_num or 'an unknown number of'} real samples "
+                f"(fewer than the {dim} feature dimensions): the covariance is singular and FID is biased upwards; "
                 f"papers use 10,000-50,000 images.",
                 stacklevel=2,
             )

@@ -264,7 +264,8 @@ def _state_from_torchscript(model: FIDInception, path: Path) -> dict:
                                                                f"like NVIDIA's, {len(ours)} expected"))
     state = {key: value.clone() for key, value in model.state_dict().items()}
     for name, (theirs_name, theirs) in zip(ours, convolutions.items()):
-        if set(theirs) != {"weight", "beta", "mean", "var"} or theirs["weight"].shape != state[f"{name}.conv.weight"].shape:
+        shape = state[f"{name}.conv.weight"].shape
+        if set(theirs) != {"weight", "beta", "mean", "var"} or theirs["weight"].shape != shape:
             raise InceptionWeightsError(_foreign_torchscript(path, f"layer '{theirs_name}' does not fit {name}"))
         state.update({f"{name}.conv.weight": theirs["weight"], f"{name}.bn.weight": torch.ones_like(theirs["beta"]),
                       f"{name}.bn.bias": theirs["beta"], f"{name}.bn.running_mean": theirs["mean"],
