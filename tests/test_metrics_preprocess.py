@@ -7,10 +7,12 @@ import pytest
 import torch
 from cleanfid.resize import make_resizer
 from PIL import Image
+from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 from torchvision.transforms.functional import to_tensor
 
 from gan_ignite.metrics.images import load_image_rgb
-from gan_ignite.metrics.preprocess import PROTOCOLS, prepare_for_inception, prepare_one_for_inception, to_uint8
+from gan_ignite.metrics.preprocess import (PROTOCOLS, prepare_for_inception, prepare_one_for_inception,
+                                           tensorflow1_bilinear, to_uint8)
 
 
 def test_to_uint8_rounds_and_clamps():
@@ -42,6 +44,13 @@ def test_clean_fid_equals_clean_fids_own_resizer_bit_for_bit():
         expected = (torch.from_numpy(resize(rgb)).permute(2, 0, 1) - 128) / 128  # its InceptionV3W's scaling
         assert torch.equal(prepared[0], expected)
         assert prepared.min() >= -1 and prepared.max() <= 127 / 128  # clipped to 0..255 before scaling
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 28, 28), (1, 3, 30, 41), (1, 3, 512, 400), (1, 3, 299, 299)])
+def test_tensorflow1_bilinear_is_torch_fidelitys_bit_for_bit(shape):
+    images = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(1)).float()
+    expected = interpolate_bilinear_2d_like_tensorflow1x(images, size=(299, 299), align_corners=False)
+    assert torch.equal(tensorflow1_bilinear(images), expected)
 
 
 def test_every_protocol_gives_another_input_of_a_small_image():

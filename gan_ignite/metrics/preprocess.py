@@ -32,10 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 
 __all__ = ["DEFAULT_PROTOCOL", "INCEPTION_SIZE", "LEGACY_RESIZE", "PROTOCOLS", "prepare_for_inception",
-           "prepare_one_for_inception", "protocol_for_resize", "to_uint8"]
+           "prepare_one_for_inception", "protocol_for_resize", "tensorflow1_bilinear", "to_uint8"]
 
 INCEPTION_SIZE = 299
 _SIZE = (INCEPTION_SIZE, INCEPTION_SIZE)
@@ -63,9 +62,32 @@ def pytorch_fid(images: torch.Tensor) -> torch.Tensor:
 
 
 def torch_fidelity(images: torch.Tensor) -> torch.Tensor:
-    """torch-fidelity / TTUR: TensorFlow 1's bilinear resize (torch-fidelity's own function) on 0..255."""
-    x = interpolate_bilinear_2d_like_tensorflow1x(images.float(), size=_SIZE, align_corners=False)
-    return (x - 128) / 128
+    """torch-fidelity / TTUR: TensorFlow 1's bilinear resize on 0..255 floats, then ``(x - 128) / 128``."""
+    return (tensorflow1_bilinear(images.float()) - 128) / 128
+
+
+def tensorflow1_bilinear(images: torch.Tensor) -> torch.Tensor:
+    """TensorFlow 1's ``resize_bilinear`` (``align_corners=False``: source = target * in / out, no
+    half-pixel offset) to 299 x 299, bit for bit what torch-fidelity's
+    ``interpolate_bilinear_2d_like_tensorflow1x`` computes (tested), in two separable passes: the
+    rows are interpolated along x once per input row (28 of them for Fashion-MNIST) instead of once
+    per output row, 4-5x faster. Each output value is the same float32 expression
+    ``r0 + (r1 - r0) * dy`` of ``r = a + (b - a) * dx`` as there."""
+    x_low, x_high, dx = _tensorflow1_grid(images.shape[-1])
+    y_low, y_high, dy = _tensorflow1_grid(images.shape[-2])
+    left = images[..., x_low]
+    rows = left + (images[..., x_high] - left) * dx
+    top = rows[..., y_low, :]
+    return top + (rows[..., y_high, :] - top) * dy.view(-1, 1)
+
+
+@functools.cache
+def _tensorflow1_grid(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices below / above and the float32 weight of each of the 299 target positions."""
+    position = torch.arange(INCEPTION_SIZE, dtype=torch.float32) * torch.tensor(size / INCEPTION_SIZE,
+                                                                                 dtype=torch.float32)
+    low = position.long()
+    return low, (low + 1).clamp_max(size - 1), position - low.float()
 
 
 def clean_fid(images: torch.Tensor) -> torch.Tensor:
