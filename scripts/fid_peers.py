@@ -2,7 +2,7 @@
 torch-fidelity or clean-fid, each end to end in its own protocol, with the Inception weights given.
 
     python scripts/fid_peers.py {pytorch-fid,torch-fidelity,clean-fid} REAL FAKE --weights W
-                                [--kid] [--is] [--against-stats NPZ] [--json OUT]
+                                [--kid] [--is] [--json OUT]
 
 These packages would download their weights; here they get ``--weights`` instead: any file
 ``eval.inception_weights`` reads (pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``, NVIDIA's
@@ -12,9 +12,6 @@ load that state dict into their own networks; clean-fid runs its own ``Inception
 ``(x - 128) / 128`` scaling) around NVIDIA's TorchScript layers when ``--weights`` is such a file,
 else around pytorch-fid's network holding the weights. Everything else is the package's own code:
 file discovery, decoding, resizing, batching, statistics, the Fréchet distance.
-
-``--against-stats NPZ`` (clean-fid): also the FID of FAKE against NPZ read by clean-fid's own loader
-of "custom" reference statistics (only its download helper is pointed at the file).
 
 Used by ``scripts/benchmark.py --peers`` (whole processes timed against ``python -m
 gan_ignite.metrics``) and by the parity tests. Prints the results as JSON.
@@ -57,7 +54,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--is-splits", type=int, default=10)
     parser.add_argument("--seed", type=int, default=2020,
                         help="IS shuffle and KID subsets (numpy's global seed for clean-fid)")
-    parser.add_argument("--against-stats", metavar="NPZ", help="clean-fid: also FAKE against these statistics")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -184,10 +180,6 @@ def run_clean_fid(args: argparse.Namespace) -> dict:
         if args.kid:
             np.random.seed(args.seed)  # clean-fid draws its KID subsets from numpy's global generator
             results["kid"] = float(fid.compute_kid(args.real, args.fake, **options))
-        if args.against_stats:
-            features.check_download_url = lambda local_folder, url: args.against_stats
-            results["fid_against_stats"] = float(fid.compute_fid(args.fake, dataset_name="custom", dataset_res="na",
-                                                                 dataset_split="custom", **options))
     return results
 
 

@@ -109,7 +109,7 @@ def test_benchmark_runs_with_tiny_settings(tmp_path):
     result = subprocess.run([PYTHON, "scripts/benchmark.py", "--iters", "3", "--warmup", "1", "--eval-samples", "8",
                              "--eval-batch-size", "4", "--image-size", "32", "--width", "8", "--batch-size", "8",
                              "--images", "32", "--repeats", "1", "--num-workers", "0", "--data-cache", "--peers",
-                             "--peer-images", "4", "--peer-protocols", "pytorch-fid", "--json", str(out)],
+                             "--peer-images", "8", "--peer-protocols", "torch-fidelity", "--json", str(out)],
                             capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     values = json.loads(out.read_text())
@@ -119,7 +119,7 @@ def test_benchmark_runs_with_tiny_settings(tmp_path):
         assert values[key] > 0, key
     assert values["device"].startswith("cpu") and values["cuda_peak_mb"] is None
     assert values["train_ratio_vs_plain"] == pytest.approx(values["train_img_per_s"] / values["plain_img_per_s"])
-    # (d) our CLI and pytorch-fid, whole processes on the same two folders: the same FID, a measured ratio
-    assert values["ours_fid"]["pytorch-fid"] == pytest.approx(values["peer_fid"]["pytorch-fid"], rel=1e-5)
+    # (d) our CLI and torch-fidelity, whole processes on the same two folders: the same FID, a measured ratio
+    assert values["ours_fid"]["torch-fidelity"] == pytest.approx(values["peer_fid"]["torch-fidelity"], rel=1e-5)
     assert values["peer_speedup_min"] == pytest.approx(
-        values["peer_seconds"]["pytorch-fid"] / values["ours_seconds"]["pytorch-fid"])
+        values["peer_seconds"]["torch-fidelity"] / values["ours_seconds"]["torch-fidelity"])
