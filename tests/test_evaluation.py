@@ -170,3 +170,15 @@ def test_a_published_statistics_file_is_the_reference_set(tmp_path):
     with_kid = evaluation_config(tmp_path / "images", tmp_path / "cache", **{**settings, "eval.metrics": "[fid,kid]"})
     with pytest.raises(ConfigError, match="only mu and sigma, and KID need.* drop kid from eval.metrics"):
         reference_file_statistics(with_kid.eval, evaluation.network)
+
+
+def test_evaluate_reads_an_earlier_versions_record_as_the_tutorial_protocol(capsys):
+    from gan_ignite.evaluate import compare_with_history
+
+    record = {"iteration": 300, "fid": 20.0, "num_samples": 500, "num_real": 500, "real_subset_seed": 0,
+              "feature_network": "inception", "protocol": "tutorial", "inception_weights": "pt_inception-2015-12-05"}
+    earlier = {key: value for key, value in record.items() if key != "protocol"}
+    compare_with_history(record, {**earlier, "resize": "bilinear"})
+    assert "reproduces the history.jsonl record" in capsys.readouterr().out
+    compare_with_history({**record, "protocol": "torch-fidelity"}, {**earlier, "resize": "bilinear"})
+    assert "other settings (protocol=tutorial)" in capsys.readouterr().out
