@@ -2,7 +2,7 @@
 
 FID implementations agree on the network and the formula but not on how a uint8 image becomes
 the 299 x 299 float input (Parmar et al., "On Aliased Resizing and Surprising Subtleties in GAN
-Evaluation", 2022): on 28x28 Fashion-MNIST the same images and weights give FIDs 26% apart. A
+Evaluation", 2022): on 28x28 Fashion-MNIST the same images and weights give FIDs 25% apart. A
 protocol reproduces one implementation exactly, resize and input scaling together:
 
 - ``tutorial``: PIL bilinear on the uint8 image, then ``x / 127.5 - 1`` (PyTorch-Ignite's GAN
