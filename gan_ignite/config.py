@@ -7,6 +7,7 @@ the value checks below into :class:`~gan_ignite.errors.ConfigError` messages tha
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from gan_ignite.errors import ConfigError
 from gan_ignite.losses import LOSSES
 from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricOptions, min_samples
 from gan_ignite.metrics.features import FEATURE_NETWORKS
-from gan_ignite.metrics.preprocess import RESIZE_METHODS
+from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, PROTOCOLS, protocol_for_resize
 
 DATASETS = ("imagefolder", "celeba", "cifar10", "mnist", "fashion_mnist")
 SCORED_MODELS = ("generator", "ema")
@@ -30,6 +31,7 @@ ONE_PROCESS = ("dist.nproc_per_node=null", "dist.backend=null")
 IMAGE_SIZES = (32, 64, 128)
 MAX_SEED = 2**32 - 1  # numpy's limit; ignite's manual_seed seeds numpy, random and torch
 README_CONFIG = "the README's 'Configuration' section"
+logger = logging.getLogger("gan_ignite")
 
 
 @dataclass
@@ -90,7 +92,9 @@ class EvalConfig:
     real_subset_seed: int = 0
     batch_size: int = 64
     feature_network: str = "inception"
-    resize: str = "bilinear"
+    protocol: Optional[str] = None  # FID preprocessing (metrics.preprocess.PROTOCOLS); null = DEFAULT_PROTOCOL
+    resize: Optional[str] = None  # replaced by protocol: an earlier version's 'bilinear' is read as 'tutorial'
+    reference_stats: Optional[str] = None  # a published mu/sigma .npz instead of the reference images
     inception_weights: Optional[str] = None
     metrics: List[str] = field(default_factory=lambda: ["fid", "is"])
     is_splits: int = 10
@@ -179,9 +183,33 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
             config = OmegaConf.merge(config, source)
         except OmegaConfBaseException as error:
             raise _explain(error, where) from None
+    resolve_protocol(config.eval)
     validate(config)
     OmegaConf.set_readonly(config, True)
     return config
+
+
+def resolve_protocol(evaluation: DictConfig) -> None:
+    """Fill in ``eval.protocol``: an earlier version's ``eval.resize`` maps onto the protocol that
+    computes the same thing (or stops with what to use instead); a reference statistics file needs
+    the protocol it was computed with said explicitly; otherwise the default."""
+    if evaluation.resize is not None:
+        try:
+            legacy = protocol_for_resize(evaluation.resize)
+        except ValueError as error:
+            raise ConfigError(f"Invalid value for config key 'eval.resize': {error}") from None
+        _require(evaluation.protocol in (None, legacy), "eval.resize",
+                 f"'{evaluation.resize}' (= eval.protocol={legacy}) contradicts eval.protocol={evaluation.protocol}; "
+                 "remove eval.resize")
+        logger.warning("eval.resize=%s (a setting of earlier versions) is read as eval.protocol=%s, the same "
+                       "computation.", evaluation.resize, legacy)
+        evaluation.protocol, evaluation.resize = legacy, None
+    _require(evaluation.protocol is not None or not evaluation.reference_stats, "eval.protocol",
+             "eval.reference_stats needs the protocol its statistics were computed with, given explicitly "
+             "(e.g. torch-fidelity for TTUR's files, pytorch-fid for pytorch-fid's, clean-fid for clean-fid's "
+             "'clean' files), so that generated images are preprocessed the same way")
+    if evaluation.protocol is None:
+        evaluation.protocol = DEFAULT_PROTOCOL
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -249,8 +277,8 @@ def validate_eval(evaluation: DictConfig, world_size: int) -> None:
     crash at the first evaluation."""
     _require(evaluation.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 disables evaluation)")
     _require(evaluation.batch_size > 0, "eval.batch_size", "must be positive")
-    _require(evaluation.resize in RESIZE_METHODS, "eval.resize",
-             f"'{evaluation.resize}' is not one of {', '.join(RESIZE_METHODS)}")
+    _require(evaluation.protocol in PROTOCOLS, "eval.protocol",
+             f"'{evaluation.protocol}' is not one of {', '.join(PROTOCOLS)}")
     network = str(evaluation.feature_network).partition(":")[0]
     _require(network in FEATURE_NETWORKS, "eval.feature_network",
              f"'{evaluation.feature_network}' is not one of {', '.join(FEATURE_NETWORKS)} "

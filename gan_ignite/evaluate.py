@@ -32,12 +32,14 @@ from gan_ignite.errors import INPUT_ERRORS, RunStopped
 from gan_ignite.evaluation import setup_evaluation, warn_if_random
 from gan_ignite.launch import input_error_exit, interrupted_exit, launch
 from gan_ignite.metrics._base import resolve_device
+from gan_ignite.metrics.preprocess import LEGACY_RESIZE, PROTOCOLS
 from gan_ignite.run_dir import RunDir, append_lines, history_record, load_generator, load_run_config
 
 logger = logging.getLogger("gan_ignite")
 # round-off between processes, batch compositions and BLAS threads stays far below these
 REPRODUCE_RTOL, REPRODUCE_ATOL = 1e-6, 1e-9
-COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights")
+COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",
+                   "reference_stats_sha256")
 INTERRUPTED = "Interrupted by Ctrl-C; nothing was written."
 
 
@@ -78,6 +80,8 @@ def compare_with_history(record: dict[str, Any], reference: Optional[dict[str, A
     """Say whether this result reproduces the training-time record of the same checkpoint."""
     if reference is None:
         return
+    if "protocol" not in reference and reference.get("feature_network") == "inception":  # an earlier version's record
+        reference = {**reference, "protocol": LEGACY_RESIZE.get(reference.get("resize"))}
     if any(reference.get(field) != record.get(field) for field in COMPARED_FIELDS):
         print(f"note: history.jsonl has a record of iteration {record['iteration']} with other settings "
               f"({', '.join(f'{f}={reference.get(f)}' for f in COMPARED_FIELDS if reference.get(f) != record.get(f))})"
@@ -101,6 +105,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "10,000 to choose checkpoints, 50,000 for numbers comparable with papers")
     parser.add_argument("--model", choices=SCORED_MODELS, default=None,
                         help="the live generator or its EMA (default: what the run evaluated, eval.model)")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                        help="the FID protocol (= eval.protocol=...; default: the run's)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.metrics=[fid,is,kid,prdc]")
@@ -115,6 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = list(args.overrides)
         if args.num_samples is not None:
             overrides.append(f"eval.num_samples={args.num_samples}")
+        if args.protocol is not None:
+            overrides.append(f"eval.protocol={args.protocol}")
         run_dir, config = load_run_config(args.checkpoint, overrides)
         if args.device is not None:
             resolve_device(args.device)

@@ -8,7 +8,7 @@ One checkpoint, one number:
   (:func:`evaluation_latents`), whatever the world size and batch size; each rank scores a
   contiguous slice, and features are gathered in rank order, i.e. in sample order;
 - the reference set is a seeded random sample of the training set (``eval.real_subset_seed``),
-  or all of it (``eval.num_real: all``);
+  or all of it (``eval.num_real: all``), or a published statistics file (``eval.reference_stats``);
 - its statistics are cached under a key that holds a fingerprint of the image files, the
   preprocessing version and the Pillow version, so they cannot go stale silently.
 """
@@ -16,6 +16,7 @@ One checkpoint, one number:
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import sys
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ from gan_ignite import data as data_module
 from gan_ignite.config import scored_model
 from gan_ignite.ema import recalibrate_batchnorm
 from gan_ignite.engines import create_evaluator, generated_batches
-from gan_ignite.errors import UserError, on_every_rank, require_memory
-from gan_ignite.metrics.factory import METRICS, MetricOptions, create_metrics, min_samples
+from gan_ignite.errors import ConfigError, UserError, on_every_rank, require_memory
+from gan_ignite.metrics.factory import METRICS, MetricOptions, check_network_supports, create_metrics, min_samples
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.inception import weights_tag
 from gan_ignite.metrics.real_stats import RealStatistics, cached_real_statistics, compute_real_statistics
@@ -92,7 +93,8 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
     check_sample_counts(config, len(dataset))  # type: ignore[arg-type]  # the reference set: the whole training set
     network = on_every_rank(lambda: load_feature_network(evaluation.feature_network, device,
                                                          inception_weights=evaluation.inception_weights,
-                                                         resize=evaluation.resize))
+                                                         protocol=evaluation.protocol))
+    on_every_rank(lambda: check_network_supports(evaluation.metrics, network))
     real_stats = reference_statistics(config, dataset, network, device)
     metrics = create_metrics(list(evaluation.metrics), real_stats, is_splits=evaluation.is_splits,
                              kid_subsets=evaluation.kid_subsets, kid_subset_size=evaluation.kid_subset_size,
@@ -103,12 +105,13 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
         ProgressBar(persist=False, desc="Evaluation").attach(evaluator)
     start, stop = data_module.shard_bounds(evaluation.num_samples, rank, world_size)
     latents = evaluation_latents(config, evaluation.num_samples)[start:stop]
-    record_fields = {"model": model, "num_samples": evaluation.num_samples, "num_real": real_stats.num,
-                     "real_subset_seed": evaluation.real_subset_seed,
-                     "feature_network": evaluation.feature_network, "resize": evaluation.resize,
-                     "inception_weights": (weights_tag(evaluation.inception_weights)  # null: no Inception scored
-                                           if evaluation.feature_network == "inception" else None),
-                     "world_size": world_size}
+    inception = evaluation.feature_network == "inception"
+    record_fields = {"model": model, "num_samples": evaluation.num_samples, "num_real": real_stats.num or None,
+                     "real_subset_seed": None if evaluation.reference_stats else evaluation.real_subset_seed,
+                     "feature_network": evaluation.feature_network,
+                     "protocol": evaluation.protocol if inception else None,  # null: no Inception scored
+                     "inception_weights": weights_tag(evaluation.inception_weights) if inception else None,
+                     **reference_file_fields(evaluation), "world_size": world_size}
     return Evaluation(evaluator, generator, network, list(latents.split(evaluation.batch_size)), device,
                       record_fields)
 
@@ -143,8 +146,10 @@ def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureN
     """Statistics of the reference subset of the *whole* training set (also when training uses only
     ``data.max_train_size`` images of it: a generator that memorised its small subset must not look
     good), from the cache or computed (sharded over the ranks) and cached. The key holds everything
-    they depend on (see the README's "Metrics")."""
+    they depend on (see the README's "Metrics"). With ``eval.reference_stats`` they are that file's instead."""
     evaluation = config.eval
+    if evaluation.reference_stats:
+        return on_every_rank(lambda: reference_file_statistics(evaluation, network))
     pool = dataset
     indices = data_module.reference_indices(len(pool), num_real_images(evaluation, len(pool)),
                                             evaluation.real_subset_seed)
@@ -158,6 +163,39 @@ def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureN
     cache_dir = data_module.cache_dir(config)
     return cached_real_statistics(cache_dir, key_parts, lambda: compute_real_statistics(loader, network,
                                                                                         device=device))
+
+
+def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork) -> RealStatistics:
+    """``eval.reference_stats`` (TTUR's, pytorch-fid's, clean-fid's or our ``.npz``), checked against
+    the network, the protocol and the metrics: one paragraph naming the file if it does not fit."""
+    path = Path(evaluation.reference_stats).expanduser()
+    stats = RealStatistics.load(path)
+    where = f"The reference statistics file '{path}' (eval.reference_stats)"
+    if stats.mu.shape[0] != network.num_features:
+        raise ConfigError(f"{where} holds {stats.mu.shape[0]}-d statistics, but the feature network "
+                          f"'{evaluation.feature_network}' gives {network.num_features}-d features.")
+    recorded = stats.meta.get("protocol")
+    if recorded is not None and recorded != evaluation.protocol:
+        raise ConfigError(f"{where} was computed with protocol {recorded}, not eval.protocol={evaluation.protocol}: "
+                          f"set eval.protocol={recorded}.")
+    recorded_network = stats.meta.get("feature_network")
+    if recorded_network is not None and recorded_network != network.tag:
+        raise ConfigError(f"{where} was computed with the feature network {recorded_network}, this evaluation "
+                          f"uses {network.tag}: other weights or preprocessing give other values.")
+    needs_features = [name for name in evaluation.metrics if METRICS[name].needs_real == "features"]
+    if needs_features and stats.features is None:
+        raise ConfigError(f"{where} holds only mu and sigma, and {', '.join(needs_features).upper()} need(s) the "
+                          f"reference images' features: drop {', '.join(needs_features)} from eval.metrics, or score "
+                          f"against the images (leave eval.reference_stats empty).")
+    return stats
+
+
+def reference_file_fields(evaluation: DictConfig) -> dict[str, Any]:
+    """The record fields naming ``eval.reference_stats`` (path and content hash); none without it."""
+    if not evaluation.reference_stats:
+        return {}
+    path = Path(evaluation.reference_stats).expanduser()
+    return {"reference_stats": str(path), "reference_stats_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:12]}
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:

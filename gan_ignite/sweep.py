@@ -22,7 +22,8 @@ The report, from the ``kind: eval`` records of each run's ``history.jsonl``:
 - ``SWEEP_DIR/sweep.md``: mean, standard deviation and 95% confidence interval of the mean
   (Student t: ``t(0.975, n-1) * sd / sqrt(n)``) per metric over the finished seeds, their number,
   the seeds left out, and a warning naming the runs whose records differ in sample count, real
-  set, feature network, weights, resize or scored model (such values are not comparable);
+  set, feature network, weights, protocol, reference statistics file or scored model (such values
+  are not comparable);
 - ``SWEEP_DIR/sweep_fid.png``: the FID curve of every seed and, at the iterations all of them
   evaluated, their mean with a band of mean ± the 95% confidence interval.
 
@@ -54,9 +55,11 @@ import gan_ignite
 from gan_ignite.config import ONE_PROCESS, load_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
 from gan_ignite.launch import input_error_exit, interrupted_exit
+from gan_ignite.metrics.preprocess import PROTOCOLS
 from gan_ignite.run_dir import RunDir, atomic_write, read_checkpoint, write_text
 
-SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "resize", "inception_weights", "model")
+SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",
+            "reference_stats_sha256", "model")
 METRICS = (("best_fid", "best FID"), ("final_fid", "final FID"), ("final_is", "final IS"), ("final_kid", "final KID"))
 CSV_COLUMNS = ("seed", "status", "evaluations", "best_fid", "best_fid_iteration", "final_iteration", "final_fid",
                "final_is", "final_kid", *SETTINGS, "run_dir")
@@ -430,12 +433,15 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="the sweep's folder (default: the config's output_dir + '_sweep'); seed S trains in "
                              "OUT/seed_S")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report without training")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                        help="the FID protocol of every seed's evaluations (= eval.protocol=...)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every seed, e.g. train.max_epochs=5")
     args = parser.parse_intermixed_args(argv)
     # --seeds takes every value after it, overrides too (argparse cannot tell them apart): an
     # override always holds "=", a seed never does
-    args.overrides = [*args.overrides, *(item for item in args.seeds if "=" in item)]
+    args.overrides = [*args.overrides, *(item for item in args.seeds if "=" in item),
+                      *([f"eval.protocol={args.protocol}"] if args.protocol else [])]
     args.seeds = [item for item in args.seeds if "=" not in item]
     return args
 

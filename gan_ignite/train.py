@@ -23,7 +23,9 @@ from torch.utils.data import Dataset
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, RunDirError
+from gan_ignite.evaluation import reference_file_statistics
 from gan_ignite.launch import env_rank, input_error_exit, interrupted_exit, launch
+from gan_ignite.metrics.factory import check_network_supports
 from gan_ignite.metrics.features import load_feature_network
 from gan_ignite.run_dir import RunDir, identify_run, read_checkpoint, resolve_resume, with_run_fields
 from gan_ignite.training import RESUME_FIX, restore, run, setup_models
@@ -70,11 +72,14 @@ def preflight(config: DictConfig) -> DictConfig:
         check_epoch_length(config, checkpoint, resume)
     evaluation = config.eval
     random_inception = evaluation.feature_network == "inception" and evaluation.inception_weights == "random"
-    if evaluation.every_epochs > 0 and not random_inception:
+    if evaluation.every_epochs > 0 and (not random_inception or evaluation.reference_stats):
         # a missing, corrupt or wrong file, or a failed download, fails here; a download lands in
         # the torch hub cache once, before any worker process starts
-        load_feature_network(evaluation.feature_network, "cpu", inception_weights=evaluation.inception_weights,
-                             resize=evaluation.resize)
+        network = load_feature_network(evaluation.feature_network, "cpu",
+                                       inception_weights=evaluation.inception_weights, protocol=evaluation.protocol)
+        check_network_supports(evaluation.metrics, network)
+        if evaluation.reference_stats:
+            reference_file_statistics(evaluation, network)
     removed = run_dir.remove_orphans()  # holding the lock, no other process writes here
     if removed:
         logger.info("Removed %d temporary file(s) left by an interrupted write: %s", len(removed),

@@ -22,6 +22,12 @@
     cache, as every evaluation after a run's first one is; its time, img/s and peak GPU memory.
 ``--profile DIR`` writes a ``torch.profiler`` table of one more training window and one more
 evaluation (where the time goes when a ratio misses its target).
+(e) ``--peers``: the FID of the same two image folders (``--peer-images`` each) by our metrics CLI
+    in every protocol and by pytorch-fid, torch-fidelity and clean-fid, each in its own protocol
+    (``scripts/fid_peers.py``), all with the same random-init weights file; whole processes timed
+    (start-up, file reading, resizing, Inception, statistics). Per protocol the fastest peer's time
+    over ours (``peer_speedup``), the same-protocol peer's (``peer_speedup_same_protocol``), and
+    ``peer_speedup_min``, the smallest of the first; the FIDs of ours and each peer are reported too.
 ``--metric-parts`` adds the metric-level comparisons: FID accumulation against
 ``ignite.metrics.FID.update`` and the trace term against ``scipy.linalg.sqrtm``.
 
@@ -34,7 +40,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,13 +66,15 @@ from gan_ignite.evaluation import evaluation_latents, setup_evaluation  # noqa: 
 from gan_ignite.metrics import FID, RealStatistics, frechet_distance  # noqa: E402
 from gan_ignite.metrics.fid import covariance_sqrt_factor, mean_and_covariance, trace_sqrt_product  # noqa: E402
 from gan_ignite.metrics.features import prepare_images  # noqa: E402
+from gan_ignite.metrics.inception import load_fid_inception  # noqa: E402
+from gan_ignite.metrics.preprocess import PROTOCOLS  # noqa: E402
 from gan_ignite.training import attach_saving, build_training, discriminator_lr, setup_models  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- setup
-def synthetic_folder(root: Path, count: int, size: int) -> Path:
+def synthetic_folder(root: Path, count: int, size: int, seed: int = 0) -> Path:
     """``count`` JPEGs of coloured shapes: decoding real files is part of what the data cache saves."""
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     yy, xx = np.mgrid[0:size, 0:size]
     for index in range(count):
@@ -354,6 +364,56 @@ def bench_metric_parts(count: int = 2048, dim: int = 2048, batch_size: int = 64)
             "trace_speedup_vs_sqrtm": sqrtm / cold, "trace_speedup_vs_sqrtm_warm": sqrtm / warm}
 
 
+# ----------------------------------------------------------------------------- (e) peers
+ROOT = Path(__file__).resolve().parents[1]
+PEERS = ("pytorch-fid", "torch-fidelity", "clean-fid")  # each computes FID in the protocol of its name
+
+
+def timed_process(command: list[str], out: Path) -> tuple[float, float]:
+    """Seconds of the whole process and the FID it wrote to ``out`` (JSON)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return seconds, json.loads(out.read_text())["fid"]
+
+
+def bench_peers(args: argparse.Namespace, work: Path) -> dict:
+    real = synthetic_folder(work / "peer_real", args.peer_images, args.image_size, seed=1)
+    fake = synthetic_folder(work / "peer_fake", args.peer_images, args.image_size, seed=2)
+    weights = work / "random_fid_inception.pth"  # one file in pytorch-fid's format for every side
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save({k: v.contiguous() for k, v in load_fid_inception("random").state_dict().items()}, weights)
+    common = ["--batch-size", str(args.eval_batch_size), "--num-workers", str(args.num_workers), "--device",
+              args.device]
+    commands = {("ours", protocol): [sys.executable, "-m", "gan_ignite.metrics", str(real), str(fake), "--protocol",
+                                     protocol, "--inception-weights", str(weights), "--metrics", "fid", *common]
+                for protocol in args.peer_protocols}
+    commands.update({("peer", name): [sys.executable, "scripts/fid_peers.py", name, str(real), str(fake), "--weights",
+                                      str(weights), *common] for name in PEERS if name in args.peer_protocols})
+    seconds: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
+    fids: dict[tuple[str, str], float] = {}
+    for _ in range(args.repeats):  # alternating, the best of each kept
+        for (side, name), command in commands.items():
+            out = work / f"{side}_{name}.json"
+            took, fids[side, name] = timed_process([*command, "--json", str(out)], out)
+            seconds[side, name].append(took)
+    best = {key: min(values) for key, values in seconds.items()}
+    ours = {name: best["ours", name] for name in args.peer_protocols}
+    peers = {name: best["peer", name] for name in PEERS if ("peer", name) in best}
+    fastest = min(peers.values())
+    result = {"peer_images": args.peer_images, "peer_seconds": peers, "ours_seconds": ours,
+              "peer_speedup": {name: fastest / ours[name] for name in ours},
+              "peer_speedup_same_protocol": {name: peers[name] / ours[name] for name in peers},
+              "peer_fid": {name: fids["peer", name] for name in peers},
+              "ours_fid": {name: fids["ours", name] for name in ours}}
+    result["peer_speedup_min"] = min(result["peer_speedup"].values())
+    return result
+
+
 # ----------------------------------------------------------------------------- report
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -382,6 +442,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="also time one evaluation of N samples (FID + IS) against cached reference statistics")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="write torch.profiler tables of one training window and one evaluation to DIR")
+    parser.add_argument("--peers", action="store_true",
+                        help="(e) our metrics CLI in every protocol against pytorch-fid, torch-fidelity, clean-fid")
+    parser.add_argument("--peer-images", type=int, default=200, help="images per folder for --peers")
+    parser.add_argument("--peer-protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS),
+                        help="protocols timed by --peers (the peers of these names run)")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--json", metavar="OUT", help="write the results here")
@@ -402,11 +467,14 @@ def main(argv: list[str] | None = None) -> int:
                                                                      "versus")}}
     with tempfile.TemporaryDirectory(prefix="gan_ignite_benchmark_") as directory:
         work = Path(directory)
-        synthetic_folder(work / "images", max(args.images, args.eval_samples), args.image_size)
+        if not (args.skip_train and args.skip_eval) or args.full_eval:
+            synthetic_folder(work / "images", max(args.images, args.eval_samples), args.image_size)
         if not args.skip_train:
             result.update(bench_training(args, work, device))
         if not args.skip_eval:
             result.update(bench_evaluation(args, work, device))
+        if args.peers:
+            result.update(bench_peers(args, work))
         # the peak of (a) and (b); (d) resets it to measure its own
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
         if args.full_eval:
@@ -415,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
         result.update(bench_metric_parts())
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for key, value in result.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{name} {number:.4g}" if isinstance(number, float) else f"{name} {number}"
+                              for name, number in value.items())
         print(f"{key:>34}: {value:.4g}" if isinstance(value, float) else f"{key:>34}: {value}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -148,6 +148,15 @@ def random_inception_weights(tmp_path_factory, random_inception) -> Path:
 
 
 @pytest.fixture(scope="session")
+def nvidia_torchscripts(tmp_path_factory):
+    """NVIDIA's TorchScript FID Inception layout with seeded random weights (tests/nvidia_inception.py):
+    ``(full_path, pool3_only_path, full_module)``."""
+    from nvidia_inception import save_torchscripts
+
+    return save_torchscripts(tmp_path_factory.mktemp("nvidia"))
+
+
+@pytest.fixture(scope="session")
 def inception_folders(tmp_path_factory) -> tuple[Path, Path]:
     """Two folders of 299x299 PNGs (no resizing anywhere): A = 16 colour shape images,
     B = 16 other shape images saved as grayscale, so FID(A, B) is clearly non-zero."""

@@ -60,12 +60,27 @@ def test_overrides_beat_the_file():
     ("train.ema_decay=1.0", ["train.ema_decay", "(0, 1)"]),
     ("train.ema_start=-1", ["train.ema_start", ">= 0"]),
     ("model.spectral_norm=maybe", ["Wrong type", "model.spectral_norm"]),
+    ("eval.protocol=bilinear", ["eval.protocol", "tutorial, pytorch-fid, torch-fidelity, clean-fid"]),
+    ("eval.resize=bicubic", ["eval.resize", "no exact equivalent", "clean-fid"]),
+    ("eval.reference_stats=fid_stats_cifar10_train.npz", ["eval.protocol", "explicitly", "torch-fidelity for TTUR"]),
 ])
 def test_bad_config_values_name_the_key(override, words):
     with pytest.raises(ConfigError) as caught:
         load_config(ROOT / "configs" / "fashion_mnist.yaml", [override])
     for word in words:
         assert word in str(caught.value)
+
+
+def test_protocol_default_and_an_earlier_versions_resize_setting(caplog):
+    assert load_config(ROOT / "configs" / "fashion_mnist.yaml").eval.protocol == "torch-fidelity"
+    with caplog.at_level("WARNING", logger="gan_ignite"):
+        legacy = load_config(None, ["eval.resize=bilinear"])  # e.g. an older run's config.yaml
+    assert (legacy.eval.protocol, legacy.eval.resize) == ("tutorial", None)
+    assert "eval.resize=bilinear" in caplog.text and "eval.protocol=tutorial" in caplog.text
+    with pytest.raises(ConfigError, match="contradicts eval.protocol=clean-fid"):
+        load_config(None, ["eval.resize=bilinear", "eval.protocol=clean-fid"])
+    declared = load_config(None, ["eval.reference_stats=stats.npz", "eval.protocol=clean-fid"])
+    assert declared.eval.protocol == "clean-fid"
 
 
 def test_training_recipe_defaults_are_the_seed_recipe():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import subprocess
@@ -16,10 +17,13 @@ from PIL import Image
 from conftest import PYTHON, ROOT, cli_env, make_shape_images
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config
-from gan_ignite.evaluation import reference_statistics
+from gan_ignite.errors import ConfigError
+from gan_ignite.evaluation import evaluation_latents, reference_file_statistics, reference_statistics, setup_evaluation
 from gan_ignite.handlers import attach_best_checkpoint
 from gan_ignite.metrics.factory import create_metrics
-from gan_ignite.metrics.features import InceptionFeatures
+from gan_ignite.metrics.features import InceptionFeatures, extract_features
+from gan_ignite.metrics.fid import frechet_distance, mean_and_covariance
+from gan_ignite.models import generator_from_config
 from gan_ignite.metrics.real_stats import RealStatistics
 from gan_ignite.run_dir import RunDir
 
@@ -80,7 +84,7 @@ def test_replacing_one_image_of_the_subset_misses_the_cache(tmp_path, caplog):
     config = evaluation_config(class_folder(tmp_path / "images"), tmp_path / "cache", **{"eval.num_real": "all"})
     dataset = data_module.load_dataset(config.data)
     network = CountingPixelNetwork()
-    features = InceptionFeatures(network, "bilinear")
+    features = InceptionFeatures(network, "tutorial")
     with caplog.at_level(logging.INFO):
         first = reference_statistics(config, dataset, features, torch.device("cpu"))
         assert network.images_seen == 30 and first.num == 30
@@ -163,3 +167,43 @@ def test_kid_with_a_clipped_subset_size_records_it_and_no_std():
         results[size] = dict(evaluator.state.metrics)
     assert results[10]["kid_subset_size"] == 10 and results[10]["kid_std"] > 0
     assert results[100]["kid_subset_size"] == 30 and "kid_std" not in results[100]
+
+
+def test_a_published_statistics_file_is_the_reference_set(tmp_path):
+    """TTUR / pytorch-fid / clean-fid files hold mu and sigma only: FID is computed against exactly
+    them, the record names the file, its hash and the declared protocol; KID is refused."""
+    features = np.random.default_rng(0).random((40, 2048))
+    published = tmp_path / "fid_stats_published.npz"
+    np.savez(published, mu=features.mean(0), sigma=np.cov(features, rowvar=False))
+    settings = {"eval.reference_stats": published, "eval.protocol": "clean-fid", "eval.inception_weights": "random",
+                "eval.num_samples": 4, "eval.batch_size": 2, "model.g_features": 8}
+    config = evaluation_config(class_folder(tmp_path / "images"), tmp_path / "cache", **settings)
+    dataset = data_module.load_dataset(config.data)
+    torch.manual_seed(0)
+    generator = generator_from_config(config).eval()
+    with pytest.warns(UserWarning):  # the random test network, and FID from 4 samples
+        evaluation = setup_evaluation(config, dataset, generator, torch.device("cpu"))
+        record = evaluation.run()
+    assert not (tmp_path / "cache").exists()  # no reference image was read
+    assert record["reference_stats"] == str(published) and record["protocol"] == "clean-fid"
+    assert record["reference_stats_sha256"] == hashlib.sha256(published.read_bytes()).hexdigest()[:12]
+    assert record["num_real"] is None and record["real_subset_seed"] is None
+    with torch.no_grad():
+        fake = extract_features(generator(evaluation_latents(config, 4)), evaluation.network)["features"]
+    expected = frechet_distance(features.mean(0), np.cov(features, rowvar=False), *mean_and_covariance(fake))
+    assert record["fid"] == pytest.approx(expected, rel=1e-6)  # other batches: round-off only
+    with_kid = evaluation_config(tmp_path / "images", tmp_path / "cache", **{**settings, "eval.metrics": "[fid,kid]"})
+    with pytest.raises(ConfigError, match="only mu and sigma, and KID need.* drop kid from eval.metrics"):
+        reference_file_statistics(with_kid.eval, evaluation.network)
+
+
+def test_evaluate_reads_an_earlier_versions_record_as_the_tutorial_protocol(capsys):
+    from gan_ignite.evaluate import compare_with_history
+
+    record = {"iteration": 300, "fid": 20.0, "num_samples": 500, "num_real": 500, "real_subset_seed": 0,
+              "feature_network": "inception", "protocol": "tutorial", "inception_weights": "pt_inception-2015-12-05"}
+    earlier = {key: value for key, value in record.items() if key != "protocol"}
+    compare_with_history(record, {**earlier, "resize": "bilinear"})
+    assert "reproduces the history.jsonl record" in capsys.readouterr().out
+    compare_with_history({**record, "protocol": "torch-fidelity"}, {**earlier, "resize": "bilinear"})
+    assert "other settings (protocol=tutorial)" in capsys.readouterr().out

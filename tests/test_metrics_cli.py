@@ -37,8 +37,8 @@ def cli_run(inception_folders, random_inception_weights, tmp_path_factory):
     """One CLI run with every metric, --json and --save-stats (Inception runs are the slow part)."""
     out = tmp_path_factory.mktemp("cli")
     argv = [str(inception_folders[0]), str(inception_folders[1]), "--inception-weights",
-            str(random_inception_weights), "--device", "cpu", "--json", str(out / "result.json"),
-            "--save-stats", str(out / "a_stats.npz"), *SMALL_SET_OPTIONS]
+            str(random_inception_weights), "--protocol", "pytorch-fid", "--device", "cpu",
+            "--json", str(out / "result.json"), "--save-stats", str(out / "a_stats.npz"), *SMALL_SET_OPTIONS]
     code = main(argv)
     return code, json.loads((out / "result.json").read_text()), out / "a_stats.npz"
 
@@ -109,8 +109,44 @@ def test_module_entry_point_reports_errors_without_traceback(tmp_path):
 def test_cuda_gives_the_cpu_numbers(cli_run, inception_folders, random_inception_weights, tmp_path):
     _, result, _ = cli_run
     argv = [str(inception_folders[0]), str(inception_folders[1]), "--inception-weights", str(random_inception_weights),
-            "--device", "cuda", "--json", str(tmp_path / "cuda.json"), *SMALL_SET_OPTIONS]
+            "--protocol", "pytorch-fid", "--device", "cuda", "--json", str(tmp_path / "cuda.json"), *SMALL_SET_OPTIONS]
     assert main(argv) == 0
     on_cuda = json.loads((tmp_path / "cuda.json").read_text())
     assert on_cuda["fid"] == pytest.approx(result["fid"], rel=1e-4)
     assert on_cuda["is"] == pytest.approx(result["is"], rel=1e-5)
+
+
+def _stats_file(path, meta=None):
+    """Statistics as TTUR / pytorch-fid / clean-fid publish them (mu, sigma), or ours (with meta)."""
+    features = np.random.default_rng(len(str(path))).random((12, 4))
+    arrays = {"mu": features.mean(0), "sigma": np.cov(features, rowvar=False)}
+    if meta is not None:
+        arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def test_protocol_of_statistics_files_must_be_known_and_agree(tmp_path, capsys):
+    folder = tmp_path / "images"
+    make_shape_images(folder, 2, size=8)
+    published = _stats_file(tmp_path / "fid_stats_published.npz")
+    tutorial = _stats_file(tmp_path / "ours_tutorial.npz", {"protocol": "tutorial"})
+    for argv, expected in (([published, str(folder)], "does not record how its images were preprocessed"),
+                           ([tutorial, str(folder), "--protocol", "clean-fid"], "computed with protocol tutorial"),
+                           ([tutorial, published, "--resize", "bicubic"], "no exact equivalent"),
+                           ([tutorial, published, "--resize", "bilinear", "--protocol", "pytorch-fid"], "contradicts")):
+        assert main([*argv, "--inception-weights", "random", "--num-workers", "0"]) == 2
+        message = capsys.readouterr().err
+        assert expected in message and "--protocol" in message, argv
+    # an earlier version's --resize bilinear is the tutorial protocol; two files need no network
+    assert main([tutorial, published, "--resize", "bilinear", "--json", str(tmp_path / "r.json")]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["fid"] > 0
+
+
+def test_weights_without_logits_refuse_a_requested_inception_score(tmp_path, nvidia_torchscripts, capsys):
+    _, pool3_only, _ = nvidia_torchscripts
+    folder = tmp_path / "images"
+    make_shape_images(folder, 2, size=8)
+    argv = [str(folder), str(folder), "--inception-weights", str(pool3_only), "--is-splits", "1", "--num-workers", "0"]
+    assert main([*argv, "--metrics", "fid,is"]) == 2
+    assert "IS needs class logits" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from gan_ignite.metrics.real_stats import (
 
 
 class _PixelExtractor(torch.nn.Module):
-    """A cheap stand-in for Inception: 8 per-image pixel statistics of the uint8 299x299 input."""
+    """A cheap stand-in for Inception: 8 per-image pixel statistics of the float 299x299 input."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -45,10 +45,10 @@ def test_compute_real_statistics_preprocesses_like_the_evaluator():
     extractor = _PixelExtractor()
     images = torch.rand(10, 1, 28, 28) * 2 - 1
     batches = [(images[:6], torch.zeros(6)), (images[6:], torch.zeros(4))]  # (images, labels) tuples
-    stats = compute_real_statistics(batches, extractor, resize="bicubic", max_samples=9)
+    stats = compute_real_statistics(batches, extractor, protocol="clean-fid", max_samples=9)
     assert stats.num == 9 and stats.features.shape == (9, 8) and stats.features.dtype == np.float32
-    assert all(batch.shape[1:] == (3, 299, 299) and batch.dtype == torch.uint8 for batch in extractor.inputs)
-    direct = extract_features(images[:9], InceptionFeatures(_PixelExtractor(), "bicubic"))["features"]
+    assert all(batch.shape[1:] == (3, 299, 299) and batch.dtype == torch.float32 for batch in extractor.inputs)
+    direct = extract_features(images[:9], InceptionFeatures(_PixelExtractor(), "clean-fid"))["features"]
     np.testing.assert_allclose(stats.features, direct.numpy())
     np.testing.assert_allclose(stats.mu, direct.double().mean(0).numpy(), rtol=1e-12)
     np.testing.assert_allclose(stats.sigma, np.cov(direct.double().numpy(), rowvar=False), rtol=1e-10, atol=1e-12)
@@ -87,14 +87,14 @@ def test_cache_computes_once_then_hits(tmp_path, caplog):
         calls.append(1)
         return _stats()
 
-    key = {"dataset": "cifar10", "image_size": 32, "resize": "bilinear", "weights": "random", "num": 30}
+    key = {"dataset": "cifar10", "image_size": 32, "protocol": "tutorial", "weights": "random", "num": 30}
     with caplog.at_level(logging.INFO, logger="gan_ignite.metrics.real_stats"):
         first = cached_real_statistics(tmp_path, key, compute)
         second = cached_real_statistics(tmp_path, dict(reversed(list(key.items()))), compute)
     assert len(calls) == 1 and "cache miss" in caplog.text and "cache hit" in caplog.text
     np.testing.assert_array_equal(first.sigma, second.sigma)
     assert second.meta["key_parts"] == key
-    cached_real_statistics(tmp_path, {**key, "resize": "bicubic"}, compute)
+    cached_real_statistics(tmp_path, {**key, "protocol": "clean-fid"}, compute)
     assert len(calls) == 2 and len(list(tmp_path.glob("real_stats_*.npz"))) == 2
 
 

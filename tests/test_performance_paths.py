@@ -108,8 +108,9 @@ def test_benchmark_runs_with_tiny_settings(tmp_path):
     out = tmp_path / "benchmark.json"
     result = subprocess.run([PYTHON, "scripts/benchmark.py", "--iters", "3", "--warmup", "1", "--eval-samples", "8",
                              "--eval-batch-size", "4", "--image-size", "32", "--width", "8", "--batch-size", "8",
-                             "--images", "32", "--repeats", "1", "--num-workers", "0", "--data-cache", "--json",
-                             str(out)], capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=600)
+                             "--images", "32", "--repeats", "1", "--num-workers", "0", "--data-cache", "--peers",
+                             "--peer-images", "8", "--peer-protocols", "torch-fidelity", "--json", str(out)],
+                            capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     values = json.loads(out.read_text())
     for key in ("train_img_per_s", "plain_img_per_s", "train_ratio_vs_plain", "eval_img_per_s",
@@ -118,6 +119,10 @@ def test_benchmark_runs_with_tiny_settings(tmp_path):
         assert values[key] > 0, key
     assert values["device"].startswith("cpu") and values["cuda_peak_mb"] is None
     assert values["train_ratio_vs_plain"] == pytest.approx(values["train_img_per_s"] / values["plain_img_per_s"])
+    # (d) our CLI and torch-fidelity, whole processes on the same two folders: the same FID, a measured ratio
+    assert values["ours_fid"]["torch-fidelity"] == pytest.approx(values["peer_fid"]["torch-fidelity"], rel=1e-5)
+    assert values["peer_speedup_min"] == pytest.approx(
+        values["peer_seconds"]["torch-fidelity"] / values["ours_seconds"]["torch-fidelity"])
 
 
 def test_gpu_check_dry_run_writes_every_figure(tmp_path):

@@ -170,7 +170,7 @@ def sweep_setup(tmp_path_factory, image_folder, stats_cache) -> tuple[Path, list
     config_file = root / "tiny.yaml"
     config_file.write_text(f"output_dir: {root / 'tiny'}\n")
     overrides = [item for item in tiny_overrides(root, image_folder, stats_cache, **SWEEP_SETTINGS)
-                 if not item.startswith("output_dir=")]
+                 if not item.startswith("output_dir=")] + ["--protocol", "tutorial"]
     assert sweep_main(["--config", str(config_file), "--seeds", "0", "1", *overrides]) == 0
     return config_file, overrides, root / "tiny_sweep"  # the default folder: output_dir + _sweep
 
@@ -198,6 +198,8 @@ def test_sweep_report_holds_per_seed_values_and_their_mean_sd_and_t_interval(swe
             (records[-1]["fid"], records[-1]["is"], records[-1]["kid"])
     report = (sweep_dir / "sweep.md").read_text()
     assert "Seeds in the statistics: 2 (0, 1)" in report and "not comparable" not in report
+    assert {record["protocol"] for row in rows for record in eval_records(sweep_dir / f"seed_{row['seed']}")} == \
+        {"tutorial"} and "protocol=tutorial" in report  # --protocol reached every seed's evaluations
     for key, label in (("best_fid", "best FID"), ("final_fid", "final FID"), ("final_kid", "final KID")):
         values = [float(row[key]) for row in rows]
         mean, sd = statistics.mean(values), statistics.stdev(values)

@@ -25,7 +25,7 @@ from gan_ignite.metrics.inception import (
 from gan_ignite.metrics.inception_score import InceptionScore, inception_score
 from gan_ignite.metrics.kid import KID, kernel_inception_distance
 from gan_ignite.metrics.prdc import PRDC, precision_recall_density_coverage
-from gan_ignite.metrics.preprocess import resize_for_inception, to_uint8
+from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, PROTOCOLS, prepare_for_inception, to_uint8
 from gan_ignite.metrics.real_stats import (
     RealStatistics,
     RealStatisticsError,
@@ -35,6 +35,8 @@ from gan_ignite.metrics.real_stats import (
 )
 
 __all__ = [
+    "DEFAULT_PROTOCOL",
+    "PROTOCOLS",
     "FEATURE_NETWORKS",
     "FID",
     "KID",
@@ -60,7 +62,7 @@ __all__ = [
     "load_fid_inception",
     "load_image_rgb",
     "precision_recall_density_coverage",
-    "resize_for_inception",
+    "prepare_for_inception",
     "to_uint8",
     "weights_tag",
 ]

