@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -186,3 +187,15 @@ def pytorch_fid_frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         if "disp" not in inspect.signature(scipy.linalg.sqrtm).parameters:
             patch.setattr(fid_score, "linalg", _SqrtmWithoutDisp)
         return float(fid_score.calculate_frechet_distance(mu1, sigma1, mu2, sigma2))
+
+
+@pytest.fixture(autouse=True)
+def _ignite_loggers_write_to_this_tests_stderr():
+    """ignite's own loggers (the launcher's "Run ... in 1 processes") keep the stderr of the test that
+    created them, which pytest closes afterwards; point them at this test's."""
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("ignite") and isinstance(logger, logging.Logger):
+            for handler in logger.handlers:
+                if type(handler) is logging.StreamHandler:
+                    handler.setStream(sys.stderr)
+    yield

@@ -340,8 +340,9 @@ def write_yaml(path: Path, content: dict) -> Path:
     ({"seed": 2**32 - 1, "dist.nproc_per_node": 2, "dist.backend": "gloo"}, "'seed': 4294967295 is out of range"),
     ({"train.batch_size": 64}, "'train.batch_size': 64 is more than the 48 training images"),
     ({"eval.num_samples": 10**12}, "would need about"),
-    ({"data.max_train_size": 4, "train.batch_size": 4, "eval.metrics": "[fid,prdc]"},
-     "reference set has 4 image(s)"),
+    # the reference set is drawn from the whole training set (48 images here), never the training subset
+    ({"data.max_train_size": 4, "train.batch_size": 4, "eval.num_real": "all", "eval.num_samples": 64,
+      "eval.nearest_k": 60, "eval.metrics": "[fid,prdc]"}, "reference set has 48 image(s)"),
 ])
 def test_input_that_cannot_work_exits_2_before_anything_is_written(extra, words, tmp_path, image_folder,
                                                                    stats_cache, capsys):

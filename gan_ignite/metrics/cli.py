@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def _recorded_protocol(path: str) -> str | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             return json.loads(str(data["meta"])).get("protocol") if "meta" in data.files else None
-    except (OSError, ValueError, EOFError, AttributeError):
+    except (OSError, ValueError, EOFError, AttributeError, KeyError, zipfile.BadZipFile):
         return None
 
 
