@@ -121,8 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides = list(args.overrides)
         if args.num_samples is not None:
             overrides.append(f"eval.num_samples={args.num_samples}")
-        if args.protocol is not None:
-            overrides.append(f"eval.protocol={args.protocol}")
+        if args.protocol is not None:  # replaces an earlier version's eval.resize in the run's config.yaml
+            overrides += [f"eval.protocol={args.protocol}", "eval.resize=null"]
         run_dir, config = load_run_config(args.checkpoint, overrides)
         if args.device is not None:
             resolve_device(args.device)

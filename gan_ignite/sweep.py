@@ -441,7 +441,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     # --seeds takes every value after it, overrides too (argparse cannot tell them apart): an
     # override always holds "=", a seed never does
     args.overrides = [*args.overrides, *(item for item in args.seeds if "=" in item),
-                      *([f"eval.protocol={args.protocol}"] if args.protocol else [])]
+                      *([f"eval.protocol={args.protocol}", "eval.resize=null"] if args.protocol else [])]
     args.seeds = [item for item in args.seeds if "=" not in item]
     return args
 

@@ -1,3 +1,4 @@
+import re
 import subprocess
 from pathlib import Path
 
@@ -23,13 +24,36 @@ def test_shipped_configs_load(name):
     assert config.data.name == name
 
 
-def test_plus_config_is_the_quickstart_with_only_the_measured_recipe_changed():
-    plain = OmegaConf.to_container(load_config(ROOT / "configs" / "fashion_mnist.yaml"))
-    plus = OmegaConf.to_container(load_config(ROOT / "configs" / "fashion_mnist_plus.yaml"))
-    changed = {(section, key) for section, values in plus.items() if isinstance(values, dict)
-               for key, value in values.items() if plain[section][key] != value}
-    assert changed == {("train", "lr"), ("train", "lr_d"), ("train", "ema_decay"), ("train", "ema_start")}
-    assert (plus["train"]["lr"], plus["train"]["lr_d"], plus["train"]["ema_decay"]) == (4e-4, 2e-4, 0.99)
+# "as `configs/X.yaml` ships them: 1,000 iterations x batch 64, 32x32, latent 100, widths 64, all 60,000 training images"
+SHIPPED_SETTINGS = re.compile(r"as `(configs/\w+\.yaml)` ships them: ([\d,]+) iterations x batch (\d+), (\d+)x\d+, "
+                              r"latent (\d+), widths (\d+), (all )?([\d,]+) training images")
+BUDGET_KEYS = ("data.max_train_size", "data.image_size", "model.", "train.batch_size", "train.epoch_length",
+               "train.max_epochs")
+
+
+def test_readme_tables_state_the_settings_their_shipped_configs_hold():
+    readme = (ROOT / "README.md").read_text()
+    stated = SHIPPED_SETTINGS.findall(readme)
+    assert {name for name, *_ in stated} >= {"configs/fashion_mnist_plus.yaml", "configs/fashion_mnist_small.yaml"}
+    for name, iterations, batch, size, latent, widths, everything, images in stated:
+        config = load_config(ROOT / name)
+        train, model = config.train, config.model
+        assert train.max_epochs * train.epoch_length == int(iterations.replace(",", "")), name
+        assert (train.batch_size, config.data.image_size, model.latent_dim) == (int(batch), int(size), int(latent)), name
+        assert model.g_features == model.d_features == int(widths), name
+        expected_subset = None if everything else int(images.replace(",", ""))
+        assert config.data.max_train_size == expected_subset, name
+
+
+def test_readme_commands_do_not_override_the_budget_of_a_table_config():
+    readme = (ROOT / "README.md").read_text()
+    tables = {name for name, *_ in SHIPPED_SETTINGS.findall(readme)}
+    commands = [line for line in readme.splitlines() if "gan_ignite.sweep --config" in line]
+    run = {name: [line for line in commands if f"--config {name}" in line] for name in tables}
+    assert all(run.values()), run  # every table's config has the command that measured it
+    for line in (line for lines in run.values() for line in lines):
+        overrides = [word for word in line.split() if "=" in word and not word.startswith("--")]
+        assert not [word for word in overrides if word.startswith(BUDGET_KEYS)], line
 
 
 def test_celeba_config_is_the_seed_setup():

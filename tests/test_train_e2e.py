@@ -2,11 +2,13 @@
 
 import json
 import math
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import PYTHON, ROOT, SHARED_DATASETS, cli_env, tiny_overrides
 from gan_ignite.evaluate import main as evaluate_main
@@ -138,6 +140,23 @@ def test_evaluate_cli_scores_a_saved_generator(finished_run, capsys):
     assert record["num_samples"] == 24 and record["inception_weights"] == "random"
     assert math.isfinite(record["fid"]) and record["fid"] >= 0 and record["is"] >= 1
     assert 0 <= record["precision"] <= 1 and 0 <= record["coverage"] <= 1
+
+
+def test_evaluate_protocol_replaces_an_earlier_versions_resize(finished_run, tmp_path, capsys):
+    """A run trained before eval.protocol existed has eval.resize=bilinear (= tutorial) in its
+    config.yaml: --protocol asks for another protocol, and gets it."""
+    run_dir = tmp_path / "earlier"
+    shutil.copytree(finished_run, run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["eval"].pop("protocol", None)
+    config["eval"]["resize"] = "bilinear"
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    checkpoint = str(run_dir / "checkpoints" / "checkpoint_6.pt")
+    assert evaluate_main(["--checkpoint", checkpoint, "--num-samples", "24", "--protocol", "clean-fid"]) == 0
+    assert evaluate_main(["--checkpoint", checkpoint, "--num-samples", "24"]) == 0
+    first, second = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()[-2:]]
+    assert (first["protocol"], second["protocol"]) == ("clean-fid", "tutorial")
+    assert first["fid"] != second["fid"]
 
 
 def test_evaluate_cli_missing_checkpoint(tmp_path, capsys):
