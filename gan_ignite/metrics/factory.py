@@ -32,7 +32,7 @@ from gan_ignite.metrics.prdc import PRDC, PRDC_KEYS, knn_radii, precision_recall
 from gan_ignite.metrics.real_stats import RealStatistics
 from gan_ignite.metrics.vendi import vendi_score
 
-__all__ = ["METRICS", "METRIC_NAMES", "MetricOptions", "MetricSpec", "check_network_supports", "compute_from_sets",
+__all__ = ["METRICS", "METRIC_NAMES", "MetricOptions", "MetricSpec", "build_metrics", "check_network_supports", "compute_from_sets",
            "create_metrics", "feature_space", "min_samples", "record_keys"]
 
 
@@ -261,12 +261,17 @@ def create_metrics(names: Iterable[str], real_stats: RealStatistics | None, is_s
     Every metric reads the evaluator output ``{"features", "logits"}`` of the generated images and
     writes the record keys of its :class:`MetricSpec` to ``engine.state.metrics``.
     """
+    options = MetricOptions(is_splits, kid_subsets, kid_subset_size, nearest_k, seed, device, **more_options)
+    return build_metrics(names, real_stats, options)
+
+
+def build_metrics(names: Iterable[str], real_stats: RealStatistics | None, options: MetricOptions) -> dict[str, Metric]:
+    """:func:`create_metrics` with the options as one :class:`MetricOptions`."""
     names = list(dict.fromkeys(names))
     unknown = [name for name in names if name not in METRICS]
     if unknown:
         raise ValueError(f"Unknown metric name(s) {unknown}; choose from {list(METRIC_NAMES)}.")
     _check_real_stats(names, real_stats)
-    options = MetricOptions(is_splits, kid_subsets, kid_subset_size, nearest_k, seed, device, **more_options)
     return {name: METRICS[name].build(real_stats, options) for name in names}
 
 
