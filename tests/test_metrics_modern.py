@@ -230,3 +230,45 @@ def test_two_gloo_processes_record_the_serial_values(tmp_path, monkeypatch):
     expected = _expected(RealStatistics.from_features(real), torch.from_numpy(fake))
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == pytest.approx(expected, rel=1e-9)
+
+
+# -- the plots and the sweep report find the new metrics in the registry -------------------------
+
+def _eval_records() -> list[dict]:
+    return [{"kind": "eval", "epoch": epoch, "iteration": 10 * epoch, "fid": 30.0 - epoch, "is": 2.0,
+             "feature_network": "classifier:/x.pt", "fd_classifier": 5.0 - epoch, "cmmd": 0.5 / epoch,
+             "vendi": 3.0 + epoch, "authpct": 80.0, "fid_inf": 28.0 - epoch, "fid_inf_min_n": 100,
+             "fid_inf_max_n": 1000} for epoch in (1, 2)]
+
+
+def test_the_metrics_plot_has_a_panel_per_recorded_registry_metric(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_curves", Path(__file__).parents[1] / "scripts" / "plot_curves.py")
+    plot_curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_curves)
+    evals = _eval_records()
+    assert plot_curves.other_metric_panels(evals) == [("fd_classifier", "FD (classifier)"), ("cmmd", "CMMD"),
+                                                      ("vendi", "Vendi"), ("authpct", "AuthPct"),
+                                                      ("fid_inf", "FID_inf")]
+    plot_curves.plot_metrics(evals, tmp_path / "metrics.png")
+    assert (tmp_path / "metrics.png").stat().st_size > 0
+
+
+def test_the_sweep_report_holds_the_recorded_registry_metrics(tmp_path):
+    import csv
+    from types import SimpleNamespace
+
+    from gan_ignite.sweep import SeedSummary, markdown, write_csv
+
+    summaries = [SeedSummary(seed, tmp_path / f"seed_{seed}", "finished", True,
+                             [{**record, "cmmd": record["cmmd"] + seed} for record in _eval_records()])
+                 for seed in (0, 1)]
+    write_csv(summaries, tmp_path / "sweep.csv")
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert [float(row["final_cmmd"]) for row in rows] == [0.25, 1.25]
+    assert float(rows[0]["final_fd_classifier"]) == 3.0 and rows[0]["final_kid"] == ""
+    report = markdown(SimpleNamespace(config_file="c.yaml", directory=tmp_path, overrides=[]), summaries, summaries, "")
+    assert "| final CMMD | 2 | 0.75 |" in report
+    assert "| final FD (classifier) | 2 | 3 |" in report
+    assert "final FID_inf" in report and "final_min_n" not in report
