@@ -272,3 +272,30 @@ def test_the_sweep_report_holds_the_recorded_registry_metrics(tmp_path):
     assert "| final CMMD | 2 | 0.75 |" in report
     assert "| final FD (classifier) | 2 | 3 |" in report
     assert "final FID_inf" in report and "final_min_n" not in report
+
+
+def test_an_evaluation_with_the_domain_classifier_records_the_new_metrics_in_its_space(tmp_path):
+    """setup_evaluation, as training and python -m gan_ignite.evaluate use it, on the classifier's features."""
+    from conftest import make_shape_images
+    from gan_ignite import data as data_module
+    from gan_ignite.evaluation import setup_evaluation
+    from gan_ignite.metrics.classifier import DomainClassifier, save_classifier
+    from gan_ignite.models import generator_from_config
+
+    for index, name in enumerate(("a", "b")):
+        make_shape_images(tmp_path / "images" / name, 15, seed=index)
+    torch.manual_seed(0)
+    classifier = save_classifier(tmp_path / "classifier.pt", DomainClassifier(3, 2, width=8, feature_dim=16),
+                                 classes=["a", "b"], test_accuracy=0.5)
+    values = {"data.name": "imagefolder", "data.root": tmp_path / "images", "data.channels": 3,
+              "data.num_workers": 0, "eval.num_samples": 30, "eval.batch_size": 10, "model.g_features": 8,
+              "eval.stats_cache_dir": tmp_path / "cache", "eval.feature_network": f"classifier:{classifier}",
+              "eval.metrics": "[fid,fd,cmmd,vendi,authpct,fid_inf,fd_inf]", "eval.fd_inf_points": 4,
+              "eval.fd_inf_min_fraction": 0.3}
+    config = load_config(None, [f"{key}={value}" for key, value in values.items()])
+    generator = generator_from_config(config).eval()
+    record = setup_evaluation(config, data_module.load_dataset(config.data), generator, torch.device("cpu")).run()
+    assert record["fd_classifier"] == record["fid"] > 0
+    assert record["fd_inf_classifier"] == record["fid_inf"]
+    assert (record["fid_inf_min_n"], record["fid_inf_max_n"]) == (9, 30)
+    assert record["cmmd"] > 0 and 1 <= record["vendi"] <= 16 and 0 <= record["authpct"] <= 100
