@@ -103,3 +103,12 @@ def test_metrics_cli_scores_folders_in_dinov2_space(meta_checkpoint, tmp_path):
     assert set(result) == {"fd_dinov2", "vendi", "num_a", "num_b"}
     assert result["fd_dinov2"] > 0 and 1 <= result["vendi"] <= 6
     assert np.isfinite(list(result.values())).all()
+
+
+def test_is_is_refused_with_dinov2_in_one_paragraph(meta_checkpoint):
+    from gan_ignite.metrics.factory import check_network_supports
+
+    network = load_feature_network(f"dinov2:{meta_checkpoint[0]}")
+    check_network_supports(["fd", "cmmd", "vendi"], network)
+    with pytest.raises(FeatureNetworkError, match=r"IS need\(s\) class logits.*an embedding without a classifier"):
+        check_network_supports(["fd", "is"], network)

