@@ -89,7 +89,7 @@ class RowsMetric(StoredRowsMetric):
         super().__init__(FEATURES_KEY, None, options.device)
 
     def compute_from_rows(self, rows: torch.Tensor) -> dict[str, Any]:
-        return self._function(self._real_stats, rows.cpu(), self._options, self._cache)
+        return self._function(self._real_stats, rows, self._options, self._cache)  # on the metric's device
 
     def result_names(self, name: str, result: Mapping[str, Any]) -> dict[str, Any]:
         """Keys as under the registry name; attached under another name, that name replaces the prefix."""
@@ -116,8 +116,8 @@ def _from_rows(function: RowsFunction) -> SetFunction:
     return lambda real, fake, logits, options, cache: function(real, torch.from_numpy(fake.features), options, cache)
 
 
-def _real_features(real: RealStatistics) -> torch.Tensor:
-    return torch.as_tensor(real.features, dtype=torch.float32)
+def _real_features(real: RealStatistics, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(real.features, dtype=torch.float32).to(like.device)
 
 
 def _cached(cache: dict, key: str, compute: Callable[[], Any]) -> Any:
@@ -140,17 +140,17 @@ def _is(real, fake, logits, options, cache) -> dict[str, float]:
 
 
 def _kid(real, rows, options, cache) -> dict[str, Any]:
-    return kid_record(rows, _real_features(real), options.kid_subsets, options.kid_subset_size, options.seed)
+    return kid_record(rows, _real_features(real, rows), options.kid_subsets, options.kid_subset_size, options.seed)
 
 
 def _prdc(real, rows, options, cache) -> dict[str, float]:
-    real_features = _real_features(real)
+    real_features = _real_features(real, rows)
     radii = _cached(cache, "real_radii", lambda: knn_radii(real_features, options.nearest_k))
     return precision_recall_density_coverage(real_features, rows, options.nearest_k, radii)
 
 
 def _cmmd(real, rows, options, cache) -> dict[str, float]:
-    return {"cmmd": cmmd(rows, _real_features(real))}
+    return {"cmmd": cmmd(rows, _real_features(real, rows))}
 
 
 def _vendi(real, rows, options, cache) -> dict[str, float]:
@@ -158,7 +158,7 @@ def _vendi(real, rows, options, cache) -> dict[str, float]:
 
 
 def _authpct(real, rows, options, cache) -> dict[str, float]:
-    real_features = _real_features(real)
+    real_features = _real_features(real, rows)
     nearest = _cached(cache, "real_nearest", lambda: knn_radii(real_features, 1))
     return {"authpct": authenticity_percentage(rows, real_features, nearest)}
 
