@@ -284,7 +284,8 @@ def validate_eval(evaluation: DictConfig, world_size: int) -> None:
     network = str(evaluation.feature_network).partition(":")[0]
     _require(network in FEATURE_NETWORKS, "eval.feature_network",
              f"'{evaluation.feature_network}' is not one of {', '.join(FEATURE_NETWORKS)} "
-             "(a classifier is given as classifier:/path/to/classifier.pt)")
+             "(a file is given after a colon: classifier:/path/to/classifier.pt, "
+             "dinov2:/path/to/dinov2_vitl14_pretrain.pth, clip:/path/to/ViT-L-14-336px.pt)")
     unknown = [name for name in evaluation.metrics if name not in METRIC_NAMES]
     _require(not unknown, "eval.metrics", f"{unknown} not among {list(METRIC_NAMES)}")
     for key in ("is_splits", "kid_subsets", "kid_subset_size", "nearest_k"):

@@ -221,11 +221,22 @@ def _distributed_worker(local_rank: int, out_dir: str) -> None:
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(values))
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_two_gloo_processes_record_the_serial_values(tmp_path, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+def run_two_gloo_processes(out_dir: str) -> None:
+    """Run in a child process by the test below, so that a hung collective meets a timeout."""
     with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:
-        parallel.run(_distributed_worker, str(tmp_path))
+        parallel.run(_distributed_worker, out_dir)
+
+
+def test_two_gloo_processes_record_the_serial_values(tmp_path):
+    import subprocess
+
+    from conftest import PYTHON, ROOT, cli_env
+
+    code = (f"import sys, warnings; sys.path.insert(0, {str(ROOT / 'tests')!r}); warnings.simplefilter('ignore'); "
+            f"from test_metrics_modern import run_two_gloo_processes; run_two_gloo_processes({str(tmp_path)!r})")
+    done = subprocess.run([PYTHON, "-c", code], env={**cli_env(), "CUDA_VISIBLE_DEVICES": ""}, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     real, fake = _features()
     expected = _expected(RealStatistics.from_features(real), torch.from_numpy(fake))
     for rank in range(2):
@@ -299,3 +310,14 @@ def test_an_evaluation_with_the_domain_classifier_records_the_new_metrics_in_its
     assert record["fd_inf_classifier"] == record["fid_inf"]
     assert (record["fid_inf_min_n"], record["fid_inf_max_n"]) == (9, 30)
     assert record["cmmd"] > 0 and 1 <= record["vendi"] <= 16 and 0 <= record["authpct"] <= 100
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_new_metrics_on_cuda_give_the_cpu_values():
+    real, fake = _features()
+    stats, rows = RealStatistics.from_features(real), torch.from_numpy(fake)
+    evaluator = Engine(lambda engine, batch: {"features": batch.cuda(), "logits": None})
+    for name, metric in create_metrics(NEW_METRICS, stats, device="cuda", **OPTIONS).items():
+        metric.attach(evaluator, name)
+    evaluator.run(list(rows.split(16)))
+    assert dict(evaluator.state.metrics) == pytest.approx(_expected(stats, rows), rel=1e-7)
