@@ -20,7 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from gan_ignite.augment import AUGMENTS
 from gan_ignite.errors import ConfigError
 from gan_ignite.losses import LOSSES
-from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricOptions, min_samples
+from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricOptions, feature_space, min_samples
 from gan_ignite.metrics.features import FEATURE_NETWORKS
 from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, PROTOCOLS, protocol_for_resize
 
@@ -101,6 +101,8 @@ class EvalConfig:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     nearest_k: int = 5
+    fd_inf_points: int = 15  # fid_inf / fd_inf: FD at this many subset sizes ...
+    fd_inf_min_fraction: float = 0.1  # ... from this fraction of eval.num_samples up to all of them
     stats_cache_dir: Optional[str] = None
 
 
@@ -282,18 +284,23 @@ def validate_eval(evaluation: DictConfig, world_size: int) -> None:
     network = str(evaluation.feature_network).partition(":")[0]
     _require(network in FEATURE_NETWORKS, "eval.feature_network",
              f"'{evaluation.feature_network}' is not one of {', '.join(FEATURE_NETWORKS)} "
-             "(a classifier is given as classifier:/path/to/classifier.pt)")
+             "(a file is given after a colon: classifier:/path/to/classifier.pt, "
+             "dinov2:/path/to/dinov2_vitl14_pretrain.pth, clip:/path/to/ViT-L-14-336px.pt)")
     unknown = [name for name in evaluation.metrics if name not in METRIC_NAMES]
     _require(not unknown, "eval.metrics", f"{unknown} not among {list(METRIC_NAMES)}")
     for key in ("is_splits", "kid_subsets", "kid_subset_size", "nearest_k"):
         _require(evaluation[key] > 0, f"eval.{key}", "must be positive")
+    _require(evaluation.fd_inf_points >= 2, "eval.fd_inf_points", "must be at least 2 (a line needs two points)")
+    _require(0 < evaluation.fd_inf_min_fraction < 1, "eval.fd_inf_min_fraction",
+             "must lie strictly between 0 and 1 (the smallest subset, as a fraction of eval.num_samples)")
     num_real = evaluation.num_real
     _require(num_real is None or num_real == "all" or (isinstance(num_real, int) and not isinstance(num_real, bool)),
              "eval.num_real", f"'{num_real}' must be null (= eval.num_samples), a number of images or 'all'")
-    options = MetricOptions(is_splits=evaluation.is_splits, nearest_k=evaluation.nearest_k)
+    options = metric_options(evaluation)
     # (reason, count, whether the real set needs it too)
     needed = [("at least 2 samples", 2, True), (f"one per process ({world_size})", world_size, False)]
-    needed += [(f"metric '{name}' needs {count}" + _why(name, evaluation), count, METRICS[name].needs_real is not None)
+    needed += [(f"metric '{name}' needs {count}" + METRICS[name].why_min_samples(options), count,
+                METRICS[name].needs_real is not None)
                for name, count in min_samples(evaluation.metrics, options).items()]
     for reason, count, for_real in needed:
         _require(evaluation.num_samples >= count, "eval.num_samples",
@@ -302,9 +309,12 @@ def validate_eval(evaluation: DictConfig, world_size: int) -> None:
             _require(num_real >= count, "eval.num_real", f"{num_real} is too few: {reason}")
 
 
-def _why(name: str, evaluation: DictConfig) -> str:
-    return {"is": f" (eval.is_splits={evaluation.is_splits})",
-            "prdc": f" (eval.nearest_k={evaluation.nearest_k} + 1)"}.get(name, "")
+def metric_options(evaluation: DictConfig, device: Any = "cpu") -> MetricOptions:
+    """The metrics' options from the eval.* config (feature space: the feature network's name)."""
+    return MetricOptions(is_splits=evaluation.is_splits, kid_subsets=evaluation.kid_subsets,
+                         kid_subset_size=evaluation.kid_subset_size, nearest_k=evaluation.nearest_k,
+                         device=device, feature_space=feature_space(str(evaluation.feature_network)),
+                         fd_inf_points=evaluation.fd_inf_points, fd_inf_min_fraction=evaluation.fd_inf_min_fraction)
 
 
 def validate_recipe(train: DictConfig) -> None:

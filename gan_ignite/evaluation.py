@@ -32,11 +32,11 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from gan_ignite import data as data_module
-from gan_ignite.config import scored_model
+from gan_ignite.config import metric_options, scored_model
 from gan_ignite.ema import recalibrate_batchnorm
 from gan_ignite.engines import create_evaluator, generated_batches
 from gan_ignite.errors import ConfigError, UserError, on_every_rank, require_memory
-from gan_ignite.metrics.factory import METRICS, MetricOptions, check_network_supports, create_metrics, min_samples
+from gan_ignite.metrics.factory import METRICS, build_metrics, check_network_supports, min_samples
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.inception import weights_tag
 from gan_ignite.metrics.real_stats import RealStatistics, cached_real_statistics, compute_real_statistics
@@ -96,9 +96,7 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
                                                          protocol=evaluation.protocol))
     on_every_rank(lambda: check_network_supports(evaluation.metrics, network))
     real_stats = reference_statistics(config, dataset, network, device)
-    metrics = create_metrics(list(evaluation.metrics), real_stats, is_splits=evaluation.is_splits,
-                             kid_subsets=evaluation.kid_subsets, kid_subset_size=evaluation.kid_subset_size,
-                             nearest_k=evaluation.nearest_k, device=device)
+    metrics = build_metrics(list(evaluation.metrics), real_stats, metric_options(evaluation, device))
     evaluator = create_evaluator(generator, network, metrics)
     rank, world_size = idist.get_rank(), idist.get_world_size()
     if rank == 0 and sys.stderr.isatty():  # in a log file the evaluation's one summary line is enough
@@ -121,7 +119,7 @@ def check_sample_counts(config: DictConfig, available_real: int) -> None:
     fit in this machine's memory (an estimate, see :func:`evaluation_memory_bytes`)."""
     evaluation = config.eval
     num_real = num_real_images(evaluation, available_real)
-    options = MetricOptions(is_splits=evaluation.is_splits, nearest_k=evaluation.nearest_k)
+    options = metric_options(evaluation)
     for name, count in min_samples(evaluation.metrics, options).items():
         if METRICS[name].needs_real is not None and num_real < count:
             raise UserError(f"The reference set has {num_real} image(s) (eval.num_real={evaluation.num_real}, "
@@ -136,7 +134,7 @@ def check_sample_counts(config: DictConfig, available_real: int) -> None:
 def evaluation_memory_bytes(num_samples: int, num_real: int, metrics: Sequence[str], latent_dim: int) -> int:
     """A rough upper bound of the memory an evaluation needs (latents, features, logits)."""
     per_sample = latent_dim * 4 + (LOGITS_DIM * BYTES_PER_VALUE if "is" in metrics else 0)
-    stores_features = any(METRICS[name].needs_real == "features" for name in metrics)
+    stores_features = any(METRICS[name].needs_generated_features for name in metrics)
     per_sample += FEATURE_DIM * BYTES_PER_VALUE if stores_features else 0
     return num_samples * per_sample + num_real * FEATURE_DIM * BYTES_PER_VALUE
 

@@ -55,11 +55,14 @@ import gan_ignite
 from gan_ignite.config import ONE_PROCESS, load_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
 from gan_ignite.launch import input_error_exit, interrupted_exit
+from gan_ignite.metrics.factory import METRICS as METRIC_REGISTRY
+from gan_ignite.metrics.factory import feature_space
 from gan_ignite.metrics.preprocess import PROTOCOLS
 from gan_ignite.run_dir import RunDir, atomic_write, read_checkpoint, write_text
 
 SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",
             "reference_stats_sha256", "model")
+# always reported; then "final <label>" of every other labelled value of the metrics registry the runs recorded
 METRICS = (("best_fid", "best FID"), ("final_fid", "final FID"), ("final_is", "final IS"), ("final_kid", "final KID"))
 CSV_COLUMNS = ("seed", "status", "evaluations", "best_fid", "best_fid_iteration", "final_iteration", "final_fid",
                "final_is", "final_kid", *SETTINGS, "run_dir")
@@ -257,7 +260,37 @@ class SeedSummary:
             final = self.evals[-1]
             row.update(final_iteration=final.get("iteration"), final_fid=final.get("fid"), final_is=final.get("is"),
                        final_kid=final.get("kid"), **{key: final.get(key) for key in SETTINGS})
-        return {column: "" if row.get(column) is None else row[column] for column in CSV_COLUMNS}
+            row.update({f"final_{key}": final[key] for key, _ in registry_values(final)})
+        return {column: "" if row.get(column) is None else row[column] for column in [*CSV_COLUMNS, *row]}
+
+
+def registry_values(record: dict) -> list[tuple[str, str]]:
+    """(key, label) of the labelled values of the registry's metrics beyond FID / IS / KID (FD, CMMD,
+    Vendi, AuthPct, FID_inf, precision, ... and any metric registered later) that ``record`` holds."""
+    space = feature_space(str(record.get("feature_network") or "inception"))
+    found = []
+    for name, spec in METRIC_REGISTRY.items():
+        for template, label in spec.labels.items():
+            key = template.format(space=space)
+            if name not in ("fid", "is", "kid") and isinstance(record.get(key), (int, float)):
+                found.append((key, label.format(space=space)))
+    return found
+
+
+def metric_columns(summaries: Sequence[SeedSummary]) -> list[tuple[str, str]]:
+    """(CSV column, label) of the values reported: :data:`METRICS`, then the registry's other
+    values that some run's final evaluation recorded."""
+    extra: dict[str, str] = {}
+    for summary in summaries:
+        if summary.evals:
+            extra.update({f"final_{key}": f"final {label}" for key, label in registry_values(summary.evals[-1])})
+    return [*METRICS, *extra.items()]
+
+
+def csv_columns(summaries: Sequence[SeedSummary]) -> list[str]:
+    extra = [column for column, _ in metric_columns(summaries)[len(METRICS):]]
+    position = CSV_COLUMNS.index("final_kid") + 1
+    return [*CSV_COLUMNS[:position], *extra, *CSV_COLUMNS[position:]]
 
 
 def summarize(seed: int, run_dir: Path, failure: Optional[str]) -> SeedSummary:
@@ -338,7 +371,7 @@ def write_report(sweep: Sweep, failed: dict[int, str]) -> list[Path]:
 
 def write_csv(summaries: Sequence[SeedSummary], path: Path) -> None:
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer = csv.DictWriter(text, fieldnames=csv_columns(summaries), restval="", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(summary.row() for summary in summaries)
     write_text(path, text.getvalue())
@@ -346,6 +379,7 @@ def write_csv(summaries: Sequence[SeedSummary], path: Path) -> None:
 
 def markdown(sweep: Sweep, summaries: Sequence[SeedSummary], included: Sequence[SeedSummary], note: str) -> str:
     rows = [summary.row() for summary in included]
+    columns = metric_columns(summaries)
     lines = [f"# Seed sweep: {sweep.config_file or sweep.directory}", ""]
     if sweep.overrides:
         lines += [f"Overrides: `{' '.join(sweep.overrides)}`", ""]
@@ -357,8 +391,8 @@ def markdown(sweep: Sweep, summaries: Sequence[SeedSummary], included: Sequence[
     if note:
         lines += [f"**Note:** {note}", ""]
     lines += ["| metric | seeds | mean | sd | 95% CI of the mean |", "| --- | --- | --- | --- | --- |"]
-    for key, label in METRICS:
-        values = [float(row[key]) for row in rows if row[key] != ""]
+    for key, label in columns:
+        values = [float(row[key]) for row in rows if row.get(key, "") != ""]
         if not values:
             continue
         result = spread(values)
@@ -378,11 +412,11 @@ def markdown(sweep: Sweep, summaries: Sequence[SeedSummary], included: Sequence[
     if any(record.get("inception_weights") == "random" for summary in included for record in summary.evals):
         lines += ["**Warning:** scored with a random-init Inception (`inception_weights: random`, for tests): the "
                   "values are meaningless.", ""]
-    lines += ["| seed | status | best FID (iteration) | final FID | final IS | final KID |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    labels = ["best FID (iteration)", *(label for _, label in columns[1:])]
+    lines += ["| seed | status | " + " | ".join(labels) + " |", "| --- " * (len(labels) + 2) + "|"]
     for summary in summaries:
         row = summary.row()
-        cells = {key: "n/a" if row[key] == "" else number(row[key]) for key, _ in METRICS}
+        cells = {key: "n/a" if row.get(key, "") == "" else number(row[key]) for key, _ in columns}
         if row["best_fid"] != "":
             cells["best_fid"] += f" ({row['best_fid_iteration']})"
         lines.append(f"| {summary.seed} | {summary.status} | " + " | ".join(cells.values()) + " |")

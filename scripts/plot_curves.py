@@ -1,8 +1,8 @@
 """Plot a run's curves: ``python scripts/plot_curves.py RUN_DIR``.
 
 Writes RUN_DIR/plots/loss_curves.png (G and D loss per iteration, raw and smoothed; ADA's p
-below them when the run used ADA), metrics.png (IS and FID per epoch on twin axes, plus KID and
-precision/recall/density/coverage when recorded), real_vs_fake.png (real images beside the
+below them when the run used ADA), metrics.png (IS and FID per epoch on twin axes, plus KID,
+precision/recall/density/coverage and one panel per other metric of the registry when recorded), real_vs_fake.png (real images beside the
 latest fixed-noise grid) and training_progress.gif (the fixed-noise grids images/fixed_noise_iter_*.png
 in iteration order, each labelled with its iteration; at most 100 frames, evenly spaced, first and
 last always included; the last frame is held longer).
@@ -89,11 +89,12 @@ def _series(records: list[dict], key: str, x: str = "epoch") -> tuple[np.ndarray
 def plot_metrics(evals: list[dict], path: Path) -> None:
     from gan_ignite.metrics.prdc import PRDC_KEYS  # the registry's keys (this import brings torch and ignite)
 
-    panels = ["is_fid"]
+    panels: list[Any] = ["is_fid"]
     if any("kid" in record for record in evals):
         panels.append("kid")
     if any(key in record for record in evals for key in PRDC_KEYS):
         panels.append("prdc")
+    panels += other_metric_panels(evals)
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 4 * len(panels)), squeeze=False)
     for ax, panel in zip(axes[:, 0], panels):
         if panel == "is_fid":
@@ -105,6 +106,13 @@ def plot_metrics(evals: list[dict], path: Path) -> None:
             ax.set_xlabel("epochs")
             ax.set_ylabel("KID")
             ax.set_title("Kernel Inception Distance (mean ± std over subsets)")
+        elif isinstance(panel, tuple):
+            key, label = panel
+            epochs, values = _series(evals, key)
+            ax.plot(epochs, values, marker="o")
+            ax.set_xlabel("epochs")
+            ax.set_ylabel(label)
+            ax.set_title(label)
         else:
             for key in PRDC_KEYS:
                 epochs, values = _series(evals, key)
@@ -120,8 +128,26 @@ def plot_metrics(evals: list[dict], path: Path) -> None:
     save_figure(fig, path)
 
 
+def other_metric_panels(evals: list[dict]) -> list[tuple[str, str]]:
+    """(record key, label) of every labelled value of the registry's other metrics (FD, CMMD, Vendi,
+    AuthPct, FID_inf, ... and any metric registered later) that the records hold."""
+    from gan_ignite.metrics.factory import METRICS, feature_space
+
+    spaces = {feature_space(str(record.get("feature_network") or "inception")) for record in evals}
+    panels = []
+    for name, spec in METRICS.items():
+        if name in ("fid", "is", "kid", "prdc"):  # the panels above
+            continue
+        for template, label in spec.labels.items():
+            for space in sorted(spaces):
+                key = template.format(space=space)
+                if any(is_number(record.get(key)) for record in evals):
+                    panels.append((key, label.format(space=space)))
+    return panels
+
+
 def _plot_is_fid(ax, evals: list[dict]) -> None:
-    """IS and FID per epoch on twin axes, as in the seed notebook."""
+    """IS and FID per epoch on twin axes, as in PyTorch-Ignite's GAN evaluation tutorial."""
     ax.set_title("Evaluation Metric During Training")
     ax.set_xlabel("epochs")
     epochs, is_values = _series(evals, "is")

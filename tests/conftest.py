@@ -197,5 +197,5 @@ def _ignite_loggers_write_to_this_tests_stderr():
         if name.startswith("ignite") and isinstance(logger, logging.Logger):
             for handler in logger.handlers:
                 if type(handler) is logging.StreamHandler:
-                    handler.setStream(sys.stderr)
+                    handler.stream = sys.stderr  # not setStream: it flushes the old, closed stream
     yield

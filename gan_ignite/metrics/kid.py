@@ -18,7 +18,7 @@ import torch
 from gan_ignite.metrics._base import FEATURES_KEY, StoredRowsMetric
 from gan_ignite.metrics.inception_score import DEFAULT_SEED
 
-__all__ = ["KID", "effective_subset_size", "kernel_inception_distance"]
+__all__ = ["KID", "effective_subset_size", "kernel_inception_distance", "kid_record"]
 
 # Above this many kernel entries the full kernel matrices would cost too much memory (float64).
 _FULL_KERNEL_MAX_ENTRIES = 48 * 1024 * 1024
@@ -37,6 +37,15 @@ def kernel_inception_distance(fake: torch.Tensor, real: torch.Tensor, num_subset
     mmd_of = _full_kernel_mmd if _full_kernel_is_cheaper(fake, real, num_subsets, subset_size) else _subset_mmd
     mmds = np.array(mmd_of(fake, real, subsets))
     return float(mmds.mean()), float(mmds.std())
+
+
+def kid_record(fake: torch.Tensor, real: torch.Tensor, num_subsets: int = 100, subset_size: int = 1000,
+               seed: int = DEFAULT_SEED) -> dict[str, float | int]:
+    """``{"kid", "kid_subset_size"}`` and, unless the subsets were clipped, ``"kid_std"``: subsets of
+    a clipped size overlap almost entirely, so their spread says nothing about the uncertainty."""
+    mean, std = kernel_inception_distance(fake, real, num_subsets, subset_size, seed)
+    size = effective_subset_size(subset_size, fake.shape[0], real.shape[0])
+    return {"kid": mean, "kid_subset_size": size, **({"kid_std": std} if size == subset_size else {})}
 
 
 def effective_subset_size(subset_size: int, num_fake: int, num_real: int) -> int:
@@ -110,16 +119,8 @@ class KID(StoredRowsMetric):
         self._num_subsets, self._subset_size, self._seed = num_subsets, subset_size, seed
         super().__init__(FEATURES_KEY, output_transform, device)
 
-    def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float]:
-        mean, std = kernel_inception_distance(rows, self._real.to(rows.device), self._num_subsets,
-                                              self._subset_size, self._seed)
-        size = effective_subset_size(self._subset_size, rows.shape[0], self._real.shape[0])
-        # subsets of a clipped size overlap almost entirely: their spread says nothing about the
-        # uncertainty of the estimate, so no std is reported then
-        return {"mean": mean, "subset_size": size, **({"std": std} if size == self._subset_size else {})}
+    def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float | int]:
+        return kid_record(rows, self._real.to(rows.device), self._num_subsets, self._subset_size, self._seed)
 
     def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
-        names = {name: result["mean"], f"{name}_subset_size": result["subset_size"]}
-        if "std" in result:
-            names[f"{name}_std"] = result["std"]
-        return names
+        return {name + key[len("kid"):]: value for key, value in result.items()}

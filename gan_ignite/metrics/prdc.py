@@ -13,10 +13,11 @@ import torch
 
 from gan_ignite.metrics._base import FEATURES_KEY, StoredRowsMetric
 
-__all__ = ["PRDC", "PRDC_KEYS", "knn_radii", "precision_recall_density_coverage"]
+__all__ = ["CHUNK", "PRDC", "PRDC_KEYS", "knn_radii", "nearest_neighbours", "precision_recall_density_coverage",
+           "squared_distances"]
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
-_CHUNK = 1024
+CHUNK = 1024
 
 
 def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, nearest_k: int = 5,
@@ -33,12 +34,12 @@ def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, ne
     fake_radii = knn_radii(fake, nearest_k)
     fake_hits = torch.zeros(fake.shape[0], dtype=torch.float64, device=real.device)
     recalled, covered = [], []
-    for start in range(0, real.shape[0], _CHUNK):
-        distances = _distances(real[start : start + _CHUNK], fake)
-        inside_real_ball = distances < real_radii[start : start + _CHUNK, None]
+    for start in range(0, real.shape[0], CHUNK):
+        distances = _distances(real[start : start + CHUNK], fake)
+        inside_real_ball = distances < real_radii[start : start + CHUNK, None]
         fake_hits += inside_real_ball.sum(dim=0)
         recalled.append((distances < fake_radii[None, :]).any(dim=1))
-        covered.append(distances.min(dim=1).values < real_radii[start : start + _CHUNK])
+        covered.append(distances.min(dim=1).values < real_radii[start : start + CHUNK])
     return {
         "precision": float((fake_hits > 0).double().mean()),
         "recall": float(torch.cat(recalled).double().mean()),
@@ -47,17 +48,29 @@ def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, ne
     }
 
 
-def _distances(rows: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+def squared_distances(rows: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """``|row - other|^2`` [len(rows), len(others)] (clipped at 0 against round-off)."""
     squared = (rows * rows).sum(1, keepdim=True) + (others * others).sum(1) - 2 * rows @ others.T
-    return squared.clamp_(min=0).sqrt_()
+    return squared.clamp_(min=0)
+
+
+def _distances(rows: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    return squared_distances(rows, others).sqrt_()
+
+
+def nearest_neighbours(rows: torch.Tensor, others: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance, index) of the nearest row of ``others`` for each row of ``rows``, float64, in chunks."""
+    rows, others = rows.detach().double(), others.detach().to(rows.device, torch.float64)
+    nearest = [_distances(rows[start : start + CHUNK], others).min(dim=1) for start in range(0, rows.shape[0], CHUNK)]
+    return torch.cat([found.values for found in nearest]), torch.cat([found.indices for found in nearest])
 
 
 def knn_radii(features: torch.Tensor, nearest_k: int) -> torch.Tensor:
     """Distance of each row to its k-th nearest other row (the row itself is the 0-th), float64."""
     features = features.detach().double()
     radii = [
-        _distances(features[start : start + _CHUNK], features).kthvalue(nearest_k + 1, dim=1).values
-        for start in range(0, features.shape[0], _CHUNK)
+        _distances(features[start : start + CHUNK], features).kthvalue(nearest_k + 1, dim=1).values
+        for start in range(0, features.shape[0], CHUNK)
     ]
     return torch.cat(radii)
 

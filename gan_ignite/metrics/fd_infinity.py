@@ -1,0 +1,71 @@
+"""FID_infinity (Chong & Forsyth 2020, "Effectively Unbiased FID and Inception Score and where to
+find them"): FD is biased upwards by a term that is, to first order, linear in 1/N. FD is computed
+on random subsets of N generated samples at several N, a straight line is fitted to FD against
+1/N, and its value at 1/N = 0 is reported.
+
+The authors' code (``score_infinity.py``) uses 15 sizes evenly spaced from 5,000 to 50,000
+(``np.linspace(5000, 50000, 15).astype(int32)``), a new random permutation of the generated
+features for each size (its first N rows), the full reference statistics on the other side and an
+ordinary least-squares line. Here the range scales with the samples there are: from
+``min_fraction * n`` (0.1: 5,000 of 50,000) to ``n``, with ``points`` sizes; the permutations come
+from ``np.random.RandomState(seed)``, so the value is reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from gan_ignite.metrics.fid import _frechet, covariance_sqrt_factor, mean_and_covariance
+
+__all__ = ["FDInfinity", "fd_infinity", "fd_infinity_sizes"]
+
+DEFAULT_POINTS, DEFAULT_MIN_FRACTION = 15, 0.1
+
+
+def fd_infinity_sizes(num_samples: int, points: int = DEFAULT_POINTS,
+                      min_fraction: float = DEFAULT_MIN_FRACTION) -> np.ndarray:
+    """The subset sizes N of the fit, as the authors space them (truncated to integers)."""
+    return np.linspace(int(min_fraction * num_samples), num_samples, points).astype(np.int64)
+
+
+def min_samples_for_fit(points: int, min_fraction: float) -> int:
+    """The fewest samples with a smallest subset of 2 and ``points`` different sizes."""
+    return max(points, int(np.ceil(2 / min_fraction)) + 1)
+
+
+class FDInfinity:
+    """The fit's result: ``value`` (FD at 1/N = 0), ``slope`` (of FD against 1/N) and the sizes."""
+
+    def __init__(self, value: float, slope: float, sizes: np.ndarray, distances: np.ndarray) -> None:
+        self.value, self.slope, self.sizes, self.distances = value, slope, sizes, distances
+
+    def record(self, key: str) -> dict[str, Any]:
+        return {key: self.value, f"{key}_min_n": int(self.sizes.min()), f"{key}_max_n": int(self.sizes.max())}
+
+
+def fd_infinity(fake: torch.Tensor, real_mu: Any, real_sigma: Any, points: int = DEFAULT_POINTS,
+                min_fraction: float = DEFAULT_MIN_FRACTION, seed: int = 0,
+                real_factor: torch.Tensor | None = None) -> FDInfinity:
+    """FD_infinity of ``fake`` [n, D] against the reference N(``real_mu``, ``real_sigma``)."""
+    if points < 2 or not 0 < min_fraction < 1:
+        raise ValueError(f"FD_infinity needs at least 2 points and 0 < min_fraction < 1, got {points} and "
+                         f"{min_fraction}.")
+    num = fake.shape[0]
+    if num < min_samples_for_fit(points, min_fraction):
+        raise ValueError(f"FD_infinity with {points} sizes from {min_fraction:g} x n needs at least "
+                         f"{min_samples_for_fit(points, min_fraction)} generated samples, got {num}.")
+    mu, sigma = (torch.as_tensor(np.asarray(a, dtype=np.float64)) for a in (real_mu, real_sigma))
+    factor = covariance_sqrt_factor(sigma) if real_factor is None else real_factor
+    sizes = fd_infinity_sizes(num, points, min_fraction)
+    rng = np.random.RandomState(seed)
+    fake = fake.detach().cpu()
+    distances = []
+    for size in sizes:
+        subset = fake[torch.from_numpy(rng.permutation(num)[:size])]
+        fake_mu, fake_sigma = mean_and_covariance(subset)
+        distances.append(_frechet(mu, sigma, factor, fake_mu, fake_sigma))
+    slope, intercept = np.polyfit(1.0 / sizes, np.array(distances), deg=1)
+    return FDInfinity(float(intercept), float(slope), sizes, np.array(distances))
