@@ -39,7 +39,8 @@ def cli_run(inception_folders, random_inception_weights, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli")
     argv = [str(inception_folders[0]), str(inception_folders[1]), "--inception-weights",
             str(random_inception_weights), "--protocol", "pytorch-fid", "--device", "cpu",
-            "--json", str(out / "result.json"), "--save-stats", str(out / "a_stats.npz"), *SMALL_SET_OPTIONS]
+            "--json", str(out / "result.json"), "--save-stats", str(out / "a_stats.npz"),
+            "--metrics", ",".join(METRIC_NAMES), *SMALL_SET_OPTIONS]
     code = main(argv)
     return code, json.loads((out / "result.json").read_text()), out / "a_stats.npz"
 
@@ -49,6 +50,14 @@ def test_fid_on_299_folders_equals_pytorch_fid(cli_run, pytorch_fid_stats):
     assert code == 0
     assert np.isfinite(result["fid"]) and result["fid"] > 1.0
     assert result["fid"] == pytest.approx(pytorch_fid_stats["fid"], rel=1e-4)
+
+
+def test_without_metrics_the_cli_computes_the_four_the_field_reports(cli_run, tmp_path):
+    """Not the O(n^2) ones, which take minutes at 50k: those only when asked for."""
+    _, _, stats = cli_run
+    assert main([str(stats), str(stats), "--json", str(tmp_path / "r.json"), *SMALL_SET_OPTIONS]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert {"fid", "kid", "precision"} <= set(result) and not {"cmmd", "authpct", "vendi"} & set(result)
 
 
 def test_json_holds_every_metric_and_the_counts(cli_run, capsys):
@@ -69,7 +78,8 @@ def test_saved_stats_are_pytorch_fids_stats_of_path_a(cli_run, pytorch_fid_stats
 def test_saved_stats_replace_a_folder(cli_run, inception_folders, random_inception_weights, tmp_path, capsys):
     _, result, stats_path = cli_run
     argv = [str(stats_path), str(inception_folders[1]), "--inception-weights", str(random_inception_weights),
-            "--device", "cpu", "--json", str(tmp_path / "again.json"), *SMALL_SET_OPTIONS]
+            "--device", "cpu", "--json", str(tmp_path / "again.json"), "--metrics", ",".join(METRIC_NAMES),
+            *SMALL_SET_OPTIONS]
     assert main(argv) == 0
     again = json.loads((tmp_path / "again.json").read_text())
     assert again == pytest.approx(result, rel=1e-9)
@@ -82,7 +92,7 @@ def test_statistics_without_features_cannot_give_kid(tmp_path, capsys):
     assert main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--metrics", "fid,kid"]) == 2
     assert "KID needs per-image features" in capsys.readouterr().err
     assert main([str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--json", str(tmp_path / "r.json")]) == 0
-    assert json.loads((tmp_path / "r.json").read_text()) == {"fid": 0.0, "fd_inception": 0.0, "num_a": 0, "num_b": 0}
+    assert json.loads((tmp_path / "r.json").read_text()) == {"fid": 0.0, "num_a": 0, "num_b": 0}
 
 
 def test_bad_inputs_exit_2_with_the_path_named(tmp_path, capsys):
