@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_ignite.metrics.features import FeatureNetworkError
+from gan_ignite.metrics.features import FeatureNetworkError, read_network_file
 
 __all__ = ["ClassifierFeatures", "DomainClassifier", "load_classifier", "load_classifier_features",
            "prepare_for_classifier", "save_classifier"]
@@ -134,12 +134,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[DomainClassifier, dict[str
     path = Path(path).expanduser()
     how = ("train one with python -m gan_ignite.train_classifier --config FILE, then pass "
            "eval.feature_network=classifier:/path/to/it.pt (or --feature-network for the folder CLI)")
-    if not path.is_file():
-        raise FeatureNetworkError(f"Classifier file '{path}' does not exist; {how}.")
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise FeatureNetworkError(f"Classifier file '{path}' cannot be read ({type(error).__name__}); {how}.") from None
+    content = read_network_file(path, "Classifier file", how, weights_only=False)
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise FeatureNetworkError(f"'{path}' is not a gan_ignite classifier file; {how}.")
     network = DomainClassifier(**content["arguments"]).to(memory_format=torch.channels_last)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gan_ignite.metrics.features import FeatureNetworkError
+from gan_ignite.metrics.features import FeatureNetworkError, read_network_file
 
 __all__ = ["DINOV2_SIZES", "DinoV2Features", "interpolate_position_embedding", "load_dinov2_features",
            "prepare_for_dinov2"]
@@ -108,12 +108,7 @@ def load_dinov2_features(path: str | os.PathLike, device: str | torch.device = "
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     how = ("download Meta's dinov2_vitl14_pretrain.pth (or _vits14 / _vitb14 / _vitg14) from "
            "https://dl.fbaipublicfiles.com/dinov2/ and pass dinov2:/path/to/it.pth")
-    if not path.is_file():
-        raise FeatureNetworkError(f"DINOv2 checkpoint '{path}' does not exist; {how}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise FeatureNetworkError(f"DINOv2 checkpoint '{path}' cannot be read ({type(error).__name__}); {how}.") from None
+    state = read_network_file(path, "DINOv2 checkpoint", how)
     if not isinstance(state, dict) or "cls_token" not in state or "pos_embed" not in state:
         raise FeatureNetworkError(f"'{path}' is not a DINOv2 checkpoint (no cls_token / pos_embed); {how}.")
     return state

@@ -22,6 +22,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -36,6 +37,17 @@ __all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "FeatureNetworkError", "Incepti
 
 class FeatureNetworkError(ValueError):
     """A feature network that is unknown, or whose file cannot be used."""
+
+
+def read_network_file(path: Path, label: str, how: str, weights_only: bool = True) -> Any:
+    """``torch.load`` of a feature network's file on the CPU; a missing or unreadable file raises
+    :class:`FeatureNetworkError` naming it (``label`` 'path') and saying ``how`` to get a good one."""
+    if not path.is_file():
+        raise FeatureNetworkError(f"{label} '{path}' does not exist; {how}.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as error:  # torch raises many types for corrupt or foreign files
+        raise FeatureNetworkError(f"{label} '{path}' cannot be read ({type(error).__name__}); {how}.") from None
 
 
 class FeatureNetwork(Protocol):
