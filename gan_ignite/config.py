@@ -72,6 +72,7 @@ class TrainConfig:
     resume_from: Optional[str] = None
     loss: str = "bce"
     augment: str = "none"
+    ada_p: float = 0.0  # ADA's p at the start of a run (StyleGAN2-ADA's augment_p); the controller moves it
     ada_target: float = 0.6
     ada_speed_images: int = 500_000
     ada_interval: int = 4
@@ -323,6 +324,8 @@ def validate_recipe(train: DictConfig) -> None:
     _require(train.augment in AUGMENTS, "train.augment", f"'{train.augment}' is not one of {', '.join(AUGMENTS)}")
     _require(0 < train.ada_target < 1, "train.ada_target",
              f"{train.ada_target} must be in (0, 1): the wanted mean sign of D's outputs on reals (0.6 in the paper)")
+    _require(0 <= train.ada_p <= 1, "train.ada_p",
+             f"{train.ada_p} must be in [0, 1]: the probability with which ADA applies each transform at the start")
     for key in ("ada_speed_images", "ada_interval"):
         _require(train[key] > 0, f"train.{key}", "must be positive")
     _require(train.ema_decay is None or 0 < train.ema_decay < 1, "train.ema_decay",

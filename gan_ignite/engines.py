@@ -54,6 +54,7 @@ class TrainingRecipe:
         augment = build_augment(train.augment)
         ada = None
         if isinstance(augment, AdaAugment):
+            augment.p = float(train.ada_p)  # a resumed run's checkpoint then restores the p it had reached
             ada = AdaController(augment, train.ada_target, train.ada_speed_images, train.ada_interval)
         ema = create_ema(generator, train.ema_decay) if train.ema_decay is not None else None
         return cls(train.loss, augment, ada, ema, train.ema_start, train.amp, train.channels_last, train.deterministic)

@@ -79,6 +79,7 @@ def test_overrides_beat_the_file():
     ("train.loss=wasserstein", ["train.loss", "wasserstein", "bce, non_saturating, hinge"]),
     ("train.augment=mixup", ["train.augment", "mixup", "none, diffaugment, ada"]),
     ("train.ada_target=1.5", ["train.ada_target", "(0, 1)"]),
+    ("train.ada_p=1.5", ["train.ada_p", "[0, 1]"]),
     ("train.ada_speed_images=0", ["train.ada_speed_images", "positive"]),
     ("train.ada_interval=0", ["train.ada_interval", "positive"]),
     ("train.ema_decay=1.0", ["train.ema_decay", "(0, 1)"]),
@@ -110,7 +111,7 @@ def test_protocol_default_and_an_earlier_versions_resize_setting(caplog):
 def test_training_recipe_defaults_are_the_seed_recipe():
     train = load_config(None).train
     assert (train.loss, train.augment, train.ema_decay, train.ema_start) == ("bce", "none", None, 0)
-    assert (train.ada_target, train.ada_speed_images, train.ada_interval) == (0.6, 500_000, 4)
+    assert (train.ada_p, train.ada_target, train.ada_speed_images, train.ada_interval) == (0.0, 0.6, 500_000, 4)
     assert load_config(None).model.spectral_norm is False
 
 

@@ -173,10 +173,11 @@ def test_ema_generator_is_the_exponential_average_after_ema_start():
 def test_recipe_from_config_and_its_checkpoint_objects():
     generator = tiny_models()[0]
     config = load_config(None, ["train.loss=hinge", "train.augment=ada", "train.ada_target=0.7",
-                                "train.ada_interval=8", "train.ema_decay=0.99", "train.ema_start=10"])
+                                "train.ada_p=0.25", "train.ada_interval=8", "train.ema_decay=0.99", "train.ema_start=10"])
     recipe = TrainingRecipe.from_config(config.train, generator)
     assert recipe.loss == "hinge" and isinstance(recipe.augment, AdaAugment)
     assert (recipe.ada.target, recipe.ada.interval, recipe.ada.speed_images) == (0.7, 8, 500_000)
+    assert recipe.augment.p == 0.25 and recipe.ada.p == 0.25
     assert recipe.ema.momentum == pytest.approx(0.01) and recipe.ema_start == 10
     assert set(recipe.checkpoint_objects()) == {"ada", "ema_generator"}
     seed = TrainingRecipe.from_config(load_config(None).train, generator)
