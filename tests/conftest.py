@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,8 +93,11 @@ def start(overrides: list[str], module: str = "gan_ignite.train", env: dict | No
     """The CLI in a child process; its stderr goes to a file (a pipe nobody reads would fill up and
     block the child), readable afterwards with :func:`stderr_of`."""
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    # a test run started in the background of a non-interactive shell (`bash .ci/run &`) passes on SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt: the child gets Ctrl-C's default back
     process = subprocess.Popen([PYTHON, "-m", module, *overrides], cwd=ROOT, env=env or cli_env(),
-                               stdout=subprocess.DEVNULL, stderr=log, text=True)
+                               stdout=subprocess.DEVNULL, stderr=log, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     process.log_path = log.name
     return process
 

@@ -119,8 +119,11 @@ def test_benchmark_runs_with_tiny_settings(tmp_path):
         assert values[key] > 0, key
     assert values["device"].startswith("cpu") and values["cuda_peak_mb"] is None
     assert values["train_ratio_vs_plain"] == pytest.approx(values["train_img_per_s"] / values["plain_img_per_s"])
-    # (d) our CLI and torch-fidelity, whole processes on the same two folders: the same FID, a measured ratio
-    assert values["ours_fid"]["torch-fidelity"] == pytest.approx(values["peer_fid"]["torch-fidelity"], rel=1e-5)
+    # (d) our CLI and torch-fidelity, whole processes on the same two folders: the same FID, a measured ratio.
+    # 8 images give a rank-7 covariance of 2048 dimensions: torch-fidelity >= 0.4 takes the trace term from the
+    # non-symmetric eigvals of sigma1 @ sigma2, whose ~2041 zero eigenvalues come out as +-1e-13 noise, and their
+    # square roots add ~1e-5 (relative) to its FID; the parity tests at full rank hold ours to 1e-6.
+    assert values["ours_fid"]["torch-fidelity"] == pytest.approx(values["peer_fid"]["torch-fidelity"], rel=1e-4)
     assert values["peer_speedup_min"] == pytest.approx(
         values["peer_seconds"]["torch-fidelity"] / values["ours_seconds"]["torch-fidelity"])
 
