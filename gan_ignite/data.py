@@ -186,6 +186,22 @@ def train_loader(dataset: Dataset, data_config, batch_size: int, cache_dir: Opti
     )
 
 
+def shutdown_workers(loader: DataLoader) -> None:
+    """Stop ``loader``'s worker processes and pin-memory thread now, not at interpreter exit.
+
+    With ``persistent_workers`` a DataLoader keeps its iterator (workers, pin-memory thread) until
+    it is garbage collected; at interpreter exit PyTorch's shutdown of it then waits on each worker
+    (pytorch/pytorch issue 81794: a bare loader of 4 workers with ``pin_memory`` and
+    ``persistent_workers`` took 20.8 s to exit on an H200 machine, 0.65 s with either off). Shut
+    down while the process is alive, the workers see their stop event at once."""
+    iterator = getattr(loader, "_iterator", None)
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+    if iterator is not None:
+        loader._iterator = None
+
+
 # ----------------------------------------------------------------------------- data.cache
 class CachedImages(Dataset):
     """Training images from a uint8 ``N x C x H x W`` array on disk (``.npy``, memory-mapped),

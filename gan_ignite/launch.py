@@ -19,16 +19,20 @@ it with exit code 130 and one line.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import ignite.distributed as idist
+import ignite.distributed.utils as idist_utils
 import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 from omegaconf import DictConfig
 
@@ -68,6 +72,7 @@ def launch(worker: Worker, config: DictConfig, debug: bool = False, keep_alive: 
         return _spawn(worker, config, processes, backend, debug, keep_alive, interrupted)
     code, message = run_reporting(worker, config, backend, debug, interrupted)
     report(code, message)
+    exit_now_if_left_open(code)
     return code
 
 
@@ -76,7 +81,12 @@ def run_reporting(worker: Worker, config: DictConfig, backend: Optional[str], de
     """Run ``worker`` in this process's ``idist.Parallel`` context; ``(exit code, message)``."""
     try:
         with idist.Parallel(backend=backend) as parallel:
-            parallel.run(worker, config)
+            try:
+                parallel.run(worker, config)
+            except BaseException:  # the other ranks may wait in a collective: no barrier, leave at once
+                close_process_group(barrier=False)
+                raise
+            close_process_group()
     except INPUT_ERRORS as error:
         if debug:
             raise
@@ -86,6 +96,59 @@ def run_reporting(worker: Worker, config: DictConfig, backend: Optional[str], de
     except KeyboardInterrupt:
         return 130, interrupted
     return 0, ""
+
+
+# how long the end of a run waits for the other processes before it leaves without them
+CLOSE_TIMEOUT_SECONDS = 30.0
+_left_open = {"process_group": False}
+
+
+def close_process_group(timeout: float = CLOSE_TIMEOUT_SECONDS, barrier: bool = True) -> bool:
+    """End this process's part of the process group: a barrier (every rank has finished its
+    collectives; skipped with ``barrier=False`` on the error path, where the others may wait in a
+    collective), then ignite's ``idist.finalize`` (``destroy_process_group``), both in a thread given
+    ``timeout`` seconds. ignite's ``Parallel`` destroys the group without a barrier, and a 1-process
+    torchrun + NCCL run was seen hanging there after "End of run". If another rank never arrives
+    (it crashed or hangs), this rank logs it and leaves without the group; the process then ends
+    through :func:`exit_now_if_left_open` instead of waiting in the interpreter's shutdown. True if
+    the group was closed."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return True
+    device, closed = idist.device(), threading.Event()
+
+    def close() -> None:
+        try:
+            if device.type == "cuda":  # the current device is per thread: NCCL's barrier must use this rank's
+                torch.cuda.set_device(device)
+            if barrier:
+                dist.barrier()
+            idist.finalize()
+            closed.set()
+        except Exception as error:  # a broken group: leave without it, as on a timeout
+            logging.getLogger("gan_ignite").warning("Closing the process group failed: %s", error)
+
+    thread = threading.Thread(target=close, name="close-process-group", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not closed.is_set():
+        logging.getLogger("gan_ignite").warning(
+            "Rank %d: the other processes did not reach the end of the run within %.0f s (one of them failed or "
+            "hangs); leaving the process group without them.", idist.get_rank(), timeout)
+        # ignite's Parallel would destroy the group again and wait for the missing ranks, and idist's
+        # next get_rank() would re-read the still initialised group with collectives: one process from now on
+        idist_utils._set_model(idist_utils._SerialModel())
+        idist_utils._need_to_sync = False
+        _left_open["process_group"] = True
+    return closed.is_set()
+
+
+def exit_now_if_left_open(code: int) -> None:
+    """After :func:`close_process_group` gave up, the interpreter's shutdown could wait on the group
+    (NCCL's destructors): flush and end the process with ``code`` at once."""
+    if _left_open["process_group"]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def report(code: int, message: str) -> None:
@@ -156,6 +219,7 @@ def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, process
                       LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     code, message = run_reporting(worker, config, backend, debug, interrupted)
     Path(outcome_dir, f"rank{local_rank}.json").write_text(json.dumps({"code": code, "message": message}))
+    exit_now_if_left_open(code)
     if code not in (0, 130):  # a failure: the parent stops the other workers at once
         sys.exit(code)
 

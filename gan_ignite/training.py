@@ -233,6 +233,7 @@ def run(local_rank: int, config: DictConfig) -> None:
                               f"{latest_words(run_dir)} Continue with train.resume_from=auto.") from None
     finally:
         stop.uninstall()
+        data_module.shutdown_workers(training.loader)  # no loader worker outlives the run
         if tensorboard is not None:
             tensorboard.close()
     report_outcome(trainer, stop, run_dir)
