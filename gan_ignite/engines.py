@@ -11,7 +11,7 @@ import torch
 from ignite.engine import DeterministicEngine, Engine, Events
 from ignite.engine.deterministic import ReproducibleBatchSampler, update_dataloader
 from ignite.handlers import EMAHandler
-from ignite.metrics import Metric, RunningAverage
+from ignite.metrics import Metric
 from torch import nn, optim
 from torch.utils.data import DataLoader
 
@@ -70,10 +70,30 @@ class TrainingRecipe:
         return objects
 
 
+class LatentNoise:
+    """The training step's latent vectors, drawn on the device by a generator of their own that is
+    seeded from ``(seed, rank, iteration)`` before each draw.
+
+    On a GPU this keeps the step free of host work: no CPU ``randn`` and no copy from pageable
+    memory (a stream synchronisation per iteration). Iteration ``i``'s latents depend on nothing
+    else, so a run resumed from any checkpoint, even mid-epoch, draws exactly what the uninterrupted
+    run drew, without any RNG state in the checkpoint; each rank draws its own.
+    """
+
+    def __init__(self, latent_dim: int, device: torch.device, seed: int = 0, rank: int = 0):
+        self.latent_dim, self.device = latent_dim, torch.device(device)
+        self.base = (int(seed) % 2**31 * 65_537 + int(rank) % 65_537) * 2**31
+        self.generator = torch.Generator(device=self.device)
+
+    def __call__(self, batch_size: int, iteration: int) -> torch.Tensor:
+        self.generator.manual_seed((self.base + int(iteration)) % 2**63)  # host-side: no synchronisation
+        return torch.randn(batch_size, self.latent_dim, 1, 1, generator=self.generator, device=self.device)
+
+
 def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
                        optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device, loss: str = "bce",
                        augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, amp: bool = False,
-                       channels_last: bool = False) -> Callable:
+                       channels_last: bool = False, noise: Optional[LatentNoise] = None) -> Callable:
     """The DCGAN step: D on augmented reals and augmented ``fake.detach()``, then G through a fresh
     augmentation of the same fakes.
 
@@ -84,11 +104,15 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
     output also holds ``ada_p`` (the p this step used) and ``real_sign`` (the mean sign of D's
     logits on the reals, ADA's r_t). ``amp`` runs the forward passes under bf16 autocast (the losses
     in fp32); ``channels_last`` feeds images in NHWC layout (the models must be converted too).
+    ``noise`` draws iteration ``i``'s latents (default: seed 0, rank 0); called without an engine
+    (``step(None, batch)``), the step counts its own iterations from 1.
     """
     gan_loss = get_loss(loss)
     augment = augment if augment is not None else nn.Identity()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     nan = torch.tensor(math.nan, device=device)
+    noise = noise if noise is not None else LatentNoise(latent_dim, device)
+    calls = {"count": 0}
 
     def autocast():
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
@@ -102,12 +126,12 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
         generator.train()
         discriminator.train()
         real_images = batch[0].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        calls["count"] += 1
+        iteration = engine.state.iteration if engine is not None else calls["count"]
 
         discriminator.zero_grad(set_to_none=True)
         real_logits = discriminate(real_images)
-        # drawn on the CPU: DeterministicEngine checkpoints and restores the CPU RNG, not CUDA's,
-        # so CPU latents keep a resumed GPU run identical to the uninterrupted one
-        latent = torch.randn(real_images.size(0), latent_dim, 1, 1).to(device, non_blocking=True)
+        latent = noise(real_images.size(0), iteration)
         with autocast():
             fake_images = generator(latent)
         fake_logits = discriminate(fake_images.detach())
@@ -138,7 +162,7 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
 
 def create_trainer(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
                    optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device,
-                   recipe: Optional[TrainingRecipe] = None) -> Engine:
+                   recipe: Optional[TrainingRecipe] = None, noise: Optional[LatentNoise] = None) -> Engine:
     """A :class:`DeterministicEngine`: its data order and RNG follow the iteration counter, so a run
     resumed from a checkpoint (even mid-epoch) continues exactly as the uninterrupted run would.
 
@@ -147,11 +171,13 @@ def create_trainer(generator: nn.Module, discriminator: nn.Module, optimizer_g: 
     ``recipe.checkpoint_objects()`` with the rest of a checkpoint."""
     recipe = recipe if recipe is not None else TrainingRecipe()
     step = make_training_step(generator, discriminator, optimizer_g, optimizer_d, latent_dim, device, recipe.loss,
-                              recipe.augment, recipe.amp, recipe.channels_last)
+                              recipe.augment, recipe.amp, recipe.channels_last, noise)
     trainer = DeterministicEngine(step)
     trainer.add_event_handler(Events.STARTED, _choose_cuda_algorithms, recipe.deterministic)
-    for key in ("Loss_G", "Loss_D"):  # on the device: no host synchronisation per iteration
-        RunningAverage(output_transform=lambda output, key=key: output[key], device=device).attach(trainer, key)
+    # No ignite RunningAverage of the losses: it all-reduces every iteration and its value reaches
+    # engine.state.metrics through .item(), a host synchronisation per iteration. The running
+    # averages (the same formula, alpha 0.98) are computed from the period's records when
+    # handlers.TrainingLog flushes them, which reads the device once per period anyway.
     if recipe.ada is not None:
         recipe.ada.attach(trainer)
     if recipe.ema is not None:

@@ -86,12 +86,17 @@ class TrainingLog:
     latest. Records from the first non-finite one on are not written (they are not valid JSON).
     """
 
+    # the progress display's running averages: ignite RunningAverage's formula and alpha
+    RUNNING_KEYS, ALPHA = ("Loss_G", "Loss_D"), 0.98
+
     def __init__(self, writer: Optional[HistoryWriter], every: int):
         self.writer, self.every = writer, every
         self.pending: list[tuple[int, int, Mapping[str, Any]]] = []
+        self.running: dict[str, float] = {}
 
     def attach(self, trainer: Engine) -> None:
         trainer.state.diverged = None
+        trainer.add_event_handler(Events.STARTED, lambda _: self.running.clear())
 
         @trainer.on(Events.ITERATION_COMPLETED)
         def _keep(engine: Engine) -> None:
@@ -117,10 +122,22 @@ class TrainingLog:
                 diverged = {"iteration": iteration, "epoch": epoch, **record}
                 break
             records.append({"kind": "train", "epoch": epoch, "iteration": iteration, **record})
+            self._update_running(record)
+        engine.state.metrics.update(self.running)
         on_every_rank(lambda: self.writer.append_many(records), run_here=self.writer is not None)
         if diverged is not None:
             engine.state.diverged = diverged
             engine.terminate(skip_completed=True)
+
+
+    def _update_running(self, record: Mapping[str, float]) -> None:
+        """The exponential running averages of ``Loss_G`` / ``Loss_D`` over the iterations, as ignite's
+        RunningAverage computes them (over every process's mean), from the flushed records."""
+        for key in self.RUNNING_KEYS:
+            if key in record:
+                previous = self.running.get(key)
+                value = record[key]
+                self.running[key] = value if previous is None else previous * self.ALPHA + (1 - self.ALPHA) * value
 
 
 class GracefulStop:
@@ -176,6 +193,28 @@ class GracefulStop:
         return None if self.received is None else self.EXIT_CODES[signal.Signals(self.received)]
 
 
+# a terminal's progress bar is redrawn at most this often (ignite's bar redraws at every event it is
+# given: with log.every=1 on a GPU that is thousands of redraws a second, each a terminal write)
+PROGRESS_MIN_SECONDS = 0.5
+
+
+def bounded_rate(every: int, min_seconds: float) -> Callable[[Engine, int], bool]:
+    """An ignite event filter: every ``every``-th iteration, but not within ``min_seconds`` of the last
+    one that passed; the last iteration of each epoch always passes (the bar ends on the true count)."""
+    last = {"time": -math.inf}
+
+    def passes(engine: Engine, iteration: int) -> bool:
+        if iteration % every and iteration % engine.state.epoch_length:
+            return False
+        now = time.monotonic()
+        if now - last["time"] < min_seconds and iteration % engine.state.epoch_length:
+            return False
+        last["time"] = now
+        return True
+
+    return passes
+
+
 def attach_progress(trainer: Engine, every: int, every_seconds: float, batch_size: int,
                     stream: Optional[Any] = None) -> None:
     """Progress for people: on a terminal ignite's ProgressBar, refreshed every ``every``
@@ -184,8 +223,9 @@ def attach_progress(trainer: Engine, every: int, every_seconds: float, batch_siz
     Reading the losses synchronises with the device, so it happens only at this period."""
     stream = stream if stream is not None else sys.stderr
     if stream.isatty():
-        ProgressBar(persist=True, file=stream).attach(trainer, metric_names=["Loss_G", "Loss_D"],
-                                                      event_name=Events.ITERATION_COMPLETED(every=every))
+        ProgressBar(persist=True, file=stream).attach(
+            trainer, metric_names=["Loss_G", "Loss_D"],
+            event_name=Events.ITERATION_COMPLETED(event_filter=bounded_rate(every, PROGRESS_MIN_SECONDS)))
         return
     PlainProgress(every, every_seconds, batch_size, stream).attach(trainer)
 

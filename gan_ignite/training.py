@@ -31,7 +31,7 @@ from torch import nn, optim
 from torch.utils.data import DataLoader, Dataset
 
 from gan_ignite import data as data_module
-from gan_ignite.engines import (LOSS_KEYS, TrainingRecipe, attach_sampler_epochs, broadcast_buffers,
+from gan_ignite.engines import (LOSS_KEYS, LatentNoise, TrainingRecipe, attach_sampler_epochs, broadcast_buffers,
                                 create_trainer, make_resumable)
 from gan_ignite.errors import RunDirError, RunStopped, on_every_rank
 from gan_ignite.evaluation import ScoredGenerator, setup_evaluation, warn_if_random
@@ -133,7 +133,9 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
         model_g, model_d = torch.compile(model_g), torch.compile(model_d)
 
     recipe = TrainingRecipe.from_config(train_cfg, generator)
-    trainer = create_trainer(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device, recipe)
+    noise = LatentNoise(config.model.latent_dim, device, config.seed, rank)
+    trainer = create_trainer(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device, recipe,
+                             noise)
     attach_sampler_epochs(trainer, loader)
     # the per-rank RNG states come after the trainer: loaded last, they replace its rank-0 states
     to_save = {"generator": generator, "discriminator": discriminator, "optimizer_G": optimizer_g,

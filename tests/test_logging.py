@@ -11,7 +11,8 @@ import torch
 from ignite.engine import Engine, Events
 
 from conftest import PYTHON, ROOT, TRAIN_ONLY, cli_env, tiny_overrides
-from gan_ignite.handlers import PlainProgress, TrainingLog
+from gan_ignite import handlers as handlers_module
+from gan_ignite.handlers import PlainProgress, TrainingLog, bounded_rate
 from gan_ignite.run_dir import HistoryWriter
 
 
@@ -120,3 +121,18 @@ def test_tensorboard_without_the_package_exits_2_with_the_install_command(tmp_pa
     message = capsys.readouterr().err
     assert "log.tensorboard" in message and 'pip install -e ".[tb]"' in message
     assert not run_dir.exists()
+
+
+def test_the_progress_bar_redraws_every_period_at_a_bounded_rate(monkeypatch):
+    clock = {"now": 100.0}
+    monkeypatch.setattr(handlers_module.time, "monotonic", lambda: clock["now"])
+    passes = bounded_rate(every=2, min_seconds=0.5)
+    engine = fake_step([1.0] * 10)
+    engine.state.epoch_length = 10
+    fired = []
+    for iteration in range(1, 11):
+        clock["now"] += 0.1  # 10 iterations a second
+        if passes(engine, iteration):
+            fired.append(iteration)
+    # every 2nd iteration, at most every 0.5 s, and the epoch's last one whatever the clock
+    assert fired == [2, 8, 10]

@@ -1,7 +1,13 @@
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
+from ignite.engine import Events
 
 from gan_ignite.engines import create_trainer, make_training_step
+from gan_ignite.handlers import TrainingLog
+from gan_ignite.run_dir import HistoryWriter
 from gan_ignite.models import Discriminator, Generator, count_parameters
 
 
@@ -119,11 +125,25 @@ def test_one_training_step_changes_both_models_and_reports_the_seed_outputs():
     assert any(not torch.equal(a, b) for a, b in zip(before_d, discriminator.parameters()))
 
 
-def test_trainer_tracks_running_averages():
+def test_trainer_tracks_running_averages_from_the_flushed_records():
     generator = Generator(latent_dim=8, channels=1, image_size=32, features=8)
     discriminator = Discriminator(channels=1, image_size=32, features=8)
     trainer = create_trainer(generator, discriminator, torch.optim.Adam(generator.parameters()),
                              torch.optim.Adam(discriminator.parameters()), 8, torch.device("cpu"))
-    data = [(torch.rand(4, 1, 32, 32) * 2 - 1, 0) for _ in range(3)]
+    writer = HistoryWriter(Path(tempfile.mkdtemp()) / "history.jsonl")
+    TrainingLog(writer, every=2).attach(trainer)
+    seen = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: seen.append(dict(engine.state.metrics)))
+    data = [(torch.rand(4, 1, 32, 32) * 2 - 1, 0) for _ in range(5)]
     trainer.run(data, max_epochs=1)
-    assert {"Loss_G", "Loss_D"} <= set(trainer.state.metrics)
+    records = writer.read()
+    expected = {}
+    for record in records:  # ignite RunningAverage's formula over the per-iteration losses
+        for key in ("Loss_G", "Loss_D"):
+            expected[key] = record[key] if key not in expected else 0.98 * expected[key] + 0.02 * record[key]
+    assert trainer.state.metrics["Loss_G"] == pytest.approx(expected["Loss_G"], rel=1e-12)
+    assert trainer.state.metrics["Loss_D"] == pytest.approx(expected["Loss_D"], rel=1e-12)
+    # plain floats, set once per period (iterations 2, 4 and the epoch's end), never a device tensor
+    assert [sorted(metrics) for metrics in seen] == [[], ["Loss_D", "Loss_G"], ["Loss_D", "Loss_G"],
+                                                     ["Loss_D", "Loss_G"], ["Loss_D", "Loss_G"]]
+    assert all(isinstance(value, float) for value in trainer.state.metrics.values())

@@ -15,7 +15,8 @@ from conftest import tiny_overrides
 from gan_ignite.augment import AdaAugment, AdaController, DiffAugment
 from gan_ignite.config import load_config
 from gan_ignite.ema import create_ema, recalibrate_batchnorm
-from gan_ignite.engines import LOSS_KEYS, TrainingRecipe, create_trainer, make_resumable, make_training_step
+from gan_ignite.engines import (LOSS_KEYS, LatentNoise, TrainingRecipe, create_trainer, make_resumable,
+                                make_training_step)
 from gan_ignite.losses import get_loss
 from gan_ignite.models import Discriminator, Generator
 
@@ -43,14 +44,14 @@ def seed_step(generator, discriminator, optimizer_g, optimizer_d):
     probability = nn.Sequential(discriminator, nn.Sigmoid())
     criterion = nn.BCELoss()
 
-    def step(batch):
+    def step(batch, latent):
         real_images = batch[0]
         labels = torch.full((real_images.size(0),), 1.0)
         discriminator.zero_grad(set_to_none=True)
         output_real = probability(real_images).view(-1)
         loss_d_real = criterion(output_real, labels)
         loss_d_real.backward()
-        fake_images = generator(torch.randn(real_images.size(0), LATENT, 1, 1))
+        fake_images = generator(latent)
         labels.fill_(0.0)
         output_fake = probability(fake_images.detach()).view(-1)
         loss_d_fake = criterion(output_fake, labels)
@@ -73,10 +74,8 @@ def test_seed_recipe_reproduces_the_seed_step_bit_for_bit():
     seed_models, new_models = tiny_models(), tiny_models()
     reference = seed_step(*seed_models)
     step = make_training_step(*new_models, LATENT, CPU)
-    for index, batch in enumerate(batches(5)):
-        torch.manual_seed(100 + index)
-        expected = reference(batch)
-        torch.manual_seed(100 + index)
+    for iteration, batch in enumerate(batches(5), start=1):
+        expected = reference(batch, LatentNoise(LATENT, CPU)(4, iteration))  # the step's own latents
         assert step(None, batch) == expected
     for seed_model, new_model in zip(seed_models[:2], new_models[:2]):
         for expected, got in zip(seed_model.state_dict().values(), new_model.state_dict().values()):
@@ -89,10 +88,8 @@ def test_step_reports_the_chosen_loss_of_ds_logits_and_probabilities(loss):
     frozen_g, frozen_d = copy.deepcopy(generator), copy.deepcopy(discriminator)
     real_images = batches(1)[0][0]
     step = make_training_step(generator, discriminator, optimizer_g, optimizer_d, LATENT, CPU, loss=loss)
-    torch.manual_seed(7)
     output = step(None, (real_images, 0))
-    torch.manual_seed(7)
-    fake_images = frozen_g(torch.randn(4, LATENT, 1, 1))
+    fake_images = frozen_g(LatentNoise(LATENT, CPU)(4, 1))
     real_logits, fake_logits = frozen_d(real_images).view(-1), frozen_d(fake_images).view(-1)
     expected_d = get_loss(loss).discriminator(real_logits, fake_logits).item()
     assert output["Loss_D"] == pytest.approx(expected_d, rel=1e-5)
@@ -266,3 +263,16 @@ def test_lr_d_sets_the_discriminators_learning_rate_also_after_a_resume(tmp_path
     # the config, not the checkpoint, sets the learning rates of a resumed run; null = train.lr
     assert main(overrides + ["train.max_epochs=2", "train.resume_from=auto", "train.lr_d=null"]) == 0
     assert learning_rates(6) == (1e-4, 1e-4)
+
+
+def test_latents_depend_on_seed_rank_and_iteration_only():
+    noise = LatentNoise(LATENT, CPU, seed=3, rank=1)
+    drawn = [noise(4, iteration) for iteration in (1, 2, 3)]
+    again = LatentNoise(LATENT, CPU, seed=3, rank=1)
+    assert torch.equal(again(4, 3), drawn[2])  # a resumed run draws iteration 3's latents without the earlier ones
+    torch.manual_seed(123)  # the global RNG (augmentations, DataLoader seeds) does not move them
+    assert torch.equal(again(4, 1), drawn[0])
+    others = [LatentNoise(LATENT, CPU, seed=3, rank=0)(4, 1), LatentNoise(LATENT, CPU, seed=4, rank=1)(4, 1),
+              drawn[1]]
+    assert not any(torch.equal(other, drawn[0]) for other in others)
+    assert drawn[0].shape == (4, LATENT, 1, 1) and abs(torch.cat(drawn).std().item() - 1) < 0.4
