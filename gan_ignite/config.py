@@ -22,6 +22,7 @@ from gan_ignite.errors import ConfigError
 from gan_ignite.losses import LOSSES
 from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricOptions, feature_space, min_samples
 from gan_ignite.metrics.features import FEATURE_NETWORKS
+from gan_ignite.metrics.inception import PRECISIONS
 from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, PROTOCOLS, protocol_for_resize
 
 DATASETS = ("imagefolder", "celeba", "cifar10", "mnist", "fashion_mnist")
@@ -95,6 +96,7 @@ class EvalConfig:
     feature_network: str = "inception"
     protocol: Optional[str] = None  # FID preprocessing (metrics.preprocess.PROTOCOLS); null = DEFAULT_PROTOCOL
     resize: Optional[str] = None  # replaced by protocol: an earlier version's 'bilinear' is read as 'tutorial'
+    precision: str = "fp32"  # the FID Inception's: fp32, or tf32 (cuDNN's TF32 convolutions, GPU only)
     reference_stats: Optional[str] = None  # a published mu/sigma .npz instead of the reference images
     inception_weights: Optional[str] = None
     metrics: List[str] = field(default_factory=lambda: ["fid", "is"])
@@ -282,7 +284,13 @@ def validate_eval(evaluation: DictConfig, world_size: int) -> None:
     _require(evaluation.batch_size > 0, "eval.batch_size", "must be positive")
     _require(evaluation.protocol in PROTOCOLS, "eval.protocol",
              f"'{evaluation.protocol}' is not one of {', '.join(PROTOCOLS)}")
+    _require(evaluation.precision in PRECISIONS, "eval.precision",
+             f"'{evaluation.precision}' is not one of {', '.join(PRECISIONS)} (fp32: full precision, the default; "
+             "tf32: cuDNN's TF32 convolutions on a GPU, what pytorch-fid, torch-fidelity and clean-fid compute there)")
     network = str(evaluation.feature_network).partition(":")[0]
+    _require(evaluation.precision == "fp32" or network == "inception", "eval.precision",
+             f"'{evaluation.precision}' applies to the FID Inception only; eval.feature_network="
+             f"{evaluation.feature_network} computes at its own precision: use eval.precision=fp32")
     _require(network in FEATURE_NETWORKS, "eval.feature_network",
              f"'{evaluation.feature_network}' is not one of {', '.join(FEATURE_NETWORKS)} "
              "(a file is given after a colon: classifier:/path/to/classifier.pt, "

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import ignite.distributed as idist
 import torch
@@ -19,6 +20,7 @@ from gan_ignite.augment import AdaAugment, AdaController, build_augment
 from gan_ignite.ema import attach_ema, create_ema
 from gan_ignite.losses import get_loss
 from gan_ignite.metrics.features import FeatureNetwork, Prefetch, prepare_images
+from gan_ignite.metrics.timing import PartTimer
 
 LOSS_KEYS = ("Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2")
 ADA_KEYS = ("ada_p", "real_sign")
@@ -118,8 +120,8 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
 
     def discriminate(images: torch.Tensor) -> torch.Tensor:
-        with autocast():
-            logits = discriminator(augment(images)).view(-1)
+        with autocast():  # a generator that stays NCHW (see training.generator_stays_contiguous) is converted here
+            logits = discriminator(augment(images.contiguous(memory_format=memory_format))).view(-1)
         return logits.float()
 
     def training_step(engine: Engine, batch) -> dict[str, Any]:
@@ -219,15 +221,19 @@ def create_evaluator(generator: nn.Module, network: FeatureNetwork, metrics: Map
 
     While it runs, ``generator`` is in eval mode (BatchNorm uses its running statistics), so each
     image depends only on its own latent vector, not on which other images share its batch or
-    process; its mode is restored afterwards.
+    process; its mode is restored afterwards. With a :class:`PartTimer` in ``evaluator.timer`` the
+    network's forward passes and the metrics' updates and results are timed.
     """
 
     def evaluation_step(engine: Engine, prepared: torch.Tensor) -> dict[str, torch.Tensor]:
-        features, logits = network(prepared)
+        with _part(engine.timer, "network"):
+            features, logits = network(prepared)
         return {"features": features, "logits": logits}
 
     evaluator = Engine(evaluation_step)
+    evaluator.timer = None
     mode = {"training": True}
+    opened: dict[str, Any] = {}
 
     @evaluator.on(Events.STARTED)
     def _prepare(_: Engine) -> None:
@@ -238,24 +244,48 @@ def create_evaluator(generator: nn.Module, network: FeatureNetwork, metrics: Map
     def _restore(_: Engine) -> None:
         generator.train(mode["training"])
 
+    def _open(engine: Engine, host: bool) -> None:
+        if engine.timer is not None:
+            opened["metrics"] = engine.timer.begin("metrics", host)
+
+    def _close(engine: Engine) -> None:
+        if engine.timer is not None and "metrics" in opened:
+            engine.timer.end(opened.pop("metrics"))
+
+    # the metrics' handlers (updates per batch, results at the end) run between these
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, _open, False)
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, _open, True)
     for name, metric in metrics.items():
         metric.attach(evaluator, name)
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, _close)
+    evaluator.add_event_handler(Events.EPOCH_COMPLETED, _close)
     return evaluator
 
 
+def _part(timer: Optional[PartTimer], name: str, on_device: bool = True):
+    if timer is None:
+        return contextlib.nullcontext()
+    return timer.device_part(name) if on_device else timer.host_part(name)
+
+
 def generated_batches(generator: nn.Module, network: FeatureNetwork, latents: list[torch.Tensor],
-                      device: torch.device) -> Prefetch:
+                      device: torch.device, timer: Optional[PartTimer] = None) -> Iterable[torch.Tensor]:
     """The evaluator's data: ``generator(latents[k])`` converted to uint8 and prepared for the
-    network (resized), produced one batch ahead in a background thread so that generation,
-    conversion and resizing overlap the feature network's forward pass."""
+    network (resized). Where preparing is host work (on a CPU; a PIL protocol on a GPU) it runs one
+    batch ahead in a background thread, overlapping the feature network's forward pass (its parts
+    are then timed by the wall clock of that thread); on a GPU with a tensor protocol every stage
+    is a kernel on the device, queued in order from this thread (timed with CUDA events)."""
+    in_thread = getattr(network, "host_work", True)
 
     def batches() -> Iterator[torch.Tensor]:
         for latent in latents:
-            with torch.no_grad():  # grad mode is per thread: set in the producer thread
-                fake_images = generator(latent.to(device))
-            yield prepare_images(fake_images, network)
+            with _part(timer, "generate", not in_thread), torch.no_grad():  # grad mode is per thread
+                fake_images = generator(latent.to(device, non_blocking=True))
+            with _part(timer, "prepare", not in_thread):
+                prepared = prepare_images(fake_images, network)
+            yield prepared
 
-    return Prefetch(batches())
+    return Prefetch(batches()) if in_thread else batches()
 
 
 def broadcast_buffers(*modules: nn.Module) -> None:

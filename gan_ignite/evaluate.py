@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -32,14 +31,16 @@ from gan_ignite.errors import INPUT_ERRORS, RunStopped
 from gan_ignite.evaluation import setup_evaluation, warn_if_random
 from gan_ignite.launch import input_error_exit, interrupted_exit, launch
 from gan_ignite.metrics._base import resolve_device
+from gan_ignite.metrics.inception import PRECISIONS
+from gan_ignite.metrics.timing import describe_seconds
 from gan_ignite.metrics.preprocess import LEGACY_RESIZE, PROTOCOLS
 from gan_ignite.run_dir import RunDir, append_lines, history_record, load_generator, load_run_config
 
 logger = logging.getLogger("gan_ignite")
 # round-off between processes, batch compositions and BLAS threads stays far below these
 REPRODUCE_RTOL, REPRODUCE_ATOL = 1e-6, 1e-9
-COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",
-                   "reference_stats_sha256")
+COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_precision",
+                   "inception_weights", "reference_stats_sha256")
 INTERRUPTED = "Interrupted by Ctrl-C; nothing was written."
 
 
@@ -52,14 +53,12 @@ def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, r
     dataset = data_module.load_dataset_everywhere(config.data)
     evaluation = setup_evaluation(config, dataset, generator, device, model=model)
     warn_if_random(evaluation.record_fields)
-    started = time.perf_counter()
     values = evaluation.run()
     if idist.get_rank() != 0:
         return
     iteration, epoch_length = trainer_state.get("iteration"), trainer_state.get("epoch_length")
     epoch = iteration // epoch_length if iteration is not None and epoch_length else None
-    record = {"checkpoint": str(checkpoint), "epoch": epoch, "iteration": iteration, **values,
-              "seconds": round(time.perf_counter() - started, 2)}
+    record = {"checkpoint": str(checkpoint), "epoch": epoch, "iteration": iteration, **values}
     not_finite = [name for name, value in values.items() if isinstance(value, float) and not math.isfinite(value)]
     if not_finite:
         raise RunStopped(1, f"The evaluation of '{checkpoint}' gave non-finite {', '.join(not_finite)}: its "
@@ -68,6 +67,7 @@ def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, r
     for name, value in values.items():
         if isinstance(value, float):
             print(f"{name}: {value:.6g}")
+    print(f"seconds: {describe_seconds(values['seconds'])}")
     history = run_dir.history.lines()
     if history.bad_lines:
         print(f"note: {history.report()}")
@@ -82,6 +82,8 @@ def compare_with_history(record: dict[str, Any], reference: Optional[dict[str, A
         return
     if "protocol" not in reference and reference.get("feature_network") == "inception":  # an earlier version's record
         reference = {**reference, "protocol": LEGACY_RESIZE.get(reference.get("resize"))}
+    if "inception_precision" not in reference and reference.get("feature_network") == "inception":  # before: fp32
+        reference = {**reference, "inception_precision": "fp32"}
     if any(reference.get(field) != record.get(field) for field in COMPARED_FIELDS):
         print(f"note: history.jsonl has a record of iteration {record['iteration']} with other settings "
               f"({', '.join(f'{f}={reference.get(f)}' for f in COMPARED_FIELDS if reference.get(f) != record.get(f))})"
@@ -107,6 +109,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="the live generator or its EMA (default: what the run evaluated, eval.model)")
     parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
                         help="the FID protocol (= eval.protocol=...; default: the run's)")
+    parser.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                        help="the FID Inception's precision (= eval.precision=...; default: the run's): fp32, or "
+                             "tf32 on a GPU (what pytorch-fid, torch-fidelity and clean-fid compute there)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.metrics=[fid,is,kid,prdc]")
@@ -123,6 +128,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             overrides.append(f"eval.num_samples={args.num_samples}")
         if args.protocol is not None:  # replaces an earlier version's eval.resize in the run's config.yaml
             overrides += [f"eval.protocol={args.protocol}", "eval.resize=null"]
+        if args.precision is not None:
+            overrides.append(f"eval.precision={args.precision}")
         run_dir, config = load_run_config(args.checkpoint, overrides)
         if args.device is not None:
             resolve_device(args.device)

@@ -38,8 +38,10 @@ from gan_ignite.engines import create_evaluator, generated_batches
 from gan_ignite.errors import ConfigError, UserError, on_every_rank, require_memory
 from gan_ignite.metrics.factory import METRICS, build_metrics, check_network_supports, min_samples
 from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
-from gan_ignite.metrics.inception import weights_tag
+from gan_ignite.metrics.inception import effective_precision, weights_tag
+from gan_ignite.metrics.preprocess import to_device
 from gan_ignite.metrics.real_stats import RealStatistics, cached_real_statistics, compute_real_statistics
+from gan_ignite.metrics.timing import PartTimer, active_timer
 
 logger = logging.getLogger("gan_ignite")
 EVAL_NOISE_OFFSET = 1_000_003  # evaluation latents: their own stream, apart from the training seed's
@@ -77,9 +79,18 @@ class Evaluation:
     record_fields: dict[str, Any]
 
     def run(self) -> dict[str, Any]:
-        data = generated_batches(self.generator, self.network, self.batches, self.device)
-        self.evaluator.run(data, max_epochs=1, epoch_length=len(self.batches))
-        return {**scalar_metrics(self.evaluator.state.metrics), **self.record_fields}
+        """One evaluation: the metrics' values, the record's fields and ``seconds``, the time of its
+        parts (:class:`~gan_ignite.metrics.timing.PartTimer`: generate, prepare, network, metrics,
+        gather, total), so that a slow evaluation says where its time went."""
+        timer = PartTimer(self.device)
+        self.evaluator.timer = timer
+        data = generated_batches(self.generator, self.network, self.batches, self.device, timer)
+        try:
+            with active_timer(timer):
+                self.evaluator.run(data, max_epochs=1, epoch_length=len(self.batches))
+        finally:
+            self.evaluator.timer = None
+        return {**scalar_metrics(self.evaluator.state.metrics), **self.record_fields, "seconds": timer.summary()}
 
 
 def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.Module, device: torch.device,
@@ -93,7 +104,8 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
     check_sample_counts(config, len(dataset))  # type: ignore[arg-type]  # the reference set: the whole training set
     network = on_every_rank(lambda: load_feature_network(evaluation.feature_network, device,
                                                          inception_weights=evaluation.inception_weights,
-                                                         protocol=evaluation.protocol))
+                                                         protocol=evaluation.protocol,
+                                                         precision=evaluation.precision))
     on_every_rank(lambda: check_network_supports(evaluation.metrics, network))
     real_stats = reference_statistics(config, dataset, network, device)
     metrics = build_metrics(list(evaluation.metrics), real_stats, metric_options(evaluation, device))
@@ -102,12 +114,14 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
     if rank == 0 and sys.stderr.isatty():  # in a log file the evaluation's one summary line is enough
         ProgressBar(persist=False, desc="Evaluation").attach(evaluator)
     start, stop = data_module.shard_bounds(evaluation.num_samples, rank, world_size)
-    latents = evaluation_latents(config, evaluation.num_samples)[start:stop]
+    latents = to_device(evaluation_latents(config, evaluation.num_samples)[start:stop], device)  # once, not per batch
     inception = evaluation.feature_network == "inception"
     record_fields = {"model": model, "num_samples": evaluation.num_samples, "num_real": real_stats.num or None,
                      "real_subset_seed": None if evaluation.reference_stats else evaluation.real_subset_seed,
                      "feature_network": evaluation.feature_network,
                      "protocol": evaluation.protocol if inception else None,  # null: no Inception scored
+                     # what the Inception computed: tf32 asked on a CPU computes fp32
+                     "inception_precision": getattr(network, "precision", None) if inception else None,
                      "inception_weights": weights_tag(evaluation.inception_weights) if inception else None,
                      **reference_file_fields(evaluation), "world_size": world_size}
     return Evaluation(evaluator, generator, network, list(latents.split(evaluation.batch_size)), device,
@@ -163,9 +177,11 @@ def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureN
                                                                                         device=device))
 
 
-def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork) -> RealStatistics:
+def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork,
+                              device: Optional[torch.device] = None) -> RealStatistics:
     """``eval.reference_stats`` (TTUR's, pytorch-fid's, clean-fid's or our ``.npz``), checked against
-    the network, the protocol and the metrics: one paragraph naming the file if it does not fit."""
+    the network, the protocol, the precision (the one ``device`` computes, default the network's)
+    and the metrics: one paragraph naming the file if it does not fit."""
     path = Path(evaluation.reference_stats).expanduser()
     stats = RealStatistics.load(path)
     where = f"The reference statistics file '{path}' (eval.reference_stats)"
@@ -176,6 +192,14 @@ def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork) -
     if recorded is not None and recorded != evaluation.protocol:
         raise ConfigError(f"{where} was computed with protocol {recorded}, not eval.protocol={evaluation.protocol}: "
                           f"set eval.protocol={recorded}.")
+    recorded_precision = stats.meta.get("inception_precision")
+    precision = getattr(network, "precision", None)
+    if precision is not None and device is not None:
+        precision = effective_precision(evaluation.precision, device)
+    if recorded_precision is not None and precision is not None and recorded_precision != precision:
+        raise ConfigError(f"{where} was computed at precision {recorded_precision}, this evaluation computes "
+                          f"{precision}: TF32 moves the features by ~1e-3. Set eval.precision={recorded_precision} "
+                          "(on a GPU), or recompute the statistics at this precision.")
     recorded_network = stats.meta.get("feature_network")
     if recorded_network is not None and recorded_network != network.tag:
         raise ConfigError(f"{where} was computed with the feature network {recorded_network}, this evaluation "

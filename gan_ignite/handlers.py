@@ -25,6 +25,7 @@ from torch import nn
 from torchvision.utils import make_grid, save_image
 
 from gan_ignite.errors import RunDirError, on_every_rank
+from gan_ignite.metrics.timing import describe_seconds
 from gan_ignite.run_dir import HistoryWriter, RunDir, atomic_write, write_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -441,12 +442,11 @@ def attach_evaluation(trainer: Engine, evaluate: Callable[[], dict[str, Any]], e
         if getattr(engine.state, "diverged", None) is not None:
             return  # the NaN guard stopped the run at this epoch's end: nothing worth scoring
         before_run()
-        started = time.perf_counter()
         values = evaluate()
         record = {"kind": "eval", "epoch": engine.state.epoch, "iteration": engine.state.iteration, **values}
         on_every_rank(lambda: writer.append(record), run_here=writer is not None)
         if writer is not None:
             shown = "  ".join(f"{name} {value:.4f}" for name, value in values.items() if isinstance(value, float))
-            logger.info("Evaluation at epoch %d, iteration %d (%s, %d samples, %.1f s): %s", engine.state.epoch,
+            logger.info("Evaluation at epoch %d, iteration %d (%s, %d samples, %s): %s", engine.state.epoch,
                         engine.state.iteration, values.get("model"), values.get("num_samples", 0),
-                        time.perf_counter() - started, shown)
+                        describe_seconds(values.get("seconds", {})), shown)

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import ignite.distributed as idist
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import Dataset
@@ -76,10 +77,11 @@ def preflight(config: DictConfig) -> DictConfig:
         # a missing, corrupt or wrong file, or a failed download, fails here; a download lands in
         # the torch hub cache once, before any worker process starts
         network = load_feature_network(evaluation.feature_network, "cpu",
-                                       inception_weights=evaluation.inception_weights, protocol=evaluation.protocol)
+                                       inception_weights=evaluation.inception_weights, protocol=evaluation.protocol,
+                                       precision=evaluation.precision)
         check_network_supports(evaluation.metrics, network)
-        if evaluation.reference_stats:
-            reference_file_statistics(evaluation, network)
+        if evaluation.reference_stats:  # checked against the precision the run's device will compute
+            reference_file_statistics(evaluation, network, idist.device())
     removed = run_dir.remove_orphans()  # holding the lock, no other process writes here
     if removed:
         logger.info("Removed %d temporary file(s) left by an interrupted write: %s", len(removed),

@@ -64,9 +64,19 @@ def setup_models(config: DictConfig, device: torch.device) -> tuple[Generator, D
     generator = generator_from_config(config).to(device)
     discriminator = Discriminator(data.channels, data.image_size, model.d_features, model.spectral_norm).to(device)
     if config.train.channels_last:
-        generator, discriminator = (module.to(memory_format=torch.channels_last) for module in (generator,
-                                                                                                 discriminator))
+        discriminator = discriminator.to(memory_format=torch.channels_last)
+        if not generator_stays_contiguous(config, device):
+            generator = generator.to(memory_format=torch.channels_last)
     return generator, discriminator
+
+
+def generator_stays_contiguous(config: DictConfig, device: torch.device) -> bool:
+    """With ``train.channels_last`` and ``train.compile`` on a GPU the generator stays NCHW (the
+    discriminator still gets NHWC images): inductor's meta kernel of convolution_backward predicts
+    NCHW strides for the NHWC gradients a chain of channels-last ConvTranspose2d layers gets on
+    CUDA, and the compiled backward fails its stride check (pytorch/pytorch issue 171622; the CPU
+    is not affected)."""
+    return bool(config.train.compile) and torch.device(device).type == "cuda"
 
 
 def print_summaries(generator: Generator, discriminator: Discriminator, config: DictConfig) -> None:

@@ -201,8 +201,9 @@ def test_evaluate_reads_an_earlier_versions_record_as_the_tutorial_protocol(caps
     from gan_ignite.evaluate import compare_with_history
 
     record = {"iteration": 300, "fid": 20.0, "num_samples": 500, "num_real": 500, "real_subset_seed": 0,
-              "feature_network": "inception", "protocol": "tutorial", "inception_weights": "pt_inception-2015-12-05"}
-    earlier = {key: value for key, value in record.items() if key != "protocol"}
+              "feature_network": "inception", "protocol": "tutorial", "inception_precision": "fp32",
+              "inception_weights": "pt_inception-2015-12-05"}
+    earlier = {key: value for key, value in record.items() if key not in ("protocol", "inception_precision")}  # fp32 then
     compare_with_history(record, {**earlier, "resize": "bilinear"})
     assert "reproduces the history.jsonl record" in capsys.readouterr().out
     compare_with_history({**record, "protocol": "torch-fidelity"}, {**earlier, "resize": "bilinear"})

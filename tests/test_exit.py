@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import gc
-import os
 import re
 import socket
 import subprocess

@@ -129,18 +129,30 @@ def test_benchmark_runs_with_tiny_settings(tmp_path):
 
 
 def test_gpu_check_dry_run_writes_every_figure(tmp_path):
+    """Every step of the GPU check (two switch sets, one protocol, to stay quick on a CPU) writes its
+    figures, phases and verdicts; what a GPU run of it records is what this dry run records."""
     out = tmp_path / "benchmarks"
-    result = subprocess.run([PYTHON, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--switches", "plain,amp",
-                             "--out", str(out)], capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=600)
+    result = subprocess.run([PYTHON, "scripts/gpu_check.py", "--device", "cpu", "--quick", "--switches", "plain",
+                             "amp", "--protocols", "torch-fidelity", "--out", str(out)],
+                            capture_output=True, text=True, env=cli_env(), cwd=ROOT, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((out / "gpu.json").read_text())
     assert report["environment"]["torch"] == torch.__version__ and report["environment"]["device"] == "cpu"
     for switch in ("plain", "amp"):
-        assert report["training"][switch]["train_ratio_vs_plain"] > 0, report["training"][switch]
-    assert report["evaluation"]["eval_ratio_vs_inception"] > 0
+        training = report["training"][switch]
+        assert training["train_ratio_vs_plain"] > 0 and training["host_overhead_us_per_iteration"] > 0, training
+        assert {"setup", "warmup", "timed"} <= set(training["phase_seconds"]), training["phase_seconds"]
+    tf = report["evaluation"]["eval_by_protocol"]["torch-fidelity"]
+    assert tf["eval_ratio_vs_inception"] > 0 and tf["eval_seconds_parts"]["network"] > 0
     assert report["full_evaluation"]["full_eval_samples"] == 20 and report["full_evaluation"]["full_eval_fid"] > 0
+    torchrun = report["torchrun"]
+    assert "error" not in torchrun, torchrun
+    assert 0 <= torchrun["exit_delay_seconds"] < 30 and torchrun["eval_seconds_parts"]["total"] > 0
+    assert set(report["peers"]["peers_by_precision"]) == {"fp32", "tf32"}
     assert report["tests"]["exit_code"] == 0 and "failed" not in report["tests"]["counts"]
-    assert set(report["targets"]) == {"train_ratio_vs_plain[plain]", "train_ratio_vs_plain[amp]",
-                                      "eval_ratio_vs_inception", "full_eval_seconds"}
+    assert report["check_seconds"] > 0
+    assert {"train_ratio_vs_plain[plain]", "train_ratio_vs_plain[amp]", "host_overhead_us_per_iteration[amp]",
+            "eval_ratio_vs_inception[torch-fidelity]", "full_eval_time_vs_inception", "exit_delay_seconds",
+            "peer_speedup_min[fp32]", "peer_speedup_min[tf32]", "check_seconds"} <= set(report["targets"])
     table = (out / "gpu.md").read_text()
     assert "| plain |" in table and "| amp |" in table and "20 samples, FID + IS" in table

@@ -14,6 +14,8 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
+from gan_ignite.metrics.timing import timed_part
+
 FEATURES_KEY = "features"
 LOGITS_KEY = "logits"
 
@@ -67,13 +69,14 @@ def gather_rows(rows: torch.Tensor) -> torch.Tensor:
     without rows may pass any [0, *] tensor."""
     if idist.get_world_size() == 1:
         return rows
-    shapes = idist.all_gather(torch.tensor([rows.shape[0], rows.shape[1]], device=rows.device))
-    counts, widths = shapes[0::2].tolist(), shapes[1::2].tolist()
-    largest, width = max(counts), max(widths)
-    padded = torch.zeros((largest, width), dtype=rows.dtype, device=rows.device)
-    padded[: rows.shape[0], : rows.shape[1]] = rows
-    gathered = idist.all_gather(padded)
-    return torch.cat([gathered[rank * largest : rank * largest + n] for rank, n in enumerate(counts)])
+    with timed_part("gather"):  # an evaluation's record says what its gathers cost
+        shapes = idist.all_gather(torch.tensor([rows.shape[0], rows.shape[1]], device=rows.device))
+        counts, widths = shapes[0::2].tolist(), shapes[1::2].tolist()
+        largest, width = max(counts), max(widths)
+        padded = torch.zeros((largest, width), dtype=rows.dtype, device=rows.device)
+        padded[: rows.shape[0], : rows.shape[1]] = rows
+        gathered = idist.all_gather(padded)
+        return torch.cat([gathered[rank * largest : rank * largest + n] for rank, n in enumerate(counts)])
 
 
 def first_error_on_any_rank(message: str) -> str:

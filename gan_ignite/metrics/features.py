@@ -5,14 +5,18 @@ A feature network is an object with
 - ``tag``: a short stable name for cache keys and records (values from different networks, or
   from the same network with other weights or preprocessing, are never compared);
 - ``num_features``, ``num_classes`` (0: no class logits, so no Inception Score) and ``device``;
-- ``prepare_one(image)``: uint8 ``C x H x W`` (C = 1 or 3, any size) -> the network's float input
-  for one image, on the CPU (picklable, so DataLoader workers can run it);
-- ``prepare(images)``: the same for a uint8 ``N x C x H x W`` batch;
+- ``prepare_one(image)``: uint8 ``C x H x W`` (C = 1 or 3, any size) -> the CPU part of the
+  network's preprocessing for one image (picklable, so DataLoader workers can run it);
+- ``finish(staged)`` (optional): a batch of those -> the network's input on ``device`` (default:
+  the batch itself, moved there through pinned memory);
+- ``prepare(images)``: a uint8 ``N x C x H x W`` batch, anywhere -> the network's input on ``device``;
 - ``__call__(prepared)``: ``(features [N, F], logits [N, K])`` float32 on ``device``, no grad.
 
 :func:`extract_features` is the evaluator's one pass: generator output in [-1, 1] -> uint8 ->
 ``prepare`` -> network. Real images, image folders and generated images all go through it, so
-every set is preprocessed identically.
+every set is preprocessed identically. For the FID Inception the preprocessing is a protocol
+(:mod:`gan_ignite.metrics.preprocess`) whose tensor stage runs on the network's device: on a GPU,
+generated images never leave it and real images cross the bus as uint8 from pinned memory.
 """
 
 from __future__ import annotations
@@ -27,12 +31,13 @@ from typing import Any, Protocol
 
 import torch
 
-from gan_ignite.metrics.inception import NUM_CLASSES, NUM_FEATURES, load_fid_inception, weights_tag
-from gan_ignite.metrics.preprocess import (DEFAULT_PROTOCOL, PROTOCOLS, prepare_for_inception,
-                                           prepare_one_for_inception, to_uint8)
+from gan_ignite.metrics.inception import (NUM_CLASSES, NUM_FEATURES, effective_precision, load_fid_inception,
+                                          weights_tag)
+from gan_ignite.metrics.preprocess import (DEFAULT_PROTOCOL, PROTOCOLS, finish_for_inception, prepare_for_inception,
+                                           stage_one_for_inception, to_device, to_uint8)
 
 __all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "FeatureNetworkError", "InceptionFeatures", "Prefetch",
-           "extract_features", "load_feature_network", "prepare_images"]
+           "extract_features", "finish_staged", "load_feature_network", "prepare_images"]
 
 
 class FeatureNetworkError(ValueError):
@@ -68,38 +73,63 @@ CPU_CHUNK = 16
 
 class InceptionFeatures:
     """The FID Inception (or any module with its input contract: float ``N x 3 x 299 x 299``)
-    behind a preprocessing protocol (:data:`gan_ignite.metrics.preprocess.PROTOCOLS`)."""
+    behind a preprocessing protocol (:data:`gan_ignite.metrics.preprocess.PROTOCOLS`), at a
+    precision: ``fp32`` or ``tf32`` (cuDNN's TF32 convolutions, on a GPU only; the tag says so)."""
 
     num_features = NUM_FEATURES
 
-    def __init__(self, network: torch.nn.Module, protocol: str = DEFAULT_PROTOCOL, weights: str = "custom") -> None:
+    def __init__(self, network: torch.nn.Module, protocol: str = DEFAULT_PROTOCOL, weights: str = "custom",
+                 precision: str | None = None) -> None:
         if protocol not in PROTOCOLS:
             raise FeatureNetworkError(f"Unknown FID protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)} "
                                       "(eval.protocol / --protocol).")
         self.network, self.protocol = network, protocol
-        self.tag = f"inception-{weights}-{protocol}"
+        if precision is None:
+            precision = "tf32" if getattr(network, "allow_tf32", False) else "fp32"
+        self.precision = effective_precision(precision, self.device)
+        if hasattr(network, "allow_tf32"):
+            network.allow_tf32 = self.precision == "tf32"
+        # fp32 keeps the tag of earlier versions, so their caches and statistics files stay valid
+        self.tag = f"inception-{weights}-{protocol}" + ("-tf32" if self.precision == "tf32" else "")
         self.num_classes = NUM_CLASSES if getattr(network, "has_logits", True) else 0
-        self.prepare_one = functools.partial(prepare_one_for_inception, protocol=protocol)
+        self.prepare_one = functools.partial(stage_one_for_inception, protocol=protocol)
+        # on a GPU only a PIL stage (tutorial, clean-fid) is host work worth a producer thread
+        self.host_work = self.device.type == "cpu" or PROTOCOLS[protocol].on_host is not None
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return prepare_for_inception(images.cpu(), self.protocol)
+        return prepare_for_inception(images, self.protocol, self.device)
+
+    def finish(self, staged: torch.Tensor) -> torch.Tensor:
+        return finish_for_inception(to_device(staged, self.device), self.protocol)
 
     def __call__(self, prepared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # On a CPU, chunks of 16 images keep the activations in cache: 14.3 img/s against 12.1 for
         # one forward of 64 on the 2-core CI machine. A GPU takes the batch as it comes.
         chunk = CPU_CHUNK if self.device.type == "cpu" else max(1, len(prepared))
         with torch.inference_mode():
-            outputs = [self.network(part.to(self.device)) for part in prepared.split(chunk)]
+            outputs = [self.network(to_device(part, self.device)) for part in prepared.split(chunk)]
+        if len(outputs) == 1:
+            return outputs[0]
         return torch.cat([features for features, _ in outputs]), torch.cat([logits for _, logits in outputs])
 
 
 def prepare_images(images: torch.Tensor, network: FeatureNetwork) -> torch.Tensor:
-    """Images in [-1, 1] (float ``N x C x H x W``) -> uint8 -> the network's input batch, on the CPU."""
-    return network.prepare(to_uint8(images).cpu())
+    """Images in [-1, 1] (float ``N x C x H x W``) or uint8 -> the network's input batch (for the
+    FID Inception on its device; the other networks prepare on the CPU)."""
+    return network.prepare(images if images.dtype == torch.uint8 else to_uint8(images))
+
+
+def finish_staged(staged: torch.Tensor | list[torch.Tensor], network: FeatureNetwork) -> torch.Tensor:
+    """A batch of ``network.prepare_one`` results (stacked, or a list when the images differ in
+    size) -> the network's input on its device."""
+    finish = getattr(network, "finish", None) or (lambda batch: to_device(batch, network.device))
+    if isinstance(staged, torch.Tensor):
+        return finish(staged)
+    return torch.cat([finish(image.unsqueeze(0)) for image in staged])
 
 
 def extract_features(images: torch.Tensor, network: FeatureNetwork) -> dict[str, torch.Tensor]:
@@ -161,12 +191,12 @@ def _put(slots: queue.Queue, entry: tuple, stop: threading.Event) -> bool:
 
 
 def _inception(argument: str, device: torch.device, *, inception_weights: str | os.PathLike | None = None,
-               protocol: str = DEFAULT_PROTOCOL) -> InceptionFeatures:
+               protocol: str = DEFAULT_PROTOCOL, precision: str = "fp32") -> InceptionFeatures:
     if argument:
         raise FeatureNetworkError(f"The feature network 'inception' takes no argument (got 'inception:{argument}'); "
                                   "its weights are set with eval.inception_weights / --inception-weights.")
-    network = load_fid_inception(inception_weights, device)
-    return InceptionFeatures(network, protocol, weights_tag(inception_weights))
+    network = load_fid_inception(inception_weights, device, precision)
+    return InceptionFeatures(network, protocol, weights_tag(inception_weights), precision)
 
 
 def _classifier(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:

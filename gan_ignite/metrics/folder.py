@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gan_ignite.metrics.features import FeatureNetwork
+from gan_ignite.metrics.features import FeatureNetwork, finish_staged
 from gan_ignite.metrics.images import IMG_EXTENSIONS, find_image_files, load_image_rgb
 
-__all__ = ["FolderError", "ImageFileDataset", "folder_features", "list_images"]
+__all__ = ["FolderError", "ImageFileDataset", "collate_staged", "folder_features", "list_images"]
 
 
 class FolderError(ValueError):
@@ -50,17 +50,29 @@ class ImageFileDataset(Dataset):
             return self.prepare_one(torch.zeros((3, 8, 8), dtype=torch.uint8)), f"{path}: {error}"
 
 
+def collate_staged(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor | list[torch.Tensor], list[str]]:
+    """Stack the staged images (a list when they differ in size: the tensor protocols resize on the
+    device, one image at a time then); the error strings stay a list."""
+    images, errors = [image for image, _ in items], [error for _, error in items]
+    same = all(image.shape == images[0].shape for image in images)
+    return (torch.stack(images) if same else images), errors
+
+
 def folder_features(folder: str | os.PathLike, network: FeatureNetwork, batch_size: int = 50,
                     num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features [N, F], logits [N, K]) on the CPU for every image under ``folder``."""
+    """(features [N, F], logits [N, K]) on the CPU for every image under ``folder``: loader workers
+    decode (and for the PIL protocols resize) the files into pinned memory on a GPU; the rest of
+    the preprocessing and the network run on the network's device, the features stay there until
+    the end (no synchronisation per batch)."""
     dataset = ImageFileDataset(list_images(folder), network.prepare_one)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        collate_fn=collate_staged, pin_memory=network.device.type == "cuda")
     features, logits = [], []
     for images, errors in loader:
         bad = [error for error in errors if error]
         if bad:
             raise FolderError(f"Cannot read image {bad[0]}. Remove or fix the file and run again.")
-        batch_features, batch_logits = network(images)
-        features.append(batch_features.cpu())
-        logits.append(batch_logits.cpu())
-    return torch.cat(features), torch.cat(logits)
+        batch_features, batch_logits = network(finish_staged(images, network))
+        features.append(batch_features)
+        logits.append(batch_logits)
+    return torch.cat(features).cpu(), torch.cat(logits).cpu()

@@ -42,6 +42,8 @@ __all__ = [
     "FID_WEIGHTS_URL",
     "FIDInception",
     "InceptionWeightsError",
+    "PRECISIONS",
+    "effective_precision",
     "load_fid_inception",
     "weights_tag",
 ]
@@ -90,15 +92,14 @@ class FIDInception(Inception3):
         self.Mixed_7c = FIDInceptionE_2(2048)
 
     # cuDNN's default TF32 convolutions move pool3 features by ~1e-3 (relative) and FID with them;
-    # full FP32 keeps GPU features within ~1e-6 of the CPU's at half the speed (~2000 img/s, H100).
+    # full FP32 keeps GPU features within ~1e-6 of the CPU's at less than half the speed (H200:
+    # 2,391 against 5,357 img/s). fp32 is the default; precision "tf32" is what pytorch-fid,
+    # torch-fidelity and clean-fid compute on a GPU (PyTorch's default cudnn.allow_tf32=True).
     allow_tf32: bool = False
-    # NHWC activations: 1.44x the img/s of NCHW on the 2-core CI CPU (14.7 vs 10.2 img/s at batch
-    # 16; TorchScript freezing gave 1.36x, both together 1.39x), features within 5e-7 (relative to
-    # their largest value) of the NCHW forward, i.e. of pytorch-fid's. See use_memory_format().
-    memory_format: torch.memory_format = torch.contiguous_format
+    memory_format: torch.memory_format = torch.contiguous_format  # see FASTEST_LAYOUT, use_memory_format()
 
     def use_memory_format(self, memory_format: torch.memory_format) -> FIDInception:
-        """Lay weights and activations out in ``memory_format`` (``torch.channels_last`` is the fast one)."""
+        """Lay weights and activations out in ``memory_format`` (the fastest per device: FASTEST_LAYOUT)."""
         self.memory_format = memory_format
         return self.to(memory_format=memory_format)
 
@@ -108,11 +109,11 @@ class FIDInception(Inception3):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         _check_input(images)
-        if not images.is_cuda or self.allow_tf32:
+        if not images.is_cuda:
             return self._features_and_logits(images)
-        cudnn = torch.backends.cudnn
+        cudnn = torch.backends.cudnn  # the precision asked for, whatever the process's global setting
         with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                         allow_tf32=False):
+                         allow_tf32=self.allow_tf32):
             return self._features_and_logits(images)
 
     def _features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,8 +146,34 @@ def _check_input(images: torch.Tensor) -> None:
         raise ValueError(f"FIDInception expects {expected}, got shape {tuple(images.shape)}.")
 
 
-def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.device = "cpu") -> FIDInception:
-    """Build the FID Inception in eval mode with frozen parameters, in channels-last layout.
+PRECISIONS = ("fp32", "tf32")
+# The fastest layout of the activations per (device type, precision), measured with the FID
+# Inception alone at batch 256 (cudnn.benchmark on the GPU):
+# - CPU (2 cores, batch 16): channels-last 14.7 img/s, NCHW 10.2 (1.44x; features within 5e-7,
+#   relative to their largest value, of the NCHW forward, i.e. of pytorch-fid's);
+# - H200, fp32: NCHW 2,391 img/s, channels-last 2,015 (0.84x);
+# - H200, TF32: channels-last 6,027 img/s, NCHW 5,357 (1.13x).
+FASTEST_LAYOUT = {("cpu", "fp32"): torch.channels_last, ("cuda", "fp32"): torch.contiguous_format,
+                  ("cuda", "tf32"): torch.channels_last}
+
+
+def effective_precision(precision: str, device: str | torch.device) -> str:
+    """``precision`` as computed on ``device``: TF32 exists on NVIDIA GPUs only, a CPU computes fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision '{precision}'; choose one of {', '.join(PRECISIONS)}.")
+    return precision if torch.device(device).type == "cuda" else "fp32"
+
+
+def fastest_layout(device: str | torch.device, precision: str = "fp32") -> torch.memory_format:
+    return FASTEST_LAYOUT.get((torch.device(device).type, effective_precision(precision, device)),
+                              torch.contiguous_format)
+
+
+def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.device = "cpu",
+                       precision: str = "fp32") -> FIDInception:
+    """Build the FID Inception in eval mode with frozen parameters, in the fastest layout for
+    ``device`` and ``precision`` (:data:`FASTEST_LAYOUT`); ``precision`` "tf32" lets cuDNN use TF32
+    convolutions on a GPU (a CPU computes fp32 either way).
 
     ``weights``: ``None`` or ``""`` = pytorch-fid's file, downloaded once into the torch hub cache;
     a path = pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` or NVIDIA's TorchScript
@@ -163,7 +190,8 @@ def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.de
         model.has_logits = state.pop("__has_logits__", True)
         _load_state(model, state)
     model.eval().requires_grad_(False)
-    return model.use_memory_format(torch.channels_last).to(device)
+    model.allow_tf32 = effective_precision(precision, device) == "tf32"
+    return model.use_memory_format(fastest_layout(device, precision)).to(device)
 
 
 def weights_tag(weights: str | os.PathLike | None) -> str:

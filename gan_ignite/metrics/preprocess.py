@@ -14,8 +14,12 @@ protocol reproduces one implementation exactly, resize and input scaling togethe
 - ``clean-fid``: PIL bicubic per channel on float32 (mode "F"), clipped to 0..255, no
   re-quantisation, ``(x - 128) / 128`` (clean-fid's default "clean" mode).
 
-A protocol is one function, uint8 ``N x C x H x W`` (C = 1 or 3) -> float32 ``N x C x 299 x
-299``, plus one line in :data:`PROTOCOLS`. Generated images are quantised to uint8 first
+A protocol is one :class:`Protocol`, uint8 ``N x C x H x W`` (C = 1 or 3) -> float32 ``N x C x 299 x
+299``, plus one line in :data:`PROTOCOLS`. It has two stages: ``on_host``, the PIL resize of the
+tutorial and clean-fid protocols (CPU only: loader workers or the thread pool run it), and
+``finish``, tensor code that runs wherever its input is (the resize of pytorch-fid and
+torch-fidelity, the scaling of every protocol): on a GPU generated images never leave it and
+real images cross the bus as uint8 (tutorial: uint8 at 299; clean-fid: its float32 resize). Generated images are quantised to uint8 first
 (:func:`to_uint8`), exactly like image files, and every set (generated, reference, folders) goes
 through the same protocol. Grayscale is resized once and repeated to three channels: every
 implementation converts it to RGB first, and three equal channels resize to equal results.
@@ -27,14 +31,17 @@ import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["DEFAULT_PROTOCOL", "INCEPTION_SIZE", "LEGACY_RESIZE", "PROTOCOLS", "prepare_for_inception",
-           "prepare_one_for_inception", "protocol_for_resize", "tensorflow1_bilinear", "to_uint8"]
+__all__ = ["DEFAULT_PROTOCOL", "INCEPTION_SIZE", "LEGACY_RESIZE", "PROTOCOLS", "Protocol", "prepare_for_inception",
+           "prepare_one_for_inception", "protocol_for_resize", "stage_one_for_inception", "tensorflow1_bilinear",
+           "finish_for_inception", "to_device", "to_uint8"]
 
 INCEPTION_SIZE = 299
 _SIZE = (INCEPTION_SIZE, INCEPTION_SIZE)
@@ -46,10 +53,14 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().float() + 1) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def tutorial(images: torch.Tensor) -> torch.Tensor:
-    """PIL bilinear on the uint8 image, then ``2 * (x / 255) - 1`` (= ``x / 127.5 - 1``, computed
-    as pytorch-fid computes it, so 299 x 299 images give pytorch-fid's input bit for bit)."""
-    resized = _each_image(images, _pil_uint8_bilinear) if _needs_resize(images) else images
+def tutorial_resize(images: torch.Tensor) -> torch.Tensor:
+    """The tutorial's PIL bilinear on the uint8 image (CPU), uint8 at 299 x 299."""
+    return _each_image(images, _pil_uint8_bilinear) if _needs_resize(images) else images
+
+
+def tutorial_scale(resized: torch.Tensor) -> torch.Tensor:
+    """``2 * (x / 255) - 1`` (= ``x / 127.5 - 1``, computed as pytorch-fid computes it, so 299 x 299
+    images give pytorch-fid's input bit for bit)."""
     return 2 * (resized.float() / 255) - 1
 
 
@@ -63,7 +74,7 @@ def pytorch_fid(images: torch.Tensor) -> torch.Tensor:
 
 def torch_fidelity(images: torch.Tensor) -> torch.Tensor:
     """torch-fidelity / TTUR: TensorFlow 1's bilinear resize on 0..255 floats, then ``(x - 128) / 128``."""
-    return (tensorflow1_bilinear(images.float()) - 128) / 128
+    return inception_scale(tensorflow1_bilinear(images.float()))
 
 
 def tensorflow1_bilinear(images: torch.Tensor) -> torch.Tensor:
@@ -74,8 +85,8 @@ def tensorflow1_bilinear(images: torch.Tensor) -> torch.Tensor:
     per output row: 2.5x faster on the 2-core CPU (28x28 and 64x64 images, scaling included). Each
     output value is the same float32 expression ``r0 + (r1 - r0) * dy`` of ``r = a + (b - a) * dx``
     as there."""
-    x_low, x_high, dx = _tensorflow1_grid(images.shape[-1])
-    y_low, y_high, dy = _tensorflow1_grid(images.shape[-2])
+    x_low, x_high, dx = _tensorflow1_grid(images.shape[-1], images.device)
+    y_low, y_high, dy = _tensorflow1_grid(images.shape[-2], images.device)
     left = images[..., x_low]
     rows = left + (images[..., x_high] - left) * dx
     top = rows[..., y_low, :]
@@ -83,25 +94,44 @@ def tensorflow1_bilinear(images: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _tensorflow1_grid(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices below / above and the float32 weight of each of the 299 target positions."""
+def _tensorflow1_grid(size: int, device: torch.device = torch.device("cpu")
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices below / above and the float32 weight of each of the 299 target positions
+    (computed on the CPU, bit for bit the same on every device, then moved there once)."""
     position = torch.arange(INCEPTION_SIZE, dtype=torch.float32) * torch.tensor(size / INCEPTION_SIZE,
                                                                                  dtype=torch.float32)
     low = position.long()
-    return low, (low + 1).clamp_max(size - 1), position - low.float()
+    return low.to(device), (low + 1).clamp_max(size - 1).to(device), (position - low.float()).to(device)
 
 
-def clean_fid(images: torch.Tensor) -> torch.Tensor:
-    """clean-fid "clean": PIL bicubic of each channel as float32 (mode "F"), clipped, not re-quantised."""
-    return (_each_image(images, _pil_float_bicubic) - 128) / 128
+def clean_fid_resize(images: torch.Tensor) -> torch.Tensor:
+    """clean-fid "clean": PIL bicubic of each channel as float32 (mode "F"), clipped, not re-quantised (CPU)."""
+    return _each_image(images, _pil_float_bicubic)
+
+
+def inception_scale(resized: torch.Tensor) -> torch.Tensor:
+    """``(x - 128) / 128`` of 0..255 floats (TTUR, torch-fidelity, clean-fid)."""
+    return (resized.float() - 128) / 128
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """uint8 ``N x C x H x W`` -> the Inception's float32 input, in two stages: ``on_host`` (the PIL
+    part, CPU only; None when there is none) and ``finish`` (tensor code, on the device its input is on)."""
+
+    on_host: Optional[Callable[[torch.Tensor], torch.Tensor]]
+    finish: Callable[[torch.Tensor], torch.Tensor]
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.on_host(images.cpu()) if self.on_host is not None else images)
 
 
 # name -> protocol. One line per protocol; config validation and the command lines read this.
-PROTOCOLS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "tutorial": tutorial,
-    "pytorch-fid": pytorch_fid,
-    "torch-fidelity": torch_fidelity,
-    "clean-fid": clean_fid,
+PROTOCOLS: dict[str, Protocol] = {
+    "tutorial": Protocol(tutorial_resize, tutorial_scale),
+    "pytorch-fid": Protocol(None, pytorch_fid),
+    "torch-fidelity": Protocol(None, torch_fidelity),
+    "clean-fid": Protocol(clean_fid_resize, inception_scale),
 }
 # TTUR's protocol: the one most published GAN FIDs (and TTUR's precomputed statistics) use
 DEFAULT_PROTOCOL = "torch-fidelity"
@@ -121,11 +151,29 @@ def protocol_for_resize(resize: str, option: str = "eval.resize") -> str:
     )
 
 
-def prepare_for_inception(images: torch.Tensor, protocol: str = DEFAULT_PROTOCOL) -> torch.Tensor:
-    """uint8 ``N x C x H x W`` (C = 1 or 3, any size) -> float32 ``N x 3 x 299 x 299`` on the CPU:
-    what the FID Inception's first convolution sees under ``protocol``."""
+def prepare_for_inception(images: torch.Tensor, protocol: str = DEFAULT_PROTOCOL,
+                          device: Optional[torch.device] = None) -> torch.Tensor:
+    """uint8 ``N x C x H x W`` (C = 1 or 3, any size) -> float32 ``N x 3 x 299 x 299``: what the FID
+    Inception's first convolution sees under ``protocol``. The PIL stage (if any) runs on the CPU;
+    the rest runs on ``device`` (default: where ``images`` are), where the result is."""
     _check_uint8_batch(images)
-    return _protocol(protocol)(images.cpu()).expand(-1, 3, -1, -1)
+    chosen = _protocol(protocol)
+    staged = chosen.on_host(images.cpu()) if chosen.on_host is not None else images
+    return finish_for_inception(to_device(staged, device) if device is not None else staged, protocol)
+
+
+def stage_one_for_inception(image: torch.Tensor, protocol: str = DEFAULT_PROTOCOL) -> torch.Tensor:
+    """The CPU stage of ``protocol`` for one uint8 ``C x H x W`` image (a DataLoader worker's share:
+    the PIL resize of tutorial / clean-fid; the image itself for the tensor protocols). Picklable
+    with functools.partial; :func:`finish_for_inception` completes a batch of them."""
+    _check_uint8_batch(image.unsqueeze(0))
+    chosen = _protocol(protocol)
+    return chosen.on_host(image.unsqueeze(0))[0] if chosen.on_host is not None else image
+
+
+def finish_for_inception(staged: torch.Tensor, protocol: str = DEFAULT_PROTOCOL) -> torch.Tensor:
+    """Staged images (:func:`stage_one_for_inception`, batched) -> float32 ``N x 3 x 299 x 299`` where they are."""
+    return _protocol(protocol).finish(staged).expand(-1, 3, -1, -1)
 
 
 def prepare_one_for_inception(image: torch.Tensor, protocol: str = DEFAULT_PROTOCOL) -> torch.Tensor:
@@ -134,7 +182,20 @@ def prepare_one_for_inception(image: torch.Tensor, protocol: str = DEFAULT_PROTO
     return prepare_for_inception(image.unsqueeze(0), protocol)[0]
 
 
-def _protocol(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; from the CPU to a GPU through pinned memory with a non-blocking copy
+    (a copy from pageable memory synchronises the stream and was 27% of a GPU evaluation's time)."""
+    device = torch.device(device)
+    if tensor.device == device or (device.type == tensor.device.type and device.index is None):
+        return tensor
+    if tensor.device.type == "cpu" and device.type == "cuda":
+        if not tensor.is_pinned():
+            tensor = tensor.pin_memory()
+        return tensor.to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def _protocol(name: str) -> Protocol:
     try:
         return PROTOCOLS[name]
     except KeyError:

@@ -133,7 +133,7 @@ def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | N
 def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | torch.nn.Module,
                             protocol: str = DEFAULT_PROTOCOL, device: str | torch.device | None = None,
                             max_samples: int | None = None, meta: Mapping[str, Any] | None = None) -> RealStatistics:
-    """Statistics of real images given as batches of float images in [-1, 1].
+    """Statistics of real images given as batches of float images in [-1, 1], or of uint8 images.
 
     ``network`` is a feature network (:mod:`gan_ignite.metrics.features`) or a module with the
     FID Inception's input contract, which is put behind the preprocessing ``protocol``. A batch
@@ -176,8 +176,9 @@ def _local_features(batches: Iterable[Any], network: FeatureNetwork, max_samples
             count += images.shape[0]
             yield prepare_images(images, network)
 
-    collected = [network(batch)[0].float().cpu() for batch in Prefetch(prepared())]
-    return torch.cat(collected) if collected else torch.zeros((0, network.num_features))
+    batches_ready = Prefetch(prepared()) if getattr(network, "host_work", True) else prepared()
+    collected = [network(batch)[0].float() for batch in batches_ready]  # on the device until the end
+    return torch.cat(collected).cpu() if collected else torch.zeros((0, network.num_features))
 
 
 def cache_key(key_parts: Mapping[str, Any]) -> str:
