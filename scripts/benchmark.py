@@ -72,22 +72,38 @@ from gan_ignite.training import attach_saving, build_training, discriminator_lr,
 
 
 # ----------------------------------------------------------------------------- setup
-def synthetic_folder(root: Path, count: int, size: int, seed: int = 0) -> Path:
-    """``count`` JPEGs of coloured shapes: decoding real files is part of what the data cache saves."""
-    rng = np.random.default_rng(seed)
+def synthetic_folder(root: Path, count: int, size: int, seed: int = 0, height: int | None = None) -> Path:
+    """``count`` JPEGs of coloured shapes (``size`` wide, ``height`` high, default square): decoding
+    real files is part of what the data cache saves. Written by a process pool (20,000 take seconds
+    on 16 cores); image ``i`` depends only on ``seed`` and ``i``."""
     root.mkdir(parents=True, exist_ok=True)
-    yy, xx = np.mgrid[0:size, 0:size]
-    for index in range(count):
-        image = (xx / size)[..., None] * rng.uniform(0, 255, 3)
-        disc = (xx - rng.uniform(0, size)) ** 2 + (yy - rng.uniform(0, size)) ** 2 < (rng.uniform(0.1, 0.3) * size) ** 2
+    chunks = [(root, start, min(start + 500, count), size, height or size, seed) for start in range(0, count, 500)]
+    if len(chunks) > 1 and (os.cpu_count() or 1) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(len(chunks), os.cpu_count() or 1)) as pool:
+            list(pool.map(_write_shapes, chunks))
+    else:
+        for chunk in chunks:
+            _write_shapes(chunk)
+    return root
+
+
+def _write_shapes(chunk: tuple) -> None:
+    root, start, stop, width, height, seed = chunk
+    yy, xx = np.mgrid[0:height, 0:width]
+    for index in range(start, stop):
+        rng = np.random.default_rng([seed, index])
+        image = (xx / width)[..., None] * rng.uniform(0, 255, 3)
+        disc = (xx - rng.uniform(0, width)) ** 2 + (yy - rng.uniform(0, height)) ** 2 < \
+            (rng.uniform(0.1, 0.3) * min(width, height)) ** 2
         image[disc] = rng.uniform(0, 255, 3)
         Image.fromarray(image.astype(np.uint8)).save(root / f"img_{index:05d}.jpg", quality=95)
-    return root
 
 
 def benchmark_config(args: argparse.Namespace, work: Path, **extra):
     values = {
-        "output_dir": work / "run", "data.name": "imagefolder", "data.root": work / "images",
+        "output_dir": work / "run", "data.name": "imagefolder", "data.root": args.images_dir,
         "data.image_size": args.image_size, "data.channels": 3, "data.num_workers": args.num_workers,
         "model.latent_dim": 100, "model.g_features": args.width, "model.d_features": args.width,
         "train.batch_size": args.batch_size, "train.image_every": 500, "train.amp": args.amp,
@@ -95,7 +111,7 @@ def benchmark_config(args: argparse.Namespace, work: Path, **extra):
         "eval.num_samples": args.eval_samples, "eval.batch_size": args.eval_batch_size,
         "eval.inception_weights": "random", "eval.metrics": "[fid,is,kid,prdc]", "eval.is_splits": 2,
         "eval.kid_subset_size": max(2, args.eval_samples // 2), "eval.nearest_k": 3,
-        "eval.stats_cache_dir": work / "cache", **extra}
+        "eval.stats_cache_dir": work / "cache", "eval.precision": args.precision, **extra}
     return load_config(None, [f"{key}={value}" for key, value in values.items()] + list(args.set))
 
 
@@ -130,15 +146,23 @@ def profiled(directory: Path | None, name: str, device: torch.device):
 
 # ----------------------------------------------------------------------------- (a) training
 def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iters: int,
-                        run_dir: Path, profile_dir: Path | None = None) -> tuple[float, float]:
+                        run_dir: Path, profile_dir: Path | None = None,
+                        phases: dict[str, float] | None = None) -> tuple[float, float]:
     """Seconds for ``iters`` iterations of the full trainer after ``warmup`` ones, and the seconds
     of one checkpoint write (a run writes one per epoch: hundreds to thousands of iterations, so
-    the timed window is kept inside one epoch and the checkpoint is timed on its own)."""
+    the timed window is kept inside one epoch and the checkpoint is timed on its own). ``phases``
+    receives the wall time of each phase: setup (models, trainer, handlers), loader_start (to the
+    first batch: worker start-up), warmup (cuDNN autotuning, torch.compile), timed, checkpoint."""
+    started = time.perf_counter()
     torch.manual_seed(config.seed)
     (run_dir / "images").mkdir(parents=True, exist_ok=True)
     training = build_training(config, dataset, device, run_dir)
     save_checkpoint, _ = attach_saving(training, run_dir)
-    marks: dict[str, float] = {}
+    marks: dict[str, float] = {"setup": time.perf_counter()}
+
+    @training.trainer.on(Events.GET_BATCH_COMPLETED)
+    def _first_batch(_: Engine) -> None:
+        marks.setdefault("first_batch", time.perf_counter())
 
     @training.trainer.on(Events.ITERATION_COMPLETED)
     def _clock(engine: Engine) -> None:
@@ -149,8 +173,14 @@ def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iter
             marks["checkpoint"] = timed(lambda: save_checkpoint(engine))
             engine.terminate()
 
+    marks["run"] = time.perf_counter()
     with profiled(profile_dir, "profile_training", device):
         training.trainer.run(training.loader, max_epochs=1, epoch_length=warmup + iters + 1)
+    data_module.shutdown_workers(training.loader)
+    if phases is not None:
+        phases.update(setup=marks["setup"] - started, loader_start=marks["first_batch"] - marks["run"],
+                      warmup=marks["start"] - marks["first_batch"], timed=marks["end"] - marks["start"],
+                      checkpoint=marks["checkpoint"])
     return marks["end"] - marks["start"], marks["checkpoint"]
 
 
@@ -210,14 +240,32 @@ def plain_loop_seconds(config, dataset, device: torch.device, warmup: int, iters
     return time.perf_counter() - start
 
 
+SWITCH_SETS = {"plain": {}, "amp": {"train.amp": True}, "channels_last": {"train.channels_last": True},
+               "compile": {"train.compile": True},
+               "all": {"train.amp": True, "train.channels_last": True, "train.compile": True}}
+
+
 def bench_training(args: argparse.Namespace, work: Path, device: torch.device) -> dict:
-    config = benchmark_config(args, work)
+    """(a) for the switches given (--amp, --channels-last, --compile); with ``--switch-sets`` for each
+    named set in turn, in this one process (imports, data and CUDA context paid once), under
+    ``training``."""
+    if not args.switch_sets:
+        return bench_one_switch_set(args, work, device, {})
+    return {"training": {name: bench_one_switch_set(args, work / name, device, SWITCH_SETS[name])
+                         for name in args.switch_sets}}
+
+
+def bench_one_switch_set(args: argparse.Namespace, work: Path, device: torch.device, switches: dict) -> dict:
+    started = time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    config = benchmark_config(args, work, **switches)
     dataset = data_module.load_dataset(config.data)
     warmup, iters, images = args.warmup, args.iters, args.iters * args.batch_size
-    versus_config = benchmark_config(args, work, **dict(item.split("=", 1) for item in args.versus))
-    ours, plain, checkpoints, versus = [], [], [], []
+    versus_config = benchmark_config(args, work, **{**switches, **dict(item.split("=", 1) for item in args.versus)})
+    ours, plain, checkpoints, versus, phases = [], [], [], [], {}
     for repeat in range(args.repeats):
-        seconds, checkpoint = our_trainer_seconds(config, dataset, device, warmup, iters, work / f"train_{repeat}")
+        seconds, checkpoint = our_trainer_seconds(config, dataset, device, warmup, iters, work / f"train_{repeat}",
+                                                  phases=phases if repeat == 0 else None)
         ours.append(seconds)
         checkpoints.append(checkpoint)
         plain.append(plain_loop_seconds(config, dataset, device, warmup, iters))
@@ -227,14 +275,15 @@ def bench_training(args: argparse.Namespace, work: Path, device: torch.device) -
     overhead = [host_overhead_us(config, dataset, device, work / f"overhead_{repeat}") for repeat in range(args.repeats)]
     if args.profile:  # one more window, profiled, after the timed ones
         our_trainer_seconds(config, dataset, device, warmup, iters, work / "train_profiled", args.profile)
-    result = {"train_img_per_s": images / min(ours), "plain_img_per_s": images / min(plain),
-              "checkpoint_seconds": min(checkpoints), "host_overhead_us_per_iteration": min(overhead)}
+    result = {"switches": sorted(switches), "train_img_per_s": images / min(ours), "plain_img_per_s": images / min(plain),
+              "checkpoint_seconds": min(checkpoints), "host_overhead_us_per_iteration": min(overhead),
+              "phase_seconds": {name: round(value, 3) for name, value in phases.items()}}
     result["train_ratio_vs_plain"] = result["train_img_per_s"] / result["plain_img_per_s"]
     if versus:  # time per iteration of another recipe against this one, side by side
         result["versus_img_per_s"] = images / min(versus)
         result["versus_time_ratio"] = min(versus) / min(ours)
     if args.data_cache:
-        cached_config = benchmark_config(args, work, **{"data.cache": True})
+        cached_config = benchmark_config(args, work, **{**switches, "data.cache": True})
         cached = [our_trainer_seconds(cached_config, dataset, device, warmup, iters, work / f"cached_{repeat}")[0]
                   for repeat in range(args.repeats)]
         result["cached_train_img_per_s"] = images / min(cached)
@@ -243,7 +292,10 @@ def bench_training(args: argparse.Namespace, work: Path, device: torch.device) -
         loaders = [data_module.train_loader(dataset, each.data, args.batch_size, data_module.cache_dir(each))
                    for each in (config, cached_config)]
         decoded, cached_rate = (loader_img_per_s(loader) for loader in loaders)
+        for loader in loaders:
+            data_module.shutdown_workers(loader)
         result.update(loader_img_per_s=decoded, cached_loader_img_per_s=cached_rate)
+    result["wall_seconds"] = time.perf_counter() - started
     return result
 
 
@@ -306,7 +358,24 @@ def tutorial_evaluator(generator: torch.nn.Module, real_images: torch.Tensor, la
 
 
 def bench_evaluation(args: argparse.Namespace, work: Path, device: torch.device) -> dict:
-    config = benchmark_config(args, work)
+    """(b) for each protocol of ``--protocols``: our evaluation against the FID Inception alone on the
+    same prepared images (the same network object: the fastest layout at this precision), and
+    once against the pipeline of PyTorch-Ignite's GAN evaluation tutorial. The first protocol's
+    figures are also given flat (``eval_img_per_s``, ``eval_ratio_vs_inception``, ...)."""
+    by_protocol = {protocol: bench_evaluation_protocol(args, work / f"eval_{protocol}", device, protocol, index == 0)
+                   for index, protocol in enumerate(args.protocols)}
+    result = dict(by_protocol[args.protocols[0]])
+    result["eval_by_protocol"] = {protocol: {key: value for key, value in values.items()
+                                             if key in ("eval_img_per_s", "inception_only_img_per_s",
+                                                        "eval_ratio_vs_inception", "eval_seconds_parts")}
+                                  for protocol, values in by_protocol.items()}
+    return result
+
+
+def bench_evaluation_protocol(args: argparse.Namespace, work: Path, device: torch.device, protocol: str,
+                              with_tutorial: bool) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
+    config = benchmark_config(args, work, **{"eval.protocol": protocol})
     dataset = data_module.load_dataset(config.data)
     torch.manual_seed(0)
     generator, _ = setup_models(config, device)
@@ -319,27 +388,35 @@ def bench_evaluation(args: argparse.Namespace, work: Path, device: torch.device)
         latents = list(evaluation_latents(config, args.eval_samples).split(args.eval_batch_size))
         with torch.no_grad():
             prepared = [prepare_images(generator(latent.to(device)), network) for latent in latents]
-        real_images = torch.stack([dataset[i] for i in range(args.eval_samples)])
-        random_torchvision_inception()
-        tutorial = tutorial_evaluator(generator, real_images, latents, device)
+        if with_tutorial:
+            real_images = torch.stack([dataset[i] for i in range(args.eval_samples)])
+            random_torchvision_inception()
+            tutorial = tutorial_evaluator(generator, real_images, latents, device)
 
         def inception_only() -> None:
             for batch in prepared:
                 network(batch)
             synchronize(device)
 
-        ours, alone, reference = [], [], []
+        ours, alone, reference, parts = [], [], [], []
         for _ in range(args.repeats):
-            ours.append(timed(lambda: (evaluation.run(), synchronize(device))))
+            started = time.perf_counter()
+            values = evaluation.run()
+            synchronize(device)
+            ours.append(time.perf_counter() - started)
+            parts.append(values["seconds"])
             alone.append(timed(inception_only))
-            reference.append(timed(lambda: tutorial.run(range(len(latents)), max_epochs=1)))
-        with profiled(args.profile, "profile_evaluation", device):
+            if with_tutorial:
+                reference.append(timed(lambda: tutorial.run(range(len(latents)), max_epochs=1)))
+        with profiled(args.profile, f"profile_evaluation_{protocol}", device):
             evaluation.run()
     count = args.eval_samples
     result = {"eval_img_per_s": count / min(ours), "inception_only_img_per_s": count / min(alone),
-              "seed_eval_img_per_s": count / min(reference)}
+              "eval_seconds_parts": parts[ours.index(min(ours))]}
     result["eval_ratio_vs_inception"] = result["eval_img_per_s"] / result["inception_only_img_per_s"]
-    result["eval_speedup_vs_seed"] = result["eval_img_per_s"] / result["seed_eval_img_per_s"]
+    if with_tutorial:
+        result["seed_eval_img_per_s"] = count / min(reference)
+        result["eval_speedup_vs_seed"] = result["eval_img_per_s"] / result["seed_eval_img_per_s"]
     return result
 
 
@@ -358,12 +435,25 @@ def bench_full_evaluation(args: argparse.Namespace, work: Path, device: torch.de
         started = time.perf_counter()
         evaluation = setup_evaluation(config, dataset, generator, device)  # a cache hit, as in a run
         setup_seconds = time.perf_counter() - started  # loading the network and the cached statistics
-        seconds = timed(lambda: (evaluation.run(), synchronize(device)))
+        started = time.perf_counter()
+        record = evaluation.run()
+        synchronize(device)
+        seconds = time.perf_counter() - started
         values = evaluation.evaluator.state.metrics
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+        # the network alone on as many prepared images, at the same layout and precision
+        with torch.no_grad():
+            batch = prepare_images(generator(torch.randn(args.eval_batch_size, 100, 1, 1, device=device)),
+                                   evaluation.network)
+        evaluation.network(batch)  # warm
+        synchronize(device)
+        passes = max(1, min(20, args.full_eval // args.eval_batch_size))
+        alone = timed(lambda: ([evaluation.network(batch) for _ in range(passes)], synchronize(device)))
+    inception_seconds = alone / (passes * args.eval_batch_size) * args.full_eval
     return {"full_eval_samples": args.full_eval, "full_eval_seconds": seconds, "full_eval_setup_seconds": setup_seconds,
             "full_eval_img_per_s": args.full_eval / seconds, "full_eval_fid": values["fid"],
-            "full_eval_cuda_peak_mb": peak}
+            "full_eval_seconds_parts": record["seconds"], "full_eval_inception_alone_seconds": inception_seconds,
+            "full_eval_time_vs_inception": seconds / inception_seconds, "full_eval_cuda_peak_mb": peak}
 
 
 # ----------------------------------------------------------------------------- metric parts
@@ -412,14 +502,27 @@ def timed_process(command: list[str], out: Path) -> tuple[float, float]:
 
 
 def bench_peers(args: argparse.Namespace, work: Path) -> dict:
+    """(e) at each precision of ``--peer-precisions`` (the packages' GPU default is TF32 convolutions;
+    ours is fp32 unless asked): ours in each protocol against the peers, like for like. The flat
+    keys are the first precision's; ``peers_by_precision`` holds each; ``peer_speedup_min`` is the
+    smallest over every precision."""
     real = synthetic_folder(work / "peer_real", args.peer_images, args.image_size, seed=1)
     fake = synthetic_folder(work / "peer_fake", args.peer_images, args.image_size, seed=2)
     weights = work / "random_fid_inception.pth"  # one file in pytorch-fid's format for every side
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.save({k: v.contiguous() for k, v in load_fid_inception("random").state_dict().items()}, weights)
+    by_precision = {precision: peers_at(args, work, real, fake, weights, precision)
+                    for precision in args.peer_precisions}
+    result = dict(by_precision[args.peer_precisions[0]])
+    result["peers_by_precision"] = by_precision
+    result["peer_speedup_min"] = min(values["peer_speedup_min"] for values in by_precision.values())
+    return result
+
+
+def peers_at(args: argparse.Namespace, work: Path, real: Path, fake: Path, weights: Path, precision: str) -> dict:
     common = ["--batch-size", str(args.eval_batch_size), "--num-workers", str(args.num_workers), "--device",
-              args.device]
+              args.device, "--precision", precision]
     commands = {("ours", protocol): [sys.executable, "-m", "gan_ignite.metrics", str(real), str(fake), "--protocol",
                                      protocol, "--inception-weights", str(weights), "--metrics", "fid", *common]
                 for protocol in args.peer_protocols}
@@ -429,15 +532,15 @@ def bench_peers(args: argparse.Namespace, work: Path) -> dict:
     fids: dict[tuple[str, str], float] = {}
     for _ in range(args.repeats):  # alternating, the best of each kept
         for (side, name), command in commands.items():
-            out = work / f"{side}_{name}.json"
+            out = work / f"{side}_{name}_{precision}.json"
             took, fids[side, name] = timed_process([*command, "--json", str(out)], out)
             seconds[side, name].append(took)
     best = {key: min(values) for key, values in seconds.items()}
     ours = {name: best["ours", name] for name in args.peer_protocols}
     peers = {name: best["peer", name] for name in PEERS if ("peer", name) in best}
     fastest = min(peers.values())
-    result = {"peer_images": args.peer_images, "peer_seconds": peers, "ours_seconds": ours,
-              "peer_speedup": {name: fastest / ours[name] for name in ours},
+    result = {"peer_images": args.peer_images, "peer_precision": precision, "peer_seconds": peers,
+              "ours_seconds": ours, "peer_speedup": {name: fastest / ours[name] for name in ours},
               "peer_speedup_same_protocol": {name: peers[name] / ours[name] for name in peers},
               "peer_fid": {name: fids["peer", name] for name in peers},
               "ours_fid": {name: fids["ours", name] for name in ours}}
@@ -478,6 +581,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer-images", type=int, default=200, help="images per folder for --peers")
     parser.add_argument("--peer-protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS),
                         help="protocols timed by --peers (the peers of these names run)")
+    parser.add_argument("--switch-sets", nargs="+", choices=list(SWITCH_SETS), default=None,
+                        help="time the trainer with each of these switch sets in turn, in this process (all = amp + "
+                             "channels_last + compile); results under 'training'")
+    parser.add_argument("--protocols", nargs="+", choices=list(PROTOCOLS), default=["torch-fidelity"],
+                        help="(b) for each of these protocols (default torch-fidelity)")
+    parser.add_argument("--precision", choices=("fp32", "tf32"), default="fp32",
+                        help="eval.precision of (b) and (d): the FID Inception's numerics")
+    parser.add_argument("--peer-precisions", nargs="+", choices=("fp32", "tf32"), default=["fp32"],
+                        help="(e) at each of these precisions, every side alike")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="reuse this synthetic image folder (made there if missing) instead of a new one")
     parser.add_argument("--skip-train", action="store_true")
     parser.add_argument("--skip-eval", action="store_true")
     parser.add_argument("--json", metavar="OUT", help="write the results here")
@@ -495,11 +609,17 @@ def main(argv: list[str] | None = None) -> int:
                     "options": {key: getattr(args, key) for key in ("iters", "batch_size", "image_size", "width",
                                                                      "eval_samples", "amp", "channels_last",
                                                                      "compile", "num_workers", "set",
-                                                                     "versus")}}
+                                                                     "versus", "precision", "protocols",
+                                                                     "switch_sets")}}
     with tempfile.TemporaryDirectory(prefix="gan_ignite_benchmark_") as directory:
         work = Path(directory)
-        if not (args.skip_train and args.skip_eval) or args.full_eval:
-            synthetic_folder(work / "images", max(args.images, args.eval_samples), args.image_size)
+        args.images_dir = args.data_dir or work / "images"
+        count = max(args.images, args.eval_samples)
+        if (not (args.skip_train and args.skip_eval) or args.full_eval) and \
+                len(list(Path(args.images_dir).glob("*.jpg"))) < count:
+            started = time.perf_counter()
+            synthetic_folder(Path(args.images_dir), count, args.image_size)
+            result["data_seconds"] = time.perf_counter() - started
         if not args.skip_train:
             result.update(bench_training(args, work, device))
         if not args.skip_eval:

@@ -2,7 +2,7 @@
 torch-fidelity or clean-fid, each end to end in its own protocol, with the Inception weights given.
 
     python scripts/fid_peers.py {pytorch-fid,torch-fidelity,clean-fid} REAL FAKE --weights W
-                                [--kid] [--is] [--json OUT]
+                                [--kid] [--is] [--precision tf32|fp32] [--json OUT]
 
 These packages would download their weights; here they get ``--weights`` instead: any file
 ``eval.inception_weights`` reads (pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``, NVIDIA's
@@ -57,8 +57,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=("tf32", "fp32"), default="tf32",
+                        help="tf32 (default): what each package computes on a GPU as shipped (PyTorch's default "
+                             "torch.backends.cudnn.allow_tf32=True: TF32 convolutions); fp32: TF32 off, as "
+                             "gan_ignite's default eval.precision. No effect on a CPU")
     parser.add_argument("--json", metavar="OUT")
     return parser.parse_args(argv)
+
+
+def set_precision(precision: str) -> None:
+    """The GPU numerics the package runs with: PyTorch's defaults (``tf32``: cuDNN TF32 convolutions,
+    matmuls in fp32) or TF32 off everywhere (``fp32``)."""
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 @contextlib.contextmanager
@@ -188,6 +199,7 @@ RUNNERS = {"pytorch-fid": run_pytorch_fid, "torch-fidelity": run_torch_fidelity,
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_precision(args.precision)
     torch.set_grad_enabled(False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # singular covariances of small sets, deprecations inside the packages
