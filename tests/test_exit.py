@@ -27,8 +27,11 @@ def cpu_env() -> dict[str, str]:
 
 
 def live_children() -> list[psutil.Process]:
+    """Child processes alive now, less multiprocessing's resource tracker (one per test process,
+    started by whichever earlier test first needed it, alive until the test process ends)."""
     return [child for child in psutil.Process().children(recursive=True)
-            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+            and "multiprocessing.resource_tracker" not in " ".join(child.cmdline())]
 
 
 def test_no_loader_worker_is_alive_when_the_run_returns(tmp_path, image_folder, stats_cache, monkeypatch):
