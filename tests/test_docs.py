@@ -119,3 +119,10 @@ def test_cli_reference_lists_every_option_of_every_command(command, module):
         for name in action.option_strings or [action.metavar or action.dest]:
             assert f"`{name}" in section or f", {name}" in section, (command, name)
     assert f"| `gan-ignite {command}`" in page or f"[`gan-ignite {command}`]" in page
+
+
+def test_readme_command_table_holds_every_subcommand():
+    from gan_ignite.cli import COMMANDS
+
+    rows = [line for line in README.read_text().splitlines() if line.startswith("| `gan-ignite ")]
+    assert [row.split("`")[1].split()[1] for row in rows] == list(COMMANDS)
