@@ -31,54 +31,59 @@ SCORED_MODELS = ("generator", "ema")
 ONE_PROCESS = ("dist.nproc_per_node=null", "dist.backend=null")
 IMAGE_SIZES = (32, 64, 128)
 MAX_SEED = 2**32 - 1  # numpy's limit; ignite's manual_seed seeds numpy, random and torch
-README_CONFIG = "the README's 'Configuration' section"
+CONFIG_DOCS = "docs/configuration.md and its generated reference, docs/reference/configuration.md"
 logger = logging.getLogger("gan_ignite")
 
 
 @dataclass
 class DataConfig:
-    name: str = "fashion_mnist"
-    root: str = "data"
-    image_size: int = 32
-    channels: int = 1
-    num_workers: int = 2
-    max_train_size: Optional[int] = None  # train on a seeded random subset of this many images
+    name: str = "fashion_mnist"  # the dataset; imagefolder = any folder of images, recursive
+    root: str = "data"  # where the data is (a folder of images, or torchvision's download folder)
+    image_size: int = 32  # training and generated image size
+    channels: int = 1  # 1 (grayscale) or 3; images of other modes are converted
+    num_workers: int = 2  # data loader workers
+    # train on a seeded uniform random sample of this many images (never "the first N"); evaluations
+    # still draw the reference set from the whole training set; null = every image
+    max_train_size: Optional[int] = None
     subset_seed: int = 0  # which subset (data.max_train_size)
-    download: bool = True
-    skip_bad_images: bool = True
-    cache: bool = False  # decode + resize once into a uint8 memory-mapped array, train from it
+    download: bool = True  # whether torchvision may download a dataset it does not find
+    skip_bad_images: bool = True  # skip unreadable image files (counted in the log), or stop naming the file
+    # decode + resize once into a uint8 memory-mapped array in eval.stats_cache_dir, train from it
+    cache: bool = False
 
 
 @dataclass
 class ModelConfig:
-    latent_dim: int = 100
-    g_features: int = 64
-    d_features: int = 64
-    spectral_norm: bool = False
+    latent_dim: int = 100  # DCGAN latent size
+    g_features: int = 64  # generator width
+    d_features: int = 64  # discriminator width
+    spectral_norm: bool = False  # spectral normalisation of D's convolutions (replaces D's BatchNorm)
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 128
-    max_epochs: int = 5
-    epoch_length: Optional[int] = None
-    lr: float = 2e-4
+    batch_size: int = 128  # the global batch, split over processes (must divide evenly)
+    max_epochs: int = 5  # epochs to train
+    epoch_length: Optional[int] = None  # iterations per epoch; null = the whole dataset
+    lr: float = 2e-4  # Adam's learning rate (of G, and of D unless train.lr_d); also applied when resuming
     lr_d: Optional[float] = None  # the discriminator's learning rate (TTUR); null = lr
-    beta1: float = 0.5
-    beta2: float = 0.999
-    image_every: int = 500
-    checkpoint_every: int = 1
-    checkpoint_every_iters: Optional[int] = None
-    n_saved: int = 2
+    beta1: float = 0.5  # Adam's beta1
+    beta2: float = 0.999  # Adam's beta2
+    image_every: int = 500  # fixed-noise image grid every N iterations
+    checkpoint_every: int = 1  # checkpoint every N epochs
+    checkpoint_every_iters: Optional[int] = None  # also checkpoint every N iterations; null = off
+    n_saved: int = 2  # how many checkpoints to keep
+    # auto = the latest checkpoint in output_dir (or a fresh start), or a checkpoint path (another
+    # run's checkpoint forks it into a new output_dir)
     resume_from: Optional[str] = None
-    loss: str = "bce"
-    augment: str = "none"
+    loss: str = "bce"  # the GAN loss on D's logits; bce is the DCGAN paper's
+    augment: str = "none"  # differentiable augmentation of every image D sees, real and generated
     ada_p: float = 0.0  # ADA's p at the start of a run (StyleGAN2-ADA's augment_p); the controller moves it
-    ada_target: float = 0.6
-    ada_speed_images: int = 500_000
-    ada_interval: int = 4
-    ema_decay: Optional[float] = None
-    ema_start: int = 0
+    ada_target: float = 0.6  # ADA's target for E[sign(D(real))]
+    ada_speed_images: int = 500_000  # images over which ADA's p can go from 0 to 1
+    ada_interval: int = 4  # iterations between ADA controller updates
+    ema_decay: Optional[float] = None  # EMA generator's decay, e.g. 0.999; null = no EMA generator
+    ema_start: int = 0  # iterations before the EMA starts averaging (it follows the live weights until then)
     amp: bool = False  # bf16 autocast of G and D (CUDA); changes results
     channels_last: bool = False  # NHWC layout of G, D and images; changes results by round-off
     compile: bool = False  # torch.compile of G and D; changes results by round-off
@@ -87,25 +92,32 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    every_epochs: int = 1
-    model: Optional[str] = None  # generator | ema; null = ema when train.ema_decay is set
-    num_samples: int = 3000
-    num_real: Any = None  # null = num_samples, an int, or "all" (the whole training set)
-    real_subset_seed: int = 0
-    batch_size: int = 64
+    every_epochs: int = 1  # evaluate every N epochs (0 = never)
+    # what evaluations, grids and the best checkpoint use; null = ema when
+    # train.ema_decay is set
+    model: Optional[str] = None
+    num_samples: int = 3000  # generated images scored per evaluation
+    num_real: Any = None  # reference images: null = num_samples, an int, or "all" (the whole training set)
+    real_subset_seed: int = 0  # seed of the reference set's random sample
+    batch_size: int = 64  # evaluation batch
+    # inception (standard FID / IS), classifier:PATH (a domain classifier), dinov2:PATH or clip:PATH
     feature_network: str = "inception"
-    protocol: Optional[str] = None  # FID preprocessing (metrics.preprocess.PROTOCOLS); null = DEFAULT_PROTOCOL
+    protocol: Optional[str] = None  # FID preprocessing: the implementation whose FID to reproduce
     resize: Optional[str] = None  # replaced by protocol: an earlier version's 'bilinear' is read as 'tutorial'
     precision: str = "fp32"  # the FID Inception's: fp32, or tf32 (cuDNN's TF32 convolutions, GPU only)
-    reference_stats: Optional[str] = None  # a published mu/sigma .npz instead of the reference images
+    # a published mu/sigma .npz instead of the reference images; needs eval.protocol set explicitly
+    reference_stats: Optional[str] = None
+    # empty = download pytorch-fid's file once; a path = pytorch-fid's .pth or NVIDIA's TorchScript .pt;
+    # random = a random-init network, for tests only
     inception_weights: Optional[str] = None
-    metrics: List[str] = field(default_factory=lambda: ["fid", "is"])
-    is_splits: int = 10
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    nearest_k: int = 5
+    metrics: List[str] = field(default_factory=lambda: ["fid", "is"])  # any of the metrics registry's names
+    is_splits: int = 10  # Inception Score splits
+    kid_subsets: int = 100  # KID subsets
+    kid_subset_size: int = 1000  # KID subset size (clipped to the samples there are)
+    nearest_k: int = 5  # k of precision / recall / density / coverage
     fd_inf_points: int = 15  # fid_inf / fd_inf: FD at this many subset sizes ...
     fd_inf_min_fraction: float = 0.1  # ... from this fraction of eval.num_samples up to all of them
+    # where real-set statistics (and data.cache images) are cached; null = ~/.cache/gan_ignite/stats
     stats_cache_dir: Optional[str] = None
 
 
@@ -113,13 +125,13 @@ class EvalConfig:
 class LogConfig:
     every: int = 50  # iterations between history flushes, NaN checks, progress updates and log lines
     every_seconds: float = 30.0  # at most this long between log lines when the output is not a terminal
-    tensorboard: bool = False
+    tensorboard: bool = False  # also write TensorBoard events under RUN_DIR/tb/ (needs the tb extra)
 
 
 @dataclass
 class DistConfig:
-    backend: Optional[str] = None
-    nproc_per_node: Optional[int] = None
+    backend: Optional[str] = None  # nccl, gloo, xla-tpu or horovod; null = one process (or what torchrun set up)
+    nproc_per_node: Optional[int] = None  # processes to spawn; null = one, or whatever torchrun set up
 
 
 @dataclass
@@ -127,15 +139,15 @@ class RunConfig:
     """Written by the trainer into config.yaml (values given are replaced): the run's id and, for a
     run forked from another run's checkpoint, the parent's id and that checkpoint."""
 
-    id: Optional[str] = None
-    parent_id: Optional[str] = None
-    parent_checkpoint: Optional[str] = None
+    id: Optional[str] = None  # the run's id
+    parent_id: Optional[str] = None  # a fork's parent run
+    parent_checkpoint: Optional[str] = None  # the checkpoint a fork started from
 
 
 @dataclass
 class Config:
-    seed: int = 999
-    output_dir: str = "runs/default"
+    seed: int = 999  # each process uses seed + rank, which must lie in [0, 2^32 - 1]
+    output_dir: str = "runs/default"  # the run directory (one run per directory)
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -166,10 +178,10 @@ def _explain(error: OmegaConfBaseException, source: str) -> ConfigError:
     key = getattr(error, "full_key", None) or "?"
     if isinstance(error, ConfigKeyError):
         return ConfigError(f"Unknown config key '{key}' in {source}. Check its spelling; the valid keys are the "
-                           f"fields of gan_ignite/config.py (see {README_CONFIG}).")
+                           f"fields of gan_ignite/config.py (see {CONFIG_DOCS}).")
     if isinstance(error, ValidationError):
         msg = str(error).splitlines()[0]
-        return ConfigError(f"Wrong type for config key '{key}' in {source}: {msg}. See {README_CONFIG}.")
+        return ConfigError(f"Wrong type for config key '{key}' in {source}: {msg}. See {CONFIG_DOCS}.")
     return ConfigError(f"Invalid config in {source} at key '{key}': {str(error).splitlines()[0]}.")
 
 

@@ -28,7 +28,7 @@ from gan_ignite.metrics.preprocess import to_uint8
 from gan_ignite.metrics.real_stats import cache_key
 
 logger = logging.getLogger(__name__)
-DATA_HELP = "See the 'Data' section of the README for the expected layout and how to download it."
+DATA_HELP = "See docs/data.md (the documentation's 'Data' page) for the expected layout and how to download it."
 TORCHVISION_DATASETS = {"cifar10": tv_datasets.CIFAR10, "mnist": tv_datasets.MNIST,
                         "fashion_mnist": tv_datasets.FashionMNIST}
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "gan_ignite" / "stats"  # statistics and decoded images

@@ -158,7 +158,7 @@ def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureN
     """Statistics of the reference subset of the *whole* training set (also when training uses only
     ``data.max_train_size`` images of it: a generator that memorised its small subset must not look
     good), from the cache or computed (sharded over the ranks) and cached. The key holds everything
-    they depend on (see the README's "Metrics"). With ``eval.reference_stats`` they are that file's instead."""
+    they depend on (see docs/metrics.md). With ``eval.reference_stats`` they are that file's instead."""
     evaluation = config.eval
     if evaluation.reference_stats:
         return on_every_rank(lambda: reference_file_statistics(evaluation, network))

@@ -1,6 +1,6 @@
 """The run directory: its layout, its lock, the run's identity and every file a run writes there.
 
-``RUN_DIR/`` holds one run (see the README's "The run directory" and "Fault tolerance"):
+``RUN_DIR/`` holds one run (see docs/run-directory.md and docs/fault-tolerance.md):
 
 - ``.lock``: an OS file lock (``flock``) that the training process holds while it runs; a second
   training run on the same directory stops at once naming the holder. The lock belongs to the

@@ -256,7 +256,7 @@ def sample(args: argparse.Namespace, config: DictConfig, device: torch.device) -
     return written
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gan_ignite.sample", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint .pt of a run")
@@ -275,7 +275,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="the live generator or its EMA (default: what the run evaluated, eval.model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -458,7 +458,7 @@ def plot_fid(included: Sequence[SeedSummary], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- command line
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gan_ignite.sweep", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=None, help="YAML config file, as for gan_ignite.train")
@@ -471,7 +471,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="the FID protocol of every seed's evaluations (= eval.protocol=...)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every seed, e.g. train.max_epochs=5")
-    args = parser.parse_intermixed_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    args = build_parser().parse_intermixed_args(argv)
     # --seeds takes every value after it, overrides too (argparse cannot tell them apart): an
     # override always holds "=", a seed never does
     args.overrides = [*args.overrides, *(item for item in args.seeds if "=" in item),

@@ -36,14 +36,18 @@ INTERRUPTED = ("Interrupted by Ctrl-C before training started; output_dir was le
                "again.")
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m gan_ignite.train",
         description="Train a DCGAN with PyTorch-Ignite and score it with FID / IS (KID, precision/recall).")
     parser.add_argument("--config", help="YAML config file (see configs/)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_epochs=5 data.root=/data")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def preflight(config: DictConfig) -> DictConfig:

@@ -104,7 +104,7 @@ def check_writable(out: Path) -> None:
     require_writable(out.parent, f"--out '{out}' cannot be written", "Choose a writable path with --out PATH.")
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gan_ignite.train_classifier", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="the GAN's YAML config (its data.* section is used)")
@@ -117,7 +117,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--max-test-size", type=int, default=None, help="measure on the first N test images only")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=../shared/datasets")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="replaced by --protocol ('bilinear' = --protocol tutorial)")
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="image loader workers (default: the CPU count, at most 4)")
     parser.add_argument("--is-splits", type=int, default=10)
     parser.add_argument("--kid-subsets", type=int, default=100)
     parser.add_argument("--kid-subset-size", type=int, default=1000)
@@ -96,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.num_workers is None:  # resolved here, so that the parser (and its documentation) is the same on every machine
+        args.num_workers = min(4, os.cpu_count() or 1)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return _run(args)
