@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 from typing import Optional
 
@@ -103,6 +104,23 @@ def placement_problem(nproc_per_node: Optional[int], backend: Optional[str]) -> 
                 f"Either let srun start one task per GPU (--ntasks-per-node=N) and set dist.nproc_per_node=null, "
                 f"or start one task per node (--ntasks-per-node=1) that spawns dist.nproc_per_node processes")
     return None
+
+
+_held_signals: list[int] = []
+
+
+def hold_warning_signal() -> None:
+    """SIGUSR1 (SLURM's ``--signal=USR1@N`` warning) ends a process by default. Until the trainer's
+    graceful stop takes over (and after it hands back), remember it instead: a warning that arrives
+    during the setup then stops the run after its first iteration, with a checkpoint."""
+    signal.signal(signal.SIGUSR1, lambda signum, _frame: _held_signals.append(signum))
+
+
+def take_held_signal() -> Optional[int]:
+    """The warning signal received while held (None if none), forgotten once taken."""
+    held = _held_signals[-1] if _held_signals else None
+    _held_signals.clear()
+    return held
 
 
 def follow_torchrun() -> None:

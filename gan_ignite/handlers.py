@@ -25,6 +25,7 @@ from ignite.handlers.checkpoint import BaseSaveHandler
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
+from gan_ignite.cluster import take_held_signal
 from gan_ignite.errors import RunDirError, on_every_rank
 from gan_ignite.metrics.timing import describe_seconds
 from gan_ignite.run_dir import HistoryWriter, RunDir, atomic_write, write_checkpoint
@@ -204,6 +205,9 @@ class GracefulStop:
     def install(self) -> "GracefulStop":
         for signum in self.SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
+        held = take_held_signal()  # a warning that came during the setup
+        if held is not None:
+            self._handle(held, None)
         return self
 
     def uninstall(self) -> None:

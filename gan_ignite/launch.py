@@ -69,6 +69,7 @@ def launch(worker: Worker, config: DictConfig, debug: bool = False, keep_alive: 
     the run directory's lock) is handed to spawned workers, which hold it while they run;
     ``interrupted`` is the line printed for a Ctrl-C."""
     cluster.follow_torchrun()
+    cluster.hold_warning_signal()
     backend = resolve_backend(config)
     processes = config.dist.nproc_per_node or 1
     if processes > 1 and not under_torchrun():
@@ -230,6 +231,7 @@ def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, process
         os.setpgrp()
     except OSError:
         pass
+    cluster.hold_warning_signal()
     os.environ.update(cluster.spawn_environment(local_rank, processes, port))
     if "SLURM_JOB_ID" in os.environ:  # the ranks are the ones just set, not the srun task's
         os.environ[cluster.HIDDEN_JOB_ID] = os.environ.pop("SLURM_JOB_ID")

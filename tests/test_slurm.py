@@ -25,7 +25,9 @@ import torch
 
 from conftest import (PYTHON, ROOT, TRAIN_ONLY, assert_same_losses, cli_env, tiny_overrides, train_records,
                       wait_for_iteration)
+from gan_ignite import cluster
 from gan_ignite.evaluate import main as evaluate_main
+from gan_ignite.handlers import GracefulStop
 from gan_ignite.train import main as train_main
 
 TIMEOUT = 300
@@ -250,3 +252,20 @@ def test_requeue_with_scontrol_asks_slurm_once(tmp_path, image_folder, stats_cac
     assert step.wait() == [REQUEUE_EXIT_CODE], step.all_stderr()
     assert calls.read_text().splitlines() == [f"requeue {step.job_id}"]
     assert f"Asked SLURM to requeue job {step.job_id}" in step.stderr(0)
+
+
+def test_a_warning_signal_during_the_setup_is_kept_for_the_graceful_stop():
+    # SIGUSR1's default action ends the process: before the trainer's handler is installed the launcher
+    # holds it, and the graceful stop then acts on it after the first iteration
+    previous = signal.getsignal(signal.SIGUSR1)
+    try:
+        cluster.hold_warning_signal()
+        os.kill(os.getpid(), signal.SIGUSR1)  # the process survives
+        stop = GracefulStop().install()
+        try:
+            assert stop.received == signal.SIGUSR1
+        finally:
+            stop.uninstall()
+        assert cluster.take_held_signal() is None
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
