@@ -269,3 +269,15 @@ def test_a_warning_signal_during_the_setup_is_kept_for_the_graceful_stop():
         assert cluster.take_held_signal() is None
     finally:
         signal.signal(signal.SIGUSR1, previous)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("dist.requeue_exit_code=2", "differ from 1, 2, 130"),
+    ("dist.requeue_on=[SIGKILL]", "not among ['SIGUSR1', 'SIGTERM']"),
+    ("dist.requeue=sometimes", "not one of exit_code, scontrol"),
+])
+def test_requeue_settings_are_checked_before_any_work(override, words, tmp_path, image_folder, stats_cache, capsys):
+    assert train_main(tiny_overrides(tmp_path / "run", image_folder, stats_cache) + [override]) == 2
+    stderr = capsys.readouterr().err
+    assert f"'{override.split('=')[0]}'" in stderr and words in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "run").exists()
