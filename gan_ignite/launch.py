@@ -7,8 +7,8 @@ Three ways to run, one worker function ``worker(local_rank, config)`` executed o
   group from the environment (torchrun's variables, or ``SLURM_*`` through ignite's native SLURM
   support; see :mod:`gan_ignite.cluster`), on one or several nodes;
 - ``dist.nproc_per_node=N``: this module spawns N processes itself. It does not use
-  ``idist.Parallel``'s own spawning, because it must (1) forward SIGTERM / SIGINT to the workers
-  (a scheduler signals the parent only) and (2) report a worker's input error as one paragraph
+  ``idist.Parallel``'s own spawning, because it must (1) forward SIGTERM / SIGINT / SIGUSR1 to the
+  workers (a scheduler signals the parent only) and (2) report a worker's input error as one paragraph
   with exit code 2 instead of a traceback. Each worker joins the group through the same
   environment variables torchrun would set (as the one ``srun`` task of its node, with global ranks
   over all the step's nodes).
@@ -39,11 +39,10 @@ import torch.multiprocessing as mp
 from omegaconf import DictConfig
 
 from gan_ignite import cluster
-from gan_ignite.cluster import env_rank, env_world_size, under_torchrun
+from gan_ignite.cluster import env_world_size, under_torchrun
 from gan_ignite.errors import INPUT_ERRORS, RunStopped
 
-__all__ = ["env_rank", "launch", "launched_by_torchrun", "resolve_backend", "close_process_group",
-           "exit_now_if_left_open", "run_reporting", "input_error_exit", "interrupted_exit", "FORWARDED_SIGNALS"]
+env_rank = cluster.env_rank  # the command lines ask the launcher for their rank before it starts
 Worker = Callable[[int, DictConfig], None]
 
 
