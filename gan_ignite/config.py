@@ -17,6 +17,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from gan_ignite import cluster
 from gan_ignite.augment import AUGMENTS
 from gan_ignite.errors import ConfigError
 from gan_ignite.losses import LOSSES
@@ -128,10 +129,20 @@ class LogConfig:
     tensorboard: bool = False  # also write TensorBoard events under RUN_DIR/tb/ (needs the tb extra)
 
 
+REQUEUE_MODES = ("exit_code", "scontrol")
+REQUEUE_SIGNALS = ("SIGUSR1", "SIGTERM")
+RESERVED_EXIT_CODES = (0, 1, 2, 130)  # success, failure, input error, Ctrl-C
+
+
 @dataclass
 class DistConfig:
     backend: Optional[str] = None  # nccl, gloo, xla-tpu or horovod; null = one process (or what torchrun set up)
     nproc_per_node: Optional[int] = None  # processes to spawn; null = one, or whatever torchrun set up
+    # a stop by one of requeue_on's signals (SLURM's --signal=USR1@90 before a time limit or a
+    # preemption) checkpoints the current iteration and ends with requeue_exit_code; see docs/clusters.md
+    requeue: str = "exit_code"  # exit_code, or scontrol: rank 0 also runs `scontrol requeue $SLURM_JOB_ID` once every rank has finished
+    requeue_on: List[str] = field(default_factory=lambda: ["SIGUSR1"])  # the signals that ask for a requeue: SIGUSR1, SIGTERM
+    requeue_exit_code: int = 75  # the exit code of such a stop (EX_TEMPFAIL, "try again later"; 0, 1, 2 and 130 are refused)
 
 
 @dataclass
@@ -262,18 +273,41 @@ def validate(config: DictConfig) -> None:
     _require(dist.backend in (None, "gloo", "nccl", "xla-tpu", "horovod"), "dist.backend",
              f"'{dist.backend}' is not one of gloo, nccl, xla-tpu, horovod (or null for a single process)")
     _require(str(config.output_dir).strip() != "", "output_dir", "is empty; name the run directory, e.g. runs/my_run")
+    _require(dist.requeue in REQUEUE_MODES, "dist.requeue",
+             f"'{dist.requeue}' is not one of {', '.join(REQUEUE_MODES)} (exit_code: end with dist.requeue_exit_code "
+             "and let the job script or the site requeue; scontrol: also run scontrol requeue $SLURM_JOB_ID)")
+    unknown_signals = [name for name in dist.requeue_on if name not in REQUEUE_SIGNALS]
+    _require(not unknown_signals, "dist.requeue_on",
+             f"{unknown_signals} not among {list(REQUEUE_SIGNALS)} (SIGINT is Ctrl-C: it never requeues)")
+    _require(0 < dist.requeue_exit_code < 256 and dist.requeue_exit_code not in RESERVED_EXIT_CODES,
+             "dist.requeue_exit_code", f"{dist.requeue_exit_code} must lie in 1..255 and differ from "
+             f"{', '.join(map(str, RESERVED_EXIT_CODES[1:]))} (failure, input error, Ctrl-C)")
+    placement = cluster.placement_problem(dist.nproc_per_node, dist.backend)
+    _require(placement is None, "dist.nproc_per_node", str(placement))
     world_size = launch_world_size(config)
     _require(0 <= config.seed <= MAX_SEED - (world_size - 1), "seed",
              f"{config.seed} is out of range: each process seeds its random generators with seed + rank, which "
              f"must lie in [0, {MAX_SEED}]")
     _require(train.batch_size % world_size == 0, "train.batch_size",
-             f"{train.batch_size} (the global batch) is not divisible by the {world_size} processes")
+             f"{train.batch_size} (the global batch) is not divisible by the {world_size} processes "
+             f"({describe_processes(config)}); choose a multiple of {world_size}")
     validate_eval(evaluation, world_size)
     _require(evaluation.model in (None, *SCORED_MODELS), "eval.model",
              f"'{evaluation.model}' is not one of {', '.join(SCORED_MODELS)} "
              "(or null: ema when train.ema_decay is set)")
     _require(evaluation.model != "ema" or train.ema_decay is not None, "eval.model",
              "'ema' needs an EMA generator: set train.ema_decay (e.g. 0.999)")
+
+
+def describe_processes(config: DictConfig) -> str:
+    """Where a run's processes come from, for messages."""
+    if cluster.under_torchrun():
+        return "torchrun's WORLD_SIZE"
+    if cluster.slurm_task():
+        tasks = f"the {cluster.slurm_tasks()} tasks of SLURM job {cluster.slurm_job_id()} (SLURM_NTASKS)"
+        return tasks + (f" x dist.nproc_per_node={config.dist.nproc_per_node}"
+                        if (config.dist.nproc_per_node or 1) > 1 else "")
+    return "dist.nproc_per_node"
 
 
 def scored_model(config: DictConfig) -> str:
@@ -284,8 +318,9 @@ def scored_model(config: DictConfig) -> str:
 
 
 def launch_world_size(config: DictConfig) -> int:
-    """The number of processes this run will have: ``dist.nproc_per_node``, or torchrun's WORLD_SIZE."""
-    return config.dist.nproc_per_node or int(os.environ.get("WORLD_SIZE", "1"))
+    """The number of processes this run will have: ``dist.nproc_per_node``, torchrun's WORLD_SIZE, or
+    srun's tasks (times ``dist.nproc_per_node`` when each task spawns that many)."""
+    return cluster.run_world_size(config.dist.nproc_per_node)
 
 
 def validate_eval(evaluation: DictConfig, world_size: int) -> None:

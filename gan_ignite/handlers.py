@@ -14,16 +14,18 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import ignite.distributed as idist
 import torch
+import torch.distributed as dist
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, ProgressBar
 from ignite.handlers.checkpoint import BaseSaveHandler
 from torch import nn
 from torchvision.utils import make_grid, save_image
 
+from gan_ignite.cluster import take_held_signal
 from gan_ignite.errors import RunDirError, on_every_rank
 from gan_ignite.metrics.timing import describe_seconds
 from gan_ignite.run_dir import HistoryWriter, RunDir, atomic_write, write_checkpoint
@@ -141,20 +143,56 @@ class TrainingLog:
                 self.running[key] = value if previous is None else previous * self.ALPHA + (1 - self.ALPHA) * value
 
 
-class GracefulStop:
-    """On SIGTERM / SIGINT finish the current iteration, save a checkpoint and stop the trainer.
+class StopVote:
+    """Whether any rank was asked to stop, agreed by every rank after every iteration without a host
+    synchronisation on the training backend: a one-element all-reduce (MAX) on a gloo group of its own
+    (CPU tensors, also when training runs on NCCL), started asynchronously after iteration ``i`` and
+    read after iteration ``i + 1``, by when it has long finished. Every rank reads the same value after
+    the same iteration, so all stop together, one iteration after the first rank saw the signal.
+    A collective: every rank creates it and calls it once per iteration."""
 
-    One process checks its own flag after every iteration (no synchronisation). Several processes
-    share the request at the end of every ``every``-th iteration and of every epoch (a
-    one-element all-reduce, with the history flush), so all ranks stop after the same iteration
-    even if only one received the signal; choose ``log.every`` so that many iterations fit in a
-    scheduler's grace period.
-    """
-
-    EXIT_CODES = {signal.SIGTERM: 0, signal.SIGINT: 130}
+    WAIT_SECONDS = 60.0
 
     def __init__(self) -> None:
+        self.group = dist.new_group(backend="gloo")
+        self.flag = torch.zeros(1, dtype=torch.int64)
+        self.pending: Any = None
+
+    def __call__(self, received: int) -> int:
+        agreed = self.finish()
+        self.flag = torch.tensor([received], dtype=torch.int64)
+        self.pending = dist.all_reduce(self.flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
+        return agreed
+
+    def finish(self) -> int:
+        """Wait for the vote in flight (at the end of a run every rank has started the same number)
+        and return it (0 if none)."""
+        if self.pending is None:
+            return 0
+        self.pending.wait(datetime.timedelta(seconds=self.WAIT_SECONDS))
+        self.pending = None
+        return int(self.flag.item())
+
+
+class GracefulStop:
+    """On SIGTERM, SIGINT or SIGUSR1 (SLURM's ``--signal=USR1@90``, sent before a time limit or a
+    preemption) finish the current iteration, save a checkpoint of it and stop the trainer.
+
+    One process checks its own flag after every iteration. Several processes agree through a
+    :class:`StopVote` after every iteration, so all ranks stop after the same iteration even if only
+    one received the signal. The exit code says what comes next: 130 for SIGINT (Ctrl-C), the
+    ``requeue_exit_code`` for the ``requeue_signals`` (the job should run again and resume), 0 for
+    the others.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+    def __init__(self, requeue_signals: Sequence[str] = ("SIGUSR1",), requeue_exit_code: int = 75) -> None:
         self.received: Optional[int] = None
+        self.stopped_at: Optional[int] = None
+        self.requeue_signals = {signal.Signals[name] for name in requeue_signals}
+        self.requeue_exit_code = requeue_exit_code
+        self.vote: Optional[StopVote] = None
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
@@ -165,8 +203,11 @@ class GracefulStop:
                        signal.Signals(signum).name)
 
     def install(self) -> "GracefulStop":
-        for signum in self.EXIT_CODES:
+        for signum in self.SIGNALS:
             self._previous[signum] = signal.signal(signum, self._handle)
+        held = take_held_signal()  # a warning that came during the setup
+        if held is not None:
+            self._handle(held, None)
         return self
 
     def uninstall(self) -> None:
@@ -174,24 +215,41 @@ class GracefulStop:
             signal.signal(signum, previous)
         self._previous.clear()
 
-    def attach(self, trainer: Engine, save_checkpoint: Callable[[Engine], None], every: int) -> None:
+    def attach(self, trainer: Engine, save_checkpoint: Callable[[Engine], None], every: int = 1) -> None:
+        """``every`` is unused (requests were once shared every ``log.every`` iterations)."""
+        del every
+        if idist.get_world_size() > 1:
+            self.vote = StopVote()
+
         def _maybe_stop(engine: Engine) -> None:
             received = self.received or 0
-            if idist.get_world_size() > 1:
-                iteration = engine.state.iteration
-                if iteration % every and iteration % engine.state.epoch_length:
-                    return  # not a period end: the request is shared at the next one
-                received = int(idist.all_reduce(torch.tensor(received, device=idist.device()), op="MAX").item())
+            if self.vote is not None:
+                received = self.vote(received)
             if received and engine.state.diverged is None:
-                self.received = received
+                self.received, self.stopped_at = received, engine.state.iteration
                 save_checkpoint(engine)  # flushes the history first
                 engine.terminate(skip_completed=True)
 
         trainer.add_event_handler(Events.ITERATION_COMPLETED, _maybe_stop)
 
+    def finish(self) -> None:
+        """At the end of a run that did not fail: the last vote in flight is collected."""
+        if self.vote is not None:
+            self.vote.finish()
+
     @property
     def exit_code(self) -> Optional[int]:
-        return None if self.received is None else self.EXIT_CODES[signal.Signals(self.received)]
+        """None unless a signal stopped the run."""
+        if self.stopped_at is None or self.received is None:
+            return None
+        received = signal.Signals(self.received)
+        if received == signal.SIGINT:
+            return 130
+        return self.requeue_exit_code if received in self.requeue_signals else 0
+
+    @property
+    def requeue(self) -> bool:
+        return self.exit_code is not None and signal.Signals(self.received) in self.requeue_signals
 
 
 # a terminal's progress bar is redrawn at most this often (ignite's bar redraws at every event it is

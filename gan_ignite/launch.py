@@ -3,13 +3,15 @@
 Three ways to run, one worker function ``worker(local_rank, config)`` executed on every rank:
 
 - one process (no ``dist.*`` set);
-- under ``torchrun`` (or ``srun``, with the torchrun environment variables): ``idist.Parallel``
-  joins the process group from the environment, on one or several nodes;
+- under ``torchrun``, or as the tasks of ``srun`` (one per GPU): ``idist.Parallel`` joins the process
+  group from the environment (torchrun's variables, or ``SLURM_*`` through ignite's native SLURM
+  support; see :mod:`gan_ignite.cluster`), on one or several nodes;
 - ``dist.nproc_per_node=N``: this module spawns N processes itself. It does not use
-  ``idist.Parallel``'s own spawning, because it must (1) forward SIGTERM / SIGINT to the workers
-  (a scheduler signals the parent only) and (2) report a worker's input error as one paragraph
+  ``idist.Parallel``'s own spawning, because it must (1) forward SIGTERM / SIGINT / SIGUSR1 to the
+  workers (a scheduler signals the parent only) and (2) report a worker's input error as one paragraph
   with exit code 2 instead of a traceback. Each worker joins the group through the same
-  environment variables torchrun would set.
+  environment variables torchrun would set (as the one ``srun`` task of its node, with global ranks
+  over all the step's nodes).
 
 Input errors (:data:`~gan_ignite.errors.INPUT_ERRORS`) end a process with exit code 2 and a one-paragraph message;
 :class:`~gan_ignite.errors.RunStopped` carries its own exit code and message; Ctrl-C anywhere ends
@@ -36,23 +38,22 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from omegaconf import DictConfig
 
+from gan_ignite import cluster
+from gan_ignite.cluster import env_world_size, under_torchrun
 from gan_ignite.errors import INPUT_ERRORS, RunStopped
+
+env_rank = cluster.env_rank  # the command lines ask the launcher for their rank before it starts
 Worker = Callable[[int, DictConfig], None]
 
 
 def launched_by_torchrun() -> bool:
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
-def env_rank() -> int:
-    """This process's global rank as torchrun (or SLURM's srun) set it; 0 for a lone process."""
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+    return under_torchrun()
 
 
 def resolve_backend(config: DictConfig) -> Optional[str]:
     """``dist.backend``, or nccl / gloo when several processes are asked for without one."""
     backend = config.dist.backend
-    several = (config.dist.nproc_per_node or 1) > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1
+    several = (config.dist.nproc_per_node or 1) > 1 or env_world_size() > 1
     if backend is None and several:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     return backend
@@ -66,14 +67,27 @@ def launch(worker: Worker, config: DictConfig, debug: bool = False, keep_alive: 
     """Run ``worker`` on every rank and return the exit code for this process. ``keep_alive`` (e.g.
     the run directory's lock) is handed to spawned workers, which hold it while they run;
     ``interrupted`` is the line printed for a Ctrl-C."""
+    cluster.follow_torchrun()
+    cluster.hold_warning_signal()
     backend = resolve_backend(config)
     processes = config.dist.nproc_per_node or 1
-    if processes > 1 and not launched_by_torchrun():
-        return _spawn(worker, config, processes, backend, debug, keep_alive, interrupted)
+    if processes > 1 and not under_torchrun():
+        code = _spawn(worker, config, processes, backend, debug, keep_alive, interrupted)
+        requeue_if_asked(code, config)
+        return code
     code, message = run_reporting(worker, config, backend, debug, interrupted)
-    report(code, message)
+    report(code, message, config.dist.requeue_exit_code)
+    requeue_if_asked(code, config)
     exit_now_if_left_open(code)
     return code
+
+
+def requeue_if_asked(code: int, config: DictConfig) -> None:
+    """With ``dist.requeue=scontrol``, a run stopped for a requeue (exit code
+    ``dist.requeue_exit_code``) asks SLURM to requeue the job: once, from rank 0, after every rank
+    has finished (the process group is closed)."""
+    if code == config.dist.requeue_exit_code and config.dist.requeue == "scontrol" and env_rank() == 0:
+        cluster.request_requeue()
 
 
 def run_reporting(worker: Worker, config: DictConfig, backend: Optional[str], debug: bool,
@@ -151,9 +165,10 @@ def exit_now_if_left_open(code: int) -> None:
         os._exit(code)
 
 
-def report(code: int, message: str) -> None:
+def report(code: int, message: str, requeue_code: Optional[int] = None) -> None:
+    """A message on stderr, after "error: " unless the code means success, Ctrl-C or a requeue."""
     if message:
-        print(("error: " if code not in (0, 130) else "") + message, file=sys.stderr)
+        print(("error: " if code not in (0, 130, requeue_code) else "") + message, file=sys.stderr)
 
 
 def input_error_exit(error: Exception, debug: bool) -> int:
@@ -197,12 +212,12 @@ def _spawn(worker: Worker, config: DictConfig, processes: int, backend: Optional
         except mp.ProcessExitedException as failure:
             outcomes = _read_outcomes(outcome_dir, processes)
             code, message = _first_failure(outcomes) or (failure.exit_code or 1, str(failure))
-            report(code, message)
+            report(code, message, config.dist.requeue_exit_code)
             return code
         finally:
             _restore_signals(forwarded)
         code, message = _first_failure(_read_outcomes(outcome_dir, processes)) or (0, "")
-        report(code, message)
+        report(code, message, config.dist.requeue_exit_code)
         return code
 
 
@@ -215,12 +230,14 @@ def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, process
         os.setpgrp()
     except OSError:
         pass
-    os.environ.update(RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(processes),
-                      LOCAL_WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cluster.hold_warning_signal()
+    os.environ.update(cluster.spawn_environment(local_rank, processes, port))
+    if "SLURM_JOB_ID" in os.environ:  # the ranks are the ones just set, not the srun task's
+        os.environ[cluster.HIDDEN_JOB_ID] = os.environ.pop("SLURM_JOB_ID")
     code, message = run_reporting(worker, config, backend, debug, interrupted)
     Path(outcome_dir, f"rank{local_rank}.json").write_text(json.dumps({"code": code, "message": message}))
     exit_now_if_left_open(code)
-    if code not in (0, 130):  # a failure: the parent stops the other workers at once
+    if code not in (0, 130, config.dist.requeue_exit_code):  # a failure: the parent stops the other workers at once
         sys.exit(code)
 
 
@@ -251,13 +268,17 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+# what a scheduler or a user sends to the parent of spawned workers (SIGUSR1: SLURM's --signal=USR1@90)
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
 def _forward_signals_to(processes: list) -> dict[int, Any]:
     def forward(signum: int, _frame: Any) -> None:
         for process in processes:
             if process.is_alive():
                 os.kill(process.pid, signum)
 
-    return {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    return {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
 
 
 def _restore_signals(previous: dict[int, Any]) -> None:

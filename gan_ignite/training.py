@@ -173,8 +173,9 @@ def attach_saving(training: Training, output_dir: Path) -> tuple[Any, GracefulSt
     save_checkpoint = attach_checkpoints(training.trainer, training.to_save, RunDir(output_dir),
                                          train_cfg.checkpoint_every, train_cfg.checkpoint_every_iters,
                                          train_cfg.n_saved, before_save=training.sync_for_saving)
-    stop = GracefulStop()
-    stop.attach(training.trainer, save_checkpoint, training.config.log.every)
+    dist_cfg = training.config.dist
+    stop = GracefulStop(dist_cfg.requeue_on, dist_cfg.requeue_exit_code)
+    stop.attach(training.trainer, save_checkpoint)
     return save_checkpoint, stop
 
 
@@ -240,6 +241,7 @@ def run(local_rank: int, config: DictConfig) -> None:
     stop.install()
     try:
         trainer.run(training.loader, max_epochs=config.train.max_epochs, epoch_length=config.train.epoch_length)
+        stop.finish()  # the last stop vote in flight (several processes)
     except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint of this iteration
         raise RunStopped(130, f"Aborted by a second Ctrl-C at iteration {trainer.state.iteration}; "
                               f"{latest_words(run_dir)} Continue with train.resume_from=auto.") from None
@@ -283,6 +285,9 @@ def report_outcome(trainer: Engine, stop: GracefulStop, run_dir: RunDir) -> None
                             f"non-finite loss ({values}). {kept}. Try a lower train.lr (e.g. half), check the "
                             f"data for broken images or constant batches, or change the seed.")
     if stop.exit_code is not None:
+        requeue = (f" Exit code {stop.exit_code} (dist.requeue_exit_code) asks for the job to be requeued; the next "
+                   f"start continues with train.resume_from=auto." if stop.requeue else
+                   " Continue with train.resume_from=auto.")
         raise RunStopped(stop.exit_code, f"Stopped by {signal.Signals(stop.received).name} after iteration "
-                                         f"{trainer.state.iteration}; checkpoint saved as "
-                                         f"{run_dir.latest_checkpoint()}. Continue with train.resume_from=auto.")
+                                         f"{stop.stopped_at}; checkpoint saved as "
+                                         f"{run_dir.latest_checkpoint()}.{requeue}")

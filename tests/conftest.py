@@ -19,6 +19,10 @@ from PIL import Image
 from gan_ignite.run_dir import HistoryWriter
 
 ROOT = Path(__file__).resolve().parents[1]
+# a suite run inside a SLURM job (or under torchrun) must not see that job: the tests that need SLURM
+# start processes with the environment srun would give them
+for _name in [name for name in os.environ if name.startswith("SLURM_") or name == "GAN_IGNITE_SLURM_JOB_ID"]:
+    del os.environ[_name]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 
 

@@ -57,7 +57,7 @@ def test_resume_after_repeated_kill_9_loses_nothing_and_duplicates_nothing(refer
     assert (run_dir / "checkpoints" / "checkpoint_102.pt").is_file()
 
 
-@pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 0), (signal.SIGINT, 130), (signal.SIGUSR1, 75)])
 def test_signal_saves_a_checkpoint_and_resume_continues(signum, exit_code, reference_run, tmp_path, image_folder,
                                                         stats_cache):
     run_dir = tmp_path / "signalled"

@@ -1,0 +1,169 @@
+"""Where this process sits: started alone, by ``torchrun``, or as one task of a SLURM job step (``srun``).
+
+A leaf that only reads the environment (no torch, no ignite), shared by :mod:`gan_ignite.config` (the
+world size a run will have, the placements that cannot work) and :mod:`gan_ignite.launch` (which
+launcher to follow, and asking SLURM to requeue a preempted job).
+
+Under ``srun`` PyTorch-Ignite's ``idist.Parallel`` reads the ranks, the local rank, the world size and
+the master address from ``SLURM_*`` (``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_NTASKS``, the first
+host of ``SLURM_JOB_NODELIST``; the port is 15000 + the last four digits of ``SLURM_JOB_ID``). Under
+``torchrun`` inside an allocation torchrun's variables are the truth: ignite would check them against
+``SLURM_PROCID`` (one task per node, several ranks per task) and refuse, so :func:`follow_torchrun`
+hides the job from ignite.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+from typing import Optional
+
+logger = logging.getLogger("gan_ignite")
+# what ignite's SLURM support needs (ignite/distributed/comp_models/native.py, _setup_env_in_slurm)
+SLURM_TASK_VARIABLES = ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_JOB_NUM_NODES")
+# the job's id, kept here once it is hidden from ignite under torchrun (scontrol requeue needs it)
+HIDDEN_JOB_ID = "GAN_IGNITE_SLURM_JOB_ID"
+
+
+def under_torchrun() -> bool:
+    """Started by torchrun (or torch.distributed.launch): its variables give the ranks."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or ("LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+                                                   and not slurm_task())
+
+
+def slurm_task() -> bool:
+    """One task of a SLURM job step started by ``srun``, not under torchrun: ignite reads ``SLURM_*``."""
+    return "SLURM_JOB_ID" in os.environ and "SLURM_PROCID" in os.environ and "TORCHELASTIC_RUN_ID" not in os.environ
+
+
+def slurm_job_id() -> Optional[str]:
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get(HIDDEN_JOB_ID) or os.environ.get("SLURM_JOBID")
+
+
+def tasks_per_node() -> list[int]:
+    """The step's tasks on each node, from ``SLURM_STEP_TASKS_PER_NODE`` (srun) or
+    ``SLURM_TASKS_PER_NODE`` (the job): ``"2(x3),1"`` is ``[2, 2, 2, 1]``."""
+    text = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE") or ""
+    counts: list[int] = []
+    for part in filter(None, text.split(",")):
+        match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
+        if match:
+            counts += [int(match.group(1))] * int(match.group(2) or 1)
+    if not counts and slurm_task():  # no per-node counts given: tasks over nodes
+        tasks, nodes = slurm_tasks(), int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1)
+        counts = [-(-tasks // max(nodes, 1))] * nodes
+    return counts
+
+
+def slurm_tasks() -> int:
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or "1")
+
+
+def env_world_size() -> int:
+    """The processes the launcher started: torchrun's WORLD_SIZE, srun's tasks, else 1."""
+    if "WORLD_SIZE" in os.environ and (under_torchrun() or not slurm_task()):
+        return int(os.environ["WORLD_SIZE"])
+    if slurm_task():
+        return slurm_tasks()
+    return 1
+
+
+def env_rank() -> int:
+    """This process's global rank as torchrun or srun set it; 0 for a lone process."""
+    if "RANK" in os.environ and (under_torchrun() or not slurm_task()):
+        return int(os.environ["RANK"])
+    return int(os.environ.get("SLURM_PROCID", "0")) if slurm_task() else 0
+
+
+def run_world_size(nproc_per_node: Optional[int]) -> int:
+    """The processes a run will have: srun's tasks x ``dist.nproc_per_node`` (one task per node
+    spawning that many), torchrun's WORLD_SIZE, or ``dist.nproc_per_node`` on one machine."""
+    processes = nproc_per_node or 1
+    if under_torchrun():
+        return env_world_size()
+    if slurm_task():
+        return slurm_tasks() * processes
+    return processes if nproc_per_node else env_world_size()
+
+
+def placement_problem(nproc_per_node: Optional[int], backend: Optional[str]) -> Optional[str]:
+    """Why ``dist.*`` cannot work with the SLURM step this process belongs to (None if it can)."""
+    if not slurm_task() or under_torchrun():
+        return None
+    missing = [name for name in SLURM_TASK_VARIABLES if name not in os.environ]
+    if missing and (backend is not None or slurm_tasks() > 1):
+        return (f"this process runs in SLURM job {slurm_job_id()} but lacks {', '.join(missing)}, which srun sets "
+                f"for each task: start it with srun (see docs/clusters.md)")
+    if (nproc_per_node or 1) > 1 and max(tasks_per_node() or [1]) > 1:
+        return (f"{nproc_per_node} processes per task, but srun already started {max(tasks_per_node())} tasks per "
+                f"node (SLURM_TASKS_PER_NODE={os.environ.get('SLURM_STEP_TASKS_PER_NODE') or os.environ.get('SLURM_TASKS_PER_NODE')}). "
+                f"Either let srun start one task per GPU (--ntasks-per-node=N) and set dist.nproc_per_node=null, "
+                f"or start one task per node (--ntasks-per-node=1) that spawns dist.nproc_per_node processes")
+    return None
+
+
+_held_signals: list[int] = []
+
+
+def hold_warning_signal() -> None:
+    """SIGUSR1 (SLURM's ``--signal=USR1@N`` warning) ends a process by default. Until the trainer's
+    graceful stop takes over (and after it hands back), remember it instead: a warning that arrives
+    during the setup then stops the run after its first iteration, with a checkpoint."""
+    signal.signal(signal.SIGUSR1, lambda signum, _frame: _held_signals.append(signum))
+
+
+def take_held_signal() -> Optional[int]:
+    """The warning signal received while held (None if none), forgotten once taken."""
+    held = _held_signals[-1] if _held_signals else None
+    _held_signals.clear()
+    return held
+
+
+def follow_torchrun() -> None:
+    """Under torchrun inside a SLURM allocation, hide the job from ignite (it would take the ranks
+    from ``SLURM_*`` and reject torchrun's); the id stays readable for :func:`request_requeue`."""
+    if "TORCHELASTIC_RUN_ID" in os.environ and "SLURM_JOB_ID" in os.environ:
+        os.environ[HIDDEN_JOB_ID] = os.environ.pop("SLURM_JOB_ID")
+
+
+def spawn_environment(local_rank: int, processes: int, port: int) -> dict[str, str]:
+    """The torchrun-like variables of the ``local_rank``-th of ``processes`` processes this task
+    spawns: on one machine ranks 0..N-1 on 127.0.0.1; as the one task of its node in a SLURM step
+    over several nodes, global ranks ``node * N + local_rank`` and ignite's SLURM master address
+    and port (the first host of the node list, 15000 + the job id's last four digits)."""
+    env = {"LOCAL_RANK": str(local_rank), "LOCAL_WORLD_SIZE": str(processes), "RANK": str(local_rank),
+           "WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    if slurm_task() and slurm_tasks() > 1:
+        from ignite.distributed.comp_models.native import _setup_ddp_vars_from_slurm_env
+
+        slurm = _setup_ddp_vars_from_slurm_env(dict(os.environ))
+        node, nodes = int(os.environ["SLURM_PROCID"]), slurm_tasks()  # one task per node (placement_problem)
+        env.update(RANK=str(node * processes + local_rank), WORLD_SIZE=str(nodes * processes),
+                   MASTER_ADDR=str(slurm["MASTER_ADDR"]), MASTER_PORT=str(slurm["MASTER_PORT"]))
+    return env
+
+
+def request_requeue() -> bool:
+    """``scontrol requeue $SLURM_JOB_ID``; False (with a warning) outside a SLURM job, without
+    scontrol, or when it fails."""
+    job_id, scontrol = slurm_job_id(), shutil.which("scontrol")
+    if job_id is None or scontrol is None:
+        logger.warning("dist.requeue=scontrol, but %s: the job is not requeued by this process (its exit code "
+                       "says it should be).", "this is no SLURM job (no SLURM_JOB_ID)" if job_id is None
+                       else "the scontrol command is not on PATH")
+        return False
+    try:
+        result = subprocess.run([scontrol, "requeue", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        logger.warning("scontrol requeue %s failed: %s", job_id, error)
+        return False
+    if result.returncode != 0:
+        logger.warning("scontrol requeue %s failed (exit code %d): %s", job_id, result.returncode,
+                       (result.stderr or result.stdout).strip())
+        return False
+    logger.info("Asked SLURM to requeue job %s (scontrol requeue)", job_id)
+    return True
