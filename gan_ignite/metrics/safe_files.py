@@ -190,8 +190,8 @@ def check_npz(path: str | os.PathLike, label: str, fix: str, error: type[Excepti
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as failure:
         if isinstance(failure, error):
             raise
-        raise error(f"{label} '{path}' is not a readable .npz archive ({type(failure).__name__}: "
-                    f"{_first_line(failure)}). {fix}") from None
+        raise error(f"Cannot read {label[:1].lower() + label[1:]} '{path}': it is not a readable .npz archive "
+                    f"({type(failure).__name__}: {_first_line(failure)}). {fix}") from None
 
 
 def _physical_memory() -> int | None:
@@ -241,6 +241,15 @@ def create_temporary(path: str | os.PathLike) -> tuple[Path, int]:
             continue
 
 
+def _new_file_opener(path: str, flags: int) -> int:
+    """``open(..., opener=)``: create a new file, never through a link (O_EXCL | O_NOFOLLOW)."""
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC, NEW_FILE_MODE)
+
+
+def _no_follow_opener(path: str, flags: int) -> int:
+    return open_no_follow(path, flags)
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
     """Write ``path`` through ``write(handle)`` into a temporary file of its folder, flush, fsync and
     rename it over ``path`` (a symbolic link there is replaced, its target untouched). A failure
@@ -249,9 +258,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
     if path.is_dir() and not path.is_symlink():
         raise IsADirectoryError(errno.EISDIR, "it is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary, descriptor = create_temporary(path)
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            handle = open(temporary, "wb", opener=_new_file_opener)
+            break
+        except FileExistsError:
+            continue
     try:
-        with os.fdopen(descriptor, "wb") as handle:
+        with handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -265,13 +280,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> N
 def write_in_place(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
     """Write ``path`` directly (no temporary file, no fsync: for the many images of a sample folder),
     never through a link: a symbolic link at ``path`` is removed and replaced by the new file."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
-        descriptor = open_no_follow(path, flags)
+        handle = open(path, "wb", opener=_no_follow_opener)
     except LinkRefused:
         os.unlink(path)  # the link itself goes; its target is untouched
-        descriptor = open_no_follow(path, flags | os.O_EXCL)
-    with os.fdopen(descriptor, "wb") as handle:
+        handle = open(path, "wb", opener=_new_file_opener)
+    with handle:
         write(handle)
 
 
@@ -282,8 +296,7 @@ def append_bytes(path: str | os.PathLike, data: bytes) -> None:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = open_no_follow(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
-    with os.fdopen(descriptor, "r+b", buffering=0) as handle:
+    with open(path, "a+b", buffering=0, opener=_no_follow_opener) as handle:
         if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
             raise OSError(errno.EINVAL, "it is not a regular file", str(path))
         start = handle.seek(0, os.SEEK_END)
