@@ -128,6 +128,21 @@ def test_fork_refuses_a_checkpoint_carrying_code(run_copy, tmp_path, image_folde
     assert not fork.exists()
 
 
+@pytest.mark.parametrize("form", ["zip", "legacy", "raw_pickle"])
+def test_payloads_in_every_torch_file_format_never_run(form, tmp_path):
+    import pickle
+
+    marker, path = tmp_path / "MARKER", tmp_path / "file.pt"
+    content = {"weights": torch.zeros(2), "extra": Payload(marker)}
+    if form == "raw_pickle":
+        path.write_bytes(pickle.dumps(content, protocol=0))
+    else:
+        torch.save(content, path, _use_new_zipfile_serialization=form == "zip")
+    with pytest.raises(RunDirError, match=str(path)):
+        load_torch_file(path, "Checkpoint", "", RunDirError)
+    assert not marker.exists()
+
+
 def test_a_checkpoint_without_code_still_loads_as_data(trained_run, tmp_path, capsys):
     """The allow-list is enough for our own checkpoints (NumPy RNG states included)."""
     checkpoint = trained_run / "checkpoints" / "checkpoint_3.pt"

@@ -76,6 +76,8 @@ class RealStatistics:
         it is used (:func:`check_npz`: a regular file with sane headers; then shapes, types, counts,
         metadata and :func:`check_statistics`). Every command reads reference statistics here."""
         path = Path(path)
+        if not path.exists():
+            raise RealStatisticsError(f"Cannot read statistics file '{path}': it does not exist. {NPZ_FORMAT}")
         check_npz(path, "Statistics file", NPZ_FORMAT, RealStatisticsError)
         try:
             with np.load(path, allow_pickle=False) as data:

@@ -119,35 +119,47 @@ def load_torch_file(path: str | os.PathLike, label: str, fix: str,
         with torch.serialization.safe_globals(safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as failure:
-        if "weights_only" in str(failure).lower() or "unsupported global" in str(failure).lower():
+        asks_for = _unsafe_names(path, failure)
+        if asks_for:
             raise error(f"{label} '{path}' holds Python objects other than tensors and plain data "
-                        f"({_unsafe_names(path, failure)}). Loading them would run code from the file, so it is "
+                        f"({asks_for}). Loading them would run code from the file, so it is "
                         f"refused: gan_ignite reads such files with torch.load(weights_only=True), allowing only "
                         f"{SAFE_GLOBALS}. Use a file written by gan_ignite or the network's original release; "
                         f"if you trust this one, re-save its tensors alone (a state dict). {fix}") from None
-        raise error(f"{label} '{path}' cannot be read ({_first_line(failure)}): it is damaged or not a file of "
-                    f"this kind. {fix}") from None
+        raise error(f"{label} '{path}' cannot be read ({_pickle_problem(failure)}): it is damaged or not a file of "
+                    f"this kind (nothing in it was run). {fix}") from None
     except Exception as failure:  # torch raises many types for damaged or foreign files
         raise error(f"{label} '{path}' cannot be read ({type(failure).__name__}: {_first_line(failure)}): it is "
                     f"damaged or not a file of this kind. {fix}") from None
 
 
 def _unsafe_names(path: Path, failure: Exception) -> str:
+    """'it asks for a.b, c.d' when the refused pickle names globals outside the allow-list, else ''
+    (a damaged file, which the unpickler also refuses)."""
     import torch
 
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # a legacy (non-zip) file: the message names the first one
+        names = [name for name in torch.serialization.get_unsafe_globals_in_checkpoint(path) if name]
+    except Exception:  # a legacy (non-zip) or damaged file: the message names the first global, if any
         names = []
-    names = [name for name in names if name]
-    if names:
-        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-        return f"it asks for {shown}"
     text = str(failure)
-    marker = "Unsupported global: GLOBAL "
-    if marker in text:
-        return "it asks for " + text.split(marker, 1)[1].split()[0]
-    return "it asks for types outside the allowed ones"
+    for marker in ("unsupported GLOBAL ", "Unsupported global: GLOBAL "):
+        if marker in text and not names:
+            names = [text.split(marker, 1)[1].split()[0]]
+    if not names:
+        return ""
+    return "it asks for " + ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+
+def _pickle_problem(failure: Exception) -> str:
+    """The WeightsUnpickler's reason without torch's advice to load with weights_only=False."""
+    text = str(failure)
+    for marker in ("WeightsUnpickler error:", "Unpickling error:"):
+        if marker in text:
+            reason = text.split(marker, 1)[1].strip().split("\n")[0].strip()
+            if reason:
+                return reason
+    return _first_line(failure)[:200]
 
 
 def check_npz(path: str | os.PathLike, label: str, fix: str, error: type[Exception] = UnsafeFileError,
