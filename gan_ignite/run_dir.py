@@ -320,6 +320,8 @@ class RunDir:
 
     def recorded_run(self) -> dict[str, Optional[str]]:
         """The ``run`` section of config.yaml ({} when there is none or it cannot be read)."""
+        if not self.config_path.is_file():  # also never a FIFO, whose read would block
+            return {}
         try:
             content = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):

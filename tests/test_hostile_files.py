@@ -264,6 +264,17 @@ def test_sample_replaces_a_link_in_its_output_folder(trained_run, tmp_path, caps
     assert target.read_text() == "precious" and not (out / "000000.png").is_symlink()
 
 
+def test_the_writability_probe_never_writes_through_a_planted_link(tmp_path):
+    from gan_ignite.errors import require_writable
+
+    target, folder = tmp_path / "precious.txt", tmp_path / "out"
+    target.write_text("precious")
+    folder.mkdir()
+    (folder / ".gan_ignite_write_test").symlink_to(target)
+    require_writable(folder, "problem", "fix")
+    assert target.read_text() == "precious"
+
+
 def test_written_files_get_the_umask_mode_not_0600(tmp_path):
     old = os.umask(0o022)
     try:
