@@ -255,6 +255,9 @@ def validate(config: DictConfig) -> None:
     _require(data.num_workers >= 0, "data.num_workers", "must be >= 0")
     _require(data.max_train_size is None or data.max_train_size > 0, "data.max_train_size",
              "must be a positive number of images or null for the whole dataset")
+    for section, key in ((data, "subset_seed"), (config.eval, "real_subset_seed")):
+        _require(0 <= section[key] <= MAX_SEED, f"{'data' if section is data else 'eval'}.{key}",
+                 f"{section[key]} is out of range: seeds lie in [0, {MAX_SEED}]")
     for key in ("latent_dim", "g_features", "d_features"):
         _require(model[key] > 0, f"model.{key}", f"{model[key]} must be positive")
     _require(train.batch_size > 0, "train.batch_size", f"{train.batch_size} must be positive")

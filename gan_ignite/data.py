@@ -26,6 +26,7 @@ from gan_ignite.errors import DataError, on_every_rank
 from gan_ignite.metrics.images import IMG_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, ConvertMode, find_image_files
 from gan_ignite.metrics.preprocess import to_uint8
 from gan_ignite.metrics.real_stats import cache_key
+from gan_ignite.metrics.safe_files import atomic_write, create_temporary
 
 logger = logging.getLogger(__name__)
 DATA_HELP = "See docs/data.md (the documentation's 'Data' page) for the expected layout and how to download it."
@@ -272,6 +273,9 @@ def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # a new file of our own (O_EXCL | O_NOFOLLOW): never a link planted under the temporary name
+        temporary, descriptor = create_temporary(path)
+        os.close(descriptor)
         array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
         count = skipped = 0
         for batch, batch_skipped in loader:
@@ -282,8 +286,7 @@ def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
         del array
         if skipped:  # unreadable files were dropped: keep only the decoded rows
             trimmed = np.load(temporary, mmap_mode="r")[:count]
-            np.save(temporary.with_suffix(".trim.npy"), trimmed)
-            os.replace(temporary.with_suffix(".trim.npy"), temporary)
+            atomic_write(temporary, lambda handle: np.save(handle, trimmed))
             logger.warning("data.cache: %d unreadable image(s) left out", skipped)
         os.replace(temporary, path)
     except BaseException as error:  # a failed or interrupted build leaves no temporary file behind

@@ -37,10 +37,13 @@ class RunDirError(UserError):
 def require_writable(folder: Path, problem: str, fix: str) -> None:
     """Create ``folder`` if needed and write a probe file there; on failure a :class:`RunDirError`
     reading "<problem> (<reason>). <fix>"."""
+    from gan_ignite.metrics.safe_files import create_temporary  # brings torch: only when a folder is probed
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".gan_ignite_write_test"
-        probe.write_text("")
+        # a new file of our own (O_EXCL | O_NOFOLLOW): a link planted under the probe's name is never written through
+        probe, descriptor = create_temporary(folder / ".gan_ignite_write_test")
+        os.close(descriptor)
         probe.unlink()
     except OSError as error:
         raise RunDirError(f"{problem} ({error.strerror or error}). {fix}") from None

@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from gan_ignite import data as data_module
 from gan_ignite.config import SCORED_MODELS, scored_model
-from gan_ignite.errors import INPUT_ERRORS, RunStopped
+from gan_ignite.errors import INPUT_ERRORS, ConfigError, RunStopped
 from gan_ignite.evaluation import setup_evaluation, warn_if_random
 from gan_ignite.launch import input_error_exit, interrupted_exit, launch
 from gan_ignite.metrics._base import resolve_device
@@ -98,6 +98,18 @@ def compare_with_history(record: dict[str, Any], reference: Optional[dict[str, A
           f"(largest relative difference {worst:.1e})")
 
 
+def require_protocol_with_reference_stats(overrides: Sequence[str]) -> None:
+    """``eval.reference_stats=FILE`` given here needs the protocol FILE was computed with, given here
+    too (``--protocol`` or ``eval.protocol=``), as training requires: the run's own protocol says
+    how the run's reference images were preprocessed, nothing about FILE."""
+    given = {override.partition("=")[0].strip(): override.partition("=")[2].strip() for override in overrides}
+    if given.get("eval.reference_stats", "") not in ("", "null", "None") and not given.get("eval.protocol"):
+        raise ConfigError("eval.reference_stats needs the protocol its statistics were computed with, given explicitly "
+                          "(--protocol NAME or eval.protocol=NAME; e.g. torch-fidelity for TTUR's files, pytorch-fid "
+                          "for pytorch-fid's, clean-fid for clean-fid's), as training requires: FIDs of different "
+                          "protocols are not comparable. Nothing was evaluated.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m gan_ignite.evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             overrides += [f"eval.protocol={args.protocol}", "eval.resize=null"]
         if args.precision is not None:
             overrides.append(f"eval.precision={args.precision}")
+        require_protocol_with_reference_stats(overrides)
         run_dir, config = load_run_config(args.checkpoint, overrides)
         if args.device is not None:
             resolve_device(args.device)

@@ -188,11 +188,11 @@ def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork,
     if stats.mu.shape[0] != network.num_features:
         raise ConfigError(f"{where} holds {stats.mu.shape[0]}-d statistics, but the feature network "
                           f"'{evaluation.feature_network}' gives {network.num_features}-d features.")
-    recorded = stats.meta.get("protocol")
+    recorded = stats.recorded("protocol")
     if recorded is not None and recorded != evaluation.protocol:
         raise ConfigError(f"{where} was computed with protocol {recorded}, not eval.protocol={evaluation.protocol}: "
                           f"set eval.protocol={recorded}.")
-    recorded_precision = stats.meta.get("inception_precision")
+    recorded_precision = stats.recorded("inception_precision")
     precision = getattr(network, "precision", None)
     if precision is not None and device is not None:
         precision = effective_precision(evaluation.precision, device)
@@ -200,7 +200,7 @@ def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork,
         raise ConfigError(f"{where} was computed at precision {recorded_precision}, this evaluation computes "
                           f"{precision}: TF32 moves the features by ~1e-3. Set eval.precision={recorded_precision} "
                           "(on a GPU), or recompute the statistics at this precision.")
-    recorded_network = stats.meta.get("feature_network")
+    recorded_network = stats.recorded("feature_network")
     if recorded_network is not None and recorded_network != network.tag:
         raise ConfigError(f"{where} was computed with the feature network {recorded_network}, this evaluation "
                           f"uses {network.tag}: other weights or preprocessing give other values.")

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import socket
 import sys
@@ -79,6 +79,8 @@ def free_space(path: Path) -> str:
 def write_failure(path: Path, error: BaseException, intact: str = "") -> RunDirError:
     """The one-paragraph error for a failed write of ``path``."""
     reason = error.strerror if isinstance(error, OSError) and error.strerror else _first_line(error)
+    if isinstance(error, OSError) and error.errno == errno.ELOOP:  # a link refused: space is not the issue
+        return RunDirError(f"Could not write '{path}': {reason}. {intact}".strip())
     return RunDirError(f"Could not write '{path}' ({reason}; {free_space(path)}). {intact}".strip())
 
 
@@ -114,40 +116,33 @@ def _write_error(error: BaseException, recorder: Optional[_RecordingWriter]) -> 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], Any], intact: str = "") -> None:
     """Write ``path`` through ``write(handle)`` into a temporary file of the same folder, flush,
-    fsync and rename it over ``path``: readers see the old file or the complete new one. On a
-    failure the temporary file is removed and a write failure becomes :func:`write_failure`
-    (``intact`` says what the user still has)."""
-    path = Path(path)
-    temporary, recorder = None, None
+    fsync and rename it over ``path``: readers see the old file or the complete new one, and a
+    symbolic link at ``path`` is replaced, never written through (the one writer,
+    :func:`gan_ignite.metrics.safe_files.atomic_write`). On a failure the temporary file is removed
+    and a write failure becomes :func:`write_failure` (``intact`` says what the user still has)."""
+    safe_files = _safe_files()
+    recorder: Optional[_RecordingWriter] = None
+
+    def recorded(handle: BinaryIO) -> None:
+        nonlocal recorder
+        recorder = _RecordingWriter(handle)
+        write(recorder)
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = _create_temporary(path)
-        with open(temporary, "wb") as handle:
-            recorder = _RecordingWriter(handle)
-            write(recorder)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        temporary = None
-    except BaseException as error:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-        failure = _write_error(error, recorder) if isinstance(error, Exception) else None
+        safe_files.atomic_write(Path(path), recorded)
+    except Exception as error:
+        failure = _write_error(error, recorder)
         if failure is None:
             raise
-        raise write_failure(path, failure, intact) from None
+        raise write_failure(Path(path), failure, intact) from None
 
 
-def _create_temporary(path: Path) -> Path:
-    """An empty new file ``.<name>.<8 hex digits>.tmp`` beside ``path`` (created with the umask's modes)."""
-    while True:
-        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(temporary, "xb"):
-                return temporary
-        except FileExistsError:
-            continue
+def _safe_files() -> Any:
+    """:mod:`gan_ignite.metrics.safe_files`, imported when first needed (importing the metrics
+    package brings torch, which reading a run's history must not need)."""
+    from gan_ignite.metrics import safe_files
+
+    return safe_files
 
 
 def write_text(path: Path, text: str, intact: str = "") -> None:
@@ -155,33 +150,14 @@ def write_text(path: Path, text: str, intact: str = "") -> None:
 
 
 def append_lines(path: Path, lines: Sequence[str], intact: str = "") -> None:
-    """Append ``lines`` (each ending in a newline) to ``path`` in one write. A failed append is cut
-    off again, so the file keeps whole lines; a line torn by an earlier kill is ended first, so
-    the new records never join it."""
-    data = "".join(lines).encode("utf-8")
-    if not data:
-        return
+    """Append ``lines`` (each ending in a newline) to ``path`` in one write, never through a
+    symbolic link (refused: the link's target is not touched). A failed append is cut off again,
+    so the file keeps whole lines; a line torn by an earlier kill is ended first, so the new
+    records never join it."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+b", buffering=0) as handle:
-            start = handle.seek(0, os.SEEK_END)
-            if start:
-                handle.seek(start - 1)
-                if handle.read(1) != b"\n":
-                    data = b"\n" + data
-            try:
-                _write_all(handle, data)
-            except OSError:
-                handle.truncate(start)
-                raise
+        _safe_files().append_bytes(Path(path), "".join(lines).encode("utf-8"))
     except OSError as error:
-        raise write_failure(path, error, intact) from None
-
-
-def _write_all(handle: BinaryIO, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[handle.write(view):]
+        raise write_failure(Path(path), error, intact) from None
 
 
 # ----------------------------------------------------------------------------- history.jsonl
@@ -344,6 +320,8 @@ class RunDir:
 
     def recorded_run(self) -> dict[str, Optional[str]]:
         """The ``run`` section of config.yaml ({} when there is none or it cannot be read)."""
+        if not self.config_path.is_file():  # also never a FIFO, whose read would block
+            return {}
         try:
             content = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -414,6 +392,9 @@ class RunLock:
             os.pwrite(self.fd, json.dumps(holder).encode(), 0)
         except OSError as error:
             self.release()
+            if error.errno == errno.ELOOP:
+                raise RunDirError(f"The lock file '{self.path}' cannot be used: {error.strerror}. Nothing was "
+                                  f"changed.") from None
             raise RunDirError(f"output_dir '{self.run_dir}' cannot be written ({error.strerror or error}; "
                               f"{free_space(self.run_dir)}). Choose a writable folder with output_dir=..., or "
                               f"free some space.") from None
@@ -425,9 +406,10 @@ class RunLock:
     def _open_locked(self) -> Optional[int]:
         if fcntl is None:
             logger.warning("This platform has no flock: the run directory is not locked against a second run.")
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            return _safe_files().open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # never through a link: the holder's details would overwrite the link's target
+            fd = _safe_files().open_no_follow(self.path, os.O_RDWR | os.O_CREAT)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -503,9 +485,27 @@ class RunIdentity:
         pass
 
 
-def checkpoint_run(checkpoint: Mapping[str, Any]) -> dict[str, Optional[str]]:
+def checkpoint_run(checkpoint: Mapping[str, Any], path: Optional[Path] = None) -> dict[str, Optional[str]]:
+    """The checkpoint's ``run`` fields (``id``, ``parent_id``, ``parent_checkpoint``): each a plain
+    string or null. Anything else (a dict, a number, an OmegaConf interpolation such as
+    ``${oc.env:HOME}``, which the run's config would resolve) raises :class:`RunDirError`."""
     run = checkpoint.get("run")
-    return {key: run.get(key) for key in RUN_KEYS} if isinstance(run, Mapping) else {}
+    if run is None:
+        return {}
+    where = f"Checkpoint '{path}'" if path is not None else "The checkpoint"
+    fix = ("It was not written by gan_ignite.train (or was edited); resume from a checkpoint of a gan_ignite run. "
+           "Nothing was changed.")
+    if not isinstance(run, Mapping):
+        raise RunDirError(f"{where} has a 'run' field that is a {type(run).__name__}, not the run's identity "
+                          f"(id, parent_id, parent_checkpoint). {fix}")
+    fields = {key: run.get(key) for key in RUN_KEYS}
+    for key, value in fields.items():
+        if value is not None and (not isinstance(value, str) or "${" in value or len(value) > 4096):
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise RunDirError(f"{where} has run.{key} = {shown}: a run's identity fields are plain strings (an "
+                              f"interpolation or a nested value would be evaluated as part of the new run's config). "
+                              f"{fix}")
+    return fields
 
 
 def identify_run(run_dir: RunDir, resume: Optional[Path],
@@ -516,7 +516,7 @@ def identify_run(run_dir: RunDir, resume: Optional[Path],
     into a directory that holds a run is refused (:class:`RunDirError`)."""
     if resume is None or checkpoint is None:
         return {"id": new_run_id(), "parent_id": None, "parent_checkpoint": None}
-    recorded, theirs = run_dir.recorded_run(), checkpoint_run(checkpoint).get("id")
+    recorded, theirs = run_dir.recorded_run(), checkpoint_run(checkpoint, resume).get("id")
     ours = recorded.get("id")
     if run_dir.holds_a_run():
         inside = resume.resolve().parent == run_dir.checkpoint_dir.resolve()
@@ -543,18 +543,14 @@ def with_run_fields(config: Any, fields: Mapping[str, Optional[str]]) -> Any:
 
 # ----------------------------------------------------------------------------- checkpoints
 def read_checkpoint(path: Path, fix: str) -> dict:
-    """The checkpoint in ``path`` (on the CPU); a missing, damaged or foreign file raises one
+    """The checkpoint in ``path`` (on the CPU), read as data: ``torch.load(weights_only=True)``
+    through :func:`gan_ignite.metrics.safe_files.load_torch_file`, so a file carrying code is refused
+    without running it. A missing, irregular, damaged, code-carrying or foreign file raises one
     :class:`RunDirError` naming it, followed by ``fix`` (what to do)."""
-    import torch
-
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise RunDirError(f"Checkpoint '{path}' does not exist. {fix}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for damaged or foreign files
-        raise RunDirError(f"Checkpoint '{path}' cannot be read ({_first_line(error)}): it is damaged or not a "
-                          f"gan_ignite checkpoint. {fix}") from None
+    checkpoint = _safe_files().load_torch_file(path, "Checkpoint", fix, RunDirError)
     if not isinstance(checkpoint, dict):
         raise RunDirError(f"'{path}' is not a gan_ignite checkpoint (it holds a {type(checkpoint).__name__}). {fix}")
     return checkpoint
@@ -622,8 +618,8 @@ def load_generator(config: Any, checkpoint_path: Path, device: Any, model: str =
     try:
         generator.load_state_dict(state[key])
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
-        raise RunDirError(f"Cannot load the {model} generator from '{checkpoint_path}': {_first_line(error)}. "
-                          f"{how}") from None
+        which = "generator" if model == "generator" else "EMA generator"
+        raise RunDirError(f"Cannot load the {which} from '{checkpoint_path}': {_first_line(error)}. {how}") from None
     return prepare_for_scoring(generator.to(device), config, model, device), state.get("trainer", {})
 
 

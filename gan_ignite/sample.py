@@ -32,12 +32,13 @@ typical but less varied. FID measures fidelity and diversity together, so it usu
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import math
 import re
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -51,7 +52,8 @@ from gan_ignite.launch import input_error_exit, interrupted_exit
 from gan_ignite.metrics._base import resolve_device
 from gan_ignite.metrics.images import find_image_files
 from gan_ignite.metrics.preprocess import to_uint8
-from gan_ignite.run_dir import load_generator, load_run_config
+from gan_ignite.metrics.safe_files import write_in_place
+from gan_ignite.run_dir import atomic_write, load_generator, load_run_config
 
 GIF_MIN_SIZE = 128  # GIF frames are enlarged to at least this many pixels
 GIF_FRAME_MS = 80
@@ -143,14 +145,16 @@ def write_folder(batches: Iterable[torch.Tensor], folder: Path) -> int:
     count = 0
     for batch in batches:
         for image in batch:
-            to_pil(image).save(folder / sample_name(count))
+            write_in_place(folder / sample_name(count), functools.partial(to_pil(image).save, format="PNG"))
             count += 1
     return count
 
 
 def write_grid(images: torch.Tensor, path: Path) -> None:
     # k / 255 goes back to exactly k in save_image: the grid holds the folder's pixel values
-    save_image(images.float() / 255, path, nrow=math.ceil(math.sqrt(len(images))), padding=2)
+    grid = images.float() / 255
+    atomic_write(path, lambda handle: save_image(grid, handle, format="png", nrow=math.ceil(math.sqrt(len(images))),
+                                                 padding=2))
 
 
 def write_gif(images: torch.Tensor, path: Path) -> None:
@@ -159,7 +163,8 @@ def write_gif(images: torch.Tensor, path: Path) -> None:
     if scale > 1:
         frames = [frame.resize((frame.width * scale, frame.height * scale), Image.Resampling.NEAREST)
                   for frame in frames]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=GIF_FRAME_MS, loop=0)
+    atomic_write(path, lambda handle: frames[0].save(handle, format="GIF", save_all=True, append_images=frames[1:],
+                                                     duration=GIF_FRAME_MS, loop=0))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -232,10 +237,9 @@ def memory_needed(args: argparse.Namespace, config: DictConfig) -> int:
 
 
 # ----------------------------------------------------------------------------- command line
-def sample(args: argparse.Namespace, config: DictConfig, device: torch.device) -> list[str]:
-    """Write what was asked; the lines that say what was written."""
-    model = args.model or scored_model(config)
-    generator, trainer_state = load_generator(config, args.checkpoint, device, model)
+def sample(args: argparse.Namespace, config: DictConfig, device: torch.device, model: str, generator: Any,
+           trainer_state: dict) -> list[str]:
+    """Write what was asked with the loaded ``generator``; the lines that say what was written."""
     keys = sample_latents(args.num, config.model.latent_dim, args.seed, args.truncation)
     source = (f"{model} of iteration {trainer_state.get('iteration', '?')}, seed {args.seed}"
               + (f", truncation {args.truncation}" if args.truncation is not None else ""))
@@ -292,8 +296,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         require_memory(memory_needed(args, config), f"--num {args.num}" + (
             f" with --interpolate {args.interpolate}" if args.interpolate else ""),
             "Lower --num (a folder of samples can be written in parts with different --seed values).")
+        model = args.model or scored_model(config)
+        # the checkpoint is read (and refused if it must be) before any output folder is created
+        generator, trainer_state = load_generator(config, args.checkpoint, device, model)
         check_outputs(args)
-        for line in sample(args, config, device):
+        for line in sample(args, config, device, model, generator, trainer_state):
             print(line)
     except INPUT_ERRORS as error:
         return input_error_exit(error, args.debug)

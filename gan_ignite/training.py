@@ -191,8 +191,12 @@ def resume_training(training: Training, resume: Path) -> bool:
     for name, lr in (("optimizer_G", train_cfg.lr), ("optimizer_D", discriminator_lr(train_cfg))):
         for group in training.to_save[name].param_groups:  # the config, not the checkpoint, sets lr and betas
             group.update(lr=lr, betas=betas)
-    logger.info("Resumed from %s at epoch %d, iteration %d", resume, trainer.state.epoch, trainer.state.iteration)
     epoch_length = train_cfg.epoch_length or trainer.state.epoch_length or len(training.loader)
+    # the epoch from the iteration: ignite's state.epoch of a mid-epoch checkpoint counts the epoch
+    # that was running as if it were over
+    done, into = divmod(trainer.state.iteration, epoch_length)
+    logger.info("Resumed from %s at iteration %d: %d epoch(s) complete, continuing in epoch %d%s", resume,
+                trainer.state.iteration, done, done + 1, f" at its iteration {into + 1}" if into else "")
     if trainer.state.iteration >= train_cfg.max_epochs * epoch_length:
         # ignite would restart a finished engine from iteration 0 and duplicate the history
         logger.info("The run is already complete (train.max_epochs=%d); raise train.max_epochs to train on.",

@@ -23,6 +23,7 @@ import yaml
 from PIL import Image
 
 import gan_ignite.evaluation as evaluation_module
+import gan_ignite.metrics.safe_files as safe_files
 import gan_ignite.run_dir as run_dir_module
 from conftest import (PYTHON, ROOT, TRAIN_ONLY, assert_same_losses, cli_env, make_shape_images, start, stderr_of,
                       tiny_overrides, train_records, wait_for_iteration)
@@ -155,7 +156,7 @@ def full_disk_for(patch: pytest.MonkeyPatch, name: str, mode: str) -> None:
         handle = real_open(file, file_mode, *args, **kwargs)
         return FullDiskFile(handle) if name in Path(file).name and mode in file_mode else handle
 
-    patch.setattr(run_dir_module, "open", open_on_a_full_disk, raising=False)
+    patch.setattr(safe_files, "open", open_on_a_full_disk, raising=False)  # the one writer run_dir uses
 
 
 @pytest.mark.parametrize("name, mode", [("config.yaml", "wb"), ("history.jsonl", "a"), ("checkpoint_12.pt", "wb")])
@@ -416,8 +417,8 @@ def test_malformed_statistics_files_exit_2_naming_the_file_and_print_no_value(da
 
 
 def test_impossible_values_are_never_printed(statistics_file, tmp_path, capsys):
-    """A symmetric covariance with a healthy diagonal can still be no covariance at all: the
-    negative FID it gives is refused, not printed."""
+    """A symmetric covariance with a healthy diagonal can still be no covariance at all: the file
+    is refused when it is read (not positive semi-definite), and no negative FID is printed."""
     with np.load(statistics_file) as data:
         arrays = {key: data[key] for key in ("mu", "sigma")}
     size = len(arrays["mu"])
@@ -425,7 +426,7 @@ def test_impossible_values_are_never_printed(statistics_file, tmp_path, capsys):
     np.savez(tmp_path / "indefinite.npz", **arrays)
     assert metrics_main([str(tmp_path / "indefinite.npz"), str(statistics_file), "--metrics", "fid"]) == 2
     captured = capsys.readouterr()
-    assert "impossible values (fid = " in captured.err and "FID:" not in captured.out
+    assert "not positive semi-definite" in captured.err and "FID:" not in captured.out
 
 
 # ----------------------------------------------------------------------------- failed starts

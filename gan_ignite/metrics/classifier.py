@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_ignite.metrics.features import FeatureNetworkError, read_network_file
+from gan_ignite.metrics.safe_files import atomic_write
 
 __all__ = ["ClassifierFeatures", "DomainClassifier", "load_classifier", "load_classifier_features",
            "prepare_for_classifier", "save_classifier"]
@@ -120,11 +121,8 @@ class ClassifierFeatures:
 def save_classifier(path: str | os.PathLike, network: DomainClassifier, **metadata: Any) -> Path:
     """Write ``network`` with ``metadata`` (classes, dataset, test_accuracy, ...) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save({"format": FORMAT, "arguments": network.arguments, "state_dict": network.state_dict(), **metadata},
-               temporary)
-    os.replace(temporary, path)
+    content = {"format": FORMAT, "arguments": network.arguments, "state_dict": network.state_dict(), **metadata}
+    atomic_write(path, lambda handle: torch.save(content, handle))
     return path
 
 
@@ -134,13 +132,50 @@ def load_classifier(path: str | os.PathLike) -> tuple[DomainClassifier, dict[str
     path = Path(path).expanduser()
     how = ("train one with python -m gan_ignite.train_classifier --config FILE, then pass "
            "eval.feature_network=classifier:/path/to/it.pt (or --feature-network for the folder CLI)")
-    content = read_network_file(path, "Classifier file", how, weights_only=False)
+    content = read_network_file(path, "Classifier file", how)
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise FeatureNetworkError(f"'{path}' is not a gan_ignite classifier file; {how}.")
-    network = DomainClassifier(**content["arguments"]).to(memory_format=torch.channels_last)
-    network.load_state_dict(content["state_dict"])
+    network = DomainClassifier(**_checked_arguments(content.get("arguments"), path, how))
+    state = content.get("state_dict")
+    try:
+        if not isinstance(state, dict):
+            raise TypeError(f"its state_dict is a {type(state).__name__}, not a dict of tensors")
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:
+        detail = " ".join(str(error).split())[:400]
+        raise FeatureNetworkError(f"Classifier file '{path}' does not fit the classifier its arguments describe "
+                                  f"({detail}); {how}.") from None
+    network = network.to(memory_format=torch.channels_last)
     metadata = {key: value for key, value in content.items() if key not in ("state_dict", "arguments", "format")}
     return network.eval(), metadata
+
+
+# each argument of DomainClassifier: (smallest, largest) value a real classifier has; larger would
+# only allocate a huge network from a forged file
+ARGUMENT_RANGES = {"channels": (1, 3), "num_classes": (1, 100_000), "width": (1, 4096), "feature_dim": (1, 65_536),
+                   "input_size": (4, 1024)}
+
+
+def _checked_arguments(arguments: Any, path: Path, how: str) -> dict[str, int]:
+    """The classifier file's ``arguments``: a dict of integers in :data:`ARGUMENT_RANGES`."""
+    problem = None
+    if not isinstance(arguments, dict) or set(arguments) != set(ARGUMENT_RANGES):
+        problem = f"its arguments are {type(arguments).__name__} {_short(arguments)}, not {sorted(ARGUMENT_RANGES)}"
+    else:
+        for name, (low, high) in ARGUMENT_RANGES.items():
+            value = arguments[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high or \
+                    (name == "channels" and value == 2) or (name == "input_size" and value % 4):
+                problem = f"its argument {name} = {_short(value)} is not a valid value (an integer in [{low}, {high}])"
+                break
+    if problem:
+        raise FeatureNetworkError(f"Classifier file '{path}' cannot be used: {problem}; {how}.")
+    return dict(arguments)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_classifier_features(path: str | os.PathLike, device: str | torch.device = "cpu") -> ClassifierFeatures:

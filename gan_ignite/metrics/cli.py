@@ -17,11 +17,9 @@ import logging
 import os
 import sys
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gan_ignite.metrics._base import resolve_device
@@ -33,6 +31,7 @@ from gan_ignite.metrics.fd_infinity import DEFAULT_MIN_FRACTION, DEFAULT_POINTS
 from gan_ignite.metrics.inception_score import DEFAULT_SEED
 from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, LEGACY_RESIZE, PROTOCOLS, protocol_for_resize
 from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.metrics.safe_files import atomic_write, refuse_same_file, require_writable_target
 
 # without --metrics: the four the field reports; the O(n^2) ones (cmmd, authpct) cost minutes at 50k
 DEFAULT_METRICS = ("fid", "is", "kid", "prdc")
@@ -127,20 +126,27 @@ def _check_options(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     _check_options(args)
     paths = _check_paths(args)
-    args.protocol = _protocol(args, paths)
+    _check_outputs(args, paths)
+    # every statistics file is read and validated completely before any work
+    files = {path: RealStatistics.load(path) for path in paths if not Path(path).is_dir()}
+    args.protocol = _protocol(args, paths, files)
     requested = _parse_metrics(args.metrics)
     device = resolve_device(args.device)
     network = _network_if_needed(paths, args, device)
-    set_a = _load_set(paths[0], network, args)
+    set_a = _load_set(paths[0], network, args, files)
+    if len(paths) == 2:
+        set_b = _load_set(paths[1], network, args, files)
+        _check_precisions(set_a, set_b)
+        options = _options(args, set_a, set_b)
+        names = _usable_metrics(requested, set_a, set_b, options)
     if args.save_stats:
-        set_a.stats.save(args.save_stats)
+        try:
+            set_a.stats.save(args.save_stats)
+        except OSError as error:
+            raise CliError(f"Could not write --save-stats '{args.save_stats}' ({error.strerror or error}).") from None
         print(f"Saved statistics of {set_a.stats.num} images of {paths[0]} to {args.save_stats}")
     if len(paths) == 1:
         return 0
-    set_b = _load_set(paths[1], network, args)
-    _check_precisions(set_a, set_b)
-    options = _options(args, set_a, set_b)
-    names = _usable_metrics(requested, set_a, set_b, options)
     _warn_if_few_samples(set_a.stats.num, set_b.stats.num, set_a.stats.mu.shape[0])
     results = {**compute_from_sets(names, set_a.stats, set_b.stats, set_b.logits, options),
                "num_a": set_a.stats.num, "num_b": set_b.stats.num}
@@ -161,7 +167,17 @@ def _check_paths(args: argparse.Namespace) -> list[str]:
     return paths
 
 
-def _protocol(args: argparse.Namespace, paths: list[str]) -> str:
+def _check_outputs(args: argparse.Namespace, paths: list[str]) -> None:
+    """--save-stats and --json, before any work: neither may be an input (or the other output), and
+    each must be writable (not a directory, a parent that is a folder, permission)."""
+    outputs = {"--save-stats": args.save_stats, "--json": args.json}
+    refuse_same_file(outputs, dict(zip(("PATH_A", "PATH_B"), paths)), CliError)
+    for label, path in outputs.items():
+        if path:
+            require_writable_target(path, label, CliError)
+
+
+def _protocol(args: argparse.Namespace, paths: list[str], files: dict[str, RealStatistics]) -> str:
     """``--protocol``; else the one the .npz inputs record, else the default. Statistics files that
     record none (TTUR's, pytorch-fid's, clean-fid's) need it given when a folder is scored against
     them; an old ``--resize`` maps onto the protocol it computed."""
@@ -174,7 +190,7 @@ def _protocol(args: argparse.Namespace, paths: list[str]) -> str:
         if args.protocol not in (None, chosen):
             raise CliError(f"--resize {args.resize} (= --protocol {chosen}) contradicts --protocol {args.protocol}; "
                            "drop --resize.")
-    recorded = {path: _recorded_protocol(path) for path in paths if path.endswith(".npz") and Path(path).is_file()}
+    recorded = {path: stats.recorded("protocol") for path, stats in files.items()}
     folders = any(Path(path).is_dir() for path in paths)
     for path, protocol in recorded.items():
         if protocol is None and chosen is None and folders:
@@ -189,19 +205,9 @@ def _protocol(args: argparse.Namespace, paths: list[str]) -> str:
     return chosen or DEFAULT_PROTOCOL
 
 
-def _recorded_protocol(path: str) -> str | None:
-    """The protocol our .npz files record in ``meta`` (read alone: npz members load lazily); None if
-    there is none, or if the file cannot be read (loading it later says why)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return json.loads(str(data["meta"])).get("protocol") if "meta" in data.files else None
-    except (OSError, ValueError, EOFError, AttributeError, KeyError, zipfile.BadZipFile):
-        return None
-
-
 def _check_precisions(set_a: ImageSet, set_b: ImageSet) -> None:
     """Two sets computed at different precisions (fp32 / tf32) are not compared: TF32 moves the features."""
-    recorded = {s.path: s.stats.meta.get("inception_precision") for s in (set_a, set_b)}
+    recorded = {s.path: s.stats.recorded("inception_precision") for s in (set_a, set_b)}
     if len({value for value in recorded.values() if value is not None}) > 1:
         raise CliError(f"The two sets were computed at different precisions ({', '.join(f'{path}: {value}' for path, value in recorded.items())}): "
                        "TF32 moves the Inception features by ~1e-3, so their FID would mix the two. Recompute one "
@@ -230,9 +236,10 @@ def _network_if_needed(paths: list[str], args: argparse.Namespace, device: torch
     return network
 
 
-def _load_set(path: str, network: FeatureNetwork | None, args: argparse.Namespace) -> ImageSet:
-    if not Path(path).is_dir():
-        return ImageSet(path, RealStatistics.load(path), None)
+def _load_set(path: str, network: FeatureNetwork | None, args: argparse.Namespace,
+              files: dict[str, RealStatistics]) -> ImageSet:
+    if path in files:
+        return ImageSet(path, files[path], None)
     features, logits = folder_features(path, network, args.batch_size, args.num_workers)
     if features.shape[0] < 2:
         raise CliError(f"Folder '{path}' has {features.shape[0]} image; at least 2 are needed.")
@@ -253,7 +260,7 @@ def _options(args: argparse.Namespace, set_a: ImageSet, set_b: ImageSet) -> Metr
 
 
 def _recorded_network(stats: RealStatistics) -> str | None:
-    return stats.meta.get("feature_network") or stats.meta.get("key_parts", {}).get("feature_network")
+    return stats.recorded("feature_network")
 
 
 def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet,
@@ -263,9 +270,14 @@ def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSe
     missing = {name: reason for name, reason in missing.items() if reason}
     if missing and requested is not None:
         raise CliError("Cannot compute " + "; ".join(f"{name}: {reason}" for name, reason in missing.items()) + ".")
+    usable = [name for name in names if name not in missing]
+    if not usable:
+        raise CliError("None of the metrics can be computed from these inputs: " + "; ".join(
+            f"{name}: {reason}" for name, reason in missing.items()) + ". Give image folders, or statistics files "
+            "that hold what the metrics need; nothing was written.")
     for name, reason in missing.items():
         print(f"note: skipping {name}: {reason}", file=sys.stderr)
-    return [name for name in names if name not in missing]
+    return usable
 
 
 def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet, options: MetricOptions) -> str:
@@ -325,11 +337,12 @@ def _report(results: dict[str, float], names: list[str], space: str, json_path: 
                 std = f" ± {_format(results[key + '_std'])}" if key + "_std" in results else ""
                 print(f"{label.format(space=space)}: {_format(results[key])}{std}")
     if json_path:
-        path = Path(json_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(results, indent=2) + "\n")
-        os.replace(temporary, path)
+        text = json.dumps(results, indent=2) + "\n"
+        try:
+            atomic_write(Path(json_path), lambda handle: handle.write(text.encode("utf-8")))
+        except OSError as error:
+            raise CliError(f"Could not write --json '{json_path}' ({error.strerror or error}); the results are printed "
+                           "above.") from None
 
 
 def _format(value: float) -> str:

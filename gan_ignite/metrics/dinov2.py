@@ -98,7 +98,7 @@ def load_dinov2_features(path: str | os.PathLike, device: str | torch.device = "
     network = _timm_dinov2(architecture)
     try:
         network.load_state_dict(_to_timm(state), strict=True)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:  # wrong shapes, keys or types
         raise FeatureNetworkError(f"'{path}' does not fit DINOv2 {name} ({str(error).splitlines()[0]}): use Meta's "
                                   f"dinov2_vit{{s,b,l,g}}14_pretrain.pth unchanged.") from None
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
@@ -111,6 +111,10 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     state = read_network_file(path, "DINOv2 checkpoint", how)
     if not isinstance(state, dict) or "cls_token" not in state or "pos_embed" not in state:
         raise FeatureNetworkError(f"'{path}' is not a DINOv2 checkpoint (no cls_token / pos_embed); {how}.")
+    wrong = [str(key) for key, value in state.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
+    if wrong or state["cls_token"].dim() < 1 or state["pos_embed"].dim() != 3:
+        detail = f"entries that are not tensors: {', '.join(wrong[:5])}" if wrong else "cls_token / pos_embed shapes"
+        raise FeatureNetworkError(f"'{path}' is not a DINOv2 checkpoint (wrong field types: {detail}); {how}.")
     return state
 
 

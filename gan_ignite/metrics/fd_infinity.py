@@ -13,6 +13,7 @@ from ``np.random.RandomState(seed)``, so the value is reproducible.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,8 @@ def fd_infinity_sizes(num_samples: int, points: int = DEFAULT_POINTS,
 
 def min_samples_for_fit(points: int, min_fraction: float) -> int:
     """The fewest samples with a smallest subset of 2 and ``points`` different sizes."""
-    return max(points, int(np.ceil(2 / min_fraction)) + 1)
+    smallest_total = 2 / min_fraction  # inf for a subnormal fraction such as 1e-320: no count is enough
+    return max(points, int(np.ceil(smallest_total)) + 1 if np.isfinite(smallest_total) else sys.maxsize)
 
 
 class FDInfinity:

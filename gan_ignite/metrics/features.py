@@ -33,6 +33,7 @@ import torch
 
 from gan_ignite.metrics.inception import (NUM_CLASSES, NUM_FEATURES, effective_precision, load_fid_inception,
                                           weights_tag)
+from gan_ignite.metrics.safe_files import load_torch_file
 from gan_ignite.metrics.preprocess import (DEFAULT_PROTOCOL, PROTOCOLS, finish_for_inception, prepare_for_inception,
                                            stage_one_for_inception, to_device, to_uint8)
 
@@ -44,15 +45,12 @@ class FeatureNetworkError(ValueError):
     """A feature network that is unknown, or whose file cannot be used."""
 
 
-def read_network_file(path: Path, label: str, how: str, weights_only: bool = True) -> Any:
-    """``torch.load`` of a feature network's file on the CPU; a missing or unreadable file raises
-    :class:`FeatureNetworkError` naming it (``label`` 'path') and saying ``how`` to get a good one."""
-    if not path.is_file():
-        raise FeatureNetworkError(f"{label} '{path}' does not exist; {how}.")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise FeatureNetworkError(f"{label} '{path}' cannot be read ({type(error).__name__}); {how}.") from None
+def read_network_file(path: Path, label: str, how: str) -> Any:
+    """A feature network's file read as data on the CPU (``torch.load(weights_only=True)`` through
+    :func:`gan_ignite.metrics.safe_files.load_torch_file`: a file carrying code is refused without
+    running it); a missing, irregular or unreadable file raises :class:`FeatureNetworkError` naming
+    it (``label`` 'path') and saying ``how`` to get a good one."""
+    return load_torch_file(path, label, f"To get a good one: {how}.", FeatureNetworkError)
 
 
 class FeatureNetwork(Protocol):

@@ -7,6 +7,7 @@ statistics) share, so both read the same files and convert them the same way. It
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 __all__ = ["IMG_EXTENSIONS", "UNREADABLE_IMAGE_ERRORS", "ConvertMode", "find_image_files", "load_image_rgb",
            "wide_to_l"]
+
+logger = logging.getLogger(__name__)
+# image formats that are not read (animations, vector and newer formats): named in a warning, never silently skipped
+NOT_READ_EXTENSIONS = (".gif", ".apng", ".svg", ".heic", ".heif", ".avif", ".jxl")
 
 # what PIL raises for a file it cannot (or will not: a decompression bomb) decode
 UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
@@ -29,7 +34,7 @@ def find_image_files(root: str | os.PathLike) -> list[Path]:
     to one folder) cannot multiply the files; sub-folders are visited in name order, so the path a
     file is listed under does not depend on the file system's order."""
     extensions = tuple(IMG_EXTENSIONS)
-    files, visited = [], set()
+    files, skipped, visited = [], [], set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
         try:
             status = os.stat(folder)
@@ -42,6 +47,12 @@ def find_image_files(root: str | os.PathLike) -> list[Path]:
         visited.add((status.st_dev, status.st_ino))
         subfolders.sort()
         files.extend(Path(folder) / name for name in names if name.lower().endswith(extensions))
+        skipped.extend(Path(folder) / name for name in names if name.lower().endswith(NOT_READ_EXTENSIONS))
+    if skipped:
+        kinds = sorted({path.suffix.lower() for path in skipped})
+        logger.warning("%d file(s) under '%s' are not read: %s is not among the image formats read (%s), e.g. '%s'. "
+                       "Convert them to PNG to include them.", len(skipped), root, "/".join(kinds),
+                       ", ".join(IMG_EXTENSIONS), skipped[0])
     return sorted(files)
 
 

@@ -38,6 +38,8 @@ from pytorch_fid.inception import (
 from torch import nn
 from torchvision.models.inception import BasicConv2d, Inception3
 
+from gan_ignite.metrics.safe_files import load_torch_file, require_regular_file
+
 __all__ = [
     "FID_WEIGHTS_URL",
     "FIDInception",
@@ -209,6 +211,8 @@ def _is_random(weights: str | os.PathLike | None) -> bool:
 
 
 def _sha256(path: Path) -> str:
+    if path.exists():  # a FIFO would block the read below
+        require_regular_file(path, "Inception weights file", EXPECTED_FILES, InceptionWeightsError)
     try:
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
@@ -238,17 +242,11 @@ def _read_weights(model: FIDInception, weights: str | os.PathLike | None) -> dic
     if not weights:
         return _download_state_dict()
     path = Path(weights).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise InceptionWeightsError(_missing_file_message(path, FileNotFoundError("no such file")))
     if is_torchscript(path):
         return {"__path__": str(path), **_state_from_torchscript(model, path)}
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for corrupt or foreign files
-        raise InceptionWeightsError(
-            f"Could not read Inception weights from '{path}' ({type(error).__name__}: {_first_line(error)}). "
-            f"{EXPECTED_FILES}"
-        ) from None
+    state = load_torch_file(path, "Inception weights file", EXPECTED_FILES, InceptionWeightsError)
     if not isinstance(state, dict):
         raise InceptionWeightsError(
             f"Inception weights file '{path}' holds a {type(state).__name__}, not a state dict. {EXPECTED_FILES}"
@@ -258,10 +256,15 @@ def _read_weights(model: FIDInception, weights: str | os.PathLike | None) -> dic
 
 def is_torchscript(path: Path) -> bool:
     """A TorchScript archive holds its module's code (``<name>/code/...``); a ``torch.save`` file does not."""
+    require_regular_file(path, "Inception weights file", EXPECTED_FILES, InceptionWeightsError)
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+        raise InceptionWeightsError(f"Inception weights file '{path}' is a damaged zip archive "
+                                    f"({_first_line(error)}). {EXPECTED_FILES}") from None
 
 
 def _state_from_torchscript(model: FIDInception, path: Path) -> dict:
@@ -331,7 +334,7 @@ def _load_state(model: FIDInception, state: dict) -> None:
     path = state.pop("__path__")
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:  # wrong shapes, keys or types
         detail = " ".join(str(error).split())[:600]
         raise InceptionWeightsError(
             f"Inception weights file '{path}' does not fit the FID Inception v3 (1008 classes, no "

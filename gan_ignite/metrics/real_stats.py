@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_ra
 from gan_ignite.metrics.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
 from gan_ignite.metrics.fid import mean_and_covariance
 from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL
+from gan_ignite.metrics.safe_files import atomic_write, check_npz
 
 __all__ = [
     "RealStatistics",
@@ -60,74 +60,178 @@ class RealStatistics:
         return cls(features.numpy(), mu.numpy(), sigma.numpy(), int(features.shape[0]), dict(meta or {}))
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (temp file in the same folder, then ``os.replace``)."""
+        """Write atomically (:func:`gan_ignite.metrics.safe_files.atomic_write`: a temporary file in the
+        same folder renamed over ``path``; a symbolic link there is replaced, never written through)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {"mu": self.mu, "sigma": self.sigma, "num": np.int64(self.num),
                   "meta": np.array(json.dumps(self.meta, sort_keys=True, default=str))}
         if self.features is not None:
             arrays["features"] = self.features
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **arrays)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda stream: np.savez(stream, **arrays))
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RealStatistics:
-        """Read our ``.npz`` or pytorch-fid's (``mu`` and ``sigma`` only)."""
+        """Read our ``.npz`` or pytorch-fid's (``mu`` and ``sigma`` only), validated completely before
+        it is used (:func:`check_npz`: a regular file with sane headers; then shapes, types, counts,
+        metadata and :func:`check_statistics`). Every command reads reference statistics here."""
         path = Path(path)
+        if not path.exists():
+            raise RealStatisticsError(f"Cannot read statistics file '{path}': it does not exist. {NPZ_FORMAT}")
+        check_npz(path, "Statistics file", NPZ_FORMAT, RealStatisticsError)
         try:
             with np.load(path, allow_pickle=False) as data:
                 return cls._from_npz(data, path)
         except RealStatisticsError:
             raise
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:  # e.g. a file cut short
-            raise RealStatisticsError(
-                f"Cannot read statistics file '{path}' ({type(error).__name__}: {error}). Expected an .npz "
-                "with arrays 'mu' [D] and 'sigma' [D, D] (pytorch-fid format), optionally 'features' [N, D]."
-            ) from None
+        except (OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile) as error:  # e.g. cut short
+            raise RealStatisticsError(f"Cannot read statistics file '{path}' ({type(error).__name__}: "
+                                      f"{_first_line(error)}). {NPZ_FORMAT}") from None
 
     @classmethod
     def _from_npz(cls, data: Any, path: Path) -> RealStatistics:
         missing = [key for key in ("mu", "sigma") if key not in data.files]
         if missing:
-            raise RealStatisticsError(f"Statistics file '{path}' lacks {missing}; it has {data.files}. Expected "
-                                      "pytorch-fid's format: arrays 'mu' [D] and 'sigma' [D, D].")
-        mu, sigma = data["mu"].astype(np.float64), data["sigma"].astype(np.float64)
-        if mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+            raise RealStatisticsError(f"Statistics file '{path}' lacks {missing}; it has {data.files}. {NPZ_FORMAT}")
+        arrays = {key: data[key] for key in ("mu", "sigma", "features", "num", "meta") if key in data.files}
+        for key in ("mu", "sigma", "features"):
+            if key in arrays and arrays[key].dtype.kind not in "fiu":
+                raise RealStatisticsError(f"Statistics file '{path}' stores '{key}' as {arrays[key].dtype}, not "
+                                          f"numbers. {NPZ_FORMAT}")
+        mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
+        if mu.ndim != 1 or mu.size == 0 or sigma.shape != (mu.size, mu.size):
             raise RealStatisticsError(f"Statistics file '{path}' has mu {mu.shape} and sigma {sigma.shape}; "
-                                      "expected mu [D] and sigma [D, D].")
-        features = data["features"].astype(np.float32) if "features" in data.files else None
-        num = int(data["num"]) if "num" in data.files else (len(features) if features is not None else 0)
-        meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+                                      f"expected mu [D] and sigma [D, D] with D >= 1. {NPZ_FORMAT}")
+        features = arrays["features"].astype(np.float32) if "features" in arrays else None
+        num = _count(arrays.get("num"), features, path)
+        meta = _metadata(arrays.get("meta"), path)
         check_statistics(mu, sigma, features, path)
         return cls(features, mu, sigma, num, meta)
+
+    def recorded(self, key: str) -> Any:
+        """What the file records about how it was computed (``protocol``, ``feature_network``,
+        ``inception_precision``, ...): its own ``meta`` first, then a cache file's ``key_parts``,
+        then what the network's tag says (``inception-<weights>-<protocol>[-tf32]``); None when unknown."""
+        value = self.meta.get(key)
+        if value is None and isinstance(self.meta.get("key_parts"), dict):
+            value = self.meta["key_parts"].get(key)
+        tag = self.meta.get("feature_network") or (self.meta.get("key_parts") or {}).get("feature_network")
+        if value is None and isinstance(tag, str) and tag.startswith("inception-"):
+            parts = tag.split("-")
+            tf32 = parts[-1] == "tf32"
+            if key == "inception_precision":
+                value = "tf32" if tf32 else "fp32"
+            elif key == "protocol":
+                value = _protocol_from_tag(tag[len("inception-"):].removesuffix("-tf32") if tf32
+                                           else tag[len("inception-"):])
+        return value
+
+
+NPZ_FORMAT = ("Expected an .npz of numeric arrays 'mu' [D] and 'sigma' [D, D] (pytorch-fid's format), optionally "
+              "'features' [N, D] (N >= 2), 'num' (an integer) and 'meta' (a JSON object); recompute it with python -m "
+              "gan_ignite.metrics FOLDER --save-stats OUT.npz.")
+MIN_REFERENCE_IMAGES = 2
+
+
+def _protocol_from_tag(rest: str) -> str | None:
+    """The protocol at the end of ``<weights>-<protocol>`` (protocol names may hold dashes)."""
+    from gan_ignite.metrics.preprocess import PROTOCOLS
+
+    return next((name for name in sorted(PROTOCOLS, key=len, reverse=True) if rest.endswith("-" + name)), None)
+
+
+def _count(num: np.ndarray | None, features: np.ndarray | None, path: Path) -> int:
+    """``num``: a non-negative integer scalar, equal to the rows of ``features`` when both are there."""
+    if num is None:
+        return len(features) if features is not None and features.ndim == 2 else 0
+    if num.shape != () or num.dtype.kind not in "iu" or int(num) < 0:
+        raise RealStatisticsError(f"Statistics file '{path}' has num = {_short(num)} ({num.dtype}, shape "
+                                  f"{num.shape}), not a non-negative integer. {NPZ_FORMAT}")
+    if features is not None and features.ndim == 2 and int(num) != features.shape[0]:
+        raise RealStatisticsError(f"Statistics file '{path}' says num = {int(num)} images but holds features of "
+                                  f"{features.shape[0]}. {NPZ_FORMAT}")
+    return int(num)
+
+
+def _metadata(meta: np.ndarray | None, path: Path) -> dict[str, Any]:
+    """``meta``: a JSON object whose recorded settings are strings (or null)."""
+    if meta is None:
+        return {}
+    if meta.shape != () or meta.dtype.kind != "U":
+        raise RealStatisticsError(f"Statistics file '{path}' has meta of type {meta.dtype} and shape {meta.shape}, "
+                                  f"not a JSON text. {NPZ_FORMAT}")
+    try:
+        value = json.loads(str(meta))
+    except ValueError as error:
+        raise RealStatisticsError(f"Statistics file '{path}' has meta that is not JSON ({error}). {NPZ_FORMAT}") from None
+    if not isinstance(value, dict):
+        raise RealStatisticsError(f"Statistics file '{path}' has meta = {_short(value)}, a {type(value).__name__}, "
+                                  f"not a JSON object. {NPZ_FORMAT}")
+    key_parts = value.get("key_parts")
+    if key_parts is not None and not isinstance(key_parts, dict):
+        raise RealStatisticsError(f"Statistics file '{path}' has meta.key_parts = {_short(key_parts)}, not a JSON "
+                                  f"object. {NPZ_FORMAT}")
+    for source in (value, key_parts or {}):
+        for key in ("protocol", "feature_network", "inception_precision", "inception_weights"):
+            if source.get(key) is not None and not isinstance(source.get(key), str):
+                raise RealStatisticsError(f"Statistics file '{path}' records {key} = {_short(source[key])}, not a "
+                                          f"string. {NPZ_FORMAT}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+# relative tolerance of the covariance checks: float32 features give round-off far below it
+SYMMETRY_TOLERANCE, PSD_TOLERANCE = 1e-6, 1e-6
 
 
 def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | None, path: Path) -> None:
     """Statistics that can only give meaningless metrics are refused, naming the file: shapes,
-    finite values, a symmetric covariance with a non-negative diagonal."""
+    counts (at least 2 images' features when there are features), finite values, and a symmetric,
+    positive semi-definite covariance within round-off (a covariance with a negative eigenvalue can
+    give a negative FID)."""
     problems = []
     if features is not None and (features.ndim != 2 or features.shape[1] != mu.size):
         problems.append(f"features has shape {features.shape}, expected [N, {mu.size}]")
+    elif features is not None and features.shape[0] < MIN_REFERENCE_IMAGES:
+        problems.append(f"features holds {features.shape[0]} images, fewer than {MIN_REFERENCE_IMAGES}")
     for name, array in (("mu", mu), ("sigma", sigma), ("features", features)):
         if array is not None and not np.isfinite(array).all():
             problems.append(f"{name} holds NaN or infinite values")
     if np.isfinite(sigma).all():
         scale = max(float(np.abs(sigma).max(initial=0.0)), np.finfo(np.float64).tiny)
-        if float(np.abs(sigma - sigma.T).max(initial=0.0)) > 1e-6 * scale:
+        if float(np.abs(sigma - sigma.T).max(initial=0.0)) > SYMMETRY_TOLERANCE * scale:
             problems.append("sigma is not symmetric")
-        if (np.diag(sigma) < 0).any():
+        elif (np.diag(sigma) < 0).any():
             problems.append("sigma has negative variances on its diagonal")
+        else:
+            lowest = _lowest_eigenvalue_below(sigma, -PSD_TOLERANCE * scale)
+            if lowest is not None:
+                problems.append(f"sigma is not positive semi-definite (an eigenvalue of {lowest:.3g}, a covariance "
+                                f"has none below 0): FIDs against it could be negative")
     if problems:
         raise RealStatisticsError(f"Statistics file '{path}' cannot be used: {'; '.join(problems)}. It is damaged or "
                                   "was not written as feature statistics; recompute it (python -m gan_ignite.metrics "
                                   "FOLDER --save-stats OUT.npz).")
+
+
+def _lowest_eigenvalue_below(sigma: np.ndarray, bound: float) -> float | None:
+    """None when every eigenvalue of the symmetric ``sigma`` is at least ``bound`` (< 0), else the
+    lowest. A Cholesky factorisation of ``sigma - bound * I`` decides (~0.1 s at 2048 x 2048 on a
+    CPU, against ~3 s for the eigenvalues, computed only when it fails)."""
+    matrix = torch.from_numpy(np.ascontiguousarray(sigma, dtype=np.float64))
+    shifted = matrix - bound * torch.eye(matrix.shape[0], dtype=matrix.dtype)
+    if int(torch.linalg.cholesky_ex(shifted).info) == 0:
+        return None
+    return float(torch.linalg.eigvalsh(matrix)[0])
 
 
 def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | torch.nn.Module,
