@@ -21,10 +21,10 @@ from gan_ignite import cluster
 from gan_ignite.augment import AUGMENTS
 from gan_ignite.errors import ConfigError
 from gan_ignite.losses import LOSSES
-from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricOptions, feature_space, min_samples
-from gan_ignite.metrics.features import FEATURE_NETWORKS
-from gan_ignite.metrics.inception import PRECISIONS
-from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, PROTOCOLS, protocol_for_resize
+from gan_ignite.metrics.scores.factory import METRIC_NAMES, METRICS, MetricOptions, feature_space, min_samples
+from gan_ignite.metrics.networks.features import FEATURE_NETWORKS
+from gan_ignite.metrics.networks.inception import PRECISIONS
+from gan_ignite.metrics.networks.preprocess import DEFAULT_PROTOCOL, PROTOCOLS, protocol_for_resize
 
 DATASETS = ("imagefolder", "celeba", "cifar10", "mnist", "fashion_mnist")
 SCORED_MODELS = ("generator", "ema")

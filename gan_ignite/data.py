@@ -23,9 +23,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gan_ignite.errors import DataError, on_every_rank
-from gan_ignite.metrics.images import IMG_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, ConvertMode, find_image_files
-from gan_ignite.metrics.preprocess import to_uint8
-from gan_ignite.metrics.real_stats import cache_key
+from gan_ignite.metrics.networks.images import IMG_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, ConvertMode, find_image_files
+from gan_ignite.metrics.networks.preprocess import to_uint8
+from gan_ignite.metrics.scores.real_stats import cache_key
 from gan_ignite.metrics.safe_files import atomic_write, create_temporary
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from gan_ignite.augment import AdaAugment, AdaController, build_augment
 from gan_ignite.ema import attach_ema, create_ema
 from gan_ignite.losses import get_loss
-from gan_ignite.metrics.features import FeatureNetwork, Prefetch, prepare_images
+from gan_ignite.metrics.networks.features import FeatureNetwork, Prefetch, prepare_images
 from gan_ignite.metrics.timing import PartTimer
 
 LOSS_KEYS = ("Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2")

@@ -85,9 +85,9 @@ class RunStopped(Exception):
 @functools.cache
 def _input_errors() -> tuple[type[Exception], ...]:
     from gan_ignite.metrics._base import DeviceError
-    from gan_ignite.metrics.features import FeatureNetworkError
-    from gan_ignite.metrics.inception import InceptionWeightsError
-    from gan_ignite.metrics.real_stats import RealStatisticsError
+    from gan_ignite.metrics.networks.files import FeatureNetworkError
+    from gan_ignite.metrics.networks.inception import InceptionWeightsError
+    from gan_ignite.metrics.scores.real_stats import RealStatisticsError
 
     return UserError, InceptionWeightsError, RealStatisticsError, FeatureNetworkError, DeviceError
 

@@ -31,9 +31,9 @@ from gan_ignite.errors import INPUT_ERRORS, ConfigError, RunStopped
 from gan_ignite.evaluation import setup_evaluation, warn_if_random
 from gan_ignite.launch import input_error_exit, interrupted_exit, launch
 from gan_ignite.metrics._base import resolve_device
-from gan_ignite.metrics.inception import PRECISIONS
+from gan_ignite.metrics.networks.inception import PRECISIONS
 from gan_ignite.metrics.timing import describe_seconds
-from gan_ignite.metrics.preprocess import LEGACY_RESIZE, PROTOCOLS
+from gan_ignite.metrics.networks.preprocess import LEGACY_RESIZE, PROTOCOLS
 from gan_ignite.run_dir import RunDir, append_lines, history_record, load_generator, load_run_config
 
 logger = logging.getLogger("gan_ignite")

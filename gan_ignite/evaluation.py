@@ -36,11 +36,11 @@ from gan_ignite.config import metric_options, scored_model
 from gan_ignite.ema import recalibrate_batchnorm
 from gan_ignite.engines import create_evaluator, generated_batches
 from gan_ignite.errors import ConfigError, UserError, on_every_rank, require_memory
-from gan_ignite.metrics.factory import METRICS, build_metrics, check_network_supports, min_samples
-from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
-from gan_ignite.metrics.inception import effective_precision, weights_tag
-from gan_ignite.metrics.preprocess import to_device
-from gan_ignite.metrics.real_stats import RealStatistics, cached_real_statistics, compute_real_statistics
+from gan_ignite.metrics.scores.factory import METRICS, build_metrics, check_network_supports, min_samples
+from gan_ignite.metrics.networks.features import FeatureNetwork, load_feature_network
+from gan_ignite.metrics.networks.inception import effective_precision, weights_tag
+from gan_ignite.metrics.networks.preprocess import to_device
+from gan_ignite.metrics.scores.real_stats import RealStatistics, cached_real_statistics, compute_real_statistics
 from gan_ignite.metrics.timing import PartTimer, active_timer
 
 logger = logging.getLogger("gan_ignite")

@@ -50,8 +50,8 @@ from gan_ignite.config import SCORED_MODELS, scored_model
 from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError, require_memory, require_writable
 from gan_ignite.launch import input_error_exit, interrupted_exit
 from gan_ignite.metrics._base import resolve_device
-from gan_ignite.metrics.images import find_image_files
-from gan_ignite.metrics.preprocess import to_uint8
+from gan_ignite.metrics.networks.images import find_image_files
+from gan_ignite.metrics.networks.preprocess import to_uint8
 from gan_ignite.metrics.safe_files import write_in_place
 from gan_ignite.run_dir import atomic_write, load_generator, load_run_config
 

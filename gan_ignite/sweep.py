@@ -55,9 +55,9 @@ import gan_ignite
 from gan_ignite.config import ONE_PROCESS, load_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
 from gan_ignite.launch import input_error_exit, interrupted_exit
-from gan_ignite.metrics.factory import METRICS as METRIC_REGISTRY
-from gan_ignite.metrics.factory import feature_space
-from gan_ignite.metrics.preprocess import PROTOCOLS
+from gan_ignite.metrics.scores.factory import METRICS as METRIC_REGISTRY
+from gan_ignite.metrics.scores.factory import feature_space
+from gan_ignite.metrics.networks.preprocess import PROTOCOLS
 from gan_ignite.run_dir import RunDir, atomic_write, read_checkpoint, write_text
 
 SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",

@@ -26,8 +26,8 @@ from gan_ignite.config import load_config
 from gan_ignite.errors import INPUT_ERRORS, ConfigError, RunDirError
 from gan_ignite.evaluation import reference_file_statistics
 from gan_ignite.launch import env_rank, input_error_exit, interrupted_exit, launch
-from gan_ignite.metrics.factory import check_network_supports
-from gan_ignite.metrics.features import load_feature_network
+from gan_ignite.metrics.scores.factory import check_network_supports
+from gan_ignite.metrics.networks.features import load_feature_network
 from gan_ignite.run_dir import RunDir, identify_run, read_checkpoint, resolve_resume, with_run_fields
 from gan_ignite.training import RESUME_FIX, restore, run, setup_models
 

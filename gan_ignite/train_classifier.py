@@ -3,7 +3,7 @@
 
 It reads the same YAML the GAN trains with (``data.name`` one of fashion_mnist, mnist, cifar10;
 ``data.root``, ``data.download``, ``data.image_size``, ``data.channels``), trains a
-:class:`~gan_ignite.metrics.classifier.DomainClassifier` on the official training split with
+:class:`~gan_ignite.metrics.networks.classifier.DomainClassifier` on the official training split with
 Ignite's supervised trainer, measures its accuracy on the official test split after every epoch
 with Ignite's supervised evaluator, and saves it with that accuracy. Then score with
 ``eval.feature_network=classifier:PATH`` (training, the evaluate CLI) or ``--feature-network
@@ -33,7 +33,7 @@ from gan_ignite import data as data_module
 from gan_ignite.config import load_config
 from gan_ignite.errors import INPUT_ERRORS, RunDirError, require_writable
 from gan_ignite.launch import input_error_exit
-from gan_ignite.metrics.classifier import DomainClassifier, save_classifier
+from gan_ignite.metrics.networks.classifier import DomainClassifier, save_classifier
 
 logger = logging.getLogger("gan_ignite")
 

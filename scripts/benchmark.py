@@ -64,10 +64,10 @@ from gan_ignite.config import load_config  # noqa: E402
 from gan_ignite.engines import LOSS_KEYS, make_training_step  # noqa: E402
 from gan_ignite.evaluation import evaluation_latents, setup_evaluation  # noqa: E402
 from gan_ignite.metrics import FID, RealStatistics, frechet_distance  # noqa: E402
-from gan_ignite.metrics.fid import covariance_sqrt_factor, mean_and_covariance, trace_sqrt_product  # noqa: E402
-from gan_ignite.metrics.features import prepare_images  # noqa: E402
-from gan_ignite.metrics.inception import load_fid_inception  # noqa: E402
-from gan_ignite.metrics.preprocess import PROTOCOLS  # noqa: E402
+from gan_ignite.metrics.scores.fid import covariance_sqrt_factor, mean_and_covariance, trace_sqrt_product  # noqa: E402
+from gan_ignite.metrics.networks.features import prepare_images  # noqa: E402
+from gan_ignite.metrics.networks.inception import load_fid_inception  # noqa: E402
+from gan_ignite.metrics.networks.preprocess import PROTOCOLS  # noqa: E402
 from gan_ignite.training import attach_saving, build_training, discriminator_lr, setup_models  # noqa: E402
 
 

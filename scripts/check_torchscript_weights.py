@@ -20,10 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan_ignite.metrics.folder import list_images  # noqa: E402
-from gan_ignite.metrics.images import load_image_rgb  # noqa: E402
-from gan_ignite.metrics.inception import load_fid_inception  # noqa: E402
-from gan_ignite.metrics.preprocess import prepare_for_inception  # noqa: E402
+from gan_ignite.metrics.networks.folder import list_images  # noqa: E402
+from gan_ignite.metrics.networks.images import load_image_rgb  # noqa: E402
+from gan_ignite.metrics.networks.inception import load_fid_inception  # noqa: E402
+from gan_ignite.metrics.networks.preprocess import prepare_for_inception  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,7 +81,7 @@ def default_text(field: dataclasses.Field) -> str:
 def allowed_values() -> dict[str, str]:
     """The keys whose values come from a registry or a fixed list in the code."""
     from gan_ignite import config
-    from gan_ignite.metrics.features import FEATURE_NETWORKS
+    from gan_ignite.metrics.networks.features import FEATURE_NETWORKS
 
     def words(values) -> str:
         return ", ".join(f"`{value}`" for value in values)

@@ -35,7 +35,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gan_ignite.metrics.inception import is_torchscript, load_fid_inception  # noqa: E402
+from gan_ignite.metrics.networks.inception import is_torchscript, load_fid_inception  # noqa: E402
 
 PEERS = ("pytorch-fid", "torch-fidelity", "clean-fid")
 

@@ -28,8 +28,8 @@ DEFAULT_METRICS = ("fd", "cmmd", "vendi", "authpct", "fid_inf")
 def _measure(name: str, num: int, dim: int, queue: multiprocessing.Queue) -> None:
     import torch
 
-    from gan_ignite.metrics.factory import MetricOptions, compute_from_sets
-    from gan_ignite.metrics.real_stats import RealStatistics
+    from gan_ignite.metrics.scores.factory import MetricOptions, compute_from_sets
+    from gan_ignite.metrics.scores.real_stats import RealStatistics
 
     rng = np.random.default_rng(0)
     real = RealStatistics.from_features(rng.standard_normal((num, dim), dtype=np.float32))

@@ -87,7 +87,7 @@ def _series(records: list[dict], key: str, x: str = "epoch") -> tuple[np.ndarray
 
 
 def plot_metrics(evals: list[dict], path: Path) -> None:
-    from gan_ignite.metrics.prdc import PRDC_KEYS  # the registry's keys (this import brings torch and ignite)
+    from gan_ignite.metrics.scores.prdc import PRDC_KEYS  # the registry's keys (this import brings torch and ignite)
 
     panels: list[Any] = ["is_fid"]
     if any("kid" in record for record in evals):
@@ -131,7 +131,7 @@ def plot_metrics(evals: list[dict], path: Path) -> None:
 def other_metric_panels(evals: list[dict]) -> list[tuple[str, str]]:
     """(record key, label) of every labelled value of the registry's other metrics (FD, CMMD, Vendi,
     AuthPct, FID_inf, ... and any metric registered later) that the records hold."""
-    from gan_ignite.metrics.factory import METRICS, feature_space
+    from gan_ignite.metrics.scores.factory import METRICS, feature_space
 
     spaces = {feature_space(str(record.get("feature_network") or "inception")) for record in evals}
     panels = []

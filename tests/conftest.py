@@ -139,7 +139,7 @@ def random_inception():
     """The deterministic random-init FID Inception (meaningless numbers, fine for comparisons)."""
     import warnings
 
-    from gan_ignite.metrics.inception import load_fid_inception
+    from gan_ignite.metrics.networks.inception import load_fid_inception
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -16,11 +16,11 @@ from gan_ignite import data as data_module
 from gan_ignite.config import load_config
 from gan_ignite.evaluate import main as evaluate_main
 from gan_ignite.metrics.cli import main as metrics_main
-from gan_ignite.metrics.classifier import (DomainClassifier, load_classifier, load_classifier_features,
-                                           prepare_for_classifier, save_classifier)
-from gan_ignite.metrics.features import FeatureNetworkError, extract_features, load_feature_network
-from gan_ignite.metrics.fid import frechet_distance
-from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.metrics.networks.classifier import (DomainClassifier, load_classifier, load_classifier_features,
+                                                    prepare_for_classifier, save_classifier)
+from gan_ignite.metrics.networks.features import FeatureNetworkError, extract_features, load_feature_network
+from gan_ignite.metrics.scores.fid import frechet_distance
+from gan_ignite.metrics.scores.real_stats import RealStatistics
 from gan_ignite.train import main as train_main
 from gan_ignite.train_classifier import main as train_classifier_main
 

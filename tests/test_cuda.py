@@ -50,8 +50,8 @@ def test_every_switch_set_trains_and_resumes_on_cuda(tmp_path, image_folder, sta
 
 @pytest.mark.parametrize("protocol", ["tutorial", "pytorch-fid", "torch-fidelity", "clean-fid"])
 def test_each_protocol_on_cuda_equals_its_cpu_value(protocol, random_inception):
-    from gan_ignite.metrics.features import InceptionFeatures
-    from gan_ignite.metrics.preprocess import prepare_for_inception
+    from gan_ignite.metrics.networks.features import InceptionFeatures
+    from gan_ignite.metrics.networks.preprocess import prepare_for_inception
 
     images = torch.randint(0, 256, (6, 3, 64, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     on_cpu = prepare_for_inception(images, protocol)
@@ -65,7 +65,7 @@ def test_each_protocol_on_cuda_equals_its_cpu_value(protocol, random_inception):
 
 @pytest.mark.parametrize("protocol", ["pytorch-fid", "torch-fidelity"])
 def test_generated_images_never_leave_the_gpu_in_the_tensor_protocols(protocol, random_inception, monkeypatch):
-    from gan_ignite.metrics.features import InceptionFeatures, prepare_images
+    from gan_ignite.metrics.networks.features import InceptionFeatures, prepare_images
 
     network = InceptionFeatures(copy.deepcopy(random_inception).cuda(), protocol, "random")
     assert network.host_work is False  # no producer thread: every stage is a kernel on the GPU

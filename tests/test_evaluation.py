@@ -20,11 +20,11 @@ from gan_ignite.config import load_config
 from gan_ignite.errors import ConfigError
 from gan_ignite.evaluation import evaluation_latents, reference_file_statistics, reference_statistics, setup_evaluation
 from gan_ignite.handlers import attach_best_checkpoint
-from gan_ignite.metrics.factory import create_metrics
-from gan_ignite.metrics.features import InceptionFeatures, extract_features
-from gan_ignite.metrics.fid import frechet_distance, mean_and_covariance
+from gan_ignite.metrics.scores.factory import create_metrics
+from gan_ignite.metrics.networks.features import InceptionFeatures, extract_features
+from gan_ignite.metrics.scores.fid import frechet_distance, mean_and_covariance
 from gan_ignite.models import generator_from_config
-from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.metrics.scores.real_stats import RealStatistics
 from gan_ignite.run_dir import RunDir
 
 

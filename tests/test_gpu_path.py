@@ -18,12 +18,12 @@ from gan_ignite.config import load_config
 from gan_ignite.errors import ConfigError
 from gan_ignite.evaluation import reference_file_statistics, setup_evaluation
 from gan_ignite.metrics.cli import main as metrics_main
-from gan_ignite.metrics.features import InceptionFeatures, finish_staged, load_feature_network
-from gan_ignite.metrics.folder import folder_features
-from gan_ignite.metrics.inception import effective_precision, fastest_layout
-from gan_ignite.metrics.preprocess import (PROTOCOLS, finish_for_inception, prepare_for_inception,
-                                           stage_one_for_inception)
-from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.metrics.networks.features import InceptionFeatures, finish_staged, load_feature_network
+from gan_ignite.metrics.networks.folder import folder_features
+from gan_ignite.metrics.networks.inception import effective_precision, fastest_layout
+from gan_ignite.metrics.networks.preprocess import (PROTOCOLS, finish_for_inception, prepare_for_inception,
+                                                    stage_one_for_inception)
+from gan_ignite.metrics.scores.real_stats import RealStatistics
 from gan_ignite.models import generator_from_config
 
 
@@ -114,7 +114,7 @@ def test_a_folder_of_mixed_image_sizes_gives_each_images_own_features(protocol, 
     network = InceptionFeatures(random_inception, protocol, "random")
     features, _ = folder_features(tmp_path / "mixed", network, batch_size=5)
     files = sorted((tmp_path / "mixed").rglob("*.png"))
-    from gan_ignite.metrics.images import load_image_rgb
+    from gan_ignite.metrics.networks.images import load_image_rgb
 
     one_by_one = torch.cat([network(finish_staged(network.prepare_one(load_image_rgb(path)).unsqueeze(0), network))[0]
                             for path in files])

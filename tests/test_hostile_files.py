@@ -18,10 +18,10 @@ import torch
 from conftest import PYTHON, ROOT, TRAIN_ONLY, cli_env, make_shape_images, tiny_overrides
 from gan_ignite.errors import RunDirError
 from gan_ignite.evaluate import main as evaluate_main
-from gan_ignite.metrics.classifier import FORMAT, DomainClassifier, save_classifier
+from gan_ignite.metrics.networks.classifier import FORMAT, DomainClassifier, save_classifier
 from gan_ignite.metrics.cli import main as metrics_main
-from gan_ignite.metrics.images import find_image_files
-from gan_ignite.metrics.real_stats import RealStatistics, RealStatisticsError
+from gan_ignite.metrics.networks.images import find_image_files
+from gan_ignite.metrics.scores.real_stats import RealStatistics, RealStatisticsError
 from gan_ignite.metrics.safe_files import atomic_write, load_torch_file
 from gan_ignite.run_dir import HistoryWriter, append_lines, write_text
 from gan_ignite.sample import main as sample_main

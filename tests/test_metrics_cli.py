@@ -13,7 +13,7 @@ from pytorch_fid import fid_score
 from pytorch_fid import inception as pytorch_fid_inception
 
 from gan_ignite.metrics.cli import main
-from gan_ignite.metrics.factory import METRIC_NAMES, record_keys
+from gan_ignite.metrics.scores.factory import METRIC_NAMES, record_keys
 
 # every key of every registered metric: a metric added to the registry appears here without another list
 ALL_KEYS = {key for name in METRIC_NAMES for key in record_keys(name, "inception")} | {"num_a", "num_b"}

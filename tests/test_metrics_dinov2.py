@@ -13,9 +13,9 @@ from PIL import Image
 
 from conftest import make_shape_images
 from gan_ignite.metrics.cli import main as metrics_cli
-from gan_ignite.metrics.dinov2 import prepare_for_dinov2
-from gan_ignite.metrics.factory import feature_space
-from gan_ignite.metrics.features import FeatureNetworkError, load_feature_network
+from gan_ignite.metrics.networks.dinov2 import prepare_for_dinov2
+from gan_ignite.metrics.scores.factory import feature_space
+from gan_ignite.metrics.networks.features import FeatureNetworkError, load_feature_network
 
 timm = pytest.importorskip("timm")
 
@@ -106,7 +106,7 @@ def test_metrics_cli_scores_folders_in_dinov2_space(meta_checkpoint, tmp_path):
 
 
 def test_is_is_refused_with_dinov2_in_one_paragraph(meta_checkpoint):
-    from gan_ignite.metrics.factory import check_network_supports
+    from gan_ignite.metrics.scores.factory import check_network_supports
 
     network = load_feature_network(f"dinov2:{meta_checkpoint[0]}")
     check_network_supports(["fd", "cmmd", "vendi"], network)

@@ -8,8 +8,8 @@ import torch
 from conftest import pytorch_fid_frechet_distance as calculate_frechet_distance
 from ignite.metrics import FID as IgniteFID
 
-from gan_ignite.metrics.fid import FID, frechet_distance
-from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.metrics.scores.fid import FID, frechet_distance
+from gan_ignite.metrics.scores.real_stats import RealStatistics
 
 DIM = 64
 

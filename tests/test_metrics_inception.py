@@ -8,10 +8,10 @@ import warnings
 import pytest
 import torch
 
-from gan_ignite.metrics import inception
-from gan_ignite.metrics.factory import check_network_supports
-from gan_ignite.metrics.features import FeatureNetworkError, InceptionFeatures
-from gan_ignite.metrics.inception import (
+from gan_ignite.metrics.networks import inception
+from gan_ignite.metrics.scores.factory import check_network_supports
+from gan_ignite.metrics.networks.features import FeatureNetworkError, InceptionFeatures
+from gan_ignite.metrics.networks.inception import (
     FID_WEIGHTS_URL,
     InceptionWeightsError,
     load_fid_inception,

@@ -19,13 +19,13 @@ from ignite.engine import Engine
 from gan_ignite.config import load_config, metric_options
 from gan_ignite.errors import ConfigError
 from gan_ignite.metrics import RealStatistics
-from gan_ignite.metrics.authpct import authenticity_percentage
+from gan_ignite.metrics.scores.authpct import authenticity_percentage
 from gan_ignite.metrics.cli import main as metrics_cli
-from gan_ignite.metrics.cmmd import cmmd
-from gan_ignite.metrics.factory import (METRICS, MetricOptions, compute_from_sets, create_metrics, feature_space,
-                                        record_keys)
-from gan_ignite.metrics.fd_infinity import fd_infinity, fd_infinity_sizes
-from gan_ignite.metrics.vendi import vendi_score
+from gan_ignite.metrics.scores.cmmd import cmmd
+from gan_ignite.metrics.scores.factory import (METRICS, MetricOptions, compute_from_sets, create_metrics, feature_space,
+                                               record_keys)
+from gan_ignite.metrics.scores.fd_infinity import fd_infinity, fd_infinity_sizes
+from gan_ignite.metrics.scores.vendi import vendi_score
 
 NEW_METRICS = ["fd", "cmmd", "vendi", "authpct", "fid_inf", "fd_inf"]
 OPTIONS = {"feature_space": "classifier", "fd_inf_points": 5, "fd_inf_min_fraction": 0.2, "seed": 3}
@@ -290,7 +290,7 @@ def test_an_evaluation_with_the_domain_classifier_records_the_new_metrics_in_its
     from conftest import make_shape_images
     from gan_ignite import data as data_module
     from gan_ignite.evaluation import setup_evaluation
-    from gan_ignite.metrics.classifier import DomainClassifier, save_classifier
+    from gan_ignite.metrics.networks.classifier import DomainClassifier, save_classifier
     from gan_ignite.models import generator_from_config
 
     for index, name in enumerate(("a", "b")):

@@ -10,9 +10,9 @@ from PIL import Image
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
 from torchvision.transforms.functional import to_tensor
 
-from gan_ignite.metrics.images import load_image_rgb
-from gan_ignite.metrics.preprocess import (PROTOCOLS, prepare_for_inception, prepare_one_for_inception,
-                                           tensorflow1_bilinear, to_uint8)
+from gan_ignite.metrics.networks.images import load_image_rgb
+from gan_ignite.metrics.networks.preprocess import (PROTOCOLS, prepare_for_inception, prepare_one_for_inception,
+                                                    tensorflow1_bilinear, to_uint8)
 
 
 def test_to_uint8_rounds_and_clamps():

@@ -14,8 +14,8 @@ from cleanfid import features as cleanfid_features
 from conftest import PYTHON, ROOT, cli_env, make_shape_images
 
 from gan_ignite.metrics.cli import main
-from gan_ignite.metrics.inception import weights_tag
-from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.metrics.networks.inception import weights_tag
+from gan_ignite.metrics.scores.real_stats import RealStatistics
 
 PARITY = 1e-5  # relative
 COUNT = 8  # images per folder

@@ -9,8 +9,8 @@ import pytest
 import torch
 from pytorch_fid.fid_score import compute_statistics_of_path
 
-from gan_ignite.metrics.features import InceptionFeatures, extract_features
-from gan_ignite.metrics.real_stats import (
+from gan_ignite.metrics.networks.features import InceptionFeatures, extract_features
+from gan_ignite.metrics.scores.real_stats import (
     RealStatistics,
     RealStatisticsError,
     cache_key,
@@ -88,7 +88,7 @@ def test_cache_computes_once_then_hits(tmp_path, caplog):
         return _stats()
 
     key = {"dataset": "cifar10", "image_size": 32, "protocol": "tutorial", "weights": "random", "num": 30}
-    with caplog.at_level(logging.INFO, logger="gan_ignite.metrics.real_stats"):
+    with caplog.at_level(logging.INFO, logger="gan_ignite.metrics.scores.real_stats"):
         first = cached_real_statistics(tmp_path, key, compute)
         second = cached_real_statistics(tmp_path, dict(reversed(list(key.items()))), compute)
     assert len(calls) == 1 and "cache miss" in caplog.text and "cache hit" in caplog.text

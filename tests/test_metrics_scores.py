@@ -10,10 +10,10 @@ from scipy.special import logsumexp, softmax
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 
-from gan_ignite.metrics import kid as kid_module
-from gan_ignite.metrics.inception_score import inception_score
-from gan_ignite.metrics.kid import kernel_inception_distance
-from gan_ignite.metrics.prdc import precision_recall_density_coverage
+from gan_ignite.metrics.scores import kid as kid_module
+from gan_ignite.metrics.scores.inception_score import inception_score
+from gan_ignite.metrics.scores.kid import kernel_inception_distance
+from gan_ignite.metrics.scores.prdc import precision_recall_density_coverage
 
 TORCH_FIDELITY_KID = {"kid_kernel": "poly", "kid_kernel_poly_degree": 3, "kid_kernel_poly_gamma": None,
                       "kid_kernel_poly_coef0": 1, "verbose": False}

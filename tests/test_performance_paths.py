@@ -15,10 +15,10 @@ from PIL import Image
 from conftest import PYTHON, ROOT, TRAIN_ONLY, cli_env, make_shape_images, tiny_overrides, train_records
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config
-from gan_ignite.metrics import prdc as prdc_module
-from gan_ignite.metrics.factory import create_metrics
-from gan_ignite.metrics.features import Prefetch
-from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.metrics.scores import prdc as prdc_module
+from gan_ignite.metrics.scores.factory import create_metrics
+from gan_ignite.metrics.networks.features import Prefetch
+from gan_ignite.metrics.scores.real_stats import RealStatistics
 from gan_ignite.train import main
 
 

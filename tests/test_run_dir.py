@@ -30,9 +30,9 @@ from conftest import (PYTHON, ROOT, TRAIN_ONLY, assert_same_losses, cli_env, mak
 from gan_ignite.data import cached_images
 from gan_ignite.evaluate import main as evaluate_main
 from gan_ignite.metrics.cli import main as metrics_main
-from gan_ignite.metrics.folder import list_images
-from gan_ignite.metrics.images import find_image_files
-from gan_ignite.metrics.real_stats import RealStatistics, cached_real_statistics
+from gan_ignite.metrics.networks.folder import list_images
+from gan_ignite.metrics.networks.images import find_image_files
+from gan_ignite.metrics.scores.real_stats import RealStatistics, cached_real_statistics
 from gan_ignite.run_dir import RunDir, read_jsonl
 from gan_ignite.sample import check_outputs, main as sample_main
 from gan_ignite.train import main

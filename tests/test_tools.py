@@ -21,8 +21,8 @@ from scipy import stats
 
 from conftest import PYTHON, ROOT, cli_env, tiny_overrides
 from gan_ignite.config import load_config
-from gan_ignite.metrics.folder import list_images
-from gan_ignite.metrics.preprocess import to_uint8
+from gan_ignite.metrics.networks.folder import list_images
+from gan_ignite.metrics.networks.preprocess import to_uint8
 from gan_ignite.models import Generator
 from gan_ignite.run_dir import RunDir, load_generator
 from gan_ignite.sample import main as sample_main

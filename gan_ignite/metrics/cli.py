@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 
 from gan_ignite.metrics._base import resolve_device
-from gan_ignite.metrics.factory import METRIC_NAMES, METRICS, MetricOptions, compute_from_sets, feature_space
-from gan_ignite.metrics.features import FeatureNetwork, load_feature_network
-from gan_ignite.metrics.folder import folder_features
-from gan_ignite.metrics.inception import PRECISIONS, weights_tag
-from gan_ignite.metrics.fd_infinity import DEFAULT_MIN_FRACTION, DEFAULT_POINTS
-from gan_ignite.metrics.inception_score import DEFAULT_SEED
-from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL, LEGACY_RESIZE, PROTOCOLS, protocol_for_resize
-from gan_ignite.metrics.real_stats import RealStatistics
+from gan_ignite.metrics.scores.factory import METRIC_NAMES, METRICS, MetricOptions, compute_from_sets, feature_space
+from gan_ignite.metrics.networks.features import FeatureNetwork, load_feature_network
+from gan_ignite.metrics.networks.folder import folder_features
+from gan_ignite.metrics.networks.inception import PRECISIONS, weights_tag
+from gan_ignite.metrics.scores.fd_infinity import DEFAULT_MIN_FRACTION, DEFAULT_POINTS
+from gan_ignite.metrics.scores.inception_score import DEFAULT_SEED
+from gan_ignite.metrics.networks.preprocess import DEFAULT_PROTOCOL, LEGACY_RESIZE, PROTOCOLS, protocol_for_resize
+from gan_ignite.metrics.scores.real_stats import RealStatistics
 from gan_ignite.metrics.safe_files import atomic_write, refuse_same_file, require_writable_target
 
 # without --metrics: the four the field reports; the O(n^2) ones (cmmd, authpct) cost minutes at 50k

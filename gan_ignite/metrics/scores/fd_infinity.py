@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gan_ignite.metrics.fid import _frechet, covariance_sqrt_factor, mean_and_covariance
+from gan_ignite.metrics.scores.fid import _frechet, covariance_sqrt_factor, mean_and_covariance
 
 __all__ = ["FDInfinity", "fd_infinity", "fd_infinity_sizes"]
 

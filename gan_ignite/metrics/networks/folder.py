@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from gan_ignite.metrics.features import FeatureNetwork, finish_staged
-from gan_ignite.metrics.images import IMG_EXTENSIONS, find_image_files, load_image_rgb
+from gan_ignite.metrics.networks.features import FeatureNetwork, finish_staged
+from gan_ignite.metrics.networks.images import IMG_EXTENSIONS, find_image_files, load_image_rgb
 
 __all__ = ["FolderError", "ImageFileDataset", "collate_staged", "folder_features", "list_images"]
 

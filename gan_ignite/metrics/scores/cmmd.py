@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from gan_ignite.metrics.prdc import CHUNK, squared_distances
+from gan_ignite.metrics.scores.prdc import CHUNK, squared_distances
 
 __all__ = ["CMMD_SCALE", "CMMD_SIGMA", "cmmd"]
 

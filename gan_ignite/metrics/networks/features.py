@@ -15,7 +15,7 @@ A feature network is an object with
 :func:`extract_features` is the evaluator's one pass: generator output in [-1, 1] -> uint8 ->
 ``prepare`` -> network. Real images, image folders and generated images all go through it, so
 every set is preprocessed identically. For the FID Inception the preprocessing is a protocol
-(:mod:`gan_ignite.metrics.preprocess`) whose tensor stage runs on the network's device: on a GPU,
+(:mod:`gan_ignite.metrics.networks.preprocess`) whose tensor stage runs on the network's device: on a GPU,
 generated images never leave it and real images cross the bus as uint8 from pinned memory.
 """
 
@@ -26,31 +26,22 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from gan_ignite.metrics.inception import (NUM_CLASSES, NUM_FEATURES, effective_precision, load_fid_inception,
-                                          weights_tag)
-from gan_ignite.metrics.safe_files import load_torch_file
-from gan_ignite.metrics.preprocess import (DEFAULT_PROTOCOL, PROTOCOLS, finish_for_inception, prepare_for_inception,
-                                           stage_one_for_inception, to_device, to_uint8)
+from gan_ignite.metrics.networks.classifier import load_classifier_features
+from gan_ignite.metrics.networks.clip import load_clip_features
+from gan_ignite.metrics.networks.dinov2 import load_dinov2_features
+from gan_ignite.metrics.networks.files import FeatureNetworkError
+from gan_ignite.metrics.networks.inception import (NUM_CLASSES, NUM_FEATURES, effective_precision, load_fid_inception,
+                                                   weights_tag)
+from gan_ignite.metrics.networks.preprocess import (DEFAULT_PROTOCOL, PROTOCOLS, finish_for_inception,
+                                                    prepare_for_inception, stage_one_for_inception, to_device,
+                                                    to_uint8)
 
 __all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "FeatureNetworkError", "InceptionFeatures", "Prefetch",
            "extract_features", "finish_staged", "load_feature_network", "prepare_images"]
-
-
-class FeatureNetworkError(ValueError):
-    """A feature network that is unknown, or whose file cannot be used."""
-
-
-def read_network_file(path: Path, label: str, how: str) -> Any:
-    """A feature network's file read as data on the CPU (``torch.load(weights_only=True)`` through
-    :func:`gan_ignite.metrics.safe_files.load_torch_file`: a file carrying code is refused without
-    running it); a missing, irregular or unreadable file raises :class:`FeatureNetworkError` naming
-    it (``label`` 'path') and saying ``how`` to get a good one."""
-    return load_torch_file(path, label, f"To get a good one: {how}.", FeatureNetworkError)
 
 
 class FeatureNetwork(Protocol):
@@ -71,7 +62,7 @@ CPU_CHUNK = 16
 
 class InceptionFeatures:
     """The FID Inception (or any module with its input contract: float ``N x 3 x 299 x 299``)
-    behind a preprocessing protocol (:data:`gan_ignite.metrics.preprocess.PROTOCOLS`), at a
+    behind a preprocessing protocol (:data:`gan_ignite.metrics.networks.preprocess.PROTOCOLS`), at a
     precision: ``fp32`` or ``tf32`` (cuDNN's TF32 convolutions, on a GPU only; the tag says so)."""
 
     num_features = NUM_FEATURES
@@ -198,8 +189,6 @@ def _inception(argument: str, device: torch.device, *, inception_weights: str | 
 
 
 def _classifier(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
-    from gan_ignite.metrics.classifier import load_classifier_features  # it imports this module
-
     if not argument:
         raise FeatureNetworkError("The feature network 'classifier' needs the classifier's file: "
                                   "classifier:/path/to/classifier.pt (from python -m gan_ignite.train_classifier).")
@@ -207,8 +196,6 @@ def _classifier(argument: str, device: torch.device, **_: Any) -> FeatureNetwork
 
 
 def _dinov2(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
-    from gan_ignite.metrics.dinov2 import load_dinov2_features  # it imports this module
-
     if not argument:
         raise FeatureNetworkError("The feature network 'dinov2' needs Meta's checkpoint file: "
                                   "dinov2:/path/to/dinov2_vitl14_pretrain.pth.")
@@ -216,8 +203,6 @@ def _dinov2(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
 
 
 def _clip(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
-    from gan_ignite.metrics.clip import load_clip_features  # it imports this module
-
     if not argument:
         raise FeatureNetworkError("The feature network 'clip' needs OpenAI's checkpoint file: "
                                   "clip:/path/to/ViT-L-14-336px.pt.")

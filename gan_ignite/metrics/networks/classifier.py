@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_ignite.metrics.features import FeatureNetworkError, read_network_file
+from gan_ignite.metrics.networks.files import FeatureNetworkError, read_network_file
 from gan_ignite.metrics.safe_files import atomic_write
 
 __all__ = ["ClassifierFeatures", "DomainClassifier", "load_classifier", "load_classifier_features",
@@ -128,7 +128,7 @@ def save_classifier(path: str | os.PathLike, network: DomainClassifier, **metada
 
 def load_classifier(path: str | os.PathLike) -> tuple[DomainClassifier, dict[str, Any]]:
     """The classifier in ``path`` and its metadata; a missing or foreign file raises
-    :class:`~gan_ignite.metrics.features.FeatureNetworkError` naming the path."""
+    :class:`~gan_ignite.metrics.networks.files.FeatureNetworkError` naming the path."""
     path = Path(path).expanduser()
     how = ("train one with python -m gan_ignite.train_classifier --config FILE, then pass "
            "eval.feature_network=classifier:/path/to/it.pt (or --feature-network for the folder CLI)")

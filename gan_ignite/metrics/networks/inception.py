@@ -7,7 +7,7 @@ Mixed blocks from ``pytorch_fid.inception``. Its weights live in pytorch-fid's r
 
 Input contract of :meth:`FIDInception.forward`: the float32 tensor ``N x 3 x 299 x 299`` that
 the first convolution sees, resized and scaled by a protocol
-(:func:`gan_ignite.metrics.preprocess.prepare_for_inception`): the implementations differ there,
+(:func:`gan_ignite.metrics.networks.preprocess.prepare_for_inception`): the implementations differ there,
 not in the network. With the ``pytorch-fid`` or ``tutorial`` protocol, features of a 299x299
 image are bit-identical to pytorch-fid's.
 
@@ -140,7 +140,7 @@ class FIDInception(Inception3):
 
 def _check_input(images: torch.Tensor) -> None:
     expected = (f"the float tensor N x 3 x {INPUT_SIZE} x {INPUT_SIZE} its first convolution sees, resized and "
-                "scaled by a protocol (gan_ignite.metrics.preprocess.prepare_for_inception)")
+                "scaled by a protocol (gan_ignite.metrics.networks.preprocess.prepare_for_inception)")
     if not isinstance(images, torch.Tensor) or not images.is_floating_point():
         got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
         raise TypeError(f"FIDInception expects {expected}, got dtype {got}.")

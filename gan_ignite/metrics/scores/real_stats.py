@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_rank, gather_rows
-from gan_ignite.metrics.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
-from gan_ignite.metrics.fid import mean_and_covariance
-from gan_ignite.metrics.preprocess import DEFAULT_PROTOCOL
+from gan_ignite.metrics.networks.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
+from gan_ignite.metrics.scores.fid import mean_and_covariance
+from gan_ignite.metrics.networks.preprocess import DEFAULT_PROTOCOL
 from gan_ignite.metrics.safe_files import atomic_write, check_npz
 
 __all__ = [
@@ -135,7 +135,7 @@ MIN_REFERENCE_IMAGES = 2
 
 def _protocol_from_tag(rest: str) -> str | None:
     """The protocol at the end of ``<weights>-<protocol>`` (protocol names may hold dashes)."""
-    from gan_ignite.metrics.preprocess import PROTOCOLS
+    from gan_ignite.metrics.networks.preprocess import PROTOCOLS
 
     return next((name for name in sorted(PROTOCOLS, key=len, reverse=True) if rest.endswith("-" + name)), None)
 
@@ -239,7 +239,7 @@ def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | to
                             max_samples: int | None = None, meta: Mapping[str, Any] | None = None) -> RealStatistics:
     """Statistics of real images given as batches of float images in [-1, 1], or of uint8 images.
 
-    ``network`` is a feature network (:mod:`gan_ignite.metrics.features`) or a module with the
+    ``network`` is a feature network (:mod:`gan_ignite.metrics.networks.features`) or a module with the
     FID Inception's input contract, which is put behind the preprocessing ``protocol``. A batch
     may be a tensor or an ``(images, labels, ...)`` tuple/list. ``max_samples`` caps the count *per
     rank*. In a distributed run every rank must call this with its own contiguous shard: features

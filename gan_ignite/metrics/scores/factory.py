@@ -21,16 +21,16 @@ import torch
 from ignite.metrics import Metric
 
 from gan_ignite.metrics._base import FEATURES_KEY, StoredRowsMetric
-from gan_ignite.metrics.authpct import authenticity_percentage
-from gan_ignite.metrics.cmmd import cmmd
-from gan_ignite.metrics.fd_infinity import DEFAULT_MIN_FRACTION, DEFAULT_POINTS, fd_infinity, min_samples_for_fit
-from gan_ignite.metrics.features import FeatureNetwork, FeatureNetworkError
-from gan_ignite.metrics.fid import FID, covariance_sqrt_factor, frechet_distance
-from gan_ignite.metrics.inception_score import DEFAULT_SEED, InceptionScore, inception_score
-from gan_ignite.metrics.kid import KID, kid_record
-from gan_ignite.metrics.prdc import PRDC, PRDC_KEYS, knn_radii, precision_recall_density_coverage
-from gan_ignite.metrics.real_stats import RealStatistics
-from gan_ignite.metrics.vendi import vendi_score
+from gan_ignite.metrics.scores.authpct import authenticity_percentage
+from gan_ignite.metrics.scores.cmmd import cmmd
+from gan_ignite.metrics.scores.fd_infinity import DEFAULT_MIN_FRACTION, DEFAULT_POINTS, fd_infinity, min_samples_for_fit
+from gan_ignite.metrics.networks.features import FeatureNetwork, FeatureNetworkError
+from gan_ignite.metrics.scores.fid import FID, covariance_sqrt_factor, frechet_distance
+from gan_ignite.metrics.scores.inception_score import DEFAULT_SEED, InceptionScore, inception_score
+from gan_ignite.metrics.scores.kid import KID, kid_record
+from gan_ignite.metrics.scores.prdc import PRDC, PRDC_KEYS, knn_radii, precision_recall_density_coverage
+from gan_ignite.metrics.scores.real_stats import RealStatistics
+from gan_ignite.metrics.scores.vendi import vendi_score
 
 __all__ = ["METRICS", "METRIC_NAMES", "MetricOptions", "MetricSpec", "build_metrics", "check_network_supports", "compute_from_sets",
            "create_metrics", "feature_space", "min_samples", "record_keys"]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gan_ignite.metrics.features import FeatureNetworkError, read_network_file
+from gan_ignite.metrics.networks.files import FeatureNetworkError, read_network_file
 
 __all__ = ["DINOV2_SIZES", "DinoV2Features", "interpolate_position_embedding", "load_dinov2_features",
            "prepare_for_dinov2"]

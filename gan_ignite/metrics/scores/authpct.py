@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from gan_ignite.metrics.prdc import knn_radii, nearest_neighbours
+from gan_ignite.metrics.scores.prdc import knn_radii, nearest_neighbours
 
 __all__ = ["authenticity_percentage"]
 
