@@ -25,8 +25,20 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # the checkout's package, also when another copy is installed
-    sys.path.insert(0, str(ROOT))
+
+
+def use_this_checkout() -> None:
+    """Import ``gan_ignite`` from this checkout, also where another copy is installed: mkdocs
+    restores ``sys.path`` after loading a hook, so this runs again before each page is built."""
+    if not sys.path or sys.path[0] != str(ROOT):
+        sys.path.insert(0, str(ROOT))
+    loaded = sys.modules.get("gan_ignite")
+    if loaded is not None and Path(loaded.__file__).resolve().parent != ROOT / "gan_ignite":
+        for name in [name for name in sys.modules if name == "gan_ignite" or name.startswith("gan_ignite.")]:
+            del sys.modules[name]
+
+
+use_this_checkout()
 
 CONFIG_PAGE = "reference/configuration.md"
 CLI_PAGE = "reference/cli.md"
@@ -120,6 +132,7 @@ def cell(text: str) -> str:
 
 
 def configuration_reference() -> str:
+    use_this_checkout()
     from gan_ignite import config
 
     comments = field_comments(Path(config.__file__).read_text(encoding="utf-8"))
@@ -186,6 +199,7 @@ def usage(parser: argparse.ArgumentParser) -> str:
 
 
 def cli_reference() -> str:
+    use_this_checkout()
     from gan_ignite import cli
 
     lines = ["# Command-line reference", "",
