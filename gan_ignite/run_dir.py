@@ -36,6 +36,7 @@ import re
 import shutil
 import socket
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -456,14 +457,21 @@ def _inherited_lock(duplicate: Any) -> Optional[int]:
     return None if duplicate is None else duplicate.detach()  # kept open until the process exits
 
 
-def _holder_text(fd: int) -> str:
-    try:
-        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        command = str(holder.get("command", "?"))
-        command = command if len(command) <= 200 else command[:197] + "..."
-        return f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}: {command}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "a process that has not written its details yet"
+def _holder_text(fd: int, wait: float = 1.0) -> str:
+    """Who holds the lock, from the details it writes right after taking it: a second run started
+    at the same moment may look between the two, so unreadable details are read again for up to
+    ``wait`` seconds before saying so."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+            command = str(holder.get("command", "?"))
+            command = command if len(command) <= 200 else command[:197] + "..."
+            return f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}: {command}"
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            if time.monotonic() >= deadline:
+                return "a process that has not written its details yet"
+            time.sleep(0.05)
 
 
 # ----------------------------------------------------------------------------- the run's identity

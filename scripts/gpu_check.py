@@ -18,7 +18,7 @@ Steps, in this order, each a process of its own with its own timeout, each phase
    and the delay from "End of run" to the process's exit.
 5. ``peers``: the FID of two folders of 10,000 64x64 JPEGs by our metrics CLI (pytorch-fid,
    torch-fidelity and clean-fid protocols) and by those packages, whole processes, at fp32 and at
-   TF32 (each side alike: ``peer_speedup_min``).
+   TF32 (each side alike: ``peer_speedup_min``; fp32 alone with ``--device cpu``, which has no TF32).
 6. ``tests``: the test suite with CUDA visible (``-n`` workers with pytest-xdist where it is
    installed), last, with the time that is left.
 
@@ -63,6 +63,8 @@ TARGETS = {"train_ratio_vs_plain": 0.97, "host_overhead_us_per_iteration": 300.0
 def plan(args: argparse.Namespace, data_dir: Path) -> dict[str, list[str]]:
     """benchmark.py arguments per step: the issue's sizes on a GPU, tiny ones for a dry run."""
     device = ["--device", args.device, "--data-dir", str(data_dir)]
+    # TF32 exists on NVIDIA GPUs only: on a CPU both precisions compute fp32, so the peers run once
+    precisions = ["fp32", "tf32"] if args.device == "cuda" else ["fp32"]
     if args.quick:
         size = ["--image-size", "32", "--width", "8", "--batch-size", "8", "--images", "32", "--num-workers", "0"]
         return {"train": [*device, *size, "--skip-eval", "--iters", "2", "--warmup", "1", "--repeats", "1",
@@ -73,7 +75,7 @@ def plan(args: argparse.Namespace, data_dir: Path) -> dict[str, list[str]]:
                               "--eval-batch-size", "10"],
                 "peers": [*device, *size, "--skip-train", "--skip-eval", "--peers", "--peer-images", "8",
                           "--repeats", "1", "--eval-batch-size", "4", "--peer-protocols", "torch-fidelity",
-                          "--peer-precisions", "fp32", "tf32"]}
+                          "--peer-precisions", *precisions]}
     size = ["--image-size", "64", "--width", "64", "--batch-size", "128", "--images", "2048", "--num-workers", "8"]
     return {"train": [*device, *size, "--skip-eval", "--iters", "100", "--warmup", "20", "--repeats", "2",
                       "--switch-sets", *args.switches],
@@ -83,7 +85,7 @@ def plan(args: argparse.Namespace, data_dir: Path) -> dict[str, list[str]]:
                           "--eval-batch-size", "500"],
             "peers": [*device, *size, "--skip-train", "--skip-eval", "--peers", "--peer-images", "10000",
                       "--repeats", "1", "--eval-batch-size", "250", "--num-workers", "12",
-                      "--peer-protocols", *PEER_PROTOCOLS, "--peer-precisions", "fp32", "tf32"]}
+                      "--peer-protocols", *PEER_PROTOCOLS, "--peer-precisions", *precisions]}
 
 
 def run_benchmark(arguments: list[str], timeout: float) -> dict[str, Any]:

@@ -148,11 +148,11 @@ def test_gpu_check_dry_run_writes_every_figure(tmp_path):
     torchrun = report["torchrun"]
     assert "error" not in torchrun, torchrun
     assert 0 <= torchrun["exit_delay_seconds"] < 30 and torchrun["eval_seconds_parts"]["total"] > 0
-    assert set(report["peers"]["peers_by_precision"]) == {"fp32", "tf32"}
+    assert set(report["peers"]["peers_by_precision"]) == {"fp32"}  # TF32 is a GPU's: on a CPU, fp32 once
     assert report["tests"]["exit_code"] == 0 and "failed" not in report["tests"]["counts"]
     assert report["check_seconds"] > 0
     assert {"train_ratio_vs_plain[plain]", "train_ratio_vs_plain[amp]", "host_overhead_us_per_iteration[amp]",
             "eval_ratio_vs_inception[torch-fidelity]", "full_eval_time_vs_inception", "exit_delay_seconds",
-            "peer_speedup_min[fp32]", "peer_speedup_min[tf32]", "check_seconds"} <= set(report["targets"])
+            "peer_speedup_min[fp32]", "check_seconds"} <= set(report["targets"])
     table = (out / "gpu.md").read_text()
     assert "| plain |" in table and "| amp |" in table and "20 samples, FID + IS" in table
