@@ -1,8 +1,8 @@
 """Where this process sits: started alone, by ``torchrun``, or as one task of a SLURM job step (``srun``).
 
-A leaf that only reads the environment (no torch, no ignite), shared by :mod:`gan_ignite.config` (the
-world size a run will have, the placements that cannot work) and :mod:`gan_ignite.launch` (which
-launcher to follow, and asking SLURM to requeue a preempted job).
+A leaf that only reads the environment (no torch, no ignite), used by :mod:`gan_ignite.launch`: the
+world size a run will have, the placements that cannot work, which launcher to follow, and asking
+SLURM to requeue a preempted job.
 
 Under ``srun`` PyTorch-Ignite's ``idist.Parallel`` reads the ranks, the local rank, the world size and
 the master address from ``SLURM_*`` (``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_NTASKS``, the first
@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 from typing import Optional
 
@@ -90,6 +89,16 @@ def run_world_size(nproc_per_node: Optional[int]) -> int:
     return processes if nproc_per_node else env_world_size()
 
 
+def describe_processes(nproc_per_node: Optional[int]) -> str:
+    """Where a run's processes come from, for messages."""
+    if under_torchrun():
+        return "torchrun's WORLD_SIZE"
+    if slurm_task():
+        tasks = f"the {slurm_tasks()} tasks of SLURM job {slurm_job_id()} (SLURM_NTASKS)"
+        return tasks + (f" x dist.nproc_per_node={nproc_per_node}" if (nproc_per_node or 1) > 1 else "")
+    return "dist.nproc_per_node"
+
+
 def placement_problem(nproc_per_node: Optional[int], backend: Optional[str]) -> Optional[str]:
     """Why ``dist.*`` cannot work with the SLURM step this process belongs to (None if it can)."""
     if not slurm_task() or under_torchrun():
@@ -104,23 +113,6 @@ def placement_problem(nproc_per_node: Optional[int], backend: Optional[str]) -> 
                 f"Either let srun start one task per GPU (--ntasks-per-node=N) and set dist.nproc_per_node=null, "
                 f"or start one task per node (--ntasks-per-node=1) that spawns dist.nproc_per_node processes")
     return None
-
-
-_held_signals: list[int] = []
-
-
-def hold_warning_signal() -> None:
-    """SIGUSR1 (SLURM's ``--signal=USR1@N`` warning) ends a process by default. Until the trainer's
-    graceful stop takes over (and after it hands back), remember it instead: a warning that arrives
-    during the setup then stops the run after its first iteration, with a checkpoint."""
-    signal.signal(signal.SIGUSR1, lambda signum, _frame: _held_signals.append(signum))
-
-
-def take_held_signal() -> Optional[int]:
-    """The warning signal received while held (None if none), forgotten once taken."""
-    held = _held_signals[-1] if _held_signals else None
-    _held_signals.clear()
-    return held
 
 
 def follow_torchrun() -> None:
@@ -138,6 +130,8 @@ def spawn_environment(local_rank: int, processes: int, port: int) -> dict[str, s
     env = {"LOCAL_RANK": str(local_rank), "LOCAL_WORLD_SIZE": str(processes), "RANK": str(local_rank),
            "WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     if slurm_task() and slurm_tasks() > 1:
+        # ignite's SLURM translation (master address from the node list, port from the job id) has no
+        # public form, and ignite does not take user-set ranks under SLURM (pytorch/ignite issue 3259)
         from ignite.distributed.comp_models.native import _setup_ddp_vars_from_slurm_env
 
         slurm = _setup_ddp_vars_from_slurm_env(dict(os.environ))

@@ -22,11 +22,12 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gan_ignite.errors import DataError, on_every_rank
+from gan_ignite.errors import DataError
+from gan_ignite.metrics._base import on_every_rank, rank0_first
 from gan_ignite.metrics.networks.images import IMG_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, ConvertMode, find_image_files
 from gan_ignite.metrics.networks.preprocess import to_uint8
 from gan_ignite.metrics.scores.real_stats import cache_key
-from gan_ignite.metrics.safe_files import atomic_write, create_temporary
+from gan_ignite.io import atomic_write, open_temporary
 
 logger = logging.getLogger(__name__)
 DATA_HELP = "See docs/data.md (the documentation's 'Data' page) for the expected layout and how to download it."
@@ -154,10 +155,7 @@ def load_labelled_dataset(data_config, train: bool) -> Dataset:
 def load_dataset_everywhere(data_config) -> Dataset:
     """:func:`load_dataset` on every rank, rank 0 first (it may download while the others wait); an
     input error on any rank is raised on every rank."""
-    first = idist.get_rank() == 0
-    dataset = on_every_rank(lambda: load_dataset(data_config), run_here=first)
-    others = on_every_rank(lambda: load_dataset(data_config), run_here=not first)
-    return dataset if first else others
+    return rank0_first(lambda: load_dataset(data_config))
 
 
 def cache_dir(config) -> Path:
@@ -274,8 +272,8 @@ def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # a new file of our own (O_EXCL | O_NOFOLLOW): never a link planted under the temporary name
-        temporary, descriptor = create_temporary(path)
-        os.close(descriptor)
+        temporary, handle = open_temporary(path)
+        handle.close()
         array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
         count = skipped = 0
         for batch, batch_skipped in loader:

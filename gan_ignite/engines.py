@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from gan_ignite.augment import AdaAugment, AdaController, build_augment
 from gan_ignite.ema import attach_ema, create_ema
+from gan_ignite.latents import LatentNoise
 from gan_ignite.losses import get_loss
 from gan_ignite.metrics.networks.features import FeatureNetwork, Prefetch, prepare_images
 from gan_ignite.metrics.timing import PartTimer
@@ -70,26 +71,6 @@ class TrainingRecipe:
         if self.ema is not None:
             objects["ema_generator"] = self.ema.ema_model
         return objects
-
-
-class LatentNoise:
-    """The training step's latent vectors, drawn on the device by a generator of their own that is
-    seeded from ``(seed, rank, iteration)`` before each draw.
-
-    On a GPU this keeps the step free of host work: no CPU ``randn`` and no copy from pageable
-    memory (a stream synchronisation per iteration). Iteration ``i``'s latents depend on nothing
-    else, so a run resumed from any checkpoint, even mid-epoch, draws exactly what the uninterrupted
-    run drew, without any RNG state in the checkpoint; each rank draws its own.
-    """
-
-    def __init__(self, latent_dim: int, device: torch.device, seed: int = 0, rank: int = 0):
-        self.latent_dim, self.device = latent_dim, torch.device(device)
-        self.base = (int(seed) % 2**31 * 65_537 + int(rank) % 65_537) * 2**31
-        self.generator = torch.Generator(device=self.device)
-
-    def __call__(self, batch_size: int, iteration: int) -> torch.Tensor:
-        self.generator.manual_seed((self.base + int(iteration)) % 2**63)  # host-side: no synchronisation
-        return torch.randn(batch_size, self.latent_dim, 1, 1, generator=self.generator, device=self.device)
 
 
 def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,

@@ -15,28 +15,15 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import logging
 import math
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import ignite.distributed as idist
-from omegaconf import DictConfig
+from gan_ignite.command import main_for
+from gan_ignite.config import ScoredModel
+from gan_ignite.metrics.options import Precision, ProtocolName
 
-from gan_ignite import data as data_module
-from gan_ignite.config import SCORED_MODELS, scored_model
-from gan_ignite.errors import INPUT_ERRORS, ConfigError, RunStopped
-from gan_ignite.evaluation import setup_evaluation, warn_if_random
-from gan_ignite.launch import input_error_exit, interrupted_exit, launch
-from gan_ignite.metrics._base import resolve_device
-from gan_ignite.metrics.networks.inception import PRECISIONS
-from gan_ignite.metrics.timing import describe_seconds
-from gan_ignite.metrics.networks.preprocess import LEGACY_RESIZE, PROTOCOLS
-from gan_ignite.run_dir import RunDir, append_lines, history_record, load_generator, load_run_config
-
-logger = logging.getLogger("gan_ignite")
 # round-off between processes, batch compositions and BLAS threads stays far below these
 REPRODUCE_RTOL, REPRODUCE_ATOL = 1e-6, 1e-9
 COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_precision",
@@ -44,9 +31,18 @@ COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_netwo
 INTERRUPTED = "Interrupted by Ctrl-C; nothing was written."
 
 
-def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, run_dir: RunDir, model: str,
-                        device_name: Optional[str]) -> None:
+def evaluate_checkpoint(local_rank: int, config: Any, checkpoint: Path, model: str, device_name: Optional[str]) -> None:
     """On every rank: score ``checkpoint``; rank 0 prints and appends the record."""
+    import ignite.distributed as idist
+
+    from gan_ignite import data as data_module
+    from gan_ignite.errors import RunStopped
+    from gan_ignite.evaluation import load_generator, setup_evaluation, warn_if_random
+    from gan_ignite.io import append_text
+    from gan_ignite.metrics._base import resolve_device
+    from gan_ignite.metrics.timing import describe_seconds
+    from gan_ignite.run_dir import history_record, jsonl, run_directory
+
     distributed = idist.get_world_size() > 1
     device = idist.device() if distributed or device_name is None else resolve_device(device_name)
     generator, trainer_state = load_generator(config, checkpoint, device, model)
@@ -68,22 +64,19 @@ def evaluate_checkpoint(local_rank: int, config: DictConfig, checkpoint: Path, r
         if isinstance(value, float):
             print(f"{name}: {value:.6g}")
     print(f"seconds: {describe_seconds(values['seconds'])}")
+    run_dir = run_directory(checkpoint)
     history = run_dir.history.lines()
     if history.bad_lines:
         print(f"note: {history.report()}")
     compare_with_history(record, history_record(history.records, iteration, model))
-    append_lines(run_dir.evaluations_path, [json.dumps(record) + "\n"],
-                 "The values above are not recorded there; the file keeps its earlier records.")
+    append_text(run_dir.evaluations_path, jsonl([record]),
+                "The values above are not recorded there; the file keeps its earlier records.")
 
 
 def compare_with_history(record: dict[str, Any], reference: Optional[dict[str, Any]]) -> None:
     """Say whether this result reproduces the training-time record of the same checkpoint."""
     if reference is None:
         return
-    if "protocol" not in reference and reference.get("feature_network") == "inception":  # an earlier version's record
-        reference = {**reference, "protocol": LEGACY_RESIZE.get(reference.get("resize"))}
-    if "inception_precision" not in reference and reference.get("feature_network") == "inception":  # before: fp32
-        reference = {**reference, "inception_precision": "fp32"}
     if any(reference.get(field) != record.get(field) for field in COMPARED_FIELDS):
         print(f"note: history.jsonl has a record of iteration {record['iteration']} with other settings "
               f"({', '.join(f'{f}={reference.get(f)}' for f in COMPARED_FIELDS if reference.get(f) != record.get(f))})"
@@ -102,6 +95,8 @@ def require_protocol_with_reference_stats(overrides: Sequence[str]) -> None:
     """``eval.reference_stats=FILE`` given here needs the protocol FILE was computed with, given here
     too (``--protocol`` or ``eval.protocol=``), as training requires: the run's own protocol says
     how the run's reference images were preprocessed, nothing about FILE."""
+    from gan_ignite.errors import ConfigError
+
     given = {override.partition("=")[0].strip(): override.partition("=")[2].strip() for override in overrides}
     if given.get("eval.reference_stats", "") not in ("", "null", "None") and not given.get("eval.protocol"):
         raise ConfigError("eval.reference_stats needs the protocol its statistics were computed with, given explicitly "
@@ -110,54 +105,44 @@ def require_protocol_with_reference_stats(overrides: Sequence[str]) -> None:
                           "protocols are not comparable. Nothing was evaluated.")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gan_ignite.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint_<iteration>.pt of a run")
     parser.add_argument("--num-samples", type=int, default=None,
                         help="generated images to score (default: the run's eval.num_samples, as in training); "
                              "10,000 to choose checkpoints, 50,000 for numbers comparable with papers")
-    parser.add_argument("--model", choices=SCORED_MODELS, default=None,
+    parser.add_argument("--model", choices=[str(name) for name in ScoredModel], default=None,
                         help="the live generator or its EMA (default: what the run evaluated, eval.model)")
-    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+    parser.add_argument("--protocol", choices=[str(name) for name in ProtocolName], default=None,
                         help="the FID protocol (= eval.protocol=...; default: the run's)")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default=None,
+    parser.add_argument("--precision", choices=[str(name) for name in Precision], default=None,
                         help="the FID Inception's precision (= eval.precision=...; default: the run's): fp32, or "
                              "tf32 on a GPU (what pytorch-fid, torch-fidelity and clean-fid compute there)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.metrics=[fid,is,kid,prdc]")
-    return parser
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    from gan_ignite.config import scored_model
+    from gan_ignite.launch import launch
+    from gan_ignite.metrics._base import resolve_device
+    from gan_ignite.run_dir import load_run_config
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
-    try:
-        # one process unless asked for more (dist.nproc_per_node=N, or torchrun)
-        overrides = list(args.overrides)
-        if args.num_samples is not None:
-            overrides.append(f"eval.num_samples={args.num_samples}")
-        if args.protocol is not None:  # replaces an earlier version's eval.resize in the run's config.yaml
-            overrides += [f"eval.protocol={args.protocol}", "eval.resize=null"]
-        if args.precision is not None:
-            overrides.append(f"eval.precision={args.precision}")
-        require_protocol_with_reference_stats(overrides)
-        run_dir, config = load_run_config(args.checkpoint, overrides)
-        if args.device is not None:
-            resolve_device(args.device)
-    except INPUT_ERRORS as error:
-        return input_error_exit(error, args.debug)
-    except KeyboardInterrupt:
-        return interrupted_exit(INTERRUPTED)
-    worker = functools.partial(evaluate_checkpoint, checkpoint=args.checkpoint, run_dir=run_dir,
+    # one process unless asked for more (dist.nproc_per_node=N, or torchrun)
+    overrides = list(args.overrides)
+    for key, value in (("num_samples", args.num_samples), ("protocol", args.protocol), ("precision", args.precision)):
+        if value is not None:
+            overrides.append(f"eval.{key}={value}")
+    require_protocol_with_reference_stats(overrides)
+    _, config = load_run_config(args.checkpoint, overrides)
+    if args.device is not None:
+        resolve_device(args.device)
+    worker = functools.partial(evaluate_checkpoint, checkpoint=args.checkpoint,
                                model=args.model or scored_model(config), device_name=args.device)
-    return launch(worker, config, args.debug, interrupted=INTERRUPTED)
+    launch(worker, config, args.debug, interrupted=INTERRUPTED)
+    return 0
 
+
+main = main_for(__name__)
 
 if __name__ == "__main__":
     sys.exit(main())

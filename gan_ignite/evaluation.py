@@ -32,11 +32,17 @@ from omegaconf import DictConfig
 from torch.utils.data import Dataset
 
 from gan_ignite import data as data_module
+from gan_ignite.checkpoints import MODEL_KEYS, read_checkpoint
 from gan_ignite.config import metric_options, scored_model
 from gan_ignite.ema import recalibrate_batchnorm
 from gan_ignite.engines import create_evaluator, generated_batches
-from gan_ignite.errors import ConfigError, UserError, on_every_rank, require_memory
-from gan_ignite.metrics.scores.factory import METRICS, build_metrics, check_network_supports, min_samples
+from gan_ignite.errors import ConfigError, RunDirError, UserError
+from gan_ignite.io import first_line, require_memory
+from gan_ignite.latents import evaluation_latents
+from gan_ignite.metrics._base import on_every_rank, rank0_first
+from gan_ignite.metrics.scores.factory import (METRICS, Scoring, check_network_supports, create_metrics,
+                                               feature_space, min_samples)
+from gan_ignite.models import generator_from_config
 from gan_ignite.metrics.networks.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.networks.inception import effective_precision, weights_tag
 from gan_ignite.metrics.networks.preprocess import to_device
@@ -44,18 +50,11 @@ from gan_ignite.metrics.scores.real_stats import RealStatistics, cached_real_sta
 from gan_ignite.metrics.timing import PartTimer, active_timer
 
 logger = logging.getLogger("gan_ignite")
-EVAL_NOISE_OFFSET = 1_000_003  # evaluation latents: their own stream, apart from the training seed's
 # an upper bound of what a sample costs: Inception's pool3 features (2048) and logits (1008), float32,
 # kept per sample, gathered, and converted to float64 by KID / PRDC
 FEATURE_DIM, LOGITS_DIM, BYTES_PER_VALUE = 2048, 1008, 4 + 4 + 8
 # BatchNorm statistics of an EMA generator: 2048 seeded latents in batches of 256
 EMA_BN_BATCHES, EMA_BN_BATCH_SIZE, EMA_BN_OFFSET = 8, 256, 2_000_003
-
-
-def evaluation_latents(config: DictConfig, num_samples: int) -> torch.Tensor:
-    """All ``num_samples`` latent vectors of an evaluation, from one seeded CPU stream."""
-    noise = torch.Generator().manual_seed(config.seed + EVAL_NOISE_OFFSET)
-    return torch.randn(num_samples, config.model.latent_dim, 1, 1, generator=noise)
 
 
 def num_real_images(evaluation: DictConfig, available: int) -> int:
@@ -102,13 +101,18 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
     """
     evaluation = config.eval
     check_sample_counts(config, len(dataset))  # type: ignore[arg-type]  # the reference set: the whole training set
-    network = on_every_rank(lambda: load_feature_network(evaluation.feature_network, device,
-                                                         inception_weights=evaluation.inception_weights,
-                                                         protocol=evaluation.protocol,
-                                                         precision=evaluation.precision))
-    on_every_rank(lambda: check_network_supports(evaluation.metrics, network))
+    def load() -> FeatureNetwork:
+        network = load_feature_network(evaluation.feature_network, device,
+                                       inception_weights=evaluation.inception_weights, protocol=evaluation.protocol,
+                                       precision=evaluation.precision)
+        check_network_supports(evaluation.metrics, network)
+        return network
+
+    network = rank0_first(load)  # a download lands in the torch hub cache once
     real_stats = reference_statistics(config, dataset, network, device)
-    metrics = build_metrics(list(evaluation.metrics), real_stats, metric_options(evaluation, device))
+    scoring = Scoring(**vars(metric_options(evaluation)), device=device,
+                      feature_space=feature_space(str(evaluation.feature_network)))
+    metrics = create_metrics(list(evaluation.metrics), real_stats, scoring)
     evaluator = create_evaluator(generator, network, metrics)
     rank, world_size = idist.get_rank(), idist.get_world_size()
     if rank == 0 and sys.stderr.isatty():  # in a log file the evaluation's one summary line is enough
@@ -133,8 +137,7 @@ def check_sample_counts(config: DictConfig, available_real: int) -> None:
     fit in this machine's memory (an estimate, see :func:`evaluation_memory_bytes`)."""
     evaluation = config.eval
     num_real = num_real_images(evaluation, available_real)
-    options = metric_options(evaluation)
-    for name, count in min_samples(evaluation.metrics, options).items():
+    for name, count in min_samples(evaluation.metrics, metric_options(evaluation)).items():
         if METRICS[name].needs_real is not None and num_real < count:
             raise UserError(f"The reference set has {num_real} image(s) (eval.num_real={evaluation.num_real}, "
                             f"{available_real} training images), but metric '{name}' needs at least {count}. Use "
@@ -169,7 +172,9 @@ def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureN
                  "pool": len(pool), "num_real": len(indices), "real_subset_seed": evaluation.real_subset_seed,
                  "files": data_module.dataset_fingerprint(pool, indices),
                  "image_size": config.data.image_size, "channels": config.data.channels,
-                 "feature_network": network.tag, "preprocess_version": data_module.PREPROCESS_VERSION,
+                 "feature_network": network.tag, "protocol": getattr(network, "protocol", None),
+                 "inception_precision": getattr(network, "precision", None),
+                 "preprocess_version": data_module.PREPROCESS_VERSION,
                  "pillow": PIL.__version__}
     loader = data_module.eval_loader(pool, indices, evaluation.batch_size, config.data.num_workers)
     cache_dir = data_module.cache_dir(config)
@@ -236,6 +241,26 @@ def warn_if_random(record_fields: Mapping[str, Any]) -> None:
     if record_fields["inception_weights"] == "random" and record_fields["feature_network"] == "inception":
         logger.warning("eval.inception_weights=random: a random-init Inception network is scoring. Its FID / IS "
                        "are meaningless (for tests only); the records are marked inception_weights=random.")
+
+
+def load_generator(config: DictConfig, checkpoint_path: Path, device: Any, model: str = "generator"
+                   ) -> tuple[torch.nn.Module, dict]:
+    """The checkpoint's ``model`` (``generator`` or ``ema``) ready to be scored, and the trainer state."""
+    how = "Pass a checkpoint written by gan_ignite.train, with the run's config.yaml beside it."
+    state = read_checkpoint(checkpoint_path, how)
+    key = MODEL_KEYS[model]
+    if key not in state:
+        if model == "ema":
+            raise RunDirError(f"Checkpoint '{checkpoint_path}' holds no EMA generator: its run was trained without "
+                              f"train.ema_decay. Use the live generator (--model generator).")
+        raise RunDirError(f"Checkpoint '{checkpoint_path}' holds no generator. {how}")
+    generator = generator_from_config(config)
+    try:
+        generator.load_state_dict(state[key])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:
+        which = "generator" if model == "generator" else "EMA generator"
+        raise RunDirError(f"Cannot load the {which} from '{checkpoint_path}': {first_line(error)}. {how}") from None
+    return prepare_for_scoring(generator.to(device), config, model, device), state.get("trainer", {})
 
 
 def prepare_for_scoring(generator: torch.nn.Module, config: DictConfig, model: str,

@@ -1,4 +1,4 @@
-"""Starting the processes of a run, shared by the train and evaluate command lines.
+"""Starting the processes of a run, shared by the train and evaluate commands.
 
 Three ways to run, one worker function ``worker(local_rank, config)`` executed on every rank:
 
@@ -6,16 +6,15 @@ Three ways to run, one worker function ``worker(local_rank, config)`` executed o
 - under ``torchrun``, or as the tasks of ``srun`` (one per GPU): ``idist.Parallel`` joins the process
   group from the environment (torchrun's variables, or ``SLURM_*`` through ignite's native SLURM
   support; see :mod:`gan_ignite.cluster`), on one or several nodes;
-- ``dist.nproc_per_node=N``: this module spawns N processes itself. It does not use
-  ``idist.Parallel``'s own spawning, because it must (1) forward SIGTERM / SIGINT / SIGUSR1 to the
-  workers (a scheduler signals the parent only) and (2) report a worker's input error as one paragraph
-  with exit code 2 instead of a traceback. Each worker joins the group through the same
-  environment variables torchrun would set (as the one ``srun`` task of its node, with global ranks
-  over all the step's nodes).
+- ``dist.nproc_per_node=N``: this module spawns N processes itself, rather than through
+  ``idist.Parallel``'s own spawning, so that it can forward SIGTERM / SIGINT / SIGUSR1 to the workers
+  (a scheduler signals the parent only) and report a worker's input error as one paragraph with exit
+  code 2. Each worker joins the group through the variables torchrun would set.
 
-Input errors (:data:`~gan_ignite.errors.INPUT_ERRORS`) end a process with exit code 2 and a one-paragraph message;
-:class:`~gan_ignite.errors.RunStopped` carries its own exit code and message; Ctrl-C anywhere ends
-it with exit code 130 and one line.
+What the launch environment decides is checked here, before any process starts (:func:`check_launch`):
+the world size against the batch, the seeds and the evaluation's samples, and SLURM's placement.
+A worker's outcome is mapped to an exit code by :func:`gan_ignite.command.outcome`; anything but
+success is raised as :class:`~gan_ignite.errors.RunStopped` for the command runner to report.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import tempfile
@@ -32,100 +30,119 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import ignite.distributed as idist
-import ignite.distributed.utils as idist_utils
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from omegaconf import DictConfig
 
-from gan_ignite import cluster
-from gan_ignite.cluster import env_world_size, under_torchrun
-from gan_ignite.errors import INPUT_ERRORS, RunStopped
+from gan_ignite import cluster, signals
+from gan_ignite.command import outcome, report
+from gan_ignite.config import MAX_SEED
+from gan_ignite.errors import ConfigError, RunStopped
 
-env_rank = cluster.env_rank  # the command lines ask the launcher for their rank before it starts
+logger = logging.getLogger("gan_ignite")
 Worker = Callable[[int, DictConfig], None]
+CLOSE_TIMEOUT_SECONDS = 30.0  # how long the end of a run waits for the other processes
 
 
-def launched_by_torchrun() -> bool:
-    return under_torchrun()
+# ----------------------------------------------------------------------------- what the launch decides
+def world_size(config: DictConfig) -> int:
+    """The processes this run will have: ``dist.nproc_per_node``, torchrun's WORLD_SIZE, or srun's
+    tasks (times ``dist.nproc_per_node`` when each task spawns that many)."""
+    return cluster.run_world_size(config.dist.nproc_per_node)
+
+
+def check_launch(config: DictConfig) -> None:
+    """The checks that depend on where and how the run is launched, before any process starts."""
+    size = world_size(config)
+    problem = cluster.placement_problem(config.dist.nproc_per_node, config.dist.backend)
+    checks = [
+        (problem is None, "dist.nproc_per_node", str(problem)),
+        (0 <= config.seed <= MAX_SEED - (size - 1), "seed",
+         f"{config.seed} is out of range: each process seeds its random generators with seed + rank, which must "
+         f"lie in [0, {MAX_SEED}]"),
+        (config.train.batch_size % size == 0, "train.batch_size",
+         f"{config.train.batch_size} (the global batch) is not divisible by the {size} processes "
+         f"({cluster.describe_processes(config.dist.nproc_per_node)}); choose a multiple of {size}"),
+        (config.eval.every_epochs == 0 or config.eval.num_samples >= size, "eval.num_samples",
+         f"{config.eval.num_samples} is too few: one per process ({size}); raise eval.num_samples"),
+    ]
+    gpus = torch.cuda.device_count()
+    processes = config.dist.nproc_per_node or 1
+    checks.append((not gpus or processes <= gpus, "dist.nproc_per_node",
+                   f"{processes} but only {gpus} GPU(s) are visible: each process needs a GPU of its own. Lower "
+                   f"dist.nproc_per_node, or train on CPU processes with CUDA_VISIBLE_DEVICES='' and "
+                   f"dist.backend=gloo"))
+    for passed, key, message in checks:
+        if not passed:
+            raise ConfigError(f"Invalid value for config key '{key}': {message}.")
 
 
 def resolve_backend(config: DictConfig) -> Optional[str]:
     """``dist.backend``, or nccl / gloo when several processes are asked for without one."""
     backend = config.dist.backend
-    several = (config.dist.nproc_per_node or 1) > 1 or env_world_size() > 1
+    several = (config.dist.nproc_per_node or 1) > 1 or cluster.env_world_size() > 1
     if backend is None and several:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-    return backend
+    return None if backend is None else str(backend)
 
 
-INTERRUPTED = "Interrupted by Ctrl-C."
-
-
+# ----------------------------------------------------------------------------- launching
 def launch(worker: Worker, config: DictConfig, debug: bool = False, keep_alive: Any = None,
-           interrupted: str = INTERRUPTED) -> int:
-    """Run ``worker`` on every rank and return the exit code for this process. ``keep_alive`` (e.g.
-    the run directory's lock) is handed to spawned workers, which hold it while they run;
-    ``interrupted`` is the line printed for a Ctrl-C."""
+           interrupted: str = "Interrupted by Ctrl-C.") -> None:
+    """Run ``worker`` on every rank; a failure or a stop is raised as :class:`RunStopped`.
+    ``keep_alive`` (e.g. the run directory's lock) is handed to spawned workers, which hold it while
+    they run; ``interrupted`` is the line printed for a Ctrl-C."""
+    check_launch(config)
     cluster.follow_torchrun()
-    cluster.hold_warning_signal()
-    backend = resolve_backend(config)
-    processes = config.dist.nproc_per_node or 1
-    if processes > 1 and not under_torchrun():
-        code = _spawn(worker, config, processes, backend, debug, keep_alive, interrupted)
-        requeue_if_asked(code, config)
-        return code
-    code, message = run_reporting(worker, config, backend, debug, interrupted)
-    report(code, message, config.dist.requeue_exit_code)
-    requeue_if_asked(code, config)
-    exit_now_if_left_open(code)
-    return code
+    signals.hold_warning_signal()
+    backend, processes = resolve_backend(config), config.dist.nproc_per_node or 1
+
+    def leave_now(code: int, text: str) -> None:
+        report(text)
+        _requeue_if_asked(code, config)
+        sys.stdout.flush()
+        os._exit(code)
+
+    if processes > 1 and not cluster.under_torchrun():
+        code, text = _spawn(worker, config, processes, backend, debug, keep_alive, interrupted)
+    else:
+        code, text = _run_here(worker, config, backend, debug, interrupted, leave_now)
+    _requeue_if_asked(code, config)
+    if code or text:
+        raise RunStopped(code, text.removeprefix("error: "), is_error=text.startswith("error: "))
 
 
-def requeue_if_asked(code: int, config: DictConfig) -> None:
-    """With ``dist.requeue=scontrol``, a run stopped for a requeue (exit code
-    ``dist.requeue_exit_code``) asks SLURM to requeue the job: once, from rank 0, after every rank
-    has finished (the process group is closed)."""
-    if code == config.dist.requeue_exit_code and config.dist.requeue == "scontrol" and env_rank() == 0:
+def _requeue_if_asked(code: int, config: DictConfig) -> None:
+    """With ``dist.requeue=scontrol`` a run stopped for a requeue asks SLURM to requeue the job: once,
+    from rank 0, after every rank has finished."""
+    if code == config.dist.requeue_exit_code and config.dist.requeue == "scontrol" and cluster.env_rank() == 0:
         cluster.request_requeue()
 
 
-def run_reporting(worker: Worker, config: DictConfig, backend: Optional[str], debug: bool,
-                  interrupted: str = INTERRUPTED) -> tuple[int, str]:
-    """Run ``worker`` in this process's ``idist.Parallel`` context; ``(exit code, message)``."""
-    try:
+def _run_here(worker: Worker, config: DictConfig, backend: Optional[str], debug: bool, interrupted: str,
+              leave_now: Callable[[int, str], None]) -> tuple[int, str]:
+    """``worker`` in this process's ``idist.Parallel`` context: ``(exit code, message)``. When the other
+    processes never reach the end, ``leave_now`` ends this one before ``Parallel`` would wait for them
+    as it destroys the group."""
+    result: dict[str, tuple[int, str]] = {}
+
+    def work() -> None:
         with idist.Parallel(backend=backend) as parallel:
-            try:
-                parallel.run(worker, config)
-            except BaseException:  # the other ranks may wait in a collective: no barrier, leave at once
-                close_process_group(barrier=False)
-                raise
-            close_process_group()
-    except INPUT_ERRORS as error:
-        if debug:
-            raise
-        return 2, clean_message(str(error))
-    except RunStopped as stopped:
-        return stopped.exit_code, stopped.message
-    except KeyboardInterrupt:
-        return 130, interrupted
-    return 0, ""
+            result["run"] = outcome(lambda: parallel.run(worker, config), debug, interrupted)
+            if not close_process_group(barrier=result["run"][0] == 0):  # no barrier where others may wait
+                leave_now(*result["run"])
+
+    started = outcome(work, debug, interrupted)  # the group itself failed to start or to close
+    return started if started[0] or "run" not in result else result["run"]
 
 
-# how long the end of a run waits for the other processes before it leaves without them
-CLOSE_TIMEOUT_SECONDS = 30.0
-_left_open = {"process_group": False}
-
-
-def close_process_group(timeout: float = CLOSE_TIMEOUT_SECONDS, barrier: bool = True) -> bool:
+def close_process_group(barrier: bool = True, timeout: Optional[float] = None) -> bool:
     """End this process's part of the process group: a barrier (every rank has finished its
-    collectives; skipped with ``barrier=False`` on the error path, where the others may wait in a
-    collective), then ignite's ``idist.finalize`` (``destroy_process_group``), both in a thread given
-    ``timeout`` seconds. ignite's ``Parallel`` destroys the group without a barrier, and a 1-process
-    torchrun + NCCL run was seen hanging there after "End of run". If another rank never arrives
-    (it crashed or hangs), this rank logs it and leaves without the group; the process then ends
-    through :func:`exit_now_if_left_open` instead of waiting in the interpreter's shutdown. True if
-    the group was closed."""
+    collectives), then ``idist.finalize``, both in a thread given ``timeout`` seconds: ignite's
+    ``Parallel`` destroys the group without a barrier, and a 1-process torchrun + NCCL run was seen
+    hanging there. True if the group was closed; False if another rank never arrived (it failed or
+    hangs)."""
     if not (dist.is_available() and dist.is_initialized()):
         return True
     device, closed = idist.device(), threading.Event()
@@ -139,86 +156,34 @@ def close_process_group(timeout: float = CLOSE_TIMEOUT_SECONDS, barrier: bool = 
             idist.finalize()
             closed.set()
         except Exception as error:  # a broken group: leave without it, as on a timeout
-            logging.getLogger("gan_ignite").warning("Closing the process group failed: %s", error)
+            logger.warning("Closing the process group failed: %s", error)
 
     thread = threading.Thread(target=close, name="close-process-group", daemon=True)
     thread.start()
+    timeout = CLOSE_TIMEOUT_SECONDS if timeout is None else timeout
     thread.join(timeout)
     if not closed.is_set():
-        logging.getLogger("gan_ignite").warning(
-            "Rank %d: the other processes did not reach the end of the run within %.0f s (one of them failed or "
-            "hangs); leaving the process group without them.", idist.get_rank(), timeout)
-        # ignite's Parallel would destroy the group again and wait for the missing ranks, and idist's
-        # next get_rank() would re-read the still initialised group with collectives: one process from now on
-        idist_utils._set_model(idist_utils._SerialModel())
-        idist_utils._need_to_sync = False
-        _left_open["process_group"] = True
+        logger.warning("Rank %d: the other processes did not reach the end of the run within %.0f s (one of them "
+                       "failed or hangs); leaving the process group without them.", idist.get_rank(), timeout)
     return closed.is_set()
-
-
-def exit_now_if_left_open(code: int) -> None:
-    """After :func:`close_process_group` gave up, the interpreter's shutdown could wait on the group
-    (NCCL's destructors): flush and end the process with ``code`` at once."""
-    if _left_open["process_group"]:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-
-
-def report(code: int, message: str, requeue_code: Optional[int] = None) -> None:
-    """A message on stderr, after "error: " unless the code means success, Ctrl-C or a requeue."""
-    if message:
-        print(("error: " if code not in (0, 130, requeue_code) else "") + message, file=sys.stderr)
-
-
-def input_error_exit(error: Exception, debug: bool) -> int:
-    """A command line's input error: re-raised with ``--debug`` (to show the traceback), otherwise
-    one paragraph on stderr and exit code 2."""
-    if debug:
-        raise error
-    report(2, clean_message(str(error)))
-    return 2
-
-
-def interrupted_exit(message: str = INTERRUPTED) -> int:
-    """A command line interrupted by Ctrl-C: one line on stderr and exit code 130."""
-    report(130, message)
-    return 130
-
-
-def clean_message(message: str) -> str:
-    """A UserError raised inside a DataLoader worker comes back with the worker's traceback in its
-    message; keep only the error's own text."""
-    marker = "Original Traceback (most recent call last):"
-    if marker in message:
-        message = message.strip().splitlines()[-1].split(": ", 1)[-1]
-    return message
 
 
 # ----------------------------------------------------------------------------- spawn mode
 def _spawn(worker: Worker, config: DictConfig, processes: int, backend: Optional[str], debug: bool,
-           keep_alive: Any, interrupted: str) -> int:
+           keep_alive: Any, interrupted: str) -> tuple[int, str]:
     with tempfile.TemporaryDirectory(prefix="gan_ignite_outcomes_") as outcome_dir:
         context = mp.start_processes(_spawned_worker, nprocs=processes, join=False, start_method="spawn",
                                      args=(worker, config, processes, backend, debug, _free_port(), outcome_dir,
                                            keep_alive, interrupted))
-        forwarded = _forward_signals_to(context.processes)
-        try:
-            while not context.join(timeout=1.0):
-                pass
-        except mp.ProcessRaisedException as failure:  # a bug: the worker's traceback is in the message
-            print(f"error: a worker process failed:\n{failure}", file=sys.stderr)
-            return 1
-        except mp.ProcessExitedException as failure:
-            outcomes = _read_outcomes(outcome_dir, processes)
-            code, message = _first_failure(outcomes) or (failure.exit_code or 1, str(failure))
-            report(code, message, config.dist.requeue_exit_code)
-            return code
-        finally:
-            _restore_signals(forwarded)
-        code, message = _first_failure(_read_outcomes(outcome_dir, processes)) or (0, "")
-        report(code, message, config.dist.requeue_exit_code)
-        return code
+        with signals.Forward(lambda: context.processes):
+            try:
+                while not context.join(timeout=1.0):
+                    pass
+            except mp.ProcessRaisedException as failure:  # a bug: the worker's traceback is in the message
+                return 1, f"error: a worker process failed:\n{failure}"
+            except mp.ProcessExitedException as failure:
+                return _first_failure(outcome_dir, processes) or (failure.exit_code or 1, f"error: {failure}")
+        return _first_failure(outcome_dir, processes) or (0, "")
 
 
 def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, processes: int, backend: Optional[str],
@@ -230,57 +195,40 @@ def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, process
         os.setpgrp()
     except OSError:
         pass
-    cluster.hold_warning_signal()
+    signals.hold_warning_signal()
     os.environ.update(cluster.spawn_environment(local_rank, processes, port))
     if "SLURM_JOB_ID" in os.environ:  # the ranks are the ones just set, not the srun task's
         os.environ[cluster.HIDDEN_JOB_ID] = os.environ.pop("SLURM_JOB_ID")
-    code, message = run_reporting(worker, config, backend, debug, interrupted)
-    Path(outcome_dir, f"rank{local_rank}.json").write_text(json.dumps({"code": code, "message": message}))
-    exit_now_if_left_open(code)
+    def write_outcome(code: int, text: str) -> None:
+        Path(outcome_dir, f"rank{local_rank}.json").write_text(json.dumps({"code": code, "text": text}))
+
+    def leave_now(code: int, text: str) -> None:
+        write_outcome(code, text)
+        os._exit(code)
+
+    code, text = _run_here(worker, config, backend, debug, interrupted, leave_now)
+    write_outcome(code, text)
     if code not in (0, 130, config.dist.requeue_exit_code):  # a failure: the parent stops the other workers at once
         sys.exit(code)
 
 
-def _read_outcomes(outcome_dir: str, processes: int) -> list[dict[str, Any]]:
+def _first_failure(outcome_dir: str, processes: int) -> Optional[tuple[int, str]]:
+    """``(code, text)`` of rank 0, unless rank 0 wrote none or succeeded while another rank failed:
+    then of the first rank that failed. None if no rank wrote an outcome."""
     outcomes = []
     for rank in range(processes):
         path = Path(outcome_dir, f"rank{rank}.json")
-        outcomes.append(json.loads(path.read_text()) if path.is_file() else {"code": None, "message": ""})
-    return outcomes
-
-
-def _first_failure(outcomes: list[dict[str, Any]]) -> Optional[tuple[int, str]]:
-    """``(code, message)`` of rank 0, unless rank 0 wrote none or succeeded while another rank
-    failed: then of the first rank that failed. None if no rank wrote an outcome."""
-    written = [outcome for outcome in outcomes if outcome["code"] is not None]
-    failed = [outcome for outcome in written if outcome["code"] != 0]
+        outcomes.append(json.loads(path.read_text()) if path.is_file() else {"code": None, "text": ""})
+    written = [item for item in outcomes if item["code"] is not None]
+    failed = [item for item in written if item["code"] != 0]
     if not written:
         return None
     rank0 = outcomes[0]
-    chosen = rank0 if rank0["code"] not in (None, 0) or (rank0["code"] == 0 and not failed) else \
-        (failed or written)[0]
-    return chosen["code"], chosen["message"]
+    chosen = rank0 if rank0["code"] not in (None, 0) or (rank0["code"] == 0 and not failed) else (failed or written)[0]
+    return chosen["code"], chosen["text"]
 
 
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-# what a scheduler or a user sends to the parent of spawned workers (SIGUSR1: SLURM's --signal=USR1@90)
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-
-def _forward_signals_to(processes: list) -> dict[int, Any]:
-    def forward(signum: int, _frame: Any) -> None:
-        for process in processes:
-            if process.is_alive():
-                os.kill(process.pid, signum)
-
-    return {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
-
-
-def _restore_signals(previous: dict[int, Any]) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)

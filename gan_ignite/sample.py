@@ -32,85 +32,31 @@ typical but less varied. FID measures fidelity and diversity together, so it usu
 from __future__ import annotations
 
 import argparse
-import functools
-import logging
 import math
 import re
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator
 
-import torch
-from omegaconf import DictConfig
-from PIL import Image
-from torchvision.utils import save_image
-from tqdm.auto import tqdm
-
-from gan_ignite.config import SCORED_MODELS, scored_model
-from gan_ignite.errors import INPUT_ERRORS, RunDirError, UserError, require_memory, require_writable
-from gan_ignite.launch import input_error_exit, interrupted_exit
-from gan_ignite.metrics._base import resolve_device
-from gan_ignite.metrics.networks.images import find_image_files
-from gan_ignite.metrics.networks.preprocess import to_uint8
-from gan_ignite.metrics.safe_files import write_in_place
-from gan_ignite.run_dir import atomic_write, load_generator, load_run_config
+from gan_ignite.command import main_for
+from gan_ignite.config import ScoredModel
+from gan_ignite.errors import RunDirError, UserError
 
 GIF_MIN_SIZE = 128  # GIF frames are enlarged to at least this many pixels
 GIF_FRAME_MS = 80
-MAX_DRAW = 1 << 22  # candidates drawn at once when redrawing truncated components
 SAMPLE_NAME = re.compile(r"^(\d{6,})\.png$")
-
-
-# ----------------------------------------------------------------------------- latents
-def sample_latents(num: int, latent_dim: int, seed: int = 0, truncation: Optional[float] = None) -> torch.Tensor:
-    """``num`` latent vectors (num x latent_dim x 1 x 1) from one seeded CPU stream; with
-    ``truncation``, components outside ``[-T, T]`` are redrawn from the same stream."""
-    stream = torch.Generator().manual_seed(seed)
-    latents = torch.randn(num, latent_dim, 1, 1, generator=stream)
-    if truncation is not None:
-        truncate_(latents, truncation, stream)
-    return latents
-
-
-def truncate_(latents: torch.Tensor, threshold: float, stream: torch.Generator) -> torch.Tensor:
-    """Redraw, in place, every component with ``|z| > threshold`` until it lies within.
-
-    Equivalent to redrawing each component one by one in order, but in chunks sized by the
-    acceptance probability, so a small threshold does not take thousands of rounds.
-    """
-    flat = latents.view(-1)
-    outside = (flat.abs() > threshold).nonzero().squeeze(1)
-    acceptance = math.erf(threshold / math.sqrt(2))  # P(|z| <= T) for z ~ N(0, 1)
-    while len(outside):
-        draw = min(MAX_DRAW, math.ceil(len(outside) / acceptance * 1.1) + 16)
-        candidates = torch.randn(draw, generator=stream)
-        accepted = candidates[candidates.abs() <= threshold][:len(outside)]
-        flat[outside[:len(accepted)]] = accepted
-        outside = outside[len(accepted):]
-    return latents
-
-
-def slerp(start: torch.Tensor, end: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Spherical interpolation between two latent vectors (linear when they are parallel)."""
-    cosine = torch.dot(start.flatten(), end.flatten()) / (start.norm() * end.norm())
-    omega = torch.arccos(cosine.clamp(-1.0, 1.0))
-    if torch.sin(omega).abs() < 1e-6:
-        return (1 - fraction) * start + fraction * end
-    return (torch.sin((1 - fraction) * omega) * start + torch.sin(fraction * omega) * end) / torch.sin(omega)
-
-
-def walk_latents(keys: torch.Tensor, steps: int) -> torch.Tensor:
-    """``len(keys) * steps`` latents: slerp from each key to the next, the last back to the first."""
-    frames = [slerp(keys[index], keys[(index + 1) % len(keys)], step / steps)
-              for index in range(len(keys)) for step in range(steps)]
-    return torch.stack(frames)
+INTERRUPTED = "Interrupted by Ctrl-C; the images written so far are in place, each one complete."
 
 
 # ----------------------------------------------------------------------------- images
-def generated_batches(generator: torch.nn.Module, latents: torch.Tensor, batch_size: int,
-                      device: torch.device) -> Iterator[torch.Tensor]:
+def generated_batches(generator: Any, latents: Any, batch_size: int, device: Any) -> Iterator[Any]:
     """uint8 images (B x C x H x W, on the CPU) batch by batch, converted as the evaluator converts
     them; a progress bar on a terminal."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from gan_ignite.metrics.networks.preprocess import to_uint8
+
     with tqdm(total=len(latents), desc="Sampling", unit="img", disable=not sys.stderr.isatty(), leave=False) as bar:
         for batch in latents.split(batch_size):
             with torch.no_grad():
@@ -118,13 +64,16 @@ def generated_batches(generator: torch.nn.Module, latents: torch.Tensor, batch_s
             bar.update(len(batch))
 
 
-def generate(generator: torch.nn.Module, latents: torch.Tensor, batch_size: int,
-             device: torch.device) -> torch.Tensor:
+def generate(generator: Any, latents: Any, batch_size: int, device: Any) -> Any:
+    import torch
+
     return torch.cat(list(generated_batches(generator, latents, batch_size, device)))
 
 
-def to_pil(image: torch.Tensor) -> Image.Image:
+def to_pil(image: Any) -> Any:
     """uint8 C x H x W -> PIL, mode L for one channel, RGB for three."""
+    from PIL import Image
+
     array = image.permute(1, 2, 0).contiguous().numpy()
     return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)  # uint8 H x W -> L, H x W x 3 -> RGB
 
@@ -140,24 +89,35 @@ def is_sample_name(name: str, num: int) -> bool:
     return bool(match) and int(match.group(1)) < num and name == sample_name(int(match.group(1)))
 
 
-def write_folder(batches: Iterable[torch.Tensor], folder: Path) -> int:
-    """Write the images batch by batch (50,000 of them need not fit in memory at once); their count."""
+def write_folder(batches: Iterable[Any], folder: Path) -> int:
+    """Write the images batch by batch (50,000 of them need not fit in memory at once), each one
+    complete or absent (no fsync per image); their count."""
+    from gan_ignite.io import atomic_write
+
     count = 0
     for batch in batches:
         for image in batch:
-            write_in_place(folder / sample_name(count), functools.partial(to_pil(image).save, format="PNG"))
+            picture = to_pil(image)
+            atomic_write(folder / sample_name(count), lambda handle: picture.save(handle, format="PNG"), fsync=False)
             count += 1
     return count
 
 
-def write_grid(images: torch.Tensor, path: Path) -> None:
-    # k / 255 goes back to exactly k in save_image: the grid holds the folder's pixel values
-    grid = images.float() / 255
+def write_grid(images: Any, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    from gan_ignite.io import atomic_write
+
+    grid = images.float() / 255  # k / 255 goes back to exactly k in save_image: the grid holds the folder's values
     atomic_write(path, lambda handle: save_image(grid, handle, format="png", nrow=math.ceil(math.sqrt(len(images))),
                                                  padding=2))
 
 
-def write_gif(images: torch.Tensor, path: Path) -> None:
+def write_gif(images: Any, path: Path) -> None:
+    from PIL import Image
+
+    from gan_ignite.io import atomic_write
+
     scale = max(1, math.ceil(GIF_MIN_SIZE / images.shape[-1]))
     frames = [to_pil(image) for image in images]
     if scale > 1:
@@ -193,11 +153,15 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def writable_folder(folder: Path, what: str) -> None:
-    require_writable(folder, f"Cannot write {what} to '{folder}'", "Choose a writable location.")
+    from gan_ignite.io import require_writable_folder
+
+    require_writable_folder(folder, f"Cannot write {what} to '{folder}'", "Choose a writable location.")
 
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Every output location usable before any image is generated."""
+    from gan_ignite.metrics.networks.images import find_image_files
+
     if args.out is not None and args.grid:
         if args.out.suffix.lower() != ".png" or args.out.is_dir():
             raise UserError(f"--out '{args.out}' with --grid must be a .png file name (the grid image).")
@@ -220,7 +184,7 @@ def check_outputs(args: argparse.Namespace) -> None:
         writable_folder(args.gif.parent, "the GIF")
 
 
-def memory_needed(args: argparse.Namespace, config: DictConfig) -> int:
+def memory_needed(args: argparse.Namespace, config: Any) -> int:
     """A rough upper bound of the bytes the outputs hold in memory at once: the latents (drawn at
     once, so the same seed gives the same images whatever the batch size), the grid's images, the
     GIF's frames (a folder is written batch by batch)."""
@@ -237,9 +201,11 @@ def memory_needed(args: argparse.Namespace, config: DictConfig) -> int:
 
 
 # ----------------------------------------------------------------------------- command line
-def sample(args: argparse.Namespace, config: DictConfig, device: torch.device, model: str, generator: Any,
+def sample(args: argparse.Namespace, config: Any, device: Any, model: str, generator: Any,
            trainer_state: dict) -> list[str]:
     """Write what was asked with the loaded ``generator``; the lines that say what was written."""
+    from gan_ignite.latents import sample_latents, walk_latents
+
     keys = sample_latents(args.num, config.model.latent_dim, args.seed, args.truncation)
     source = (f"{model} of iteration {trainer_state.get('iteration', '?')}, seed {args.seed}"
               + (f", truncation {args.truncation}" if args.truncation is not None else ""))
@@ -260,9 +226,7 @@ def sample(args: argparse.Namespace, config: DictConfig, device: torch.device, m
     return written
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gan_ignite.sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint .pt of a run")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for the PNGs (created), or with --grid the grid .png to write")
@@ -275,39 +239,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--interpolate", type=int, default=None, metavar="STEPS",
                         help="latent walk through the --num latents with STEPS frames per segment (needs --gif)")
     parser.add_argument("--gif", type=Path, default=None, help="the animated GIF of --interpolate")
-    parser.add_argument("--model", choices=SCORED_MODELS, default=None,
+    parser.add_argument("--model", choices=[str(name) for name in ScoredModel], default=None,
                         help="the live generator or its EMA (default: what the run evaluated, eval.model)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
-    return parser
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    from gan_ignite.config import scored_model
+    from gan_ignite.evaluation import load_generator
+    from gan_ignite.io import require_memory
+    from gan_ignite.metrics._base import resolve_device
+    from gan_ignite.run_dir import load_run_config
 
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
-    try:
-        check_arguments(args)
-        _, config = load_run_config(args.checkpoint)
-        device = resolve_device(args.device)
-        require_memory(memory_needed(args, config), f"--num {args.num}" + (
-            f" with --interpolate {args.interpolate}" if args.interpolate else ""),
-            "Lower --num (a folder of samples can be written in parts with different --seed values).")
-        model = args.model or scored_model(config)
-        # the checkpoint is read (and refused if it must be) before any output folder is created
-        generator, trainer_state = load_generator(config, args.checkpoint, device, model)
-        check_outputs(args)
-        for line in sample(args, config, device, model, generator, trainer_state):
-            print(line)
-    except INPUT_ERRORS as error:
-        return input_error_exit(error, args.debug)
-    except KeyboardInterrupt:
-        return interrupted_exit("Interrupted by Ctrl-C; the images written so far are in place.")
+    check_arguments(args)
+    _, config = load_run_config(args.checkpoint)
+    device = resolve_device(args.device)
+    require_memory(memory_needed(args, config), f"--num {args.num}" + (
+        f" with --interpolate {args.interpolate}" if args.interpolate else ""),
+        "Lower --num (a folder of samples can be written in parts with different --seed values).")
+    model = args.model or scored_model(config)
+    # the checkpoint is read (and refused if it must be) before any output folder is created
+    generator, trainer_state = load_generator(config, args.checkpoint, device, model)
+    check_outputs(args)
+    for line in sample(args, config, device, model, generator, trainer_state):
+        print(line)
     return 0
 
+
+main = main_for(__name__)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import logging
 import math
 import os
 import re
@@ -49,16 +48,15 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig
-from scipy import stats
 
 import gan_ignite
+from gan_ignite.command import main_for
 from gan_ignite.config import ONE_PROCESS, load_config
-from gan_ignite.errors import INPUT_ERRORS, ConfigError, UserError
-from gan_ignite.launch import input_error_exit, interrupted_exit
-from gan_ignite.metrics.scores.factory import METRICS as METRIC_REGISTRY
-from gan_ignite.metrics.scores.factory import feature_space
-from gan_ignite.metrics.networks.preprocess import PROTOCOLS
-from gan_ignite.run_dir import RunDir, atomic_write, read_checkpoint, write_text
+from gan_ignite.errors import ConfigError, RunStopped, UserError
+from gan_ignite.io import atomic_write
+from gan_ignite.metrics.options import ProtocolName
+from gan_ignite.run_dir import RunDir, write_text
+from gan_ignite.signals import Forward
 
 SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",
             "reference_stats_sha256", "model")
@@ -69,6 +67,8 @@ CSV_COLUMNS = ("seed", "status", "evaluations", "best_fid", "best_fid_iteration"
 SWEEP_SETS = ("seed", "output_dir", "train.resume_from")  # overrides the sweep sets itself
 SEED_DIR = re.compile(r"^seed_(-?\d+)$")
 EXIT_INPUT = 2
+INTERRUPTED = "Interrupted by Ctrl-C; run the same command again to continue the sweep."
+INTERMIXED = True  # overrides may come before, between and after the options
 
 
 # ----------------------------------------------------------------------------- the plan
@@ -140,11 +140,13 @@ def run_progress(run_dir: Path, config: Optional[DictConfig] = None) -> tuple[in
     latest = run.latest_checkpoint()
     if latest is None or (config is None and not run.config_path.is_file()):
         return 0, None
+    from gan_ignite.checkpoints import read_checkpoint  # brings torch: only where a run is there to read
+
     try:
         if config is None:
             config = load_config(run.config_path, ONE_PROCESS)
         trainer = read_checkpoint(latest, "")["trainer"]
-    except (*INPUT_ERRORS, KeyError, TypeError):  # unreadable: the training process will say what is wrong
+    except (UserError, KeyError, TypeError):  # unreadable: the training process will say what is wrong
         return 0, None
     epoch_length = config.train.epoch_length or trainer.get("epoch_length")
     return int(trainer.get("iteration", 0)), (config.train.max_epochs * epoch_length if epoch_length else None)
@@ -156,28 +158,6 @@ def is_finished(run_dir: Path, config: Optional[DictConfig] = None) -> bool:
 
 
 # ----------------------------------------------------------------------------- training
-class ForwardSignals:
-    """While a training process runs, pass SIGINT / SIGTERM on to it (once per signal received)
-    and remember them: the training saves a checkpoint and stops, then the sweep stops."""
-
-    def __init__(self, process: subprocess.Popen):
-        self.process, self.received = process, None
-        self.previous: dict[int, Any] = {}
-
-    def _forward(self, signum: int, _frame: Any) -> None:
-        self.received = signum
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signum)
-
-    def __enter__(self) -> "ForwardSignals":
-        self.previous = {signum: signal.signal(signum, self._forward) for signum in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
 def train_seed(sweep: Sweep, seed: int, debug: bool) -> tuple[int, Optional[int]]:
     """Train (or resume) one seed in its own process; (exit code, signal the sweep received)."""
     command = [sys.executable, "-m", "gan_ignite.train", "--config", str(sweep.config_file),
@@ -189,7 +169,7 @@ def train_seed(sweep: Sweep, seed: int, debug: bool) -> tuple[int, Optional[int]
     # its own session: a Ctrl-C in the terminal reaches it once, forwarded by the sweep, instead
     # of twice (which the training takes as "abort at once")
     process = subprocess.Popen(command, env=env, start_new_session=True)
-    with ForwardSignals(process) as forwarded:
+    with Forward(lambda: [process], (signal.SIGINT, signal.SIGTERM)) as forwarded:
         while True:
             try:
                 process.wait()
@@ -267,6 +247,8 @@ class SeedSummary:
 def registry_values(record: dict) -> list[tuple[str, str]]:
     """(key, label) of the labelled values of the registry's metrics beyond FID / IS / KID (FD, CMMD,
     Vendi, AuthPct, FID_inf, precision, ... and any metric registered later) that ``record`` holds."""
+    from gan_ignite.metrics.scores.factory import METRICS as METRIC_REGISTRY, feature_space
+
     space = feature_space(str(record.get("feature_network") or "inception"))
     found = []
     for name, spec in METRIC_REGISTRY.items():
@@ -326,6 +308,8 @@ def spread(values: Sequence[float]) -> Spread:
     n, mean = len(values), statistics.mean(values)
     if n < 2:
         return Spread(n, mean, None, None)
+    from scipy import stats
+
     sd = statistics.stdev(values)
     return Spread(n, mean, sd, float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n))
 
@@ -458,62 +442,46 @@ def plot_fid(included: Sequence[SeedSummary], path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- command line
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gan_ignite.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML config file, as for gan_ignite.train")
     parser.add_argument("--seeds", nargs="*", default=[], help="the seeds, e.g. --seeds 0 1 2")
     parser.add_argument("--out", type=Path, default=None,
                         help="the sweep's folder (default: the config's output_dir + '_sweep'); seed S trains in "
                              "OUT/seed_S")
     parser.add_argument("--report-only", action="store_true", help="rebuild the report without training")
-    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+    parser.add_argument("--protocol", choices=[str(name) for name in ProtocolName], default=None,
                         help="the FID protocol of every seed's evaluations (= eval.protocol=...)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
     parser.add_argument("overrides", nargs="*", help="dotted overrides for every seed, e.g. train.max_epochs=5")
-    return parser
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    args = build_parser().parse_intermixed_args(argv)
-    # --seeds takes every value after it, overrides too (argparse cannot tell them apart): an
-    # override always holds "=", a seed never does
+def split_seeds(args: argparse.Namespace) -> None:
+    """``--seeds`` takes every value after it, overrides too (argparse cannot tell them apart): an
+    override always holds "=", a seed never does."""
     args.overrides = [*args.overrides, *(item for item in args.seeds if "=" in item),
-                      *([f"eval.protocol={args.protocol}", "eval.resize=null"] if args.protocol else [])]
-    args.seeds = [item for item in args.seeds if "=" not in item]
-    return args
-
-
-def seed_numbers(items: Sequence[str]) -> list[int]:
+                      *([f"eval.protocol={args.protocol}"] if args.protocol else [])]
     try:
-        return [int(item) for item in items]
+        args.seeds = [int(item) for item in args.seeds if "=" not in item]
     except ValueError:
-        raise UserError(f"--seeds {' '.join(items)}: seeds are integers, e.g. --seeds 0 1 2.") from None
+        raise UserError(f"--seeds {' '.join(args.seeds)}: seeds are integers, e.g. --seeds 0 1 2.") from None
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
-    try:
-        args.seeds = seed_numbers(args.seeds)
-        sweep = plan_sweep(args)
-        failed: dict[int, str] = {}
-        if not args.report_only:
-            failed, stop_code = run_seeds(sweep, args.debug)
-            if stop_code is not None:
-                return stop_code
-        written = write_report(sweep, failed)
-    except INPUT_ERRORS as error:
-        return input_error_exit(error, args.debug)
-    except KeyboardInterrupt:  # before or between the seeds (during one, the training process gets the signal)
-        return interrupted_exit("Interrupted by Ctrl-C; run the same command again to continue the sweep.")
+def run(args: argparse.Namespace) -> int:
+    split_seeds(args)
+    sweep = plan_sweep(args)
+    failed: dict[int, str] = {}
+    if not args.report_only:
+        failed, stop_code = run_seeds(sweep, args.debug)
+        if stop_code is not None:
+            return stop_code
+    written = write_report(sweep, failed)
     print(f"wrote {', '.join(path.name for path in written)} to {sweep.directory}")
     if failed:
-        print(f"error: {len(failed)} of {len(sweep.seeds)} seeds failed: "
-              + "; ".join(f"seed {seed}: {why}" for seed, why in failed.items()), file=sys.stderr)
-        return 1
+        raise RunStopped(1, f"{len(failed)} of {len(sweep.seeds)} seeds failed: "
+                            + "; ".join(f"seed {seed}: {why}" for seed, why in failed.items()))
     return 0
 
+
+main = main_for(__name__)
 
 if __name__ == "__main__":
     sys.exit(main())

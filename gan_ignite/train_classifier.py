@@ -18,29 +18,20 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
-import torch
-import torch.nn.functional as F
-from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
-from ignite.handlers import ProgressBar
-from ignite.handlers.param_scheduler import LRScheduler
-from ignite.metrics import Accuracy, Loss
-from ignite.utils import manual_seed
-from torch.utils.data import DataLoader, Subset
-
-from gan_ignite import data as data_module
-from gan_ignite.config import load_config
-from gan_ignite.errors import INPUT_ERRORS, RunDirError, require_writable
-from gan_ignite.launch import input_error_exit
-from gan_ignite.metrics.networks.classifier import DomainClassifier, save_classifier
+from gan_ignite.command import main_for
+from gan_ignite.errors import ConfigError
 
 logger = logging.getLogger("gan_ignite")
 
 
-def random_shift(images: torch.Tensor, generator: torch.Generator, pixels: int = 2) -> torch.Tensor:
+def random_shift(images: Any, generator: Any, pixels: int = 2) -> Any:
     """Translate each image by up to ``pixels`` in x and y, filling with black (-1): the one
     augmentation that suits digits, clothes and CIFAR objects alike (no flips: they change digits)."""
+    import torch
+    import torch.nn.functional as F
+
     size = images.shape[-1]
     padded = F.pad(images, (pixels,) * 4, value=-1.0)
     offsets = torch.randint(0, 2 * pixels + 1, (len(images), 2), generator=generator).tolist()
@@ -50,6 +41,16 @@ def random_shift(images: torch.Tensor, generator: torch.Generator, pixels: int =
 def train(config, out: Path, epochs: int, batch_size: int, lr: float, max_train: Optional[int],
           max_test: Optional[int]) -> dict[str, Any]:
     """Train, evaluate every epoch, save; returns the metadata saved with the classifier."""
+    import torch
+    from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+    from ignite.handlers import ProgressBar
+    from ignite.handlers.param_scheduler import LRScheduler
+    from ignite.metrics import Accuracy, Loss
+    from torch.utils.data import DataLoader, Subset
+
+    from gan_ignite import data as data_module
+    from gan_ignite.metrics.networks.classifier import DomainClassifier, save_classifier
+
     data_config = config.data
     train_set = data_module.load_labelled_dataset(data_config, train=True)
     test_set = data_module.load_labelled_dataset(data_config, train=False)
@@ -92,7 +93,7 @@ def train(config, out: Path, epochs: int, batch_size: int, lr: float, max_train:
 
     started = time.perf_counter()
     trainer.run(train_loader, max_epochs=epochs)
-    metadata = {"dataset": data_config.name, "classes": classes, "image_size": data_config.image_size,
+    metadata = {"dataset": str(data_config.name), "classes": classes, "image_size": data_config.image_size,
                 "channels": data_config.channels, "test_accuracy": accuracies[-1], "test_images": len(test_images),
                 "train_images": len(train_images), "epochs": epochs,
                 "train_seconds": round(time.perf_counter() - started, 1)}
@@ -100,13 +101,7 @@ def train(config, out: Path, epochs: int, batch_size: int, lr: float, max_train:
     return metadata
 
 
-def check_writable(out: Path) -> None:
-    require_writable(out.parent, f"--out '{out}' cannot be written", "Choose a writable path with --out PATH.")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gan_ignite.train_classifier", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="the GAN's YAML config (its data.* section is used)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where to save the classifier (default: classifiers/<data.name>_<size>px.pt)")
@@ -115,35 +110,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
     parser.add_argument("--max-train-size", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--max-test-size", type=int, default=None, help="measure on the first N test images only")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for input errors")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=../shared/datasets")
-    return parser
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/path/to/datasets")
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    return build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    from ignite.utils import manual_seed
 
+    from gan_ignite.config import load_config
+    from gan_ignite.io import require_writable_folder
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s", force=True)
-    try:
-        if args.epochs < 1 or args.batch_size < 1:
-            raise RunDirError(f"--epochs and --batch-size must be positive, got {args.epochs} and {args.batch_size}.")
-        config = load_config(args.config, args.overrides)
-        out = args.out or Path("classifiers") / f"{config.data.name}_{config.data.image_size}px.pt"
-        check_writable(out)
-        manual_seed(config.seed)
-        metadata = train(config, out, args.epochs, args.batch_size, args.lr, args.max_train_size,
-                         args.max_test_size)
-    except INPUT_ERRORS as error:
-        return input_error_exit(error, args.debug)
+    if args.epochs < 1 or args.batch_size < 1:
+        raise ConfigError(f"--epochs and --batch-size must be positive, got {args.epochs} and {args.batch_size}.")
+    config = load_config(args.config, args.overrides)
+    out = args.out or Path("classifiers") / f"{config.data.name}_{config.data.image_size}px.pt"
+    require_writable_folder(out.parent, f"--out '{out}' cannot be written", "Choose a writable path with --out PATH.")
+    manual_seed(config.seed)
+    metadata = train(config, out, args.epochs, args.batch_size, args.lr, args.max_train_size, args.max_test_size)
     print(f"Saved the {config.data.name} classifier (test accuracy {metadata['test_accuracy']:.2%} on "
           f"{metadata['test_images']} images, {metadata['train_seconds']} s) to {out}. Score with it: "
           f"eval.feature_network=classifier:{out} (training, python -m gan_ignite.evaluate) or "
           f"python -m gan_ignite.metrics A B --feature-network classifier:{out}")
     return 0
 
+
+main = main_for(__name__)
 
 if __name__ == "__main__":
     sys.exit(main())

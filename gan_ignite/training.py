@@ -1,64 +1,55 @@
-"""Training, set up the same way for every process: models, optimizers, the trainer and its
-handlers, resume, and the run itself. ``python -m gan_ignite.train`` (the command line) and
-``scripts/benchmark.py`` build on :func:`build_training` and :func:`attach_saving`.
+"""A training run, the same on every process: one start-up path, then the trainer.
 
-Handler order matters: the history flush (NaN guard) comes first, evaluation before the
-checkpoints of the same epoch end (a run killed during an evaluation resumes from the previous
-checkpoint and evaluates again), the graceful stop last.
+:func:`run` is the worker of every rank (:func:`gan_ignite.launch.launch`), in this order:
 
-A run writes nothing into its directory until everything that can fail on its input has passed
-(data, models, the restored checkpoint, the feature network, the reference statistics): then
-rank 0 writes ``config.yaml``, trims the history to the resumed iteration and trains
-(:func:`start_writing`). A start that fails earlier leaves the directory as it was.
+1. where the run starts (:func:`gan_ignite.checkpoints.plan_start`: ``train.resume_from`` resolved
+   once, on rank 0, its checkpoint read once per process);
+2. everything that can fail on the user's input (data, models, the restored checkpoint, the
+   feature network, the reference statistics), every error shared by all ranks;
+3. only then rank 0 writes (:func:`start_writing`): ``config.yaml``, the history trimmed to the
+   resumed iteration, the real-image grid. A start that fails earlier leaves the directory as it was;
+4. the handlers, from one ordered list (:func:`attach_handlers`), and the trainer.
+
+``scripts/benchmark.py`` builds on :func:`build_training` and :func:`attach_handlers`.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine
 from ignite.handlers import Checkpoint
 from ignite.utils import manual_seed, setup_logger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn, optim
 from torch.utils.data import DataLoader, Dataset
 
 from gan_ignite import data as data_module
+from gan_ignite.checkpoints import (OPTIONAL_STATE, RunIdentity, Start, attach_best_checkpoint, attach_checkpoints,
+                                    best_checkpoint, periodic_checkpoint, plan_start, restore, restore_savers)
 from gan_ignite.engines import (LOSS_KEYS, LatentNoise, TrainingRecipe, attach_sampler_epochs, broadcast_buffers,
                                 create_trainer, make_resumable)
-from gan_ignite.errors import RunDirError, RunStopped, on_every_rank
-from gan_ignite.evaluation import ScoredGenerator, setup_evaluation, warn_if_random
-from gan_ignite.handlers import (GracefulStop, PerRankRngStates, TensorState, TrainingLog, attach_best_checkpoint,
-                                 attach_checkpoints, attach_evaluation, attach_image_grids, attach_progress,
-                                 attach_skipped_images_log, attach_tensorboard, save_real_grid)
+from gan_ignite.errors import ConfigError, RunStopped
+from gan_ignite.evaluation import Evaluation, ScoredGenerator, setup_evaluation, warn_if_random
+from gan_ignite.handlers import (PerRankRngStates, TensorState, TrainingLog, attach_evaluation, attach_image_grids,
+                                 attach_progress, attach_skipped_images_log, attach_tensorboard, save_real_grid)
+from gan_ignite.metrics._base import broadcast_from_rank0, on_every_rank
 from gan_ignite.models import Discriminator, Generator, generator_from_config
-from gan_ignite.run_dir import (TENSORBOARD, HistoryWriter, RunDir, RunIdentity, read_checkpoint,
-                                resolve_resume)
+from gan_ignite.run_dir import TENSORBOARD, HistoryWriter, RunDir
+from gan_ignite.signals import GracefulStop
 
 logger = logging.getLogger("gan_ignite")
-# checkpoint entries that older checkpoints, or runs with another recipe, may lack
-OPTIONAL_STATE = ("rng_states_per_rank", "ema_generator", "ada", "run")
-RESUME_FIX = "Pass another file to train.resume_from (e.g. the run's previous checkpoint), or start a new run."
 
 
-# ----------------------------------------------------------------------------- restoring a checkpoint
-def restore(to_load: dict[str, Any], checkpoint: dict, path: Path) -> None:
-    try:
-        Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
-    except (RuntimeError, KeyError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise RunDirError(f"Checkpoint '{path}' does not fit this config: {first_line}. Resume with the config the "
-                          f"run was started with (its output_dir/config.yaml), or start a new run.") from None
-
-
-# ----------------------------------------------------------------------------- setup pieces
+# ----------------------------------------------------------------------------- models
 def setup_models(config: DictConfig, device: torch.device) -> tuple[Generator, Discriminator]:
     model, data = config.model, config.data
     generator = generator_from_config(config).to(device)
@@ -79,7 +70,7 @@ def generator_stays_contiguous(config: DictConfig, device: torch.device) -> bool
     return bool(config.train.compile) and torch.device(device).type == "cuda"
 
 
-def print_summaries(generator: Generator, discriminator: Discriminator, config: DictConfig) -> None:
+def print_summaries(generator: nn.Module, discriminator: nn.Module, config: DictConfig) -> None:
     """torchsummary tables, run on copies: its forward pass would move the BatchNorm running stats."""
     from torchsummary import summary
 
@@ -87,6 +78,11 @@ def print_summaries(generator: Generator, discriminator: Discriminator, config: 
     size = config.data.image_size
     summary(copy.deepcopy(generator), (config.model.latent_dim, 1, 1), device=device)
     summary(copy.deepcopy(discriminator), (config.data.channels, size, size), device=device)
+
+
+def discriminator_lr(train_cfg: DictConfig) -> float:
+    """``train.lr_d`` (two time-scale update rule, Heusel et al. 2017), or ``train.lr`` when null."""
+    return train_cfg.lr if train_cfg.lr_d is None else train_cfg.lr_d
 
 
 # ----------------------------------------------------------------------------- the pieces of a run
@@ -107,25 +103,22 @@ class Training:
     writer: Optional[HistoryWriter]
     grid_listeners: list = field(default_factory=list)  # called with each fixed-noise grid (rank 0)
 
-    def sync_for_saving(self, engine: Engine) -> None:
-        """Before a checkpoint or an evaluation: the history on disk reaches this iteration (the
-        NaN guard runs there) and every rank holds rank 0's BatchNorm buffers, which are the ones
-        checkpointed, so every rank scores and saves exactly the same model."""
+    def sync_for_saving(self, engine: Engine) -> bool:
+        """Before a checkpoint or an evaluation (on every rank): the history on disk reaches this
+        iteration (the NaN guard runs there) and every rank holds rank 0's BatchNorm buffers, which
+        are the ones checkpointed, so every rank scores and saves exactly the same model. False when
+        the NaN guard stopped the run: its models are neither saved nor scored."""
         self.log.flush(engine)
+        if self.log.diverged is not None:
+            return False
         if self.writer is not None:
             self.writer.sync()
         broadcast_buffers(self.generator, self.discriminator)
-
-
-def discriminator_lr(train_cfg: DictConfig) -> float:
-    """``train.lr_d`` (two time-scale update rule, Heusel et al. 2017), or ``train.lr`` when null."""
-    return train_cfg.lr if train_cfg.lr_d is None else train_cfg.lr_d
+        return True
 
 
 def build_training(config: DictConfig, dataset: Dataset, device: torch.device, output_dir: Path) -> Training:
-    """Models, optimizers, the training recipe, the trainer with its history, NaN guard, progress
-    and image-grid handlers. Evaluation, checkpoints and the graceful stop come after
-    (:func:`attach_saving`)."""
+    """Models, optimizers, the training recipe and the trainer (handlers: :func:`attach_handlers`)."""
     rank, train_cfg = idist.get_rank(), config.train
     loader = make_resumable(data_module.train_loader(dataset, config.data, train_cfg.batch_size,
                                                      data_module.cache_dir(config)))
@@ -141,7 +134,6 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
     optimizer_d = idist.auto_optim(optim.Adam(model_d.parameters(), lr=discriminator_lr(train_cfg), betas=betas))
     if train_cfg.compile:  # the step runs the compiled modules; checkpoints keep the plain ones
         model_g, model_d = torch.compile(model_g), torch.compile(model_d)
-
     recipe = TrainingRecipe.from_config(train_cfg, generator)
     noise = LatentNoise(config.model.latent_dim, device, config.seed, rank)
     trainer = create_trainer(model_g, model_d, optimizer_g, optimizer_d, config.model.latent_dim, device, recipe,
@@ -152,50 +144,34 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
                "optimizer_D": optimizer_d, "trainer": trainer, "rng_states_per_rank": PerRankRngStates(trainer),
                "fixed_noise": TensorState(fixed_noise), "run": RunIdentity(config.run),
                **recipe.checkpoint_objects()}
-    run_dir = RunDir(output_dir)
-    writer = run_dir.history if rank == 0 else None
-    log = TrainingLog(writer, config.log.every)
-    log.attach(trainer)
-    attach_skipped_images_log(trainer)
+    writer = RunDir(output_dir).history if rank == 0 else None
     scored = ScoredGenerator(config, generator, recipe.ema.ema_model if recipe.ema else None, device)
-    training = Training(config, trainer, loader, generator, discriminator, recipe, to_save, scored, log, fixed_noise,
-                        writer)
-    if rank == 0:
-        attach_progress(trainer, config.log.every, config.log.every_seconds, train_cfg.batch_size)
-        attach_image_grids(trainer, scored.refresh, fixed_noise, run_dir.images_dir, train_cfg.image_every,
-                           training.grid_listeners)
-    return training
+    return Training(config, trainer, loader, generator, discriminator, recipe, to_save, scored,
+                    TrainingLog(writer, config.log.every), fixed_noise, writer)
 
 
-def attach_saving(training: Training, output_dir: Path) -> tuple[Any, GracefulStop]:
-    """Periodic checkpoints and the graceful stop on SIGTERM / SIGINT (attach after evaluation)."""
-    train_cfg = training.config.train
-    save_checkpoint = attach_checkpoints(training.trainer, training.to_save, RunDir(output_dir),
-                                         train_cfg.checkpoint_every, train_cfg.checkpoint_every_iters,
-                                         train_cfg.n_saved, before_save=training.sync_for_saving)
-    dist_cfg = training.config.dist
-    stop = GracefulStop(dist_cfg.requeue_on, dist_cfg.requeue_exit_code)
-    stop.attach(training.trainer, save_checkpoint)
-    return save_checkpoint, stop
-
-
-def resume_training(training: Training, resume: Path) -> bool:
-    """Restore a checkpoint into ``training``; False if that run is already complete."""
+def resume(training: Training, start: Start) -> bool:
+    """Restore the start's checkpoint into ``training``; False if that run is already complete."""
     config, trainer, train_cfg = training.config, training.trainer, training.config.train
-    checkpoint = read_checkpoint(resume, RESUME_FIX)
+    checkpoint, path = start.checkpoint, start.resume
     restore({key: value for key, value in training.to_save.items() if key in checkpoint or key not in OPTIONAL_STATE},
-            checkpoint, resume)
+            checkpoint, path)
     if training.recipe.ema is not None and "ema_generator" not in checkpoint:  # EMA switched on for this resume
         training.recipe.ema.ema_model.load_state_dict(training.generator.state_dict())
     betas = (train_cfg.beta1, train_cfg.beta2)
     for name, lr in (("optimizer_G", train_cfg.lr), ("optimizer_D", discriminator_lr(train_cfg))):
         for group in training.to_save[name].param_groups:  # the config, not the checkpoint, sets lr and betas
             group.update(lr=lr, betas=betas)
-    epoch_length = train_cfg.epoch_length or trainer.state.epoch_length or len(training.loader)
-    # the epoch from the iteration: ignite's state.epoch of a mid-epoch checkpoint counts the epoch
-    # that was running as if it were over
+    saved_length = trainer.state.epoch_length
+    if train_cfg.epoch_length and saved_length and train_cfg.epoch_length != saved_length:
+        raise ConfigError(f"Invalid value for config key 'train.epoch_length': {train_cfg.epoch_length}, but "
+                          f"checkpoint '{path}' was trained with epochs of {saved_length} iterations, and a run keeps "
+                          f"its epoch length. Resume with train.epoch_length={saved_length} (or null), or start a "
+                          f"new run.")
+    epoch_length = train_cfg.epoch_length or saved_length or len(training.loader)
+    # the epoch from the iteration: ignite's state.epoch of a mid-epoch checkpoint counts the running one as over
     done, into = divmod(trainer.state.iteration, epoch_length)
-    logger.info("Resumed from %s at iteration %d: %d epoch(s) complete, continuing in epoch %d%s", resume,
+    logger.info("Resumed from %s at iteration %d: %d epoch(s) complete, continuing in epoch %d%s", path,
                 trainer.state.iteration, done, done + 1, f" at its iteration {into + 1}" if into else "")
     if trainer.state.iteration >= train_cfg.max_epochs * epoch_length:
         # ignite would restart a finished engine from iteration 0 and duplicate the history
@@ -205,6 +181,107 @@ def resume_training(training: Training, resume: Path) -> bool:
     return True
 
 
+# ----------------------------------------------------------------------------- the start-up path
+def agree_on_start(config: DictConfig) -> Start:
+    """Rank 0's :func:`plan_start`, shared with every rank (each reads the checkpoint itself)."""
+    rank0 = idist.get_rank() == 0
+    start = on_every_rank(lambda: plan_start(config), run_here=rank0)
+    shared = broadcast_from_rank0(start.shared() if rank0 else None)
+    others = on_every_rank(lambda: Start.from_shared(shared), run_here=not rank0)
+    return start if rank0 else others
+
+
+def check_inputs(config: DictConfig, dataset: Dataset) -> None:
+    """Rank 0's checks of what the set-up does not already try: the batch against the images, and
+    TensorBoard installed when asked for."""
+    images = len(data_module.training_set(dataset, config.data))  # the loader drops the last incomplete batch
+    if images < config.train.batch_size:
+        raise ConfigError(f"Invalid value for config key 'train.batch_size': {config.train.batch_size} is more than "
+                          f"the {images} training images (data.root='{config.data.root}', data.max_train_size="
+                          f"{config.data.max_train_size}), so no batch would be left. Lower train.batch_size or use "
+                          f"more images.")
+    if config.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("log.tensorboard=true needs the tensorboard package, which is not installed. Install it "
+                          "with: pip install -e \".[tb]\" (or pip install tensorboard), or set log.tensorboard=false.")
+
+
+def start_writing(run_dir: RunDir, config: DictConfig, dataset: Dataset, start: Start, iteration: int) -> None:
+    """Rank 0, once the start has passed every check: the temporary files of an interrupted write
+    removed, config.yaml (with the run's id), the history trimmed to ``iteration`` (records of a
+    resumed run's lost future, unreadable lines, or all of a failed earlier start's), the grids and
+    checkpoints of later iterations removed, the real-image grid."""
+    removed = run_dir.remove_orphans()
+    if removed:
+        logger.info("Removed %d temporary file(s) left by an interrupted write: %s", len(removed),
+                    ", ".join(path.name for path in removed))
+    if start.resume is None and run_dir.config_path.exists():
+        logger.info("output_dir '%s' holds the files of a start that never reached a checkpoint; starting over",
+                    run_dir.path)
+    if start.forked:
+        logger.info("Forking run %s from %s into the new run %s in %s", start.run["parent_id"] or "(without an id)",
+                    start.resume, start.run["id"], run_dir.path)
+    run_dir.write_config(config)
+    dropped, lines = run_dir.history.truncate_after(iteration)
+    if lines.bad_lines:
+        logger.warning("%s They are left out of the rewritten file.", lines.report())
+    if dropped:
+        logger.info("Dropped %d history records newer than iteration %d", dropped, iteration)
+    run_dir.remove_after(iteration)
+    save_real_grid(data_module.sample_images(dataset, 64, config.eval.real_subset_seed),
+                   run_dir.images_dir / "real_samples.png")
+
+
+def with_run_fields(config: DictConfig, fields: dict[str, Any]) -> DictConfig:
+    """``config`` (read-only) with its ``run`` section replaced by ``fields``."""
+    updated = OmegaConf.merge(config, {"run": dict(fields)})
+    OmegaConf.set_readonly(updated, True)
+    return updated
+
+
+# ----------------------------------------------------------------------------- the handlers, in order
+def attach_handlers(training: Training, run_dir: RunDir, evaluation: Optional[Evaluation] = None,
+                    start: Optional[Start] = None) -> tuple[Callable[[Engine], None], GracefulStop]:
+    """Every handler of the trainer, in the order they run at the end of an iteration or epoch
+    (ADA's controller, the EMA update and the sampler's epoch come first, from the trainer itself).
+    Returns the checkpoint's save function and the graceful stop (install it when training starts)."""
+    trainer, config, rank0 = training.trainer, training.config, idist.get_rank() == 0
+    # 1. history + NaN guard: first, so a diverged run stops before anything else sees its models
+    training.log.attach(trainer)
+    attach_skipped_images_log(trainer)
+    # 2. progress and grids (rank 0): they read the running averages the history flush computes
+    if rank0:
+        attach_progress(trainer, config.log.every, config.log.every_seconds, config.train.batch_size)
+        attach_image_grids(trainer, training.scored.refresh, training.fixed_noise, run_dir.images_dir,
+                           config.train.image_every, training.grid_listeners)
+    # 3. evaluation, and the best checkpoint it decides: before the periodic checkpoint of the same epoch
+    #    end, so a run killed during an evaluation resumes from the previous checkpoint and evaluates again
+    savers: dict[str, Checkpoint] = {}
+    if evaluation is not None:
+
+        def before_evaluation(engine: Engine) -> bool:
+            if not training.sync_for_saving(engine):
+                return False
+            training.scored.refresh()
+            warn_if_random(evaluation.record_fields)
+            return True
+
+        attach_evaluation(trainer, evaluation.run, config.eval.every_epochs, training.writer, before_evaluation)
+        if "fid" in config.eval.metrics:
+            savers["best_checkpointer"] = best_checkpoint(training.to_save, run_dir, evaluation.evaluator, trainer)
+            training.to_save["best_checkpointer"] = savers["best_checkpointer"]
+            attach_best_checkpoint(evaluation.evaluator, savers["best_checkpointer"])
+    # 4. periodic checkpoints, carrying both lists of saved files
+    savers["checkpointer"] = periodic_checkpoint(training.to_save, run_dir, config.train.n_saved)
+    save = attach_checkpoints(trainer, savers["checkpointer"], config.train.checkpoint_every,
+                              config.train.checkpoint_every_iters, training.sync_for_saving)
+    if start is not None and start.checkpoint is not None and not start.forked:
+        restore_savers(savers, start.checkpoint, run_dir, config.train.n_saved)
+    # 5. the graceful stop: last, so a stop checkpoints an iteration every other handler has finished
+    stop = GracefulStop(config.dist.requeue_on, config.dist.requeue_exit_code)
+    stop.attach(trainer, save, idist.get_world_size())
+    return save, stop
+
+
 # ----------------------------------------------------------------------------- the run on every rank
 def run(local_rank: int, config: DictConfig) -> None:
     """One training run on this rank (the worker function of :func:`gan_ignite.launch.launch`)."""
@@ -212,33 +289,26 @@ def run(local_rank: int, config: DictConfig) -> None:
     manual_seed(config.seed + rank)
     setup_logger("gan_ignite", level=logging.INFO if rank == 0 else logging.WARNING)
     run_dir = RunDir(config.output_dir)
-    resume = resolve_resume(config)
+    start = agree_on_start(config)
+    config = with_run_fields(config, start.run)
     dataset = data_module.load_dataset_everywhere(config.data)
+    on_every_rank(lambda: check_inputs(config, dataset), run_here=rank == 0)
     training = build_training(config, dataset, device, run_dir.path)
-    if resume is not None and not resume_training(training, resume):
-        return
-    trainer = training.trainer
-    if config.eval.every_epochs > 0:
+    continuing = start.checkpoint is None or on_every_rank(lambda: resume(training, start))
+    evaluation = None
+    if config.eval.every_epochs > 0:  # checked also for a complete run: bad input is refused either way
         scored = training.scored
         evaluation = setup_evaluation(config, dataset, scored.module, device, model=scored.name)
-
-        def before_evaluation() -> None:
-            training.sync_for_saving(trainer)
-            scored.refresh()
-            warn_if_random(evaluation.record_fields)
-
-        attach_evaluation(trainer, evaluation.run, config.eval.every_epochs, training.writer,
-                          before_run=before_evaluation)
-        if "fid" in config.eval.metrics:
-            attach_best_checkpoint(evaluation.evaluator, trainer, training.to_save, run_dir)
-    _, stop = attach_saving(training, run_dir.path)
-    on_every_rank(lambda: start_writing(run_dir, config, dataset, trainer.state.iteration), run_here=rank == 0)
+    if not continuing:
+        return
+    trainer = training.trainer
+    on_every_rank(lambda: start_writing(run_dir, config, dataset, start, trainer.state.iteration), run_here=rank == 0)
+    _, stop = attach_handlers(training, run_dir, evaluation, start)
     tensorboard = None
     if config.log.tensorboard and training.writer is not None:
         optimizers = {"generator": training.to_save["optimizer_G"], "discriminator": training.to_save["optimizer_D"]}
         tensorboard = attach_tensorboard(trainer, run_dir.path / TENSORBOARD, training.writer, optimizers,
                                          training.grid_listeners, config.log.every)
-
     # Re-seed so the trainer's RNG stream does not depend on what the setup consumed (e.g. a cache
     # hit or miss of the real statistics): the same config and seed give the same losses.
     manual_seed(config.seed + rank)
@@ -254,22 +324,7 @@ def run(local_rank: int, config: DictConfig) -> None:
         data_module.shutdown_workers(training.loader)  # no loader worker outlives the run
         if tensorboard is not None:
             tensorboard.close()
-    report_outcome(trainer, stop, run_dir)
-
-
-def start_writing(run_dir: RunDir, config: DictConfig, dataset: Dataset, iteration: int) -> None:
-    """Rank 0, once the start has passed every check: config.yaml (with the run's id), the history
-    trimmed to ``iteration`` (records of a resumed run's lost future, unreadable lines, or all of
-    a failed earlier start's), the grids of those iterations removed and the real-image grid."""
-    run_dir.write_config(config)
-    dropped, lines = run_dir.history.truncate_after(iteration)
-    if lines.bad_lines:
-        logger.warning("%s They are left out of the rewritten file.", lines.report())
-    if dropped:
-        logger.info("Dropped %d history records newer than iteration %d", dropped, iteration)
-    run_dir.remove_grids_after(iteration)
-    save_real_grid(data_module.sample_images(dataset, 64, config.eval.real_subset_seed),
-                   run_dir.images_dir / "real_samples.png")
+    report_outcome(training.log, stop, run_dir)
 
 
 def latest_words(run_dir: RunDir) -> str:
@@ -277,9 +332,9 @@ def latest_words(run_dir: RunDir) -> str:
     return f"the latest checkpoint, {latest}, is intact." if latest else "no checkpoint had been written yet."
 
 
-def report_outcome(trainer: Engine, stop: GracefulStop, run_dir: RunDir) -> None:
+def report_outcome(log: TrainingLog, stop: GracefulStop, run_dir: RunDir) -> None:
     """Turn a diverged or interrupted run into :class:`RunStopped` (message + exit code)."""
-    diverged = getattr(trainer.state, "diverged", None)
+    diverged = log.diverged
     if diverged is not None:
         latest = run_dir.latest_checkpoint()
         values = ", ".join(f"{key}={diverged[key]:.4g}" for key in LOSS_KEYS)
@@ -294,4 +349,4 @@ def report_outcome(trainer: Engine, stop: GracefulStop, run_dir: RunDir) -> None
                    " Continue with train.resume_from=auto.")
         raise RunStopped(stop.exit_code, f"Stopped by {signal.Signals(stop.received).name} after iteration "
                                          f"{stop.stopped_at}; checkpoint saved as "
-                                         f"{run_dir.latest_checkpoint()}.{requeue}")
+                                         f"{run_dir.latest_checkpoint()}.{requeue}", is_error=False)

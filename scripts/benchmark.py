@@ -4,7 +4,7 @@
                                 [--amp] [--channels-last] [--compile] [--data-cache] [--metric-parts]
                                 [--full-eval N] [--profile DIR] [--set KEY=VALUE ...] [--versus KEY=VALUE ...]
 
-(a) Training img/s of our trainer (the real ``build_training`` + ``attach_saving`` with every
+(a) Training img/s of our trainer (the real ``build_training`` + ``attach_handlers`` with every
     handler a run attaches: history log, NaN guard, progress output, image grids, checkpoint
     schedule, graceful stop) against a plain PyTorch loop of the identical step on the same data,
     models and optimizers; with ``--data-cache`` also our trainer reading the image folder through
@@ -62,13 +62,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gan_ignite import data as data_module  # noqa: E402
 from gan_ignite.config import load_config  # noqa: E402
 from gan_ignite.engines import LOSS_KEYS, make_training_step  # noqa: E402
-from gan_ignite.evaluation import evaluation_latents, setup_evaluation  # noqa: E402
-from gan_ignite.metrics import FID, RealStatistics, frechet_distance  # noqa: E402
+from gan_ignite.evaluation import setup_evaluation  # noqa: E402
+from gan_ignite.latents import evaluation_latents  # noqa: E402
+from gan_ignite.metrics.scores.fid import FID, frechet_distance  # noqa: E402
+from gan_ignite.metrics.scores.real_stats import RealStatistics  # noqa: E402
 from gan_ignite.metrics.scores.fid import covariance_sqrt_factor, mean_and_covariance, trace_sqrt_product  # noqa: E402
 from gan_ignite.metrics.networks.features import prepare_images  # noqa: E402
 from gan_ignite.metrics.networks.inception import load_fid_inception  # noqa: E402
 from gan_ignite.metrics.networks.preprocess import PROTOCOLS  # noqa: E402
-from gan_ignite.training import attach_saving, build_training, discriminator_lr, setup_models  # noqa: E402
+from gan_ignite.run_dir import RunDir  # noqa: E402
+from gan_ignite.training import attach_handlers, build_training, discriminator_lr, setup_models  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- setup
@@ -157,7 +160,7 @@ def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iter
     torch.manual_seed(config.seed)
     (run_dir / "images").mkdir(parents=True, exist_ok=True)
     training = build_training(config, dataset, device, run_dir)
-    save_checkpoint, _ = attach_saving(training, run_dir)
+    save_checkpoint, _ = attach_handlers(training, RunDir(run_dir))
     marks: dict[str, float] = {"setup": time.perf_counter()}
 
     @training.trainer.on(Events.GET_BATCH_COMPLETED)
@@ -187,13 +190,13 @@ def our_trainer_seconds(config, dataset, device: torch.device, warmup: int, iter
 def host_overhead_us(config, dataset, device: torch.device, run_dir: Path, warmup: int = 20,
                      iters: int = 300) -> float:
     """Microseconds per iteration of the trainer around a no-op step: the real ``build_training`` and
-    ``attach_saving`` (every handler a run attaches: history log and NaN guard, progress output, image
+    ``attach_handlers`` (every handler a run attaches: history log and NaN guard, progress output, image
     grids, checkpoint schedule, graceful stop, EMA / ADA when set), the engine's own event loop, fed
     one real batch again and again (no loading). What the trainer adds to each step on the host: a
     GPU iteration of ~15 ms (DCGAN-64, batch 128, H200) hides it if it stays far below that."""
     (run_dir / "images").mkdir(parents=True, exist_ok=True)
     training = build_training(config, dataset, device, run_dir)
-    attach_saving(training, run_dir)
+    attach_handlers(training, RunDir(run_dir))
     batch = next(iter(training.loader))
     data_module.shutdown_workers(training.loader)
     output = {key: torch.zeros((), device=device) for key in LOSS_KEYS}

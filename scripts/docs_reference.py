@@ -76,6 +76,8 @@ def type_name(annotation: Any) -> str:
         return f"list of {type_name(args[0])}" if args else "list"
     if annotation is typing.Any:
         return "any"
+    if enum_of(annotation) is not None:
+        return "str"  # one of the names its row lists
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -87,28 +89,32 @@ def default_text(field: dataclasses.Field) -> str:
         return str(value).lower()
     if isinstance(value, list):
         return "[" + ", ".join(str(item) for item in value) + "]"
-    return str(value)
+    return str(value)  # a name prints as itself
 
 
 def allowed_values() -> dict[str, str]:
     """The keys whose values come from a registry or a fixed list in the code."""
     from gan_ignite import config
-    from gan_ignite.metrics.networks.features import FEATURE_NETWORKS
+    from gan_ignite.metrics.options import FEATURE_NETWORKS
 
     def words(values) -> str:
         return ", ".join(f"`{value}`" for value in values)
 
     return {
-        "data.name": words(config.DATASETS),
         "data.image_size": words(config.IMAGE_SIZES),
-        "train.loss": words(config.LOSSES),
-        "train.augment": words(config.AUGMENTS),
-        "eval.model": words(config.SCORED_MODELS),
-        "eval.protocol": words(config.PROTOCOLS) + f" (null = `{config.DEFAULT_PROTOCOL}`)",
-        "eval.precision": words(config.PRECISIONS),
-        "eval.metrics": words(config.METRIC_NAMES),
+        "eval.protocol": words(config.ProtocolName) + f" (null = `{config.DEFAULT_PROTOCOL}`)",
         "eval.feature_network": words(name if name == "inception" else f"{name}:PATH" for name in FEATURE_NETWORKS),
     }
+
+
+def enum_of(annotation: Any) -> Any:
+    """The Enum type of a name-valued field (also inside Optional[...] or List[...]), else None."""
+    import enum
+
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, enum.Enum):
+            return candidate
+    return None
 
 
 def config_rows(schema: type, prefix: str, comments: dict, choices: dict) -> list[tuple[str, ...]]:
@@ -120,9 +126,11 @@ def config_rows(schema: type, prefix: str, comments: dict, choices: dict) -> lis
         if dataclasses.is_dataclass(annotation):
             rows += config_rows(annotation, f"{key}.", comments, choices)
             continue
-        doc = comments.get((schema.__name__, field.name), "")
-        if key in choices:
-            doc = f"{doc.rstrip('.')}. Values: {choices[key]}." if doc else f"Values: {choices[key]}."
+        doc = field.metadata.get("help") or comments.get((schema.__name__, field.name), "")
+        names = enum_of(annotation)
+        values = choices.get(key) or (", ".join(f"`{name}`" for name in names) if names else None)
+        if values:
+            doc = f"{doc.rstrip('.')}. Values: {values}." if doc else f"Values: {values}."
         rows.append((key, type_name(annotation), default_text(field), doc))
     return rows
 
@@ -154,15 +162,6 @@ def configuration_reference() -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-# (subcommand of gan-ignite, module, the function that builds its parser)
-COMMANDS = [
-    ("train", "gan_ignite.train", "build_parser"),
-    ("evaluate", "gan_ignite.evaluate", "build_parser"),
-    ("metrics", "gan_ignite.metrics.cli", "build_parser"),
-    ("sample", "gan_ignite.sample", "build_parser"),
-    ("sweep", "gan_ignite.sweep", "build_parser"),
-    ("train-classifier", "gan_ignite.train_classifier", "build_parser"),
-]
 
 
 def action_row(action: argparse.Action) -> tuple[str, str, str]:
@@ -200,23 +199,22 @@ def usage(parser: argparse.ArgumentParser) -> str:
 
 def cli_reference() -> str:
     use_this_checkout()
-    from gan_ignite import cli
+    from gan_ignite.command import COMMANDS, build_parser
 
     lines = ["# Command-line reference", "",
-             "Generated at every documentation build from the argparse parser of each command (the "
-             "`build_parser()` of its module), so every option and default here is the code's.", "",
+             "Generated at every documentation build from the argparse parser of each command (its "
+             "module's `add_arguments`), so every option and default here is the code's.", "",
              "Every command has three equivalent forms, with the same arguments and exit codes: a subcommand "
              "of `gan-ignite`, `python -m gan_ignite.<module>` and a `gan-ignite-<name>` script "
              "(`gan-ignite` and the scripts exist after `pip install -e .`; `python -m gan_ignite <subcommand>` "
              "works without installing the scripts).", "",
              "| command | `python -m` form | script | what it does |", "| --- | --- | --- | --- |"]
-    for name, module, _ in COMMANDS:
+    for name, (module, summary) in COMMANDS.items():
         lines.append(f"| [`gan-ignite {name}`](#gan-ignite-{name}) | `python -m {module.removesuffix('.cli')}` "
-                     f"| `gan-ignite-{name}` | {cli.COMMANDS[name][1]} |")
+                     f"| `gan-ignite-{name}` | {summary} |")
     lines += ["", "`gan-ignite --help` lists the subcommands; an unknown subcommand exits with code 2.", ""]
-    for name, module, builder in COMMANDS:
-        parser = getattr(importlib.import_module(module), builder)()
-        parser.prog = f"gan-ignite {name}"
+    for name, (module, _) in COMMANDS.items():
+        parser = build_parser(importlib.import_module(module), f"gan-ignite {name}")
         lines += [f"## gan-ignite {name}", "", f"`python -m {module.removesuffix('.cli')}`, `gan-ignite-{name}`", "",
                   "```text", usage(parser), "```", ""]
         if parser.description:

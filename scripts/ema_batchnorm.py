@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 from gan_ignite import data as data_module
-from gan_ignite.errors import INPUT_ERRORS
+from gan_ignite.checkpoints import MODEL_KEYS, read_checkpoint
+from gan_ignite.command import outcome, report
 from gan_ignite.evaluation import prepare_for_scoring, setup_evaluation
-from gan_ignite.launch import input_error_exit, interrupted_exit
 from gan_ignite.metrics._base import resolve_device
 from gan_ignite.models import generator_from_config
-from gan_ignite.run_dir import CHECKPOINT_KEYS, load_run_config, read_checkpoint
+from gan_ignite.run_dir import load_run_config
 
 
 def main() -> int:
@@ -32,19 +32,16 @@ def main() -> int:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.num_samples=10000")
     args = parser.parse_args()
-    try:
-        return score_three_ways(args)
-    except INPUT_ERRORS as error:
-        return input_error_exit(error, debug=False)
-    except KeyboardInterrupt:
-        return interrupted_exit()
+    code, text = outcome(lambda: score_three_ways(args))
+    report(text)
+    return code
 
 
 def score_three_ways(args: argparse.Namespace) -> int:
     _, config = load_run_config(args.checkpoint, args.overrides)
     device = resolve_device(args.device)
     state = read_checkpoint(args.checkpoint, "Pass a checkpoint written by gan_ignite.train.")
-    if CHECKPOINT_KEYS["ema"] not in state:
+    if MODEL_KEYS["ema"] not in state:
         print(f"{args.checkpoint} holds no EMA generator (train.ema_decay was null)", file=sys.stderr)
         return 2
     dataset = data_module.load_dataset_everywhere(config.data)
@@ -55,7 +52,7 @@ def score_three_ways(args: argparse.Namespace) -> int:
     results = {}
     for label, key, recalibrate in (("live", "generator", False), ("ema_naive", "ema", False),
                                     ("ema_recalibrated", "ema", True)):
-        generator.load_state_dict(state[CHECKPOINT_KEYS[key]])
+        generator.load_state_dict(state[MODEL_KEYS[key]])
         # prepare_for_scoring recalibrates BatchNorm for "ema" only; "generator" just sets eval mode
         prepare_for_scoring(generator, config, key if recalibrate else "generator", device)
         started = time.perf_counter()

@@ -78,7 +78,6 @@ def test_overrides_beat_the_file():
     ("train.lr=-0.1", ["train.lr", "positive"]),
     ("data.image_size=48", ["data.image_size", "48"]),
     ("eval.metrics=[fid,lpips]", ["eval.metrics", "lpips"]),
-    ("dist.nproc_per_node=3", ["train.batch_size", "divisible"]),
     ("train.loss=wasserstein", ["train.loss", "wasserstein", "bce, non_saturating, hinge"]),
     ("train.augment=mixup", ["train.augment", "mixup", "none, diffaugment, ada"]),
     ("train.ada_target=1.5", ["train.ada_target", "(0, 1)"]),
@@ -89,7 +88,6 @@ def test_overrides_beat_the_file():
     ("train.ema_start=-1", ["train.ema_start", ">= 0"]),
     ("model.spectral_norm=maybe", ["Wrong type", "model.spectral_norm"]),
     ("eval.protocol=bilinear", ["eval.protocol", "tutorial, pytorch-fid, torch-fidelity, clean-fid"]),
-    ("eval.resize=bicubic", ["eval.resize", "no exact equivalent", "clean-fid"]),
     ("eval.reference_stats=fid_stats_cifar10_train.npz", ["eval.protocol", "explicitly", "torch-fidelity for TTUR"]),
 ])
 def test_bad_config_values_name_the_key(override, words):
@@ -99,16 +97,17 @@ def test_bad_config_values_name_the_key(override, words):
         assert word in str(caught.value)
 
 
-def test_protocol_default_and_an_earlier_versions_resize_setting(caplog):
+def test_protocol_default_and_a_declared_one():
     assert load_config(ROOT / "configs" / "fashion_mnist.yaml").eval.protocol == "torch-fidelity"
-    with caplog.at_level("WARNING", logger="gan_ignite"):
-        legacy = load_config(None, ["eval.resize=bilinear"])  # e.g. an older run's config.yaml
-    assert (legacy.eval.protocol, legacy.eval.resize) == ("tutorial", None)
-    assert "eval.resize=bilinear" in caplog.text and "eval.protocol=tutorial" in caplog.text
-    with pytest.raises(ConfigError, match="contradicts eval.protocol=clean-fid"):
-        load_config(None, ["eval.resize=bilinear", "eval.protocol=clean-fid"])
     declared = load_config(None, ["eval.reference_stats=stats.npz", "eval.protocol=clean-fid"])
     assert declared.eval.protocol == "clean-fid"
+
+
+def test_a_batch_the_processes_cannot_share_is_refused_before_any_work(tmp_path):
+    result = run_cli("--config", "configs/fashion_mnist.yaml", f"output_dir={tmp_path / 'run'}", "dist.nproc_per_node=3")
+    assert result.returncode == 2
+    assert "train.batch_size" in result.stderr and "divisible" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_training_recipe_defaults_are_the_seed_recipe():

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from gan_ignite.command import build_parser
 from gan_ignite.config import Config
 
 README = ROOT / "README.md"
@@ -114,7 +115,7 @@ def test_configuration_page_names_only_keys_the_schema_has():
 def test_cli_reference_lists_every_option_of_every_command(command, module):
     page = (DOCS / "reference" / "cli.md").read_text()
     section = page.split(f"## gan-ignite {command}\n", 1)[1].split("\n## ", 1)[0]
-    parser: argparse.ArgumentParser = importlib.import_module(module).build_parser()
+    parser: argparse.ArgumentParser = build_parser(importlib.import_module(module), f"gan-ignite {command}")
     for action in parser._actions:
         for name in action.option_strings or [action.metavar or action.dest]:
             assert f"`{name}" in section or f", {name}" in section, (command, name)

@@ -18,8 +18,9 @@ from conftest import PYTHON, ROOT, cli_env, make_shape_images
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config
 from gan_ignite.errors import ConfigError
-from gan_ignite.evaluation import evaluation_latents, reference_file_statistics, reference_statistics, setup_evaluation
-from gan_ignite.handlers import attach_best_checkpoint
+from gan_ignite.checkpoints import attach_best_checkpoint, best_checkpoint
+from gan_ignite.evaluation import reference_file_statistics, reference_statistics, setup_evaluation
+from gan_ignite.latents import evaluation_latents
 from gan_ignite.metrics.scores.factory import create_metrics
 from gan_ignite.metrics.networks.features import InceptionFeatures, extract_features
 from gan_ignite.metrics.scores.fid import frechet_distance, mean_and_covariance
@@ -144,7 +145,7 @@ def test_preflight_rejects_sample_counts_the_metrics_cannot_use(tmp_path, overri
 def test_best_checkpoint_keeps_the_lowest_fid(tmp_path):
     to_save = {"generator": torch.nn.Linear(2, 2), "discriminator": torch.nn.Linear(2, 1)}
     trainer, evaluator = Engine(lambda *_: None), Engine(lambda *_: None)
-    attach_best_checkpoint(evaluator, trainer, to_save, RunDir(tmp_path))
+    attach_best_checkpoint(evaluator, best_checkpoint(to_save, RunDir(tmp_path), evaluator, trainer))
     for iteration, fid in ((10, 50.0), (20, 30.0), (30, 40.0), (40, 20.0), (50, 25.0)):
         trainer.state.iteration = iteration
         evaluator.state.metrics = {"fid": fid}
@@ -197,14 +198,13 @@ def test_a_published_statistics_file_is_the_reference_set(tmp_path):
         reference_file_statistics(with_kid.eval, evaluation.network)
 
 
-def test_evaluate_reads_an_earlier_versions_record_as_the_tutorial_protocol(capsys):
+def test_evaluate_compares_with_the_record_of_the_same_settings_only(capsys):
     from gan_ignite.evaluate import compare_with_history
 
     record = {"iteration": 300, "fid": 20.0, "num_samples": 500, "num_real": 500, "real_subset_seed": 0,
               "feature_network": "inception", "protocol": "tutorial", "inception_precision": "fp32",
               "inception_weights": "pt_inception-2015-12-05"}
-    earlier = {key: value for key, value in record.items() if key not in ("protocol", "inception_precision")}  # fp32 then
-    compare_with_history(record, {**earlier, "resize": "bilinear"})
+    compare_with_history(record, dict(record))
     assert "reproduces the history.jsonl record" in capsys.readouterr().out
-    compare_with_history({**record, "protocol": "torch-fidelity"}, {**earlier, "resize": "bilinear"})
+    compare_with_history({**record, "protocol": "torch-fidelity"}, dict(record))
     assert "other settings (protocol=tutorial)" in capsys.readouterr().out

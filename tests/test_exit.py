@@ -18,6 +18,7 @@ import pytest
 
 from conftest import PYTHON, ROOT, TRAIN_ONLY, cli_env, start, stderr_of, tiny_overrides
 from gan_ignite import train as train_module
+from gan_ignite import training as training_module
 
 TIMEOUT = 300
 
@@ -36,13 +37,13 @@ def live_children() -> list[psutil.Process]:
 
 def test_no_loader_worker_is_alive_when_the_run_returns(tmp_path, image_folder, stats_cache, monkeypatch):
     seen = {}
-    original = train_module.run
+    original = training_module.run
 
     def run_and_look(local_rank, config):
         original(local_rank, config)
         seen["children"] = live_children()  # before anything is garbage collected
 
-    monkeypatch.setattr(train_module, "run", run_and_look)
+    monkeypatch.setattr(training_module, "run", run_and_look)
     overrides = tiny_overrides(tmp_path / "run", image_folder, stats_cache,
                                **{**TRAIN_ONLY, "data.num_workers": 2, "train.max_epochs": 2})
     gc.disable()  # the engine's reference cycles would otherwise free the loader at a random moment
@@ -88,20 +89,21 @@ def test_two_gloo_processes_with_persistent_workers_exit_within_seconds_of_the_r
 
 # a rank that never reaches the end of the run: the other leaves after the bounded wait
 _STRAGGLER = """
-import os, sys, time
+import os, time
 import ignite.distributed as idist
 from gan_ignite import launch
 
-def worker(local_rank):
+launch.CLOSE_TIMEOUT_SECONDS = 2.0
+
+def worker(local_rank, config):
     if idist.get_rank() == 1:
         time.sleep(120)  # hangs (as a crashed peer's partner would in a collective)
-    started = time.monotonic()
-    closed = launch.close_process_group(timeout=2.0)
-    print(f"rank {idist.get_rank()} closed={closed} after {time.monotonic() - started:.1f} s", flush=True)
-    launch.exit_now_if_left_open(3)
 
-with idist.Parallel(backend="gloo") as parallel:
-    parallel.run(worker)
+def leave(code, text):
+    print(f"rank {idist.get_rank()} left with code {code}", flush=True)
+    os._exit(3)
+
+launch._run_here(worker, None, "gloo", False, "", leave)
 """
 
 
@@ -122,6 +124,6 @@ def test_a_rank_that_never_arrives_does_not_keep_the_others_waiting(tmp_path):
     finally:
         for process in processes:
             process.kill()
-    assert processes[0].returncode == 3, output  # ended by exit_now_if_left_open with the run's code
-    assert "rank 0 closed=False" in output and "did not reach the end of the run within 2 s" in output
+    assert processes[0].returncode == 3, output  # left at once, before ignite's Parallel would wait for rank 1
+    assert "rank 0 left with code 0" in output and "did not reach the end of the run within 2 s" in output
     assert time.monotonic() - started < 45

@@ -22,8 +22,8 @@ from gan_ignite.metrics.networks.classifier import FORMAT, DomainClassifier, sav
 from gan_ignite.metrics.cli import main as metrics_main
 from gan_ignite.metrics.networks.images import find_image_files
 from gan_ignite.metrics.scores.real_stats import RealStatistics, RealStatisticsError
-from gan_ignite.metrics.safe_files import atomic_write, load_torch_file
-from gan_ignite.run_dir import HistoryWriter, append_lines, write_text
+from gan_ignite.io import append_text, atomic_write, load_torch_file, require_writable_folder
+from gan_ignite.run_dir import HistoryWriter, write_text
 from gan_ignite.sample import main as sample_main
 from gan_ignite.train import main as train_main
 
@@ -211,9 +211,9 @@ def test_a_symlinked_log_gets_no_record_appended(name, tmp_path):
     (run / name).symlink_to(target)
     with pytest.raises(RunDirError, match="symbolic link"):
         if name == "history.jsonl":
-            HistoryWriter(run / name).append({"kind": "train", "iteration": 1})
+            HistoryWriter(run / name).append([{"kind": "train", "iteration": 1}])
         else:
-            append_lines(run / name, ['{"fid": 1.0}\n'])
+            append_text(run / name, '{"fid": 1.0}\n')
     assert target.read_text() == '{"mine": 1}\n'
 
 
@@ -230,7 +230,7 @@ def test_an_atomic_write_replaces_a_link_never_its_target(tmp_path):
 
 def test_a_planted_temporary_link_is_never_written_through(tmp_path, monkeypatch):
     """The temporary file is created with O_EXCL | O_NOFOLLOW: a link under its name is skipped."""
-    import gan_ignite.metrics.safe_files as safe_files
+    import gan_ignite.io as safe_files
 
     target = tmp_path / "precious.txt"
     target.write_text("precious")
@@ -265,13 +265,11 @@ def test_sample_replaces_a_link_in_its_output_folder(trained_run, tmp_path, caps
 
 
 def test_the_writability_probe_never_writes_through_a_planted_link(tmp_path):
-    from gan_ignite.errors import require_writable
-
     target, folder = tmp_path / "precious.txt", tmp_path / "out"
     target.write_text("precious")
     folder.mkdir()
     (folder / ".gan_ignite_write_test").symlink_to(target)
-    require_writable(folder, "problem", "fix")
+    require_writable_folder(folder, "problem", "fix")
     assert target.read_text() == "precious"
 
 
@@ -310,7 +308,7 @@ def test_an_output_that_is_an_input_through_a_link_is_refused(option, tmp_path, 
 @pytest.mark.parametrize("option", ["--save-stats", "--json"])
 def test_unwritable_outputs_are_refused_before_the_feature_pass(option, where, image_folder, tmp_path, monkeypatch,
                                                                  capsys):
-    import gan_ignite.metrics.cli as cli
+    import gan_ignite.metrics.compare as cli
 
     if where == "no_permission" and os.geteuid() == 0:
         pytest.skip("root writes anywhere")
@@ -373,11 +371,11 @@ def test_empty_reference_features_are_refused_before_training_starts(tmp_path, i
 
 
 def test_a_cache_file_of_another_protocol_is_refused_as_reference(tmp_path, image_folder, stats_cache, capsys):
-    """A stats-cache file records its protocol only in key_parts' feature-network tag."""
+    """A stats-cache file records its protocol in its key_parts."""
     cache_file = tmp_path / "real_stats_cache.npz"
     features = np.random.default_rng(0).normal(size=(20, 2048)).astype(np.float32)
-    RealStatistics.from_features(features, {"key_parts": {"feature_network": "inception-random-tutorial"}}
-                                 ).save(cache_file)
+    RealStatistics.from_features(features, {"key_parts": {"feature_network": "inception-random-tutorial",
+                                                          "protocol": "tutorial"}}).save(cache_file)
     assert RealStatistics.load(cache_file).recorded("protocol") == "tutorial"
     code = train_main(tiny_overrides(tmp_path / "run", image_folder, stats_cache,
                                      **{"eval.reference_stats": cache_file, "eval.protocol": "pytorch-fid"}))

@@ -43,7 +43,7 @@ def test_history_is_written_once_per_period_and_stops_at_the_first_non_finite_va
     records = writer.read()
     assert [r["iteration"] for r in records] == [1, 2, 3, 4, 5]  # up to the last finite one
     assert records[1]["Loss_D"] == torch.tensor(0.6).double().item() * 2
-    assert trainer.state.diverged["iteration"] == 6 and trainer.state.iteration == 8  # caught at the period's end
+    assert log.diverged["iteration"] == 6 and trainer.state.iteration == 8  # caught at the period's end
 
 
 def test_plain_progress_lines_come_every_period_with_speed_and_eta():

@@ -10,14 +10,12 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from gan_ignite.metrics import (
-    RealStatistics,
-    create_metrics,
-    frechet_distance,
-    inception_score,
-    kernel_inception_distance,
-    precision_recall_density_coverage,
-)
+from gan_ignite.metrics.scores.factory import create_metrics
+from gan_ignite.metrics.scores.fid import frechet_distance
+from gan_ignite.metrics.scores.inception_score import inception_score
+from gan_ignite.metrics.scores.kid import kernel_inception_distance
+from gan_ignite.metrics.scores.prdc import precision_recall_density_coverage
+from gan_ignite.metrics.scores.real_stats import RealStatistics
 
 DIM, CLASSES = 32, 20
 OPTIONS = {"is_splits": 3, "kid_subsets": 4, "kid_subset_size": 30, "nearest_k": 3}
@@ -98,7 +96,7 @@ def _distributed_worker(local_rank: int, out_dir: str) -> None:
     part = slice(rank * half, (rank + 1) * half)
     metrics = _run_evaluator(real, fake[part], logits[part])
     real_part = torch.from_numpy(real.features)[rank * 40 : (rank + 1) * 40]
-    from gan_ignite.metrics import cached_real_statistics, compute_real_statistics
+    from gan_ignite.metrics.scores.real_stats import cached_real_statistics, compute_real_statistics
 
     stats = cached_real_statistics(Path(out_dir) / "cache", {"test": "dist"}, lambda: compute_real_statistics(
         [real_part.view(-1, 1, 1, DIM)], _RowExtractor()))

@@ -18,11 +18,11 @@ from ignite.engine import Engine
 
 from gan_ignite.config import load_config, metric_options
 from gan_ignite.errors import ConfigError
-from gan_ignite.metrics import RealStatistics
+from gan_ignite.metrics.scores.real_stats import RealStatistics
 from gan_ignite.metrics.scores.authpct import authenticity_percentage
 from gan_ignite.metrics.cli import main as metrics_cli
 from gan_ignite.metrics.scores.cmmd import cmmd
-from gan_ignite.metrics.scores.factory import (METRICS, MetricOptions, compute_from_sets, create_metrics, feature_space,
+from gan_ignite.metrics.scores.factory import (METRICS, Scoring, compute_from_sets, create_metrics, feature_space,
                                                record_keys)
 from gan_ignite.metrics.scores.fd_infinity import fd_infinity, fd_infinity_sizes
 from gan_ignite.metrics.scores.vendi import vendi_score
@@ -109,7 +109,7 @@ def test_authpct_equals_dgm_evals_definition():
 def test_fd_is_the_frechet_distance_of_the_sample_moments_in_the_configured_space():
     real, fake = _features()
     values = compute_from_sets(["fd"], RealStatistics.from_features(real), RealStatistics.from_features(fake), None,
-                               MetricOptions(feature_space="classifier"))
+                               Scoring(feature_space="classifier"))
     assert set(values) == {"fd_classifier"}
     assert values["fd_classifier"] == pytest.approx(_reference_fd(real, fake), rel=1e-8)
 
@@ -137,7 +137,7 @@ def test_fd_inf_removes_the_small_sample_bias():
     sigma, mu = mixing @ mixing.T + np.eye(dim), rng.normal(size=dim)
     fake = rng.multivariate_normal(mu, sigma, size=num)
     fake_stats = RealStatistics.from_features(fake)
-    biased = compute_from_sets(["fid"], RealStatistics(None, mu, sigma, 0), fake_stats, None, MetricOptions())["fid"]
+    biased = compute_from_sets(["fid"], RealStatistics(None, mu, sigma, 0), fake_stats, None, Scoring())["fid"]
     fit = fd_infinity(torch.from_numpy(fake), mu, sigma, seed=0)
     assert biased > 0.3
     assert abs(fit.value) < 0.3 * biased  # 0.04 against 0.53 here; over seeds |FD_inf| stays below 0.3 x FD_N
@@ -155,7 +155,7 @@ def _engine_values(real: RealStatistics, fake: torch.Tensor, names: list[str], a
 
 
 def _expected(real: RealStatistics, fake: torch.Tensor) -> dict:
-    return compute_from_sets(NEW_METRICS, real, RealStatistics.from_features(fake), None, MetricOptions(**OPTIONS))
+    return compute_from_sets(NEW_METRICS, real, RealStatistics.from_features(fake), None, Scoring(**OPTIONS))
 
 
 def test_new_metrics_on_an_engine_write_their_registry_keys():
@@ -176,7 +176,7 @@ def test_the_feature_space_is_the_networks_name():
     assert feature_space("classifier:/runs/classifier.pt") == "classifier"
     assert feature_space("classifier-sha256-0123abcd") == "classifier"  # a tag recorded in an .npz
     config = load_config(overrides=["eval.feature_network=classifier:/x.pt", "eval.fd_inf_points=7"])
-    assert metric_options(config.eval).feature_space == "classifier"
+    assert feature_space(str(config.eval.feature_network)) == "classifier"
     assert metric_options(config.eval).fd_inf_points == 7
 
 

@@ -23,8 +23,8 @@ import yaml
 from PIL import Image
 
 import gan_ignite.evaluation as evaluation_module
-import gan_ignite.metrics.safe_files as safe_files
-import gan_ignite.run_dir as run_dir_module
+import gan_ignite.io as safe_files
+from gan_ignite.io import append_text
 from conftest import (PYTHON, ROOT, TRAIN_ONLY, assert_same_losses, cli_env, make_shape_images, start, stderr_of,
                       tiny_overrides, train_records, wait_for_iteration)
 from gan_ignite.data import cached_images
@@ -255,7 +255,7 @@ def test_a_resume_drops_garbage_history_lines_and_orphaned_temporary_files(tmp_p
     assert main(overrides) == 0
     insert_garbage(run_dir / "history.jsonl")
     orphans = [run_dir / ".config.yaml.0123abcd.tmp", run_dir / "checkpoints" / ".checkpoint_12.pt.89abcdef.tmp",
-               run_dir / "checkpoints" / "tmpa1b2c3d4"]  # the last: ignite's DiskSaver of earlier versions
+               run_dir / "images" / ".fixed_noise_iter_0000012.png.0123abcd.tmp"]
     for orphan in orphans:
         orphan.write_bytes(b"left by a kill -9 during a write")
     assert main(overrides + CONTINUE) == 0
@@ -284,7 +284,7 @@ def test_a_resume_that_fails_after_its_checks_leaves_config_and_history_as_they_
 def test_an_append_after_a_torn_line_starts_a_line_of_its_own(tmp_path):
     log = tmp_path / "evaluations.jsonl"
     log.write_bytes(b'{"fid": 1.0}\n{"fid": 2.')  # the last line cut short by a kill
-    run_dir_module.append_lines(log, [json.dumps({"fid": 3.0}) + "\n"])
+    append_text(log, json.dumps({"fid": 3.0}) + "\n")
     lines = read_jsonl(log)
     assert [record["fid"] for record in lines.records] == [1.0, 3.0] and lines.bad_lines == [2]
 
@@ -486,7 +486,7 @@ def test_ctrl_c_in_the_other_commands_exits_130_with_one_line(command, evaluated
         "evaluate": ("gan_ignite.evaluation.Evaluation.run", evaluate_main, ["--checkpoint", checkpoint]),
         "sample": ("gan_ignite.sample.to_pil", sample_main,
                    ["--checkpoint", checkpoint, "--out", str(tmp_path / "s"), "--num", "3"]),
-        "metrics": ("gan_ignite.metrics.cli.folder_features", metrics_main,
+        "metrics": ("gan_ignite.metrics.compare.folder_features", metrics_main,
                     [str(image_folder), str(image_folder), "--inception-weights", "random"]),
     }[command]
     before = files_of(evaluated_run)

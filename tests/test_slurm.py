@@ -26,9 +26,9 @@ import torch
 
 from conftest import (PYTHON, ROOT, TRAIN_ONLY, assert_same_losses, cli_env, tiny_overrides, train_records,
                       wait_for_iteration)
-from gan_ignite import cluster
+from gan_ignite import signals
 from gan_ignite.evaluate import main as evaluate_main
-from gan_ignite.handlers import GracefulStop
+from gan_ignite.signals import GracefulStop
 from gan_ignite.train import main as train_main
 
 TIMEOUT = 300
@@ -259,18 +259,19 @@ def test_a_warning_signal_during_the_setup_is_kept_for_the_graceful_stop():
     # SIGUSR1's default action ends the process: before the trainer's handler is installed the launcher
     # holds it, and the graceful stop then acts on it after the first iteration
     previous = signal.getsignal(signal.SIGUSR1)
-    handlers_logger = logging.getLogger("gan_ignite.handlers")
+    handlers_logger = logging.getLogger("gan_ignite")
     # the "gan_ignite" logger may still write to an earlier in-process run's stderr, closed by now
     handlers_logger.disabled = True
     try:
-        cluster.hold_warning_signal()
+        signals.hold_warning_signal()
         os.kill(os.getpid(), signal.SIGUSR1)  # the process survives
-        stop = GracefulStop().install()
+        stop = GracefulStop()
+        stop.install()
         try:
             assert stop.received == signal.SIGUSR1
         finally:
             stop.uninstall()
-        assert cluster.take_held_signal() is None
+        assert signals.take_held_signal() is None
     finally:
         signal.signal(signal.SIGUSR1, previous)
         handlers_logger.disabled = False

@@ -24,9 +24,10 @@ from gan_ignite.config import load_config
 from gan_ignite.metrics.networks.folder import list_images
 from gan_ignite.metrics.networks.preprocess import to_uint8
 from gan_ignite.models import Generator
-from gan_ignite.run_dir import RunDir, load_generator
+from gan_ignite.evaluation import load_generator
+from gan_ignite.latents import sample_latents, walk_latents
+from gan_ignite.run_dir import RunDir
 from gan_ignite.sample import main as sample_main
-from gan_ignite.sample import sample_latents, walk_latents
 from gan_ignite.sweep import main as sweep_main
 from gan_ignite.train import main as train_main
 

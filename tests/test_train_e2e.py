@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from conftest import PYTHON, ROOT, SHARED_DATASETS, cli_env, tiny_overrides
 from gan_ignite.evaluate import main as evaluate_main
@@ -142,20 +141,14 @@ def test_evaluate_cli_scores_a_saved_generator(finished_run, capsys):
     assert 0 <= record["precision"] <= 1 and 0 <= record["coverage"] <= 1
 
 
-def test_evaluate_protocol_replaces_an_earlier_versions_resize(finished_run, tmp_path, capsys):
-    """A run trained before eval.protocol existed has eval.resize=bilinear (= tutorial) in its
-    config.yaml: --protocol asks for another protocol, and gets it."""
-    run_dir = tmp_path / "earlier"
+def test_evaluate_protocol_overrides_the_runs_own(finished_run, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    config["eval"].pop("protocol", None)
-    config["eval"]["resize"] = "bilinear"
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     checkpoint = str(run_dir / "checkpoints" / "checkpoint_6.pt")
     assert evaluate_main(["--checkpoint", checkpoint, "--num-samples", "24", "--protocol", "clean-fid"]) == 0
     assert evaluate_main(["--checkpoint", checkpoint, "--num-samples", "24"]) == 0
     first, second = [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()[-2:]]
-    assert (first["protocol"], second["protocol"]) == ("clean-fid", "tutorial")
+    assert (first["protocol"], second["protocol"]) == ("clean-fid", "torch-fidelity")
     assert first["fid"] != second["fid"]
 
 

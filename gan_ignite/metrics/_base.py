@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import ignite.distributed as idist
 import torch
@@ -14,19 +14,16 @@ from ignite.exceptions import NotComputableError
 from ignite.metrics import Metric
 from ignite.metrics.metric import reinit__is_reduced
 
+from gan_ignite.errors import ConfigError, UserError
 from gan_ignite.metrics.timing import timed_part
 
 FEATURES_KEY = "features"
 LOGITS_KEY = "logits"
 
 
-class DeviceError(ValueError):
-    """A device name that does not parse or does not exist on this machine."""
-
-
 def resolve_device(name: str | None) -> torch.device:
     """``name`` as a device that exists here (``None``: cuda when available, else cpu); a bad name
-    raises :class:`DeviceError` saying which devices there are."""
+    raises :class:`~gan_ignite.errors.ConfigError` saying which devices there are."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -34,11 +31,11 @@ def resolve_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise DeviceError(f"--device '{name}' is not a device name; the devices here are {available}.") from None
+        raise ConfigError(f"--device '{name}' is not a device name; the devices here are {available}.") from None
     if device.type == "cuda" and (not gpus or (device.index or 0) >= gpus):
-        raise DeviceError(f"--device {name} does not exist here; the devices here are {available}.")
+        raise ConfigError(f"--device {name} does not exist here; the devices here are {available}.")
     if device.type not in ("cpu", "cuda"):
-        raise DeviceError(f"--device {name}: only cpu and cuda devices are supported; the devices here are "
+        raise ConfigError(f"--device {name}: only cpu and cuda devices are supported; the devices here are "
                           f"{available}.")
     return device
 
@@ -85,6 +82,37 @@ def first_error_on_any_rank(message: str) -> str:
     if idist.get_world_size() == 1:
         return message
     return next((text for text in idist.all_gather(message) if text), "")
+
+
+T = TypeVar("T")
+
+
+def on_every_rank(work: Callable[[], T], run_here: bool = True) -> T | None:
+    """Run ``work`` (where ``run_here``) and share its :class:`~gan_ignite.errors.UserError` with every
+    rank: if it failed anywhere, every rank raises (the failed rank its own error, the others one with
+    the same words). A collective: every rank must call it, so none is left waiting in a later
+    collective while another has given up."""
+    result, error = None, None
+    if run_here:
+        try:
+            result = work()
+        except UserError as exc:
+            error = exc
+    message = first_error_on_any_rank(str(error) if error is not None else "")
+    if error is not None:
+        raise error
+    if message:
+        raise UserError(message)
+    return result
+
+
+def rank0_first(work: Callable[[], T]) -> T:
+    """``work()`` on rank 0, then on the other ranks (e.g. a download into a shared cache, done once
+    while the others wait); an input error anywhere is raised on every rank."""
+    first = idist.get_rank() == 0
+    result = on_every_rank(work, run_here=first)
+    others = on_every_rank(work, run_here=not first)
+    return result if first else others
 
 
 def broadcast_from_rank0(payload: Any) -> Any:

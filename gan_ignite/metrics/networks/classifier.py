@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gan_ignite.metrics.networks.files import FeatureNetworkError, read_network_file
-from gan_ignite.metrics.safe_files import atomic_write
+from gan_ignite.errors import FeatureNetworkError
+from gan_ignite.io import load_torch_file
+from gan_ignite.io import atomic_write
 
 __all__ = ["ClassifierFeatures", "DomainClassifier", "load_classifier", "load_classifier_features",
            "prepare_for_classifier", "save_classifier"]
@@ -132,7 +133,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[DomainClassifier, dict[str
     path = Path(path).expanduser()
     how = ("train one with python -m gan_ignite.train_classifier --config FILE, then pass "
            "eval.feature_network=classifier:/path/to/it.pt (or --feature-network for the folder CLI)")
-    content = read_network_file(path, "Classifier file", how)
+    content = load_torch_file(path, "Classifier file", f"To get a good one: {how}.", FeatureNetworkError)
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         raise FeatureNetworkError(f"'{path}' is not a gan_ignite classifier file; {how}.")
     network = DomainClassifier(**_checked_arguments(content.get("arguments"), path, how))

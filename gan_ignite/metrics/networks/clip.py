@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gan_ignite.metrics.networks.files import FeatureNetworkError
+from gan_ignite.errors import FeatureNetworkError
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "ClipFeatures", "load_clip_features", "prepare_for_clip"]
 

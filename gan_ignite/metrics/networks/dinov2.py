@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gan_ignite.metrics.networks.files import FeatureNetworkError, read_network_file
+from gan_ignite.errors import FeatureNetworkError
+from gan_ignite.io import load_torch_file
 
 __all__ = ["DINOV2_SIZES", "DinoV2Features", "interpolate_position_embedding", "load_dinov2_features",
            "prepare_for_dinov2"]
@@ -108,7 +109,7 @@ def load_dinov2_features(path: str | os.PathLike, device: str | torch.device = "
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     how = ("download Meta's dinov2_vitl14_pretrain.pth (or _vits14 / _vitb14 / _vitg14) from "
            "https://dl.fbaipublicfiles.com/dinov2/ and pass dinov2:/path/to/it.pth")
-    state = read_network_file(path, "DINOv2 checkpoint", how)
+    state = load_torch_file(path, "DINOv2 checkpoint", f"To get a good one: {how}.", FeatureNetworkError)
     if not isinstance(state, dict) or "cls_token" not in state or "pos_embed" not in state:
         raise FeatureNetworkError(f"'{path}' is not a DINOv2 checkpoint (no cls_token / pos_embed); {how}.")
     wrong = [str(key) for key, value in state.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]

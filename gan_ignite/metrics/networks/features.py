@@ -33,10 +33,12 @@ import torch
 from gan_ignite.metrics.networks.classifier import load_classifier_features
 from gan_ignite.metrics.networks.clip import load_clip_features
 from gan_ignite.metrics.networks.dinov2 import load_dinov2_features
-from gan_ignite.metrics.networks.files import FeatureNetworkError
+from gan_ignite.errors import FeatureNetworkError
 from gan_ignite.metrics.networks.inception import (NUM_CLASSES, NUM_FEATURES, effective_precision, load_fid_inception,
                                                    weights_tag)
-from gan_ignite.metrics.networks.preprocess import (DEFAULT_PROTOCOL, PROTOCOLS, finish_for_inception,
+from gan_ignite.metrics.options import DEFAULT_PROTOCOL
+from gan_ignite.metrics.options import FEATURE_NETWORKS as NETWORK_NAMES
+from gan_ignite.metrics.networks.preprocess import (PROTOCOLS, finish_for_inception,
                                                     prepare_for_inception, stage_one_for_inception, to_device,
                                                     to_uint8)
 
@@ -69,9 +71,6 @@ class InceptionFeatures:
 
     def __init__(self, network: torch.nn.Module, protocol: str = DEFAULT_PROTOCOL, weights: str = "custom",
                  precision: str | None = None) -> None:
-        if protocol not in PROTOCOLS:
-            raise FeatureNetworkError(f"Unknown FID protocol '{protocol}'; choose one of {', '.join(PROTOCOLS)} "
-                                      "(eval.protocol / --protocol).")
         self.network, self.protocol = network, protocol
         if precision is None:
             precision = "tf32" if getattr(network, "allow_tf32", False) else "fp32"
@@ -209,13 +208,15 @@ def _clip(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
     return load_clip_features(argument, device)
 
 
-# name -> loader(argument after "name:", device, **options). One line per feature network.
+# name -> loader(argument after "name:", device, **options). One line per feature network (and its
+# name in gan_ignite.metrics.options.FEATURE_NETWORKS).
 FEATURE_NETWORKS: dict[str, Callable[..., FeatureNetwork]] = {
     "inception": _inception,
     "classifier": _classifier,
     "dinov2": _dinov2,
     "clip": _clip,
 }
+assert tuple(FEATURE_NETWORKS) == NETWORK_NAMES, "every feature network's name is listed in options.FEATURE_NETWORKS"
 
 
 def load_feature_network(spec: str, device: str | torch.device = "cpu", **options) -> FeatureNetwork:

@@ -9,24 +9,21 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from gan_ignite.errors import DataError
 from gan_ignite.metrics.networks.features import FeatureNetwork, finish_staged
 from gan_ignite.metrics.networks.images import IMG_EXTENSIONS, find_image_files, load_image_rgb
 
-__all__ = ["FolderError", "ImageFileDataset", "collate_staged", "folder_features", "list_images"]
-
-
-class FolderError(ValueError):
-    """An image folder is missing, empty or holds an unreadable image."""
+__all__ = ["ImageFileDataset", "collate_staged", "folder_features", "list_images"]
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted, extensions case-insensitive)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FolderError(f"'{folder}' is not a folder of images.")
+        raise DataError(f"'{folder}' is not a folder of images.")
     files = find_image_files(folder)  # the same files the training data loader would read
     if not files:
-        raise FolderError(f"Folder '{folder}' contains no images (looked recursively for "
+        raise DataError(f"Folder '{folder}' contains no images (looked recursively for "
                           f"{', '.join(IMG_EXTENSIONS)}).")
     return files
 
@@ -71,7 +68,7 @@ def folder_features(folder: str | os.PathLike, network: FeatureNetwork, batch_si
     for images, errors in loader:
         bad = [error for error in errors if error]
         if bad:
-            raise FolderError(f"Cannot read image {bad[0]}. Remove or fix the file and run again.")
+            raise DataError(f"Cannot read image {bad[0]}. Remove or fix the file and run again.")
         batch_features, batch_logits = network(finish_staged(images, network))
         features.append(batch_features)
         logits.append(batch_logits)

@@ -38,7 +38,8 @@ from pytorch_fid.inception import (
 from torch import nn
 from torchvision.models.inception import BasicConv2d, Inception3
 
-from gan_ignite.metrics.safe_files import load_torch_file, require_regular_file
+from gan_ignite.errors import InceptionWeightsError
+from gan_ignite.io import first_line, load_torch_file, require_regular_file
 
 __all__ = [
     "FID_WEIGHTS_URL",
@@ -66,10 +67,6 @@ EXPECTED_FILES = (f"Expected pytorch-fid's state dict file {FID_WEIGHTS_FILE} (d
                   "download).")
 # NVIDIA's TorchScript: [prefix.]layers.<block>[.<tower>].<conv>.<part>, e.g. net.layers.mixed_10.tower_2_conv.beta
 _TORCHSCRIPT_CONV = re.compile(r"^(?P<prefix>(?:.+\.)?)layers\.(?P<layer>.+)\.(?P<part>weight|beta|mean|var)$")
-
-
-class InceptionWeightsError(ValueError):
-    """The Inception weights could not be downloaded or loaded."""
 
 
 class FIDInception(Inception3):
@@ -264,7 +261,7 @@ def is_torchscript(path: Path) -> bool:
             return any(name.split("/")[1:2] == ["code"] for name in archive.namelist())
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise InceptionWeightsError(f"Inception weights file '{path}' is a damaged zip archive "
-                                    f"({_first_line(error)}). {EXPECTED_FILES}") from None
+                                    f"({first_line(error)}). {EXPECTED_FILES}") from None
 
 
 def _state_from_torchscript(model: FIDInception, path: Path) -> dict:
@@ -282,7 +279,7 @@ def _state_from_torchscript(model: FIDInception, path: Path) -> dict:
             tensors = torch.jit.load(str(path), map_location="cpu").state_dict()
     except Exception as error:  # torch raises many types for corrupt or foreign archives
         raise InceptionWeightsError(f"Could not read the TorchScript file '{path}' ({type(error).__name__}: "
-                                    f"{_first_line(error)}). {EXPECTED_FILES}") from None
+                                    f"{first_line(error)}). {EXPECTED_FILES}") from None
     prefixes, convolutions = set(), {}
     for key, value in tensors.items():
         match = _TORCHSCRIPT_CONV.match(key)
@@ -322,7 +319,7 @@ def _download_state_dict() -> dict:
     except Exception as error:  # offline: URLError/OSError; bad download: RuntimeError
         raise InceptionWeightsError(
             f"Could not download the FID Inception weights from {FID_WEIGHTS_URL} "
-            f"({type(error).__name__}: {_first_line(error)}). Download that file manually and pass it with "
+            f"({type(error).__name__}: {first_line(error)}). Download that file manually and pass it with "
             f"eval.inception_weights=/path/to/{FID_WEIGHTS_FILE} (or --inception-weights for "
             f"python -m gan_ignite.metrics), or put it into the torch hub checkpoints folder "
             f"{checkpoints} so it is found without downloading."
@@ -341,12 +338,6 @@ def _load_state(model: FIDInception, state: dict) -> None:
             f"aux logits): {detail}. {EXPECTED_FILES}"
         ) from None
     logger.info("Loaded FID Inception weights from %s", path)
-
-
-def _first_line(error: Exception) -> str:
-    """torch's load errors run over many lines; the first one says what went wrong."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 def _missing_file_message(path: Path, error: Exception) -> str:

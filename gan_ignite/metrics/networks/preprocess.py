@@ -39,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["DEFAULT_PROTOCOL", "INCEPTION_SIZE", "LEGACY_RESIZE", "PROTOCOLS", "Protocol", "prepare_for_inception",
-           "prepare_one_for_inception", "protocol_for_resize", "stage_one_for_inception", "tensorflow1_bilinear",
-           "finish_for_inception", "to_device", "to_uint8"]
+from gan_ignite.metrics.options import DEFAULT_PROTOCOL, ProtocolName
+
+__all__ = ["INCEPTION_SIZE", "PROTOCOLS", "Protocol", "prepare_for_inception", "prepare_one_for_inception",
+           "stage_one_for_inception", "tensorflow1_bilinear", "finish_for_inception", "to_device", "to_uint8"]
 
 INCEPTION_SIZE = 299
 _SIZE = (INCEPTION_SIZE, INCEPTION_SIZE)
@@ -122,33 +123,15 @@ class Protocol:
     on_host: Optional[Callable[[torch.Tensor], torch.Tensor]]
     finish: Callable[[torch.Tensor], torch.Tensor]
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.finish(self.on_host(images.cpu()) if self.on_host is not None else images)
 
-
-# name -> protocol. One line per protocol; config validation and the command lines read this.
+# name -> protocol. One line per protocol (and its name in gan_ignite.metrics.options.ProtocolName).
 PROTOCOLS: dict[str, Protocol] = {
     "tutorial": Protocol(tutorial_resize, tutorial_scale),
     "pytorch-fid": Protocol(None, pytorch_fid),
     "torch-fidelity": Protocol(None, torch_fidelity),
     "clean-fid": Protocol(clean_fid_resize, inception_scale),
 }
-# TTUR's protocol: the one most published GAN FIDs (and TTUR's precomputed statistics) use
-DEFAULT_PROTOCOL = "torch-fidelity"
-# the PIL resize methods of earlier versions (eval.resize / --resize) that a protocol reproduces
-LEGACY_RESIZE = {"bilinear": "tutorial"}
-
-
-def protocol_for_resize(resize: str, option: str = "eval.resize") -> str:
-    """The protocol an earlier version's ``option`` value computed exactly, or a ValueError saying what to use."""
-    if resize in LEGACY_RESIZE:
-        return LEGACY_RESIZE[resize]
-    raise ValueError(
-        f"{option}='{resize}' was replaced by the FID protocol setting (eval.protocol / --protocol), and "
-        f"'{resize}' has no exact equivalent: it was PIL {resize} re-quantised to uint8, which no published "
-        f"implementation computes. Use clean-fid's float bicubic (protocol clean-fid), or one of "
-        f"{', '.join(PROTOCOLS)}; 'bilinear' is protocol tutorial."
-    )
+assert list(PROTOCOLS) == [str(name) for name in ProtocolName], "every protocol's name is listed in ProtocolName"
 
 
 def prepare_for_inception(images: torch.Tensor, protocol: str = DEFAULT_PROTOCOL,
@@ -157,7 +140,7 @@ def prepare_for_inception(images: torch.Tensor, protocol: str = DEFAULT_PROTOCOL
     Inception's first convolution sees under ``protocol``. The PIL stage (if any) runs on the CPU;
     the rest runs on ``device`` (default: where ``images`` are), where the result is."""
     _check_uint8_batch(images)
-    chosen = _protocol(protocol)
+    chosen = PROTOCOLS[protocol]
     staged = chosen.on_host(images.cpu()) if chosen.on_host is not None else images
     return finish_for_inception(to_device(staged, device) if device is not None else staged, protocol)
 
@@ -167,13 +150,13 @@ def stage_one_for_inception(image: torch.Tensor, protocol: str = DEFAULT_PROTOCO
     the PIL resize of tutorial / clean-fid; the image itself for the tensor protocols). Picklable
     with functools.partial; :func:`finish_for_inception` completes a batch of them."""
     _check_uint8_batch(image.unsqueeze(0))
-    chosen = _protocol(protocol)
+    chosen = PROTOCOLS[protocol]
     return chosen.on_host(image.unsqueeze(0))[0] if chosen.on_host is not None else image
 
 
 def finish_for_inception(staged: torch.Tensor, protocol: str = DEFAULT_PROTOCOL) -> torch.Tensor:
     """Staged images (:func:`stage_one_for_inception`, batched) -> float32 ``N x 3 x 299 x 299`` where they are."""
-    return _protocol(protocol).finish(staged).expand(-1, 3, -1, -1)
+    return PROTOCOLS[protocol].finish(staged).expand(-1, 3, -1, -1)
 
 
 def prepare_one_for_inception(image: torch.Tensor, protocol: str = DEFAULT_PROTOCOL) -> torch.Tensor:
@@ -193,13 +176,6 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
             tensor = tensor.pin_memory()
         return tensor.to(device, non_blocking=True)
     return tensor.to(device)
-
-
-def _protocol(name: str) -> Protocol:
-    try:
-        return PROTOCOLS[name]
-    except KeyError:
-        raise ValueError(f"Unknown FID protocol '{name}'; use one of {', '.join(PROTOCOLS)}.") from None
 
 
 def _needs_resize(images: torch.Tensor) -> bool:

@@ -20,33 +20,32 @@ from typing import Any
 import torch
 from ignite.metrics import Metric
 
+from gan_ignite.errors import FeatureNetworkError
 from gan_ignite.metrics._base import FEATURES_KEY, StoredRowsMetric
+from gan_ignite.metrics.networks.features import FeatureNetwork
+from gan_ignite.metrics.options import DEFAULT_SEED, MetricName, MetricOptions
 from gan_ignite.metrics.scores.authpct import authenticity_percentage
 from gan_ignite.metrics.scores.cmmd import cmmd
-from gan_ignite.metrics.scores.fd_infinity import DEFAULT_MIN_FRACTION, DEFAULT_POINTS, fd_infinity, min_samples_for_fit
-from gan_ignite.metrics.networks.features import FeatureNetwork, FeatureNetworkError
+from gan_ignite.metrics.scores.fd_infinity import fd_infinity, min_samples_for_fit
 from gan_ignite.metrics.scores.fid import FID, covariance_sqrt_factor, frechet_distance
-from gan_ignite.metrics.scores.inception_score import DEFAULT_SEED, InceptionScore, inception_score
+from gan_ignite.metrics.scores.inception_score import InceptionScore, inception_score
 from gan_ignite.metrics.scores.kid import KID, kid_record
 from gan_ignite.metrics.scores.prdc import PRDC, PRDC_KEYS, knn_radii, precision_recall_density_coverage
 from gan_ignite.metrics.scores.real_stats import RealStatistics
 from gan_ignite.metrics.scores.vendi import vendi_score
 
-__all__ = ["METRICS", "METRIC_NAMES", "MetricOptions", "MetricSpec", "build_metrics", "check_network_supports", "compute_from_sets",
-           "create_metrics", "feature_space", "min_samples", "record_keys"]
+__all__ = ["METRICS", "METRIC_NAMES", "MetricSpec", "Scoring", "check_network_supports", "compute_from_sets",
+           "create_metrics", "feature_space", "record_keys"]
 
 
-@dataclass(frozen=True)
-class MetricOptions:
-    is_splits: int = 10
-    kid_subsets: int = 100
-    kid_subset_size: int = 1000
-    nearest_k: int = 5
+@dataclass
+class Scoring(MetricOptions):
+    """The metrics' options and what an evaluation adds to them: the seed of the IS shuffle and KID
+    subsets, the device the metrics compute on and the feature space (the feature network's name)."""
+
     seed: int = DEFAULT_SEED
     device: str | torch.device = "cpu"
-    feature_space: str = "inception"  # the feature network's name, for the record keys that hold {space}
-    fd_inf_points: int = DEFAULT_POINTS
-    fd_inf_min_fraction: float = DEFAULT_MIN_FRACTION
+    feature_space: str = "inception"  # for the record keys that hold {space}
 
 
 def feature_space(network: str) -> str:
@@ -55,26 +54,26 @@ def feature_space(network: str) -> str:
 
 
 # (reference statistics, generated statistics, generated logits or None, options, cache) -> record values
-SetFunction = Callable[[RealStatistics, RealStatistics, "torch.Tensor | None", MetricOptions, dict], dict[str, Any]]
+SetFunction = Callable[[RealStatistics, RealStatistics, "torch.Tensor | None", Scoring, dict], dict[str, Any]]
 # (reference statistics, generated features [n, D], options, cache) -> record values
-RowsFunction = Callable[[RealStatistics | None, torch.Tensor, MetricOptions, dict], dict[str, Any]]
+RowsFunction = Callable[[RealStatistics | None, torch.Tensor, Scoring, dict], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
     # the ignite Metric of an evaluator; attached as `name` it writes the record keys
-    build: Callable[[RealStatistics | None, MetricOptions], Metric]
+    build: Callable[[RealStatistics | None, Scoring], Metric]
     # the same values from two whole sets (the metrics CLI)
     compute: SetFunction
     record_keys: tuple[str, ...]  # may hold {space}; see record_keys()
     needs_real: str | None = None  # "mu/sigma" or "features" of the reference set
     needs_logits: bool = False  # class logits of the generated set (IS)
     needs_generated_features: bool = False  # per-sample features of the generated set
-    min_samples: Callable[[MetricOptions], int] = lambda _: 2  # per set
+    min_samples: Callable[[Scoring], int] = lambda _: 2  # per set
     labels: Mapping[str, str] = field(default_factory=dict)  # record key template -> printed name
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # record key template -> possible values
-    why_min_samples: Callable[[MetricOptions], str] = lambda _: ""  # names the option behind min_samples
+    why_min_samples: Callable[[Scoring], str] = lambda _: ""  # names the option behind min_samples
 
 
 class RowsMetric(StoredRowsMetric):
@@ -83,7 +82,7 @@ class RowsMetric(StoredRowsMetric):
     reference set only (its nearest-neighbour distances, its covariance factor) between evaluations."""
 
     def __init__(self, spec_name: str, function: RowsFunction, real_stats: RealStatistics | None,
-                 options: MetricOptions) -> None:
+                 options: Scoring) -> None:
         self._spec_name, self._function, self._real_stats, self._options = spec_name, function, real_stats, options
         self._cache: dict[str, Any] = {}
         super().__init__(FEATURES_KEY, None, options.device)
@@ -100,7 +99,7 @@ class RowsMetric(StoredRowsMetric):
 class FrechetDistance(FID):
     """FID's running moments, written as ``<name>_<space>`` (``fd_inception``, ``fd_classifier``)."""
 
-    def __init__(self, real_stats: RealStatistics, options: MetricOptions) -> None:
+    def __init__(self, real_stats: RealStatistics, options: Scoring) -> None:
         super().__init__(real_stats, device=options.device)
         self._space = options.feature_space
 
@@ -108,7 +107,7 @@ class FrechetDistance(FID):
         engine.state.metrics[f"{name}_{self._space}"] = self.compute()
 
 
-def _rows_metric(name: str, function: RowsFunction) -> Callable[[RealStatistics | None, MetricOptions], Metric]:
+def _rows_metric(name: str, function: RowsFunction) -> Callable[[RealStatistics | None, Scoring], Metric]:
     return lambda real, options: RowsMetric(name, function, real, options)
 
 
@@ -172,11 +171,11 @@ def _frechet_infinity(key: str) -> RowsFunction:
     return compute
 
 
-def _fd_inf_min_samples(options: MetricOptions) -> int:
+def _fd_inf_min_samples(options: Scoring) -> int:
     return min_samples_for_fit(options.fd_inf_points, options.fd_inf_min_fraction)
 
 
-def _fd_inf_why(options: MetricOptions) -> str:
+def _fd_inf_why(options: Scoring) -> str:
     return f" (eval.fd_inf_points={options.fd_inf_points}, eval.fd_inf_min_fraction={options.fd_inf_min_fraction})"
 
 
@@ -220,6 +219,7 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
                labels={"fd_inf_{space}": "FD_inf ({space})"}, why_min_samples=_fd_inf_why),
 )}
 METRIC_NAMES = tuple(METRICS)
+assert METRIC_NAMES == tuple(str(name) for name in MetricName), "every metric's name is listed in options.MetricName"
 
 
 def record_keys(name: str, space: str = "inception") -> tuple[str, ...]:
@@ -227,13 +227,13 @@ def record_keys(name: str, space: str = "inception") -> tuple[str, ...]:
     return tuple(key.format(space=space) for key in METRICS[name].record_keys)
 
 
-def min_samples(names: Iterable[str], options: MetricOptions) -> dict[str, int]:
+def min_samples(names: Iterable[str], options: Scoring) -> dict[str, int]:
     """``{name: the fewest samples per set it can be computed from}`` for ``names``."""
     return {name: METRICS[name].min_samples(options) for name in names}
 
 
 def compute_from_sets(names: Iterable[str], real: RealStatistics, fake: RealStatistics,
-                      fake_logits: torch.Tensor | None, options: MetricOptions) -> dict[str, Any]:
+                      fake_logits: torch.Tensor | None, options: Scoring) -> dict[str, Any]:
     """The record values of ``names`` from two whole sets, as the evaluator's metrics give them."""
     results: dict[str, Any] = {}
     for name in names:
@@ -257,21 +257,15 @@ def check_network_supports(names: Iterable[str], network: FeatureNetwork) -> Non
         f"(NVIDIA's full inception-2015-12-05.pt or pytorch-fid's pt_inception-2015-12-05-6726825d.pth).")
 
 
-def create_metrics(names: Iterable[str], real_stats: RealStatistics | None, is_splits: int = 10,
-                   kid_subsets: int = 100, kid_subset_size: int = 1000, nearest_k: int = 5,
-                   device: str | torch.device = "cpu", seed: int = DEFAULT_SEED, **more_options: Any) -> dict[str, Metric]:
-    """``{name: Metric}`` for ``names`` in :data:`METRIC_NAMES`; attach each under its name.
-    ``more_options``: the other fields of :class:`MetricOptions` (``feature_space``, ``fd_inf_points``, ...).
+def create_metrics(names: Iterable[str], real_stats: RealStatistics | None, options: Scoring | None = None,
+                   **fields: Any) -> dict[str, Metric]:
+    """``{name: Metric}`` for ``names`` (the registry's); attach each under its name. The options are
+    ``options`` or a :class:`Scoring` of ``fields`` (``nearest_k=3``, ``device="cuda"``, ...).
 
     Every metric reads the evaluator output ``{"features", "logits"}`` of the generated images and
     writes the record keys of its :class:`MetricSpec` to ``engine.state.metrics``.
     """
-    options = MetricOptions(is_splits, kid_subsets, kid_subset_size, nearest_k, seed, device, **more_options)
-    return build_metrics(names, real_stats, options)
-
-
-def build_metrics(names: Iterable[str], real_stats: RealStatistics | None, options: MetricOptions) -> dict[str, Metric]:
-    """:func:`create_metrics` with the options as one :class:`MetricOptions`."""
+    options = options if options is not None else Scoring(**fields)
     names = list(dict.fromkeys(names))
     unknown = [name for name in names if name not in METRICS]
     if unknown:

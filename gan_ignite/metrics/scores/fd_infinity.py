@@ -23,11 +23,7 @@ from gan_ignite.metrics.scores.fid import _frechet, covariance_sqrt_factor, mean
 
 __all__ = ["FDInfinity", "fd_infinity", "fd_infinity_sizes"]
 
-DEFAULT_POINTS, DEFAULT_MIN_FRACTION = 15, 0.1
-
-
-def fd_infinity_sizes(num_samples: int, points: int = DEFAULT_POINTS,
-                      min_fraction: float = DEFAULT_MIN_FRACTION) -> np.ndarray:
+def fd_infinity_sizes(num_samples: int, points: int = 15, min_fraction: float = 0.1) -> np.ndarray:
     """The subset sizes N of the fit, as the authors space them (truncated to integers)."""
     return np.linspace(int(min_fraction * num_samples), num_samples, points).astype(np.int64)
 
@@ -48,8 +44,8 @@ class FDInfinity:
         return {key: self.value, f"{key}_min_n": int(self.sizes.min()), f"{key}_max_n": int(self.sizes.max())}
 
 
-def fd_infinity(fake: torch.Tensor, real_mu: Any, real_sigma: Any, points: int = DEFAULT_POINTS,
-                min_fraction: float = DEFAULT_MIN_FRACTION, seed: int = 0,
+def fd_infinity(fake: torch.Tensor, real_mu: Any, real_sigma: Any, points: int = 15,
+                min_fraction: float = 0.1, seed: int = 0,
                 real_factor: torch.Tensor | None = None) -> FDInfinity:
     """FD_infinity of ``fake`` [n, D] against the reference N(``real_mu``, ``real_sigma``)."""
     if points < 2 or not 0 < min_fraction < 1:

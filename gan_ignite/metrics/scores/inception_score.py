@@ -9,11 +9,11 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
+from gan_ignite.metrics.options import DEFAULT_SEED
 from gan_ignite.metrics._base import LOGITS_KEY, StoredRowsMetric
 
 __all__ = ["InceptionScore", "inception_score"]
 
-DEFAULT_SEED = 2020  # torch-fidelity's default rng_seed
 
 
 def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = DEFAULT_SEED) -> tuple[float, float]:

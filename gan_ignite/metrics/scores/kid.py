@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from gan_ignite.metrics._base import FEATURES_KEY, StoredRowsMetric
-from gan_ignite.metrics.scores.inception_score import DEFAULT_SEED
+from gan_ignite.metrics.options import DEFAULT_SEED
 
 __all__ = ["KID", "effective_subset_size", "kernel_inception_distance", "kid_record"]
 

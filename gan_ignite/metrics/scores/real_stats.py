@@ -24,8 +24,9 @@ import torch
 from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_rank, gather_rows
 from gan_ignite.metrics.networks.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
 from gan_ignite.metrics.scores.fid import mean_and_covariance
-from gan_ignite.metrics.networks.preprocess import DEFAULT_PROTOCOL
-from gan_ignite.metrics.safe_files import atomic_write, check_npz
+from gan_ignite.metrics.options import DEFAULT_PROTOCOL
+from gan_ignite.errors import RealStatisticsError, RunDirError
+from gan_ignite.io import atomic_write, check_npz, first_line
 
 __all__ = [
     "RealStatistics",
@@ -36,10 +37,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class RealStatisticsError(ValueError):
-    """A statistics file is missing, unreadable or lacks what is asked of it."""
 
 
 @dataclass
@@ -59,15 +56,14 @@ class RealStatistics:
         mu, sigma = mean_and_covariance(features)
         return cls(features.numpy(), mu.numpy(), sigma.numpy(), int(features.shape[0]), dict(meta or {}))
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically (:func:`gan_ignite.metrics.safe_files.atomic_write`: a temporary file in the
-        same folder renamed over ``path``; a symbolic link there is replaced, never written through)."""
+    def save(self, path: str | os.PathLike, label: str = "statistics file", intact: str = "") -> Path:
+        """Write atomically (:func:`gan_ignite.io.atomic_write`)."""
         path = Path(path)
         arrays = {"mu": self.mu, "sigma": self.sigma, "num": np.int64(self.num),
                   "meta": np.array(json.dumps(self.meta, sort_keys=True, default=str))}
         if self.features is not None:
             arrays["features"] = self.features
-        atomic_write(path, lambda stream: np.savez(stream, **arrays))
+        atomic_write(path, lambda stream: np.savez(stream, **arrays), intact, label=label)
         return path
 
     @classmethod
@@ -86,7 +82,7 @@ class RealStatistics:
             raise
         except (OSError, ValueError, TypeError, EOFError, KeyError, zipfile.BadZipFile) as error:  # e.g. cut short
             raise RealStatisticsError(f"Cannot read statistics file '{path}' ({type(error).__name__}: "
-                                      f"{_first_line(error)}). {NPZ_FORMAT}") from None
+                                      f"{first_line(error)}). {NPZ_FORMAT}") from None
 
     @classmethod
     def _from_npz(cls, data: Any, path: Path) -> RealStatistics:
@@ -110,20 +106,11 @@ class RealStatistics:
 
     def recorded(self, key: str) -> Any:
         """What the file records about how it was computed (``protocol``, ``feature_network``,
-        ``inception_precision``, ...): its own ``meta`` first, then a cache file's ``key_parts``,
-        then what the network's tag says (``inception-<weights>-<protocol>[-tf32]``); None when unknown."""
+        ``inception_precision``, ...): its own ``meta`` first, then a cache file's ``key_parts``;
+        None when it does not say (TTUR's, pytorch-fid's and clean-fid's files)."""
         value = self.meta.get(key)
         if value is None and isinstance(self.meta.get("key_parts"), dict):
             value = self.meta["key_parts"].get(key)
-        tag = self.meta.get("feature_network") or (self.meta.get("key_parts") or {}).get("feature_network")
-        if value is None and isinstance(tag, str) and tag.startswith("inception-"):
-            parts = tag.split("-")
-            tf32 = parts[-1] == "tf32"
-            if key == "inception_precision":
-                value = "tf32" if tf32 else "fp32"
-            elif key == "protocol":
-                value = _protocol_from_tag(tag[len("inception-"):].removesuffix("-tf32") if tf32
-                                           else tag[len("inception-"):])
         return value
 
 
@@ -131,13 +118,6 @@ NPZ_FORMAT = ("Expected an .npz of numeric arrays 'mu' [D] and 'sigma' [D, D] (p
               "'features' [N, D] (N >= 2), 'num' (an integer) and 'meta' (a JSON object); recompute it with python -m "
               "gan_ignite.metrics FOLDER --save-stats OUT.npz.")
 MIN_REFERENCE_IMAGES = 2
-
-
-def _protocol_from_tag(rest: str) -> str | None:
-    """The protocol at the end of ``<weights>-<protocol>`` (protocol names may hold dashes)."""
-    from gan_ignite.metrics.networks.preprocess import PROTOCOLS
-
-    return next((name for name in sorted(PROTOCOLS, key=len, reverse=True) if rest.endswith("-" + name)), None)
 
 
 def _count(num: np.ndarray | None, features: np.ndarray | None, path: Path) -> int:
@@ -184,9 +164,6 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 # relative tolerance of the covariance checks: float32 features give round-off far below it
@@ -330,11 +307,11 @@ def _load_on_rank0(path: Path) -> RealStatistics | None:
 
 def _save_on_rank0(stats: RealStatistics, path: Path) -> str | None:
     try:
-        stats.save(path)
-    except OSError as error:
-        return (f"Could not write the real statistics cache file '{path}' ({error.strerror or error}). The "
-                f"statistics are cached so that later evaluations and runs skip recomputing them: choose a "
-                f"writable folder (eval.stats_cache_dir=... in a training config, or fix the permissions).")
+        stats.save(path, "the real statistics cache file", "The statistics are cached so that later evaluations "
+                   "and runs skip recomputing them: choose a writable folder (eval.stats_cache_dir=... in a training "
+                   "config, or fix the permissions).")
+    except RunDirError as error:
+        return str(error)
     logger.info("Real statistics of %d images saved to %s", stats.num, path)
     return None
 
