@@ -181,19 +181,24 @@ def readable_grids(run_dir: RunDir, skipped: list[Path]) -> list[tuple[int, Imag
     return [(iteration, image) for iteration, image in grids if image is not None]
 
 
-def plot_real_vs_fake(real: Image.Image | None, grids: list[tuple[int, Image.Image]], path: Path) -> bool:
-    if not grids or real is None:
-        return False
-    iteration, latest = grids[-1]
-    fig, axes = plt.subplots(1, 2, figsize=(15, 7.5))
+def real_vs_fake_figure(real: Image.Image, latest: Image.Image, iteration: int) -> Any:
+    """Real images beside the latest fixed-noise grid, each panel titled. The constrained layout makes
+    room for the titles (tight_layout did not count them with the axes turned off, and clipped them at
+    the top edge)."""
+    fig, axes = plt.subplots(1, 2, figsize=(15, 8), dpi=100, layout="constrained")
     panels = ((axes[0], real, "Real Images"), (axes[1], latest, f"Fake Images (iteration {iteration})"))
     for ax, image, title in panels:
         ax.imshow(np.asarray(image))
         ax.axis("off")
-        ax.set_title(title)
-    fig.set_dpi(100)
-    fig.tight_layout()
-    save_figure(fig, path)
+        ax.set_title(title, fontsize=14)
+    return fig
+
+
+def plot_real_vs_fake(real: Image.Image | None, grids: list[tuple[int, Image.Image]], path: Path) -> bool:
+    if not grids or real is None:
+        return False
+    iteration, latest = grids[-1]
+    save_figure(real_vs_fake_figure(real, latest, iteration), path)
     return True
 
 

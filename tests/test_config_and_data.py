@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import PYTHON, ROOT, cli_env, make_shape_images
+from conftest import PYTHON, ROOT, SHARED_DATASETS, cli_env, make_shape_images
 from gan_ignite.config import load_config
 from gan_ignite.data import ImageFiles, build_transform, collate_images, load_dataset
 from gan_ignite.errors import ConfigError, DataError
@@ -182,10 +182,9 @@ def test_corrupt_image_is_skipped_or_named(tmp_path):
         strict[1]
 
 
-@pytest.mark.skipif(not (ROOT.parent / "shared" / "datasets" / "FashionMNIST").is_dir(),
-                    reason="real Fashion-MNIST not available")
+@pytest.mark.skipif(not (SHARED_DATASETS / "FashionMNIST" / "raw").is_dir(), reason="real Fashion-MNIST not available")
 def test_real_fashion_mnist_loads_as_one_channel_images():
-    config = load_config(ROOT / "configs" / "fashion_mnist.yaml", [f"data.root={ROOT.parent / 'shared' / 'datasets'}"])
+    config = load_config(ROOT / "configs" / "fashion_mnist.yaml", [f"data.root={SHARED_DATASETS}", "data.download=false"])
     dataset = load_dataset(config.data)
     assert len(dataset) == 60_000
     image = dataset[0]

@@ -102,11 +102,13 @@ def test_configuration_reference_lists_every_key_with_type_default_and_meaning()
     assert "`hinge`" in rows["train.loss"][2] and "`clean-fid`" in rows["eval.protocol"][2]
 
 
-def test_configuration_page_names_only_keys_the_schema_has():
+def test_configuration_page_names_only_keys_the_schema_has_and_every_one_of_them():
     page = (DOCS / "configuration.md").read_text()
     named = {key for line in page.splitlines() if line.startswith("| `")
-             for key in re.findall(r"`([a-z_]+(?:\.[a-z_]+)?)`", line.split("|")[1])}
+             for key in re.findall(r"`([a-z_]+(?:\.[a-z_0-9]+)?)`", line.split("|")[1])}
     assert named and named <= set(schema_keys())
+    # the hand table says what every key does (an earlier version's eval.resize is named in eval.protocol's row)
+    assert [key for key in schema_keys() if f"`{key}`" not in page] == []
 
 
 @pytest.mark.parametrize("command, module", [
@@ -127,3 +129,46 @@ def test_readme_command_table_holds_every_subcommand():
 
     rows = [line for line in README.read_text().splitlines() if line.startswith("| `gan-ignite ")]
     assert [row.split("`")[1].split()[1] for row in rows] == list(COMMANDS)
+
+
+def test_the_home_page_points_to_every_page_of_the_site():
+    config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
+
+    def pages(entries):
+        for entry in entries:
+            for value in entry.values():
+                yield from (pages(value) if isinstance(value, list) else [value])
+
+    linked = {target for target, _anchor in LINK.findall((DOCS / "index.md").read_text())}
+    assert [page for page in pages(config["nav"]) if page != "index.md" and page not in linked] == []
+
+
+# ----------------------------------------------------------------------------- what a user reads is true anywhere
+USER_FACING = [README, ROOT / "data" / "README.md", *sorted(DOCS.rglob("*.md")), *sorted((ROOT / "configs").glob("*.yaml"))]
+
+
+def train_classifier_help_names_our_machines() -> bool:
+    """train-classifier's --help (code, owned elsewhere) still names ../shared/datasets, and the
+    generated command-line reference copies it; strict: once the help is fixed this must pass."""
+    from gan_ignite.train_classifier import build_parser
+
+    return "shared/datasets" in build_parser().format_help()
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param(path, marks=pytest.mark.xfail(
+        path == DOCS / "reference" / "cli.md" and train_classifier_help_names_our_machines(), strict=True,
+        reason="train-classifier --help names ../shared/datasets (gan_ignite/train_classifier.py)"))
+    for path in USER_FACING], ids=lambda path: str(path.relative_to(ROOT)))
+def test_user_facing_text_names_no_path_that_exists_only_on_the_projects_machines(path):
+    """The project's own machines keep datasets in ../shared/datasets; a user has data/ (or their own
+    /path/to/datasets). Tests and benchmarks may look there, what a user reads may not."""
+    text = path.read_text()
+    assert "../shared" not in text and "shared/datasets" not in text, path.relative_to(ROOT)
+
+
+def test_the_docs_quote_no_test_suite_count():
+    """The suite's count and time change with every version: pytest prints them, the docs do not."""
+    for path in [README, *sorted(DOCS.rglob("*.md"))]:
+        found = re.findall(r"\b\d[\d,]* (?:passed|skipped|failed)\b", path.read_text())
+        assert not found, (path.relative_to(ROOT), found)

@@ -159,6 +159,29 @@ def test_plot_curves_writes_training_progress_gif(finished_run):
         assert (finished_run / "plots" / name).is_file()
 
 
+@pytest.mark.parametrize("grid_size", [(274, 274), (530, 530), (530, 274)])
+def test_real_vs_fake_panel_titles_lie_inside_the_figure(grid_size):
+    """The titles of real_vs_fake.png were clipped at the top edge (tight_layout left them no room)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_curves", ROOT / "scripts" / "plot_curves.py")
+    plot_curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_curves)
+    real, fake = Image.new("RGB", grid_size, "white"), Image.new("RGB", grid_size, "gray")
+    fig = plot_curves.real_vs_fake_figure(real, fake, 600)
+    try:
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        titles = [ax.title for ax in fig.axes]
+        assert [title.get_text() for title in titles] == ["Real Images", "Fake Images (iteration 600)"]
+        for title in titles:
+            box = title.get_window_extent(renderer)
+            assert 0 <= box.x0 and box.x1 <= fig.bbox.x1 and 0 <= box.y0 and box.y1 <= fig.bbox.y1, box
+            assert box.y0 >= title.axes.get_window_extent(renderer).y1 - 1  # above its image, not over it
+    finally:
+        plot_curves.plt.close(fig)
+
+
 # ----------------------------------------------------------------------------- sweep
 SWEEP_SETTINGS = {"train.epoch_length": 2, "eval.num_samples": 12, "eval.batch_size": 12,
                   "eval.metrics": "[fid,is,kid]", "eval.kid_subsets": 5, "eval.kid_subset_size": 6}
