@@ -49,7 +49,7 @@ class DataConfig:
     # still draw the reference set from the whole training set; null = every image
     max_train_size: Optional[int] = None
     subset_seed: int = 0  # which subset (data.max_train_size)
-    download: bool = True  # whether torchvision may download a dataset it does not find
+    download: bool = True  # whether torchvision may download a dataset it does not find (offline: copy it into data.root, set false)
     skip_bad_images: bool = True  # skip unreadable image files (counted in the log), or stop naming the file
     # decode + resize once into a uint8 memory-mapped array in eval.stats_cache_dir, train from it
     cache: bool = False
@@ -109,7 +109,7 @@ class EvalConfig(MetricOptions):  # the metrics' options (is_splits, kid_subsets
     # a published mu/sigma .npz instead of the reference images; needs eval.protocol set explicitly
     reference_stats: Optional[str] = None
     # empty = download pytorch-fid's file once; a path = pytorch-fid's .pth or NVIDIA's TorchScript .pt;
-    # random = a random-init network, for tests only
+    # random = a random-init network, for tests and offline trial runs (FID / IS meaningless, records marked)
     inception_weights: Optional[str] = None
     metrics: List[MetricName] = field(default_factory=lambda: [MetricName["fid"], MetricName["is"]])  # the metrics each evaluation computes
     # where real-set statistics (and data.cache images) are cached; null = ~/.cache/gan_ignite/stats

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 DATA_HELP = "See docs/data.md (the documentation's 'Data' page) for the expected layout and how to download it."
 TORCHVISION_DATASETS = {"cifar10": tv_datasets.CIFAR10, "mnist": tv_datasets.MNIST,
                         "fashion_mnist": tv_datasets.FashionMNIST}
+TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "gan_ignite" / "stats"  # statistics and decoded images
 # Bump when the chain that turns an image file into pixels or features changes (decoding,
 # transforms, uint8 conversion, resize): it is part of the cache keys, so nothing stale is reused.
@@ -147,9 +148,12 @@ def load_labelled_dataset(data_config, train: bool) -> Dataset:
                                                       download=data_config.download, transform=transform)
     except Exception as error:  # torchvision raises RuntimeError, URLError, OSError... depending on the failure
         how = "the download failed" if data_config.download else "data.download is false"
+        folder = TORCHVISION_FOLDERS[data_config.name]
         raise DataError(f"Dataset '{data_config.name}' was not found under data.root='{data_config.root}' and {how} "
-                        f"({error}). Download it on a machine with internet access and copy it there, or fix "
-                        f"data.root. {DATA_HELP}") from None
+                        f"({error}). Without internet: copy the folder torchvision writes ({folder}/) from a machine "
+                        f"that has it into {data_config.root}/{folder}/ and add data.download=false, or point "
+                        f"data.root at the folder that holds it. See docs/getting-started.md, 'Offline: data and "
+                        f"Inception weights'.") from None
 
 
 def load_dataset_everywhere(data_config) -> Dataset:

@@ -19,6 +19,7 @@ import copy
 import hashlib
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -102,9 +103,11 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
     evaluation = config.eval
     check_sample_counts(config, len(dataset))  # type: ignore[arg-type]  # the reference set: the whole training set
     def load() -> FeatureNetwork:
-        network = load_feature_network(evaluation.feature_network, device,
-                                       inception_weights=evaluation.inception_weights, protocol=evaluation.protocol,
-                                       precision=evaluation.precision)
+        with warnings.catch_warnings():  # the command says it once (warn_if_random)
+            warnings.filterwarnings("ignore", message=".*RANDOM-INIT")
+            network = load_feature_network(evaluation.feature_network, device,
+                                           inception_weights=evaluation.inception_weights,
+                                           protocol=evaluation.protocol, precision=evaluation.precision)
         check_network_supports(evaluation.metrics, network)
         return network
 
@@ -240,7 +243,7 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
 def warn_if_random(record_fields: Mapping[str, Any]) -> None:
     if record_fields["inception_weights"] == "random" and record_fields["feature_network"] == "inception":
         logger.warning("eval.inception_weights=random: a random-init Inception network is scoring. Its FID / IS "
-                       "are meaningless (for tests only); the records are marked inception_weights=random.")
+                       "are meaningless (for tests and trial runs only); the records are marked inception_weights=random.")
 
 
 def load_generator(config: DictConfig, checkpoint_path: Path, device: Any, model: str = "generator"

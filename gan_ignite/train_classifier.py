@@ -110,7 +110,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
     parser.add_argument("--max-train-size", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--max-test-size", type=int, default=None, help="measure on the first N test images only")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.root=/path/to/datasets")
+    parser.add_argument("overrides", nargs="*",
+                        help="dotted overrides, e.g. data.root=/path/to/datasets data.download=false")
 
 
 def run(args: argparse.Namespace) -> int:

