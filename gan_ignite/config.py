@@ -36,6 +36,23 @@ RESERVED_EXIT_CODES = (0, 1, 2, 130)  # success, failure, input error, Ctrl-C
 # a finished run's config read to score, sample or inspect it here: one process, whatever the run used
 ONE_PROCESS = ("dist.nproc_per_node=null", "dist.backend=null")
 CONFIG_DOCS = "docs/configuration.md and its generated reference, docs/reference/configuration.md"
+# the most a real machine can run: larger counts, sizes and widths are refused before any work
+LIMITS = {
+    "data.num_workers": (64, "loader worker processes; more than a machine's cores only add processes"),
+    "model.latent_dim": (65_536, "the latent size"), "model.g_features": (65_536, "the generator's width"),
+    "model.d_features": (65_536, "the discriminator's width"), "train.batch_size": (65_536, "images per step"),
+    "train.max_epochs": (1_000_000, "epochs"), "train.epoch_length": (10**9, "iterations per epoch"),
+    "train.image_every": (10**12, "iterations"), "train.checkpoint_every": (1_000_000, "epochs"),
+    "train.checkpoint_every_iters": (10**12, "iterations"), "train.n_saved": (10_000, "checkpoints kept"),
+    "train.ada_speed_images": (10**15, "images"), "train.ada_interval": (10**12, "iterations"),
+    "train.ema_start": (10**15, "iterations"),
+    "train.lr": (1.0, "Adam's step size; GAN learning rates lie around 1e-5 to 1e-3 and anything above 1 diverges"),
+    "train.lr_d": (1.0, "Adam's step size; GAN learning rates lie around 1e-5 to 1e-3 and anything above 1 diverges"),
+    "eval.every_epochs": (1_000_000, "epochs"), "eval.num_samples": (10**9, "generated images"),
+    "eval.batch_size": (65_536, "images per forward pass"), "log.every": (10**12, "iterations"),
+    "log.every_seconds": (31_536_000.0, "seconds (a year)"), "dist.nproc_per_node": (4096, "processes"),
+}
+MAX_CONFIG_BYTES, MAX_CONFIG_VALUES, MAX_CONFIG_DEPTH = 1_000_000, 100_000, 32  # a config is a few KB
 
 
 @dataclass
@@ -160,20 +177,49 @@ class Config:
 
 # ----------------------------------------------------------------------------- loading
 def _read_yaml(path: Path) -> DictConfig:
+    """The file as a config, refusing what would hang or exhaust the parser: a FIFO or a huge file,
+    text that is not UTF-8, aliases that expand without bound ("billion laughs"), deep nesting."""
+    where, fix = f"Config file {path}", "Fix the file (a config is a small UTF-8 YAML mapping) and run again."
     if not path.is_file():
-        raise ConfigError(f"Config file {path} does not exist; pass an existing YAML file to --config "
+        raise ConfigError(f"{where} does not exist or is not a regular file; pass an existing YAML file to --config "
                           f"(the shipped ones are in configs/).")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where} holds {path.stat().st_size:,} bytes, more than a config's {MAX_CONFIG_BYTES:,}. "
+                          f"{fix}")
     try:
-        with open(path, encoding="utf-8") as handle:
-            content = yaml.safe_load(handle)
+        content = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {error.object[error.start]:#04x} at position "
+                          f"{error.start}); save it as UTF-8. {fix}") from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests its values too deeply to be read. {fix}") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"Config file {path} is not valid YAML: {error}. Fix the file and run again.") from None
+        raise ConfigError(f"{where} is not valid YAML: {error}. Fix the file and run again.") from None
     if content is None:
         content = {}
     if not isinstance(content, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of sections (seed, output_dir, data, model, "
+        raise ConfigError(f"{where} must hold a mapping of sections (seed, output_dir, data, model, "
                           f"train, eval, log, dist), not a {type(content).__name__}.")
+    problem = _size_problem(content)
+    if problem:
+        raise ConfigError(f"{where} {problem}. {fix}")
     return OmegaConf.create(content)
+
+
+def _size_problem(content: Any) -> str:
+    """'' or why ``content`` (shared values counted each time they appear) is too big or too deep."""
+    count, stack = 0, [(content, 1)]
+    while stack:
+        value, depth = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_VALUES:
+            return (f"expands to more than {MAX_CONFIG_VALUES:,} values (YAML aliases repeat what they refer to: an "
+                    f"alias bomb?)")
+        if depth > MAX_CONFIG_DEPTH:
+            return f"nests values more than {MAX_CONFIG_DEPTH} levels deep"
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return ""
 
 
 def _explain(error: OmegaConfBaseException, source: str) -> ConfigError:
@@ -205,12 +251,17 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"Override '{item}' is not of the form key.sub=value (e.g. train.max_epochs=5).")
-        sources.append((OmegaConf.from_dotlist([item]), f"override '{item}'"))
+        sources.append((item, f"override '{item}'"))
     for source, where in sources:
         try:
-            config = OmegaConf.merge(config, source)
+            config = OmegaConf.merge(config, OmegaConf.from_dotlist([source]) if isinstance(source, str) else source)
         except OmegaConfBaseException as error:
             raise _explain(error, where) from None
+    try:  # interpolations (${...}) are resolved once, here: a missing key or variable, a loop, bad grammar
+        OmegaConf.resolve(config)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"Config key '{getattr(error, 'full_key', None) or '?'}' holds an interpolation that cannot "
+                          f"be resolved ({str(error).splitlines()[0]}). Fix or remove the ${{...}} there.") from None
     validate(config)
     if config.eval.protocol is None:
         config.eval.protocol = ProtocolName[DEFAULT_PROTOCOL]
@@ -226,6 +277,10 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 def validate(config: DictConfig) -> None:
     """The value checks a type schema cannot express; each names the key and the fix."""
+    for key, (limit, what) in LIMITS.items():
+        value = OmegaConf.select(config, key)
+        _require(value is None or not value > limit, key, f"{value} is more than {limit:,}, the most a run can use "
+                                                          f"({what})")
     _validate_data(config.data)
     model, train, dist = config.model, config.train, config.dist
     for key in ("latent_dim", "g_features", "d_features"):

@@ -38,6 +38,7 @@ from gan_ignite.checkpoints import (OPTIONAL_STATE, RunIdentity, Start, attach_b
 from gan_ignite.engines import (LOSS_KEYS, LatentNoise, TrainingRecipe, attach_sampler_epochs, broadcast_buffers,
                                 create_trainer, make_resumable)
 from gan_ignite.errors import ConfigError, RunStopped
+from gan_ignite.io import require_memory
 from gan_ignite.evaluation import Evaluation, ScoredGenerator, setup_evaluation, warn_if_random
 from gan_ignite.handlers import (PerRankRngStates, TensorState, TrainingLog, attach_evaluation, attach_image_grids,
                                  attach_progress, attach_skipped_images_log, attach_tensorboard, save_real_grid)
@@ -191,9 +192,21 @@ def agree_on_start(config: DictConfig) -> Start:
     return start if rank0 else others
 
 
+def model_bytes(config: DictConfig) -> int:
+    """What the models hold in memory as they train, from their parameter count (built on the meta
+    device: nothing allocated): weights, gradients and Adam's two moments, plus an EMA copy of G."""
+    with torch.device("meta"):
+        generator, discriminator = setup_models(config, torch.device("meta"))
+    counts = [sum(parameter.numel() for parameter in model.parameters()) for model in (generator, discriminator)]
+    return 4 * (4 * sum(counts) + (counts[0] if config.train.ema_decay is not None else 0))
+
+
 def check_inputs(config: DictConfig, dataset: Dataset) -> None:
-    """Rank 0's checks of what the set-up does not already try: the batch against the images, and
-    TensorBoard installed when asked for."""
+    """Rank 0's checks of what the set-up does not already try: the models fit in memory, the batch
+    against the images, TensorBoard installed when asked for."""
+    require_memory(model_bytes(config), f"The generator and discriminator (model.latent_dim={config.model.latent_dim}, "
+                   f"model.g_features={config.model.g_features}, model.d_features={config.model.d_features})",
+                   "Lower model.g_features / model.d_features (or model.latent_dim).")
     images = len(data_module.training_set(dataset, config.data))  # the loader drops the last incomplete batch
     if images < config.train.batch_size:
         raise ConfigError(f"Invalid value for config key 'train.batch_size': {config.train.batch_size} is more than "
