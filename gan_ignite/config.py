@@ -36,21 +36,26 @@ RESERVED_EXIT_CODES = (0, 1, 2, 130)  # success, failure, input error, Ctrl-C
 # a finished run's config read to score, sample or inspect it here: one process, whatever the run used
 ONE_PROCESS = ("dist.nproc_per_node=null", "dist.backend=null")
 CONFIG_DOCS = "docs/configuration.md and its generated reference, docs/reference/configuration.md"
-# the most a real machine can run: larger counts, sizes and widths are refused before any work
-LIMITS = {
-    "data.num_workers": (64, "loader worker processes; more than a machine's cores only add processes"),
-    "model.latent_dim": (65_536, "the latent size"), "model.g_features": (65_536, "the generator's width"),
-    "model.d_features": (65_536, "the discriminator's width"), "train.batch_size": (65_536, "images per step"),
-    "train.max_epochs": (1_000_000, "epochs"), "train.epoch_length": (10**9, "iterations per epoch"),
-    "train.image_every": (10**12, "iterations"), "train.checkpoint_every": (1_000_000, "epochs"),
-    "train.checkpoint_every_iters": (10**12, "iterations"), "train.n_saved": (10_000, "checkpoints kept"),
-    "train.ada_speed_images": (10**15, "images"), "train.ada_interval": (10**12, "iterations"),
-    "train.ema_start": (10**15, "iterations"),
-    "train.lr": (1.0, "Adam's step size; GAN learning rates lie around 1e-5 to 1e-3 and anything above 1 diverges"),
-    "train.lr_d": (1.0, "Adam's step size; GAN learning rates lie around 1e-5 to 1e-3 and anything above 1 diverges"),
-    "eval.every_epochs": (1_000_000, "epochs"), "eval.num_samples": (10**9, "generated images"),
-    "eval.batch_size": (65_536, "images per forward pass"), "log.every": (10**12, "iterations"),
-    "log.every_seconds": (31_536_000.0, "seconds (a year)"), "dist.nproc_per_node": (4096, "processes"),
+# key: (its sign, the most a real machine can run, what it counts); a larger value is refused before
+# any work, a null one (where the schema allows it) passes
+POSITIVE, NON_NEGATIVE = "positive", ">= 0"
+LR = "Adam's step size; GAN learning rates lie around 1e-5 to 1e-3 and anything above 1 diverges"
+RANGES = {
+    "data.num_workers": (NON_NEGATIVE, 64, "loader worker processes; more than a machine's cores only add processes"),
+    "data.max_train_size": (POSITIVE, 10**12, "images"), "model.latent_dim": (POSITIVE, 65_536, "the latent size"),
+    "model.g_features": (POSITIVE, 65_536, "the generator's width"),
+    "model.d_features": (POSITIVE, 65_536, "the discriminator's width"),
+    "train.batch_size": (POSITIVE, 65_536, "images per step"), "train.max_epochs": (POSITIVE, 1_000_000, "epochs"),
+    "train.epoch_length": (POSITIVE, 10**9, "iterations per epoch"), "train.lr": (POSITIVE, 1.0, LR),
+    "train.lr_d": (POSITIVE, 1.0, LR), "train.image_every": (POSITIVE, 10**12, "iterations"),
+    "train.checkpoint_every": (POSITIVE, 1_000_000, "epochs"),
+    "train.checkpoint_every_iters": (POSITIVE, 10**12, "iterations"), "train.n_saved": (POSITIVE, 10_000, "checkpoints"),
+    "train.ada_speed_images": (POSITIVE, 10**15, "images"), "train.ada_interval": (POSITIVE, 10**12, "iterations"),
+    "train.ema_start": (NON_NEGATIVE, 10**15, "iterations"), "eval.every_epochs": (NON_NEGATIVE, 1_000_000, "epochs"),
+    "eval.num_samples": (POSITIVE, 10**9, "generated images"),
+    "eval.batch_size": (POSITIVE, 65_536, "images per forward pass"), "log.every": (POSITIVE, 10**12, "iterations"),
+    "log.every_seconds": (POSITIVE, 31_536_000.0, "seconds (a year)"),
+    "dist.nproc_per_node": (POSITIVE, 4096, "processes"),
 }
 MAX_CONFIG_BYTES, MAX_CONFIG_VALUES, MAX_CONFIG_DEPTH = 1_000_000, 100_000, 32  # a config is a few KB
 
@@ -277,20 +282,26 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 def validate(config: DictConfig) -> None:
     """The value checks a type schema cannot express; each names the key and the fix."""
-    for key, (limit, what) in LIMITS.items():
+    for key, (sign, limit, what) in RANGES.items():
         value = OmegaConf.select(config, key)
-        _require(value is None or not value > limit, key, f"{value} is more than {limit:,}, the most a run can use "
-                                                          f"({what})")
-    _validate_data(config.data)
-    model, train, dist = config.model, config.train, config.dist
-    for key in ("latent_dim", "g_features", "d_features"):
-        _require(model[key] > 0, f"model.{key}", f"{model[key]} must be positive")
-    _require(0 <= config.seed <= MAX_SEED, "seed", f"{config.seed} is out of range: seeds lie in [0, {MAX_SEED}]")
+        if value is not None:
+            _require(value > 0 if sign == POSITIVE else value >= 0, key, f"{value} must be {sign}")
+            _require(not value > limit, key, f"{value} is more than {limit:,}, the most a run can use ({what})")
+    data, train, dist = config.data, config.train, config.dist
+    _require(data.image_size in IMAGE_SIZES, "data.image_size",
+             f"{data.image_size} is not supported; the DCGAN models are built for {IMAGE_SIZES}")
+    _require(data.channels in (1, 3), "data.channels", f"{data.channels} must be 1 (grayscale) or 3 (RGB)")
+    for key in ("seed", "data.subset_seed", "eval.real_subset_seed"):
+        value = OmegaConf.select(config, key)
+        _require(0 <= value <= MAX_SEED, key, f"{value} is out of range: seeds lie in [0, {MAX_SEED}]")
     _require(str(config.output_dir).strip() != "", "output_dir", "is empty; name the run directory, e.g. runs/my_run")
-    _validate_train(train)
-    _require(config.log.every > 0, "log.every", "must be a positive number of iterations")
-    _require(config.log.every_seconds > 0, "log.every_seconds", "must be positive")
-    _require(dist.nproc_per_node is None or dist.nproc_per_node > 0, "dist.nproc_per_node", "must be positive")
+    _require(0 <= train.beta1 < 1 and 0 <= train.beta2 < 1, "train.beta1/beta2", "Adam betas must be in [0, 1)")
+    _require(0 < train.ada_target < 1, "train.ada_target",
+             f"{train.ada_target} must be in (0, 1): the wanted mean sign of D's outputs on reals (0.6 in the paper)")
+    _require(0 <= train.ada_p <= 1, "train.ada_p",
+             f"{train.ada_p} must be in [0, 1]: the probability with which ADA applies each transform at the start")
+    _require(train.ema_decay is None or 0 < train.ema_decay < 1, "train.ema_decay",
+             f"{train.ema_decay} must be in (0, 1), e.g. 0.999, or null to train without an EMA generator")
     _require(0 < dist.requeue_exit_code < 256 and dist.requeue_exit_code not in RESERVED_EXIT_CODES,
              "dist.requeue_exit_code", f"{dist.requeue_exit_code} must lie in 1..255 and differ from "
              f"{', '.join(map(str, RESERVED_EXIT_CODES[1:]))} (failure, input error, Ctrl-C)")
@@ -299,43 +310,9 @@ def validate(config: DictConfig) -> None:
              "'ema' needs an EMA generator: set train.ema_decay (e.g. 0.999)")
 
 
-def _validate_data(data: DictConfig) -> None:
-    _require(data.image_size in IMAGE_SIZES, "data.image_size",
-             f"{data.image_size} is not supported; the DCGAN models are built for {IMAGE_SIZES}")
-    _require(data.channels in (1, 3), "data.channels", f"{data.channels} must be 1 (grayscale) or 3 (RGB)")
-    _require(data.num_workers >= 0, "data.num_workers", "must be >= 0")
-    _require(data.max_train_size is None or data.max_train_size > 0, "data.max_train_size",
-             "must be a positive number of images or null for the whole dataset")
-    _require(0 <= data.subset_seed <= MAX_SEED, "data.subset_seed",
-             f"{data.subset_seed} is out of range: seeds lie in [0, {MAX_SEED}]")
-
-
-def _validate_train(train: DictConfig) -> None:
-    _require(train.batch_size > 0, "train.batch_size", f"{train.batch_size} must be positive")
-    _require(train.lr > 0, "train.lr", f"{train.lr} must be positive")
-    _require(train.lr_d is None or train.lr_d > 0, "train.lr_d", f"{train.lr_d} must be positive or null (= train.lr)")
-    _require(0 <= train.beta1 < 1 and 0 <= train.beta2 < 1, "train.beta1/beta2", "Adam betas must be in [0, 1)")
-    _require(train.max_epochs > 0, "train.max_epochs", "must be positive")
-    for key in ("epoch_length", "checkpoint_every_iters"):
-        _require(train[key] is None or train[key] > 0, f"train.{key}", "must be positive or null")
-    for key in ("image_every", "checkpoint_every", "n_saved", "ada_speed_images", "ada_interval"):
-        _require(train[key] > 0, f"train.{key}", "must be positive")
-    _require(0 < train.ada_target < 1, "train.ada_target",
-             f"{train.ada_target} must be in (0, 1): the wanted mean sign of D's outputs on reals (0.6 in the paper)")
-    _require(0 <= train.ada_p <= 1, "train.ada_p",
-             f"{train.ada_p} must be in [0, 1]: the probability with which ADA applies each transform at the start")
-    _require(train.ema_decay is None or 0 < train.ema_decay < 1, "train.ema_decay",
-             f"{train.ema_decay} must be in (0, 1), e.g. 0.999, or null to train without an EMA generator")
-    _require(train.ema_start >= 0, "train.ema_start", "must be >= 0")
-
-
 def validate_eval(evaluation: DictConfig) -> None:
     """The eval.* checks: each sample count must be enough for every requested metric, so a run never
     spends its training time only to crash at the first evaluation."""
-    _require(evaluation.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 disables evaluation)")
-    _require(evaluation.batch_size > 0, "eval.batch_size", "must be positive")
-    _require(0 <= evaluation.real_subset_seed <= MAX_SEED, "eval.real_subset_seed",
-             f"{evaluation.real_subset_seed} is out of range: seeds lie in [0, {MAX_SEED}]")
     _require(evaluation.protocol is not None or not evaluation.reference_stats, "eval.protocol",
              "eval.reference_stats needs the protocol its statistics were computed with, given explicitly "
              "(e.g. torch-fidelity for TTUR's files, pytorch-fid for pytorch-fid's, clean-fid for clean-fid's "
