@@ -1,24 +1,15 @@
-"""Starting the processes of a run, shared by the train and evaluate commands.
+"""Starting the processes of a run (train and evaluate): ``worker(local_rank, config)`` on every rank.
 
-Three ways to run, one worker function ``worker(local_rank, config)`` executed on every rank:
-
-- one process (no ``dist.*`` set);
-- under ``torchrun``, or as the tasks of ``srun`` (one per GPU): ``idist.Parallel`` joins the process
-  group from the environment (torchrun's variables, or ``SLURM_*`` through ignite's native SLURM
-  support; see :mod:`gan_ignite.cluster`), on one or several nodes;
-- ``dist.nproc_per_node=N``: this module spawns N processes itself, rather than through
-  ``idist.Parallel``'s own spawning, so that it can forward SIGTERM / SIGINT / SIGUSR1 to the workers
-  (a scheduler signals the parent only) and report a worker's input error as one paragraph with exit
-  code 2. Each worker joins the group through the variables torchrun would set.
-
-What the launch environment decides is checked here, before any process starts (:func:`check_launch`):
-the world size against the batch, the seeds and the evaluation's samples, and SLURM's placement.
-A worker's outcome is mapped to an exit code by :func:`gan_ignite.command.outcome`; anything but
-success is raised as :class:`~gan_ignite.errors.RunStopped` for the command runner to report.
+One process; under ``torchrun`` or ``srun``, where ``idist.Parallel`` joins the group from the
+environment; or ``dist.nproc_per_node=N``, where this module spawns the N processes itself rather than
+through ``idist.Parallel``, so that it can forward signals to them (a scheduler signals the parent only)
+and report a worker's input error as one paragraph. What the launch decides is checked before any
+process starts (:func:`check_launch`); anything but success is raised as :class:`~gan_ignite.errors.RunStopped`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,15 +37,9 @@ CLOSE_TIMEOUT_SECONDS = 30.0  # how long the end of a run waits for the other pr
 
 
 # ----------------------------------------------------------------------------- what the launch decides
-def world_size(config: DictConfig) -> int:
-    """The processes this run will have: ``dist.nproc_per_node``, torchrun's WORLD_SIZE, or srun's
-    tasks (times ``dist.nproc_per_node`` when each task spawns that many)."""
-    return cluster.run_world_size(config.dist.nproc_per_node)
-
-
 def check_launch(config: DictConfig) -> None:
     """The checks that depend on where and how the run is launched, before any process starts."""
-    size = world_size(config)
+    size = cluster.run_world_size(config.dist.nproc_per_node)
     problem = cluster.placement_problem(config.dist.nproc_per_node, config.dist.backend)
     checks = [
         (problem is None, "dist.nproc_per_node", str(problem)),
@@ -90,9 +75,8 @@ def resolve_backend(config: DictConfig) -> Optional[str]:
 # ----------------------------------------------------------------------------- launching
 def launch(worker: Worker, config: DictConfig, debug: bool = False, keep_alive: Any = None,
            interrupted: str = "Interrupted by Ctrl-C.") -> None:
-    """Run ``worker`` on every rank; a failure or a stop is raised as :class:`RunStopped`.
-    ``keep_alive`` (e.g. the run directory's lock) is handed to spawned workers, which hold it while
-    they run; ``interrupted`` is the line printed for a Ctrl-C."""
+    """Run ``worker`` on every rank; a failure or a stop is raised as :class:`RunStopped`. Spawned workers
+    hold ``keep_alive`` (e.g. the run directory's lock) while they run; ``interrupted``: the Ctrl-C line."""
     check_launch(config)
     cluster.follow_torchrun()
     signals.hold_warning_signal()
@@ -114,17 +98,15 @@ def launch(worker: Worker, config: DictConfig, debug: bool = False, keep_alive: 
 
 
 def _requeue_if_asked(code: int, config: DictConfig) -> None:
-    """With ``dist.requeue=scontrol`` a run stopped for a requeue asks SLURM to requeue the job: once,
-    from rank 0, after every rank has finished."""
+    """With ``dist.requeue=scontrol``, rank 0 of a run stopped for a requeue asks SLURM to requeue the job."""
     if code == config.dist.requeue_exit_code and config.dist.requeue == "scontrol" and cluster.env_rank() == 0:
         cluster.request_requeue()
 
 
 def _run_here(worker: Worker, config: DictConfig, backend: Optional[str], debug: bool, interrupted: str,
               leave_now: Callable[[int, str], None]) -> tuple[int, str]:
-    """``worker`` in this process's ``idist.Parallel`` context: ``(exit code, message)``. When the other
-    processes never reach the end, ``leave_now`` ends this one before ``Parallel`` would wait for them
-    as it destroys the group."""
+    """``worker`` in this process's ``idist.Parallel`` context: ``(exit code, message)``. When the others
+    never reach the end, ``leave_now`` ends this process before ``Parallel`` would wait for them."""
     result: dict[str, tuple[int, str]] = {}
 
     def work() -> None:
@@ -137,12 +119,9 @@ def _run_here(worker: Worker, config: DictConfig, backend: Optional[str], debug:
     return started if started[0] or "run" not in result else result["run"]
 
 
-def close_process_group(barrier: bool = True, timeout: Optional[float] = None) -> bool:
-    """End this process's part of the process group: a barrier (every rank has finished its
-    collectives), then ``idist.finalize``, both in a thread given ``timeout`` seconds: ignite's
-    ``Parallel`` destroys the group without a barrier, and a 1-process torchrun + NCCL run was seen
-    hanging there. True if the group was closed; False if another rank never arrived (it failed or
-    hangs)."""
+def close_process_group(barrier: bool) -> bool:
+    """A barrier (ignite's ``Parallel`` destroys the group without one) and ``idist.finalize``, in a thread
+    given ``CLOSE_TIMEOUT_SECONDS``; False if another rank never arrived (it failed or hangs)."""
     if not (dist.is_available() and dist.is_initialized()):
         return True
     device, closed = idist.device(), threading.Event()
@@ -160,11 +139,11 @@ def close_process_group(barrier: bool = True, timeout: Optional[float] = None) -
 
     thread = threading.Thread(target=close, name="close-process-group", daemon=True)
     thread.start()
-    timeout = CLOSE_TIMEOUT_SECONDS if timeout is None else timeout
-    thread.join(timeout)
+    thread.join(CLOSE_TIMEOUT_SECONDS)
     if not closed.is_set():
         logger.warning("Rank %d: the other processes did not reach the end of the run within %.0f s (one of them "
-                       "failed or hangs); leaving the process group without them.", idist.get_rank(), timeout)
+                       "failed or hangs); leaving the process group without them.", idist.get_rank(),
+                       CLOSE_TIMEOUT_SECONDS)
     return closed.is_set()
 
 
@@ -189,16 +168,14 @@ def _spawn(worker: Worker, config: DictConfig, processes: int, backend: Optional
 def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, processes: int, backend: Optional[str],
                     debug: bool, port: int, outcome_dir: str, keep_alive: Any, interrupted: str) -> None:
     del keep_alive  # unpickled, e.g. the lock's open file, which stays open until this process ends
-    # Leave the terminal's process group: a Ctrl-C reaches the parent only, which forwards it
-    # once (a second copy would mean "abort at once" to the graceful stop).
-    try:
+    # a Ctrl-C reaches the parent only, which forwards it once (a second would mean "abort at once")
+    with contextlib.suppress(OSError):
         os.setpgrp()
-    except OSError:
-        pass
     signals.hold_warning_signal()
     os.environ.update(cluster.spawn_environment(local_rank, processes, port))
     if "SLURM_JOB_ID" in os.environ:  # the ranks are the ones just set, not the srun task's
         os.environ[cluster.HIDDEN_JOB_ID] = os.environ.pop("SLURM_JOB_ID")
+
     def write_outcome(code: int, text: str) -> None:
         Path(outcome_dir, f"rank{local_rank}.json").write_text(json.dumps({"code": code, "text": text}))
 
@@ -213,18 +190,13 @@ def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, process
 
 
 def _first_failure(outcome_dir: str, processes: int) -> Optional[tuple[int, str]]:
-    """``(code, text)`` of rank 0, unless rank 0 wrote none or succeeded while another rank failed:
-    then of the first rank that failed. None if no rank wrote an outcome."""
-    outcomes = []
-    for rank in range(processes):
-        path = Path(outcome_dir, f"rank{rank}.json")
-        outcomes.append(json.loads(path.read_text()) if path.is_file() else {"code": None, "text": ""})
-    written = [item for item in outcomes if item["code"] is not None]
+    """``(code, text)`` of the first rank that failed, else of the first that wrote its outcome; None if none did."""
+    paths = [Path(outcome_dir, f"rank{rank}.json") for rank in range(processes)]
+    written = [json.loads(path.read_text()) for path in paths if path.is_file()]
     failed = [item for item in written if item["code"] != 0]
     if not written:
         return None
-    rank0 = outcomes[0]
-    chosen = rank0 if rank0["code"] not in (None, 0) or (rank0["code"] == 0 and not failed) else (failed or written)[0]
+    chosen = (failed or written)[0]
     return chosen["code"], chosen["text"]
 
 
