@@ -1,10 +1,7 @@
-"""Checkpoints: reading and writing them, where a training start resumes from, the run's identity,
-and the periodic and best-by-FID handlers (ignite's :class:`~ignite.handlers.Checkpoint`, whose lists of
-saved files travel in every periodic checkpoint, so a resumed run prunes what it saved before).
-
-A run gets an id when it starts (``run.id`` in ``config.yaml``, ``run`` in every checkpoint): another
-run's checkpoint cannot be resumed into it; continuing one in a new directory is a fork, which records
-its parent (``run.parent_id``, ``run.parent_checkpoint``).
+"""Checkpoints: reading them, where a training start resumes from, the run's identity, and the periodic
+and best-by-FID :class:`~ignite.handlers.Checkpoint` handlers (their lists of saved files travel in every
+periodic checkpoint). A run gets an id when it starts: another run's checkpoint cannot be resumed into it;
+continuing one in a new directory is a fork, which records its parent (``run.parent_id``, ``run.parent_checkpoint``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Where this process sits: started alone, by ``torchrun``, or as one task of a SLURM job step (``srun``).
-
-A leaf that reads the environment: the world size a run will have, the placements that cannot work,
-and asking SLURM to requeue a job. Under ``srun`` ignite's ``idist.Parallel`` takes the ranks and the
-master address from ``SLURM_*``; under ``torchrun`` inside an allocation torchrun's variables are the
-truth, and ignite, which would check them against ``SLURM_PROCID`` and refuse, must not see the job.
+"""Where this process sits, read from the environment: alone, under ``torchrun``, or one task of a SLURM
+job step (``srun``, where ignite's ``idist.Parallel`` takes the ranks from ``SLURM_*``); the world size
+a run will have, the placements that cannot work, and asking SLURM to requeue a job.
 """
 
 from __future__ import annotations
@@ -37,19 +34,16 @@ def slurm_job_id() -> Optional[str]:
     return os.environ.get("SLURM_JOB_ID") or os.environ.get(HIDDEN_JOB_ID) or os.environ.get("SLURM_JOBID")
 
 
-def tasks_per_node() -> list[int]:
-    """The step's tasks on each node, from ``SLURM_STEP_TASKS_PER_NODE`` (srun) or
-    ``SLURM_TASKS_PER_NODE`` (the job): ``"2(x3),1"`` is ``[2, 2, 2, 1]``."""
+def most_tasks_per_node() -> int:
+    """The most tasks of the step on one node, from ``SLURM_STEP_TASKS_PER_NODE`` (srun) or
+    ``SLURM_TASKS_PER_NODE`` (the job), as in ``"2(x3),1"``; else the tasks spread over the nodes."""
     text = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE") or ""
-    counts: list[int] = []
-    for part in filter(None, text.split(",")):
-        match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
-        if match:
-            counts += [int(match.group(1))] * int(match.group(2) or 1)
+    counts = [int(match.group(1)) for part in text.split(",")
+              if (match := re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)) and int(match.group(2) or 1) > 0]
     if not counts and slurm_task():  # no per-node counts given: tasks over nodes
-        tasks, nodes = slurm_tasks(), int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1)
-        counts = [-(-tasks // max(nodes, 1))] * nodes
-    return counts
+        nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1)
+        counts = [-(-slurm_tasks() // nodes)] if nodes > 0 else []
+    return max(counts or [1])
 
 
 def slurm_tasks() -> int:
@@ -75,7 +69,6 @@ def run_world_size(nproc_per_node: Optional[int]) -> int:
 
 
 def describe_processes(nproc_per_node: Optional[int]) -> str:
-    """Where a run's processes come from, for messages."""
     if under_torchrun():
         return "torchrun's WORLD_SIZE"
     if slurm_task():
@@ -86,18 +79,18 @@ def describe_processes(nproc_per_node: Optional[int]) -> str:
 
 def placement_problem(nproc_per_node: Optional[int], backend: Optional[str]) -> Optional[str]:
     """Why ``dist.*`` cannot work with the SLURM step this process belongs to (None if it can)."""
-    if not slurm_task() or under_torchrun():
+    if not slurm_task():
         return None
     missing = [name for name in SLURM_TASK_VARIABLES if name not in os.environ]
     if missing and (backend is not None or slurm_tasks() > 1):
         return (f"this process runs in SLURM job {slurm_job_id()} but lacks {', '.join(missing)}, which srun sets "
                 f"for each task: start it with srun (see docs/clusters.md)")
-    if (nproc_per_node or 1) > 1 and max(tasks_per_node() or [1]) > 1:
+    if (nproc_per_node or 1) > 1 and most_tasks_per_node() > 1:
         given = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE")
-        return (f"{nproc_per_node} processes per task, but srun already started {max(tasks_per_node())} tasks per "
-                f"node (SLURM_TASKS_PER_NODE={given}). "
-                f"Either let srun start one task per GPU (--ntasks-per-node=N) and set dist.nproc_per_node=null, "
-                f"or start one task per node (--ntasks-per-node=1) that spawns dist.nproc_per_node processes")
+        return (f"{nproc_per_node} processes per task, but srun already started {most_tasks_per_node()} tasks per "
+                f"node (SLURM_TASKS_PER_NODE={given}). Either let srun start one task per GPU (--ntasks-per-node=N) "
+                f"and set dist.nproc_per_node=null, or start one task per node (--ntasks-per-node=1) that spawns "
+                f"dist.nproc_per_node processes")
     return None
 
 
@@ -126,22 +119,21 @@ def spawn_environment(local_rank: int, processes: int, port: int) -> dict[str, s
     return env
 
 
-def request_requeue() -> bool:
-    """``scontrol requeue $SLURM_JOB_ID``; False, with a warning, when that cannot be done or fails."""
+def request_requeue() -> None:
+    """``scontrol requeue $SLURM_JOB_ID``; a warning when that cannot be done or fails."""
     job_id, scontrol = slurm_job_id(), shutil.which("scontrol")
     if job_id is None or scontrol is None:
         logger.warning("dist.requeue=scontrol, but %s: the job is not requeued by this process (its exit code "
                        "says it should be).", "this is no SLURM job (no SLURM_JOB_ID)" if job_id is None
                        else "the scontrol command is not on PATH")
-        return False
+        return
     try:
         result = subprocess.run([scontrol, "requeue", job_id], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as error:
         logger.warning("scontrol requeue %s failed: %s", job_id, error)
-        return False
+        return
     if result.returncode != 0:
         logger.warning("scontrol requeue %s failed (exit code %d): %s", job_id, result.returncode,
                        (result.stderr or result.stdout).strip())
-        return False
-    logger.info("Asked SLURM to requeue job %s (scontrol requeue)", job_id)
-    return True
+    else:
+        logger.info("Asked SLURM to requeue job %s (scontrol requeue)", job_id)

@@ -1,12 +1,8 @@
-"""File safety, at the package's base: what a user hands in is read as data, never code; what we
-write is complete or absent and never written through a link.
-
-Reading: :func:`load_torch_file` (``torch.load(weights_only=True)``), :func:`check_npz` (every
-``.npy`` header checked before NumPy allocates anything), :func:`require_regular_file` (a FIFO or a
-device is refused, never opened). Writing: :func:`atomic_write` and :func:`append_text`; a failed
-write is one :class:`~gan_ignite.errors.RunDirError` naming the file and the free space. Also the
-checks that refuse an output before any work, sizes, and :class:`RunLock`, the run directory's lock.
-torch and numpy are imported inside the functions that need them: reading a history needs neither.
+"""File safety: what a user hands in is read as data, never code (:func:`load_torch_file`,
+:func:`check_npz`); what we write is complete or absent and never written through a link
+(:func:`atomic_write`, :func:`append_text`; a failure is one :class:`~gan_ignite.errors.RunDirError`
+naming the file and the free space). Also the checks that refuse an output before any work, sizes,
+and :class:`RunLock`. torch and numpy are imported where needed: reading a history needs neither.
 """
 
 from __future__ import annotations
@@ -83,10 +79,9 @@ def free_space(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- reading
-def require_regular_file(path: str | os.PathLike, label: str, fix: str,
-                         error: type[Exception] = UserError) -> os.stat_result:
-    """``os.stat`` of ``path``, which must be a regular file (links are followed: reading through one is
-    harmless); otherwise ``error``."""
+def require_regular_file(path: str | os.PathLike, label: str, fix: str, error: type[Exception] = UserError) -> None:
+    """Refuse with ``error`` what is not a regular file (a FIFO or a device is never opened); links are
+    followed: reading through one is harmless."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -96,7 +91,6 @@ def require_regular_file(path: str | os.PathLike, label: str, fix: str,
     if not stat.S_ISREG(info.st_mode):
         raise error(f"{label} '{path}' is {file_kind(info.st_mode)}, not a regular file: it is not read (a FIFO or "
                     f"device would block or never end). {fix}")
-    return info
 
 
 def file_kind(mode: int) -> str:
@@ -106,9 +100,8 @@ def file_kind(mode: int) -> str:
 
 
 def safe_globals() -> list[Any]:
-    """What a checkpoint may hold besides tensors and plain data: NumPy arrays and dtypes (the RNG states
-    ignite saves). An array is rebuilt from raw bytes and an object array's items go through the same
-    restricted unpickler, so none of these runs code from the file."""
+    """NumPy arrays and dtypes (the RNG states ignite saves): none runs code from the file (an array is rebuilt
+    from raw bytes, an object array's items go through the same restricted unpickler)."""
     import numpy as np
 
     reconstruct = getattr(getattr(np, "_core", None), "multiarray", None)
@@ -151,8 +144,7 @@ def load_torch_file(path: str | os.PathLike, label: str, fix: str, error: type[E
 
 
 def _unsafe_names(path: Path, failure: Exception) -> str:
-    """'it asks for a.b, c.d' when the refused pickle names globals outside the allow-list; '' when it
-    is merely damaged."""
+    """'it asks for a.b, c.d' when the refused pickle names globals outside the allow-list, else ''."""
     import torch
 
     try:
@@ -163,9 +155,7 @@ def _unsafe_names(path: Path, failure: Exception) -> str:
     for marker in ("unsupported GLOBAL ", "Unsupported global: GLOBAL "):
         if marker in text and not names:
             names = [text.split(marker, 1)[1].split()[0]]
-    if not names:
-        return ""
-    return "it asks for " + ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return "it asks for " + ", ".join(names[:5]) + (", ..." if len(names) > 5 else "") if names else ""
 
 
 def _pickle_problem(failure: Exception) -> str:
@@ -270,7 +260,6 @@ class _RecordingWriter:
 
 
 def write_failure(path: Path, error: BaseException, intact: str = "", label: str = "") -> RunDirError:
-    """The one-paragraph error for a failed write of ``path`` (``label``: what the file is)."""
     reason = error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
     what = f"{label} '{path}'" if label else f"'{path}'"
     if isinstance(error, OSError) and error.errno == errno.ELOOP:  # a link refused: space is not the issue
@@ -365,41 +354,31 @@ def _same_file(first: Path, second: Path) -> bool:
     return Path(os.path.realpath(first)) == Path(os.path.realpath(second))
 
 
-def _probe(folder: Path) -> None:
-    """Create ``folder`` if needed and a new file of our own in it (never through a link), removed again."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probe, handle = open_temporary(folder / ".gan_ignite_write_test")
-    handle.close()
-    probe.unlink()
+def require_writable_folder(folder: Path, problem: str, fix: str, error: type[Exception] = RunDirError) -> None:
+    """Create ``folder`` if needed and a file of our own in it; on failure ``error`` "<problem> (<reason>). <fix>"."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe, handle = open_temporary(Path(folder, ".gan_ignite_write_test"))
+        handle.close()
+        probe.unlink()
+    except OSError as failure:
+        raise error(f"{problem} ({failure.strerror or failure}). {fix}") from None
 
 
 def require_writable_target(path: str | os.PathLike, label: str, error: type[Exception] = UserError) -> None:
-    """Refuse, before any work, an output file that could not be written (a directory, a parent that is a
-    file, a folder without write permission)."""
+    """Refuse, before any work, an output file that could not be written (a directory, a read-only folder...)."""
     path = Path(path)
     fix = f"Choose a writable path for {label}; nothing was computed."
     if path.is_dir():
         raise error(f"{label} '{path}' is a directory, not a file. {fix}")
-    try:
-        _probe(path.parent)
-    except OSError as failure:
-        raise error(f"{label} '{path}' cannot be written ({failure.strerror or failure}). {fix}") from None
-
-
-def require_writable_folder(folder: Path, problem: str, fix: str) -> None:
-    """Create ``folder`` if needed and probe it; on failure a :class:`RunDirError` "<problem> (<reason>). <fix>"."""
-    try:
-        _probe(Path(folder))
-    except OSError as error:
-        raise RunDirError(f"{problem} ({error.strerror or error}). {fix}") from None
+    require_writable_folder(path.parent, f"{label} '{path}' cannot be written", fix, error)
 
 
 # ----------------------------------------------------------------------------- the run directory's lock
 class RunLock:
-    """An exclusive ``flock`` on ``RUN_DIR/.lock``, which records who holds it (host, pid, start, command).
-    It dies with its processes; released, its file is removed, and the directory too if this lock created
-    it and nothing else was written there.
-    Not ``filelock``: it follows a link at the lock path and opens with ``O_TRUNC``."""
+    """An exclusive ``flock`` on ``RUN_DIR/.lock``, recording who holds it (host, pid, start, command); it dies
+    with its processes. Released, its file is removed, and the directory too if this lock created it and it
+    is empty. Not ``filelock``: it follows a link at the lock path and opens with ``O_TRUNC``."""
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
@@ -412,22 +391,20 @@ class RunLock:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.fd = self._open_locked()
-            holder = {"host": socket.gethostname(), "pid": os.getpid(),
-                      "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                      "command": " ".join(sys.argv)}
+            now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": now, "command": " ".join(sys.argv)}
             os.ftruncate(self.fd, 0)  # in place: a replaced file would give later runs another file to lock
             os.pwrite(self.fd, json.dumps(holder).encode(), 0)
-        except OSError as error:
+        except BaseException as error:
             self.release()
+            if not isinstance(error, OSError):
+                raise
             if error.errno == errno.ELOOP:
                 raise RunDirError(f"The lock file '{self.path}' cannot be used: {error.strerror}. Nothing was "
                                   f"changed.") from None
             raise RunDirError(f"output_dir '{self.run_dir}' cannot be written ({error.strerror or error}; "
                               f"{free_space(self.run_dir)}). Choose a writable folder with output_dir=..., or "
                               f"free some space.") from None
-        except BaseException:
-            self.release()
-            raise
         return self
 
     def _open_locked(self) -> int:

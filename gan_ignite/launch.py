@@ -1,10 +1,7 @@
-"""Starting the processes of a run (train and evaluate): ``worker(local_rank, config)`` on every rank.
-
-One process; under ``torchrun`` or ``srun``, where ``idist.Parallel`` joins the group from the
-environment; or ``dist.nproc_per_node=N``, where this module spawns the N processes itself rather than
-through ``idist.Parallel``, so that it can forward signals to them (a scheduler signals the parent only)
-and report a worker's input error as one paragraph. What the launch decides is checked before any
-process starts (:func:`check_launch`); anything but success is raised as :class:`~gan_ignite.errors.RunStopped`.
+"""Starting a run's processes, each running ``worker(local_rank, config)``: one; those of ``torchrun`` or
+``srun``; or, with ``dist.nproc_per_node=N``, N spawned here rather than by ``idist.Parallel``, so that
+signals are forwarded to them (a scheduler signals the parent only) and a worker's input error is one
+paragraph. Anything but success is raised as :class:`~gan_ignite.errors.RunStopped`.
 """
 
 from __future__ import annotations
@@ -38,9 +35,10 @@ CLOSE_TIMEOUT_SECONDS = 30.0  # how long the end of a run waits for the other pr
 
 # ----------------------------------------------------------------------------- what the launch decides
 def check_launch(config: DictConfig) -> None:
-    """The checks that depend on where and how the run is launched, before any process starts."""
-    size = cluster.run_world_size(config.dist.nproc_per_node)
-    problem = cluster.placement_problem(config.dist.nproc_per_node, config.dist.backend)
+    """What depends on where and how the run is launched, checked before any process starts."""
+    nproc, gpus = config.dist.nproc_per_node, torch.cuda.device_count()
+    size, processes = cluster.run_world_size(nproc), nproc or 1
+    problem = cluster.placement_problem(nproc, config.dist.backend)
     checks = [
         (problem is None, "dist.nproc_per_node", str(problem)),
         (0 <= config.seed <= MAX_SEED - (size - 1), "seed",
@@ -48,16 +46,13 @@ def check_launch(config: DictConfig) -> None:
          f"lie in [0, {MAX_SEED}]"),
         (config.train.batch_size % size == 0, "train.batch_size",
          f"{config.train.batch_size} (the global batch) is not divisible by the {size} processes "
-         f"({cluster.describe_processes(config.dist.nproc_per_node)}); choose a multiple of {size}"),
+         f"({cluster.describe_processes(nproc)}); choose a multiple of {size}"),
         (config.eval.every_epochs == 0 or config.eval.num_samples >= size, "eval.num_samples",
          f"{config.eval.num_samples} is too few: one per process ({size}); raise eval.num_samples"),
+        (not gpus or processes <= gpus, "dist.nproc_per_node",
+         f"{processes} but only {gpus} GPU(s) are visible: each process needs a GPU of its own. Lower "
+         f"dist.nproc_per_node, or train on CPU processes with CUDA_VISIBLE_DEVICES='' and dist.backend=gloo"),
     ]
-    gpus = torch.cuda.device_count()
-    processes = config.dist.nproc_per_node or 1
-    checks.append((not gpus or processes <= gpus, "dist.nproc_per_node",
-                   f"{processes} but only {gpus} GPU(s) are visible: each process needs a GPU of its own. Lower "
-                   f"dist.nproc_per_node, or train on CPU processes with CUDA_VISIBLE_DEVICES='' and "
-                   f"dist.backend=gloo"))
     for passed, key, message in checks:
         if not passed:
             raise ConfigError(f"Invalid value for config key '{key}': {message}.")
@@ -66,9 +61,8 @@ def check_launch(config: DictConfig) -> None:
 def resolve_backend(config: DictConfig) -> Optional[str]:
     """``dist.backend``, or nccl / gloo when several processes are asked for without one."""
     backend = config.dist.backend
-    several = (config.dist.nproc_per_node or 1) > 1 or cluster.env_world_size() > 1
-    if backend is None and several:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend is None and ((config.dist.nproc_per_node or 1) > 1 or cluster.env_world_size() > 1):
+        return "nccl" if torch.cuda.is_available() else "gloo"
     return None if backend is None else str(backend)
 
 

@@ -186,14 +186,12 @@ class RunDir:
                         removed.append(entry)
         return removed
 
-    def remove_after(self, iteration: int) -> list[Path]:
+    def remove_after(self, iteration: int) -> None:
         """Remove the grids and checkpoints newer than ``iteration`` (a resumed run's lost future, a failed start's)."""
-        newer = [path for found, path in (*self.grids(), *self.checkpoints(), *self.best_checkpoints())
-                 if found > iteration]
-        for path in newer:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        return newer
+        for found, path in (*self.grids(), *self.checkpoints(), *self.best_checkpoints()):
+            if found > iteration:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def lock(self) -> RunLock:
         return RunLock(self.path).acquire()

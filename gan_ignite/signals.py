@@ -117,8 +117,7 @@ class GracefulStop:
     def attach(self, trainer: Any, save_checkpoint: Callable[[Any], None], world_size: int) -> None:
         from ignite.engine import Events
 
-        if world_size > 1:
-            self.vote = StopVote()
+        self.vote = StopVote() if world_size > 1 else None
 
         def _maybe_stop(engine: Any) -> None:
             received = self.received or 0
