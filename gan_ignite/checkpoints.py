@@ -15,8 +15,7 @@ from typing import Any, Callable, Mapping, Optional
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint
-from ignite.handlers.checkpoint import BaseSaveHandler
+from ignite.handlers.checkpoint import BaseSaveHandler, Checkpoint
 
 from gan_ignite.errors import RunDirError
 from gan_ignite.io import atomic_write, first_line, load_torch_file

@@ -20,9 +20,8 @@ import stat
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 from gan_ignite.errors import RunDirError, UserError
 
@@ -313,7 +312,7 @@ def append_text(path: str | os.PathLike, text: str, intact: str = "") -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+b", buffering=0, opener=lambda name, flags: open_no_follow(name, flags)) as handle:
+        with open(path, "a+b", buffering=0, opener=open_no_follow) as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise OSError(errno.EINVAL, "it is not a regular file", str(path))
             start = handle.seek(0, os.SEEK_END)
@@ -338,7 +337,7 @@ def refuse_same_file(outputs: Mapping[str, str | os.PathLike | None], inputs: Ma
     other spellings: writing it would destroy what is about to be read."""
     given = [(label, Path(path)) for label, path in outputs.items() if path]
     for index, (out_label, out) in enumerate(given):
-        others = [*inputs.items(), *[(label, path) for label, path in given[index + 1:]]]
+        others = [*inputs.items(), *given[index + 1:]]
         for in_label, source in others:
             if _same_file(out, Path(source)):
                 what = "the input" if (in_label, source) in inputs.items() else "the output"
