@@ -79,8 +79,7 @@ def free_space(path: Path) -> str:
 
 # ----------------------------------------------------------------------------- reading
 def require_regular_file(path: str | os.PathLike, label: str, fix: str, error: type[Exception] = UserError) -> None:
-    """Refuse with ``error`` what is not a regular file (a FIFO or a device is never opened); links are
-    followed: reading through one is harmless."""
+    """Refuse with ``error`` what is not a regular file (a FIFO or a device is never opened; links are followed)."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -110,8 +109,7 @@ def safe_globals() -> list[Any]:
 
 
 def load_torch_file(path: str | os.PathLike, label: str, fix: str, error: type[Exception] = UserError) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, :func:`safe_globals` allowed; a missing,
-    irregular, damaged or code-carrying file raises ``error`` naming it."""
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing, damaged or code-carrying file raises ``error``."""
     import pickle
 
     import torch
@@ -228,8 +226,7 @@ def open_no_follow(path: str | os.PathLike, flags: int) -> int:
 
 
 def open_temporary(path: str | os.PathLike) -> tuple[Path, BinaryIO]:
-    """A new empty file ``.<name>.<8 hex digits>.tmp`` beside ``path``, open for writing; created with
-    ``O_EXCL | O_NOFOLLOW``, so a link planted under its name is never written through."""
+    """A new file ``.<name>.<8 hex digits>.tmp`` beside ``path``, open for writing (never a link planted there)."""
     path = Path(path)
     while True:
         temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
@@ -276,9 +273,8 @@ def _write_cause(error: BaseException, recorded: Optional[OSError]) -> Optional[
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any], intact: str = "", fsync: bool = True,
                  label: str = "") -> None:
-    """Write ``path`` through ``write(handle)`` into a new temporary file, flush (and fsync) it and rename it
-    over ``path``: a reader or a kill sees the old file or the complete new one, and a link at ``path`` is
-    replaced, never written through. A write failure raises :func:`write_failure`."""
+    """Write ``path`` through ``write(handle)`` into a new temporary file, flush (and fsync) it and rename it over
+    ``path``: a reader or a kill sees the old file or the complete new one; a link at ``path`` is replaced."""
     path = Path(path)
     recorder: Optional[_RecordingWriter] = None
     temporary: Optional[Path] = None
@@ -333,8 +329,7 @@ def append_text(path: str | os.PathLike, text: str, intact: str = "") -> None:
 # ----------------------------------------------------------------------------- outputs against inputs
 def refuse_same_file(outputs: Mapping[str, str | os.PathLike | None], inputs: Mapping[str, str | os.PathLike],
                      error: type[Exception] = UserError) -> None:
-    """Refuse an output (``{label: path}``) that is one of the inputs or another output, through links and
-    other spellings: writing it would destroy what is about to be read."""
+    """Refuse an output (``{label: path}``) that is an input or another output, through links and other spellings."""
     given = [(label, Path(path)) for label, path in outputs.items() if path]
     for index, (out_label, out) in enumerate(given):
         others = [*inputs.items(), *given[index + 1:]]

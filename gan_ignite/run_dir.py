@@ -51,8 +51,7 @@ class JsonLines:
 
 
 def read_jsonl(path: Path) -> JsonLines:
-    """Every record of a JSON-lines file; lines that are not UTF-8 JSON objects (with an integer
-    ``iteration`` and a string ``kind`` where present) are skipped and listed."""
+    """Every record of a JSON-lines file; lines that are not JSON records are skipped and listed."""
     records, bad_lines = [], []
     if Path(path).is_file():
         with open(path, "rb") as handle:
@@ -102,8 +101,7 @@ class HistoryWriter:
         return self.lines().records
 
     def truncate_after(self, iteration: int) -> tuple[int, JsonLines]:
-        """Drop the records newer than ``iteration`` (the checkpoint a run resumes from) and the unreadable
-        lines; returns how many records were dropped and what was read."""
+        """Drop the records newer than ``iteration`` and the unreadable lines: (records dropped, what was read)."""
         lines = self.lines()
         if not self.path.exists():
             return 0, lines

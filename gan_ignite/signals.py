@@ -35,7 +35,6 @@ class Forward:
     def __init__(self, processes: Callable[[], Sequence[Any]], signals: Sequence[int] = STOP_SIGNALS):
         self.processes, self.signals = processes, signals
         self.received: Optional[int] = None
-        self.previous: dict[int, Any] = {}
 
     def _forward(self, signum: int, _frame: Any) -> None:
         self.received = signum
