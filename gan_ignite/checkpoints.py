@@ -1,21 +1,12 @@
-"""Checkpoints: reading and writing them, where a training start resumes from (``auto``), the run's
-identity, and the save and best-by-FID handlers.
-
-Saving is ignite's :class:`~ignite.handlers.Checkpoint`: ``checkpoint_<iteration>.pt`` keeping the
-last ``train.n_saved``, and ``best_checkpoint_<iteration>_neg_fid=<-FID>.pt`` keeping the lowest
-FID. Both lists travel in every periodic checkpoint (``checkpointer``, ``best_checkpointer``), so a
-resumed run prunes and compares with what it saved before the kill. Only rank 0 writes, atomically
-(:func:`gan_ignite.io.atomic_write`); a failed write stops every rank with its message.
-
-A run gets an id when it starts (``run.id`` in ``config.yaml``, ``run`` in every checkpoint): a
-checkpoint of another run cannot be resumed into it; continuing another run's checkpoint in a new
-directory is a fork, which records its parent (``run.parent_id``, ``run.parent_checkpoint``).
+"""Checkpoints: reading them, where a training start resumes from, the run's identity, and the periodic
+and best-by-FID :class:`~ignite.handlers.Checkpoint` handlers (their lists of saved files travel in every
+periodic checkpoint). A run gets an id when it starts: another run's checkpoint cannot be resumed into it;
+continuing one in a new directory is a fork, which records its parent (``run.parent_id``, ``run.parent_checkpoint``).
 """
 
 from __future__ import annotations
 
 import datetime
-import logging
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -24,15 +15,13 @@ from typing import Any, Callable, Mapping, Optional
 
 import ignite.distributed as idist
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint
-from ignite.handlers.checkpoint import BaseSaveHandler
+from ignite.handlers.checkpoint import BaseSaveHandler, Checkpoint
 
 from gan_ignite.errors import RunDirError
 from gan_ignite.io import atomic_write, first_line, load_torch_file
 from gan_ignite.metrics._base import on_every_rank
 from gan_ignite.run_dir import RUN_KEYS, RunDir
 
-logger = logging.getLogger("gan_ignite")
 MODEL_KEYS = {"generator": "generator", "ema": "ema_generator"}  # eval.model -> the checkpoint's entry
 # entries that a run with another recipe, or a fork's first checkpoint, may lack
 OPTIONAL_STATE = ("ema_generator", "ada", "checkpointer", "best_checkpointer")
@@ -42,9 +31,7 @@ WRITE_INTACT = ("The previous checkpoints are intact (each is written to a tempo
 
 
 def read_checkpoint(path: Path, fix: str) -> dict:
-    """The checkpoint in ``path`` on the CPU, read as data (:func:`gan_ignite.io.load_torch_file`: a
-    file carrying code is refused without running it); anything else raises :class:`RunDirError`
-    naming it, followed by ``fix``."""
+    """The checkpoint in ``path`` on the CPU, read as data; anything else raises :class:`RunDirError`."""
     checkpoint = load_torch_file(path, "Checkpoint", fix, RunDirError)
     if not isinstance(checkpoint, dict):
         raise RunDirError(f"'{path}' is not a gan_ignite checkpoint (it holds a {type(checkpoint).__name__}). {fix}")
@@ -52,7 +39,7 @@ def read_checkpoint(path: Path, fix: str) -> dict:
 
 
 def restore(to_load: Mapping[str, Any], checkpoint: Mapping[str, Any], path: Path) -> None:
-    """ignite's ``Checkpoint.load_objects``; a checkpoint that does not fit is one paragraph."""
+    """ignite's ``Checkpoint.load_objects``; a checkpoint that does not fit is a :class:`RunDirError`."""
     try:
         Checkpoint.load_objects(to_load=to_load, checkpoint=checkpoint)
     except (RuntimeError, KeyError, ValueError, TypeError) as error:
@@ -61,7 +48,7 @@ def restore(to_load: Mapping[str, Any], checkpoint: Mapping[str, Any], path: Pat
 
 
 class CheckpointSaver(BaseSaveHandler):
-    """ignite's save handler: an atomic, fsynced write on rank 0, one error paragraph for any failure."""
+    """ignite's save handler: an atomic write on rank 0."""
 
     def __init__(self, checkpoint_dir: Path):
         self.checkpoint_dir = checkpoint_dir
@@ -83,8 +70,7 @@ def new_run_id() -> str:
 
 
 class RunIdentity:
-    """The ``run`` entry of every checkpoint. Never loaded back: a start decides its identity
-    (:func:`plan_start`) before it restores a checkpoint."""
+    """The ``run`` entry of every checkpoint, never loaded back: :func:`plan_start` decides a start's identity."""
 
     def __init__(self, fields: Mapping[str, Optional[str]]):
         self.fields = {key: fields.get(key) for key in RUN_KEYS}
@@ -97,9 +83,8 @@ class RunIdentity:
 
 
 def checkpoint_run(checkpoint: Mapping[str, Any], path: Path) -> dict[str, Optional[str]]:
-    """The checkpoint's ``run`` fields, each a plain string or null. Anything else (a dict, a number,
-    an OmegaConf interpolation such as ``${oc.env:HOME}``, which the run's config would resolve)
-    raises :class:`RunDirError`."""
+    """The checkpoint's ``run`` fields, each a plain string or null; anything else (e.g. an interpolation
+    such as ``${oc.env:HOME}``, which the run's config would resolve) raises :class:`RunDirError`."""
     run = checkpoint.get("run")
     if run is None:
         return {}
@@ -121,8 +106,7 @@ def checkpoint_run(checkpoint: Mapping[str, Any], path: Path) -> dict[str, Optio
 # ----------------------------------------------------------------------------- where a start begins
 @dataclass
 class Start:
-    """How a training start begins: fresh, continuing its own run, or forking another run's
-    checkpoint into a directory that holds no run. Decided once, on rank 0 (:func:`plan_start`)."""
+    """How a training start begins: fresh, continuing its own run, or forking another run's checkpoint."""
 
     run: dict[str, Optional[str]]  # the run.* fields
     resume: Optional[Path] = None  # the checkpoint to restore
@@ -134,14 +118,14 @@ class Start:
 
     @classmethod
     def from_shared(cls, shared: Mapping[str, Any]) -> "Start":
-        """Another rank's view of rank 0's plan: it reads the checkpoint itself."""
+        """Another rank's view of rank 0's plan; it reads the checkpoint itself."""
         resume = Path(shared["resume"]) if shared["resume"] else None
         return cls(dict(shared["run"]), resume, shared["forked"],
                    read_checkpoint(resume, RESUME_FIX) if resume else None)
 
 
 def resolve_resume(config: Any, run_dir: RunDir) -> Optional[Path]:
-    """``train.resume_from``: ``auto`` = the latest checkpoint in output_dir (None if there is none)."""
+    """``train.resume_from``; ``auto`` is the latest checkpoint in output_dir (None if there is none)."""
     resume = config.train.resume_from
     if not resume:
         return None
@@ -155,9 +139,8 @@ def resolve_resume(config: Any, run_dir: RunDir) -> Optional[Path]:
 
 
 def plan_start(config: Any) -> Start:
-    """Rank 0's decision, before anything is written: which checkpoint (resolved once, read once) and
-    which run identity. Refuses to start over a directory that holds a run, and to resume another
-    run's checkpoint into it."""
+    """Rank 0's decision, before anything is written: which checkpoint and which run identity. Refuses to
+    start over a directory that holds a run, and to resume another run's checkpoint into it."""
     run_dir = RunDir(config.output_dir)
     resume, holds_a_run = resolve_resume(config, run_dir), run_dir.holds_a_run()
     if resume is None:
@@ -190,17 +173,15 @@ def plan_start(config: Any) -> Start:
 
 # ----------------------------------------------------------------------------- the save handlers
 def periodic_checkpoint(to_save: Mapping[str, Any], run_dir: RunDir, n_saved: int) -> Checkpoint:
-    """``checkpoint_<iteration>.pt``, the last ``n_saved`` kept; carries its own list (``checkpointer``)."""
+    """``checkpoint_<iteration>.pt``, the last ``n_saved`` kept."""
     return Checkpoint(to_save, CheckpointSaver(run_dir.checkpoint_dir), filename_prefix="", n_saved=n_saved,
                       global_step_transform=lambda engine, _: engine.state.iteration, include_self=True)
 
 
 def attach_checkpoints(trainer: Engine, checkpoint: Checkpoint, every_epochs: int, every_iters: Optional[int],
                        before_save: Callable[[Engine], bool]) -> Callable[[Engine], None]:
-    """Save every ``every_epochs`` epochs, every ``every_iters`` iterations if set, and at the end, each
-    time after ``before_save(engine)`` (on every rank: it flushes the history, where the NaN guard
-    runs, and says whether the models may be saved). Returns the save function (the graceful stop
-    calls it too)."""
+    """Save every ``every_epochs`` epochs, every ``every_iters`` iterations if set, and at the end, when
+    ``before_save(engine)`` (the history flush and NaN guard, on every rank) allows. Returns the save."""
     saved_at: set[int] = set()
 
     def save(engine: Engine) -> None:
@@ -217,8 +198,7 @@ def attach_checkpoints(trainer: Engine, checkpoint: Checkpoint, every_epochs: in
 
 
 def best_checkpoint(to_save: Mapping[str, Any], run_dir: RunDir, evaluator: Engine, trainer: Engine) -> Checkpoint:
-    """``best_checkpoint_<iteration>_neg_fid=<-FID>.pt``: the one checkpoint with the lowest FID; an
-    equal FID keeps the earlier one."""
+    """``best_checkpoint_<iteration>_neg_fid=<-FID>.pt``, the lowest FID (an equal one keeps the earlier)."""
     return Checkpoint(to_save, CheckpointSaver(run_dir.checkpoint_dir), filename_prefix="best", n_saved=1,
                       score_function=lambda _: -evaluator.state.metrics["fid"], score_name="neg_fid",
                       global_step_transform=lambda *_: trainer.state.iteration)
@@ -235,8 +215,7 @@ def attach_best_checkpoint(evaluator: Engine, best: Checkpoint) -> None:
 
 def restore_savers(savers: Mapping[str, Checkpoint], checkpoint: Mapping[str, Any], run_dir: RunDir,
                    n_saved: int) -> None:
-    """A continued run's lists of saved files, from its checkpoint; entries beyond a lowered
-    ``train.n_saved`` are removed at once."""
+    """A continued run's lists of saved files; files beyond a lowered ``train.n_saved`` are removed."""
     for key, saver in savers.items():
         state = checkpoint.get(key)
         if state is None:

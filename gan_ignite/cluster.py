@@ -1,15 +1,6 @@
-"""Where this process sits: started alone, by ``torchrun``, or as one task of a SLURM job step (``srun``).
-
-A leaf that only reads the environment (no torch, no ignite), used by :mod:`gan_ignite.launch`: the
-world size a run will have, the placements that cannot work, which launcher to follow, and asking
-SLURM to requeue a preempted job.
-
-Under ``srun`` PyTorch-Ignite's ``idist.Parallel`` reads the ranks, the local rank, the world size and
-the master address from ``SLURM_*`` (``SLURM_PROCID``, ``SLURM_LOCALID``, ``SLURM_NTASKS``, the first
-host of ``SLURM_JOB_NODELIST``; the port is 15000 + the last four digits of ``SLURM_JOB_ID``). Under
-``torchrun`` inside an allocation torchrun's variables are the truth: ignite would check them against
-``SLURM_PROCID`` (one task per node, several ranks per task) and refuse, so :func:`follow_torchrun`
-hides the job from ignite.
+"""Where this process sits, read from the environment: alone, under ``torchrun``, or one task of a SLURM
+job step (``srun``, where ignite's ``idist.Parallel`` takes the ranks from ``SLURM_*``); the world size
+a run will have, the placements that cannot work, and asking SLURM to requeue a job.
 """
 
 from __future__ import annotations
@@ -24,7 +15,7 @@ from typing import Optional
 logger = logging.getLogger("gan_ignite")
 # what ignite's SLURM support needs (ignite/distributed/comp_models/native.py, _setup_env_in_slurm)
 SLURM_TASK_VARIABLES = ("SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS", "SLURM_JOB_NODELIST", "SLURM_JOB_NUM_NODES")
-# the job's id, kept here once it is hidden from ignite under torchrun (scontrol requeue needs it)
+# the job's id, kept here once it is hidden from ignite (scontrol requeue needs it)
 HIDDEN_JOB_ID = "GAN_IGNITE_SLURM_JOB_ID"
 
 
@@ -43,19 +34,16 @@ def slurm_job_id() -> Optional[str]:
     return os.environ.get("SLURM_JOB_ID") or os.environ.get(HIDDEN_JOB_ID) or os.environ.get("SLURM_JOBID")
 
 
-def tasks_per_node() -> list[int]:
-    """The step's tasks on each node, from ``SLURM_STEP_TASKS_PER_NODE`` (srun) or
-    ``SLURM_TASKS_PER_NODE`` (the job): ``"2(x3),1"`` is ``[2, 2, 2, 1]``."""
+def most_tasks_per_node() -> int:
+    """The most tasks of the step on one node, from ``SLURM_STEP_TASKS_PER_NODE`` (srun) or
+    ``SLURM_TASKS_PER_NODE`` (the job), as in ``"2(x3),1"``; else the tasks spread over the nodes."""
     text = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE") or ""
-    counts: list[int] = []
-    for part in filter(None, text.split(",")):
-        match = re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)
-        if match:
-            counts += [int(match.group(1))] * int(match.group(2) or 1)
+    counts = [int(match.group(1)) for part in text.split(",")
+              if (match := re.fullmatch(r"\s*(\d+)(?:\(x(\d+)\))?\s*", part)) and int(match.group(2) or 1) > 0]
     if not counts and slurm_task():  # no per-node counts given: tasks over nodes
-        tasks, nodes = slurm_tasks(), int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1)
-        counts = [-(-tasks // max(nodes, 1))] * nodes
-    return counts
+        nodes = int(os.environ.get("SLURM_JOB_NUM_NODES", "1") or 1)
+        counts = [-(-slurm_tasks() // nodes)] if nodes > 0 else []
+    return max(counts or [1])
 
 
 def slurm_tasks() -> int:
@@ -63,34 +51,24 @@ def slurm_tasks() -> int:
 
 
 def env_world_size() -> int:
-    """The processes the launcher started: torchrun's WORLD_SIZE, srun's tasks, else 1."""
-    if "WORLD_SIZE" in os.environ and (under_torchrun() or not slurm_task()):
-        return int(os.environ["WORLD_SIZE"])
-    if slurm_task():
-        return slurm_tasks()
-    return 1
+    """The processes the launcher started: srun's tasks, torchrun's WORLD_SIZE, else 1."""
+    return slurm_tasks() if slurm_task() else int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def env_rank() -> int:
-    """This process's global rank as torchrun or srun set it; 0 for a lone process."""
-    if "RANK" in os.environ and (under_torchrun() or not slurm_task()):
-        return int(os.environ["RANK"])
-    return int(os.environ.get("SLURM_PROCID", "0")) if slurm_task() else 0
+    """This process's global rank as srun or torchrun set it; 0 for a lone process."""
+    return int(os.environ["SLURM_PROCID"]) if slurm_task() else int(os.environ.get("RANK", "0"))
 
 
 def run_world_size(nproc_per_node: Optional[int]) -> int:
     """The processes a run will have: srun's tasks x ``dist.nproc_per_node`` (one task per node
     spawning that many), torchrun's WORLD_SIZE, or ``dist.nproc_per_node`` on one machine."""
-    processes = nproc_per_node or 1
-    if under_torchrun():
-        return env_world_size()
     if slurm_task():
-        return slurm_tasks() * processes
-    return processes if nproc_per_node else env_world_size()
+        return slurm_tasks() * (nproc_per_node or 1)
+    return env_world_size() if under_torchrun() or not nproc_per_node else nproc_per_node
 
 
 def describe_processes(nproc_per_node: Optional[int]) -> str:
-    """Where a run's processes come from, for messages."""
     if under_torchrun():
         return "torchrun's WORLD_SIZE"
     if slurm_task():
@@ -101,17 +79,18 @@ def describe_processes(nproc_per_node: Optional[int]) -> str:
 
 def placement_problem(nproc_per_node: Optional[int], backend: Optional[str]) -> Optional[str]:
     """Why ``dist.*`` cannot work with the SLURM step this process belongs to (None if it can)."""
-    if not slurm_task() or under_torchrun():
+    if not slurm_task():
         return None
     missing = [name for name in SLURM_TASK_VARIABLES if name not in os.environ]
     if missing and (backend is not None or slurm_tasks() > 1):
         return (f"this process runs in SLURM job {slurm_job_id()} but lacks {', '.join(missing)}, which srun sets "
                 f"for each task: start it with srun (see docs/clusters.md)")
-    if (nproc_per_node or 1) > 1 and max(tasks_per_node() or [1]) > 1:
-        return (f"{nproc_per_node} processes per task, but srun already started {max(tasks_per_node())} tasks per "
-                f"node (SLURM_TASKS_PER_NODE={os.environ.get('SLURM_STEP_TASKS_PER_NODE') or os.environ.get('SLURM_TASKS_PER_NODE')}). "
-                f"Either let srun start one task per GPU (--ntasks-per-node=N) and set dist.nproc_per_node=null, "
-                f"or start one task per node (--ntasks-per-node=1) that spawns dist.nproc_per_node processes")
+    if (nproc_per_node or 1) > 1 and most_tasks_per_node() > 1:
+        given = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE")
+        return (f"{nproc_per_node} processes per task, but srun already started {most_tasks_per_node()} tasks per "
+                f"node (SLURM_TASKS_PER_NODE={given}). Either let srun start one task per GPU (--ntasks-per-node=N) "
+                f"and set dist.nproc_per_node=null, or start one task per node (--ntasks-per-node=1) that spawns "
+                f"dist.nproc_per_node processes")
     return None
 
 
@@ -123,10 +102,9 @@ def follow_torchrun() -> None:
 
 
 def spawn_environment(local_rank: int, processes: int, port: int) -> dict[str, str]:
-    """The torchrun-like variables of the ``local_rank``-th of ``processes`` processes this task
-    spawns: on one machine ranks 0..N-1 on 127.0.0.1; as the one task of its node in a SLURM step
-    over several nodes, global ranks ``node * N + local_rank`` and ignite's SLURM master address
-    and port (the first host of the node list, 15000 + the job id's last four digits)."""
+    """The torchrun-like variables of the ``local_rank``-th of ``processes`` processes this task spawns:
+    ranks 0..N-1 on 127.0.0.1; as the one task of its node in a SLURM step over several nodes, global
+    ranks ``node * N + local_rank`` and ignite's SLURM master address and port."""
     env = {"LOCAL_RANK": str(local_rank), "LOCAL_WORLD_SIZE": str(processes), "RANK": str(local_rank),
            "WORLD_SIZE": str(processes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
     if slurm_task() and slurm_tasks() > 1:
@@ -141,23 +119,21 @@ def spawn_environment(local_rank: int, processes: int, port: int) -> dict[str, s
     return env
 
 
-def request_requeue() -> bool:
-    """``scontrol requeue $SLURM_JOB_ID``; False (with a warning) outside a SLURM job, without
-    scontrol, or when it fails."""
+def request_requeue() -> None:
+    """``scontrol requeue $SLURM_JOB_ID``; a warning when that cannot be done or fails."""
     job_id, scontrol = slurm_job_id(), shutil.which("scontrol")
     if job_id is None or scontrol is None:
         logger.warning("dist.requeue=scontrol, but %s: the job is not requeued by this process (its exit code "
                        "says it should be).", "this is no SLURM job (no SLURM_JOB_ID)" if job_id is None
                        else "the scontrol command is not on PATH")
-        return False
+        return
     try:
         result = subprocess.run([scontrol, "requeue", job_id], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as error:
         logger.warning("scontrol requeue %s failed: %s", job_id, error)
-        return False
+        return
     if result.returncode != 0:
         logger.warning("scontrol requeue %s failed (exit code %d): %s", job_id, result.returncode,
                        (result.stderr or result.stdout).strip())
-        return False
-    logger.info("Asked SLURM to requeue job %s (scontrol requeue)", job_id)
-    return True
+    else:
+        logger.info("Asked SLURM to requeue job %s (scontrol requeue)", job_id)

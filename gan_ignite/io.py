@@ -1,22 +1,8 @@
-"""File safety, at the package's base: what a user hands in is read as data, never code; what we
-write is complete or absent and never written through a link. One copy of each helper:
-
-- reading: :func:`require_regular_file` (a FIFO or a device named like a data file is refused,
-  never opened), :func:`load_torch_file` (``torch.load(weights_only=True)``; a pickle that asks
-  for code is refused without running it), :func:`check_npz` (every ``.npy`` header checked
-  against the bytes stored before NumPy allocates anything);
-- writing: :func:`atomic_write` (a new temporary file, ``O_EXCL | O_NOFOLLOW``, flushed, fsynced
-  and renamed over the target: a rename replaces a link itself, never its target) and
-  :func:`append_text` (append-only logs, opened ``O_NOFOLLOW``, a failed append cut off again);
-  every write failure is one :class:`~gan_ignite.errors.RunDirError` naming the file and the free
-  space;
-- outputs that are inputs, or cannot be written, refused before any work
-  (:func:`refuse_same_file`, :func:`require_writable_target`, :func:`require_writable_folder`);
-- memory and sizes (:func:`require_memory`, :func:`format_bytes`);
-- :class:`RunLock`, the run directory's lock.
-
-torch and numpy are imported inside the functions that need them: reading a run's history needs
-neither.
+"""File safety: what a user hands in is read as data, never code (:func:`load_torch_file`,
+:func:`check_npz`); what we write is complete or absent and never written through a link
+(:func:`atomic_write`, :func:`append_text`; a failure is one :class:`~gan_ignite.errors.RunDirError`
+naming the file and the free space). Also the checks that refuse an output before any work, sizes,
+and :class:`RunLock`. torch and numpy are imported where needed: reading a history needs neither.
 """
 
 from __future__ import annotations
@@ -25,6 +11,7 @@ import contextlib
 import datetime
 import errno
 import json
+import math
 import os
 import secrets
 import shutil
@@ -33,9 +20,8 @@ import stat
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 from gan_ignite.errors import RunDirError, UserError
 
@@ -48,7 +34,6 @@ O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 NEW_FILE_MODE = 0o666  # less the umask: what open(..., "w") gives (mkstemp would give 0600)
 NPY_HEADER_LIMIT = 1 << 16  # numpy itself refuses longer headers
-SAFE_GLOBALS = "numpy arrays and dtypes (RNG states)"
 
 
 def first_line(error: BaseException) -> str:
@@ -74,7 +59,7 @@ def physical_memory() -> Optional[int]:
 
 def require_memory(needed_bytes: float, what: str, fix: str) -> None:
     """Refuse, before any work, what would need more memory than this machine has at all (an
-    estimate: a run that passes may still run short; one that fails here could never finish)."""
+    estimate: what passes may still run short; what fails here could never finish)."""
     available = physical_memory()
     if available is not None and needed_bytes > available:
         raise UserError(f"{what} would need about {format_bytes(needed_bytes)} of memory, more than this machine's "
@@ -93,10 +78,8 @@ def free_space(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- reading
-def require_regular_file(path: str | os.PathLike, label: str, fix: str,
-                         error: type[Exception] = UserError) -> os.stat_result:
-    """``os.stat`` of ``path`` (following links: reading through a link is harmless), which must be a
-    regular file; otherwise ``error`` with "<label> '<path>' does not exist / is a FIFO ... <fix>"."""
+def require_regular_file(path: str | os.PathLike, label: str, fix: str, error: type[Exception] = UserError) -> None:
+    """Refuse with ``error`` what is not a regular file (a FIFO or a device is never opened; links are followed)."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -106,22 +89,17 @@ def require_regular_file(path: str | os.PathLike, label: str, fix: str,
     if not stat.S_ISREG(info.st_mode):
         raise error(f"{label} '{path}' is {file_kind(info.st_mode)}, not a regular file: it is not read (a FIFO or "
                     f"device would block or never end). {fix}")
-    return info
 
 
 def file_kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "not a regular file"
+    kinds = {stat.S_ISDIR: "a directory", stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    return next((name for is_kind, name in kinds.items() if is_kind(mode)), "not a regular file")
 
 
 def safe_globals() -> list[Any]:
-    """What a checkpoint may hold besides tensors and plain data: NumPy arrays and dtypes (the RNG
-    states ignite's engine saves). An array's reconstruction reads raw bytes; an object array's items
-    go through the same restricted unpickler, so nothing here runs code from the file."""
+    """NumPy arrays and dtypes (the RNG states ignite saves): none runs code from the file (an array is rebuilt
+    from raw bytes, an object array's items go through the same restricted unpickler)."""
     import numpy as np
 
     reconstruct = getattr(getattr(np, "_core", None), "multiarray", None)
@@ -131,8 +109,7 @@ def safe_globals() -> list[Any]:
 
 
 def load_torch_file(path: str | os.PathLike, label: str, fix: str, error: type[Exception] = UserError) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU, with :func:`safe_globals` allowed. A
-    missing, irregular, damaged or code-carrying file raises ``error`` as one paragraph naming it."""
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing, damaged or code-carrying file raises ``error``."""
     import pickle
 
     import torch
@@ -151,11 +128,11 @@ def load_torch_file(path: str | os.PathLike, label: str, fix: str, error: type[E
     except pickle.UnpicklingError as failure:
         asks_for = _unsafe_names(path, failure)
         if asks_for:
-            raise error(f"{label} '{path}' holds Python objects other than tensors and plain data "
-                        f"({asks_for}). Loading them would run code from the file, so it is "
-                        f"refused: gan_ignite reads such files with torch.load(weights_only=True), allowing only "
-                        f"{SAFE_GLOBALS}. Use a file written by gan_ignite or the network's original release; "
-                        f"if you trust this one, re-save its tensors alone (a state dict). {fix}") from None
+            raise error(f"{label} '{path}' holds Python objects other than tensors and plain data ({asks_for}). "
+                        f"Loading them would run code from the file, so it is refused: gan_ignite reads such files "
+                        f"with torch.load(weights_only=True), allowing only numpy arrays and dtypes (RNG states). Use "
+                        f"a file written by gan_ignite or the network's original release; if you trust this one, "
+                        f"re-save its tensors alone (a state dict). {fix}") from None
         raise error(f"{label} '{path}' cannot be read ({_pickle_problem(failure)}): it is damaged or not a file of "
                     f"this kind (nothing in it was run). {fix}") from None
     except Exception as failure:  # torch raises many types for damaged or foreign files
@@ -164,8 +141,7 @@ def load_torch_file(path: str | os.PathLike, label: str, fix: str, error: type[E
 
 
 def _unsafe_names(path: Path, failure: Exception) -> str:
-    """'it asks for a.b, c.d' when the refused pickle names globals outside the allow-list, else ''
-    (a damaged file, which the unpickler also refuses)."""
+    """'it asks for a.b, c.d' when the refused pickle names globals outside the allow-list, else ''."""
     import torch
 
     try:
@@ -176,9 +152,7 @@ def _unsafe_names(path: Path, failure: Exception) -> str:
     for marker in ("unsupported GLOBAL ", "Unsupported global: GLOBAL "):
         if marker in text and not names:
             names = [text.split(marker, 1)[1].split()[0]]
-    if not names:
-        return ""
-    return "it asks for " + ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    return "it asks for " + ", ".join(names[:5]) + (", ..." if len(names) > 5 else "") if names else ""
 
 
 def _pickle_problem(failure: Exception) -> str:
@@ -192,9 +166,8 @@ def _pickle_problem(failure: Exception) -> str:
 
 
 def check_npz(path: str | os.PathLike, label: str, fix: str, error: type[Exception] = UserError) -> None:
-    """An ``.npz`` that NumPy can read without surprises: a regular file, a sound zip, and every
-    ``.npy`` member with a plain dtype (no objects) and a shape whose bytes are really stored (in
-    total at most this machine's memory). Otherwise ``error``."""
+    """Refuse with ``error`` an ``.npz`` that is not a regular file and a sound zip whose ``.npy`` members
+    have plain dtypes and shapes whose bytes are really stored (in all at most this machine's memory)."""
     require_regular_file(path, label, fix, error)
     limit, total = physical_memory(), 0
     try:
@@ -227,9 +200,7 @@ def _npy_member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo, where: 
     if dtype.hasobject:
         raise error(f"{where} stores '{name}' as Python objects (pickled), which are never loaded: only numeric "
                     f"arrays are read. {fix}")
-    claimed = dtype.itemsize
-    for size in shape:
-        claimed *= int(size)
+    claimed = dtype.itemsize * math.prod(shape)
     if claimed > member.file_size - header_bytes:
         raise error(f"{where}: the header of '{name}' claims shape {tuple(shape)} ({format_bytes(claimed)}), but only "
                     f"{format_bytes(member.file_size - header_bytes)} are stored: the file is damaged or forged and "
@@ -238,42 +209,30 @@ def _npy_member_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo, where: 
 
 
 # ----------------------------------------------------------------------------- writing
-class LinkRefused(OSError):
-    """A symbolic link where a file is written in place: writing would change the file it points to."""
-
-
-def open_no_follow(path: str | os.PathLike, flags: int, mode: int = NEW_FILE_MODE) -> int:
-    """``os.open`` that never follows a final symbolic link: a link raises :class:`LinkRefused`."""
+def open_no_follow(path: str | os.PathLike, flags: int) -> int:
+    """``os.open`` that never follows a final symbolic link: a link is an ELOOP error saying why."""
     try:
-        return os.open(path, flags | O_NOFOLLOW | O_CLOEXEC, mode)
+        return os.open(path, flags | O_NOFOLLOW | O_CLOEXEC, NEW_FILE_MODE)
     except OSError as failure:
-        if failure.errno in (errno.ELOOP, errno.EMLINK) and os.path.islink(path):
-            raise LinkRefused(errno.ELOOP, link_refused_reason(path), str(path)) from None
-        raise
-
-
-def link_refused_reason(path: str | os.PathLike) -> str:
+        if failure.errno not in (errno.ELOOP, errno.EMLINK) or not os.path.islink(path):
+            raise
     try:
         target = os.readlink(path)
     except OSError:
         target = "?"
-    return (f"it is a symbolic link (to '{target}'), and gan_ignite never writes through a link, which would change "
-            f"a file outside its folder: remove the link (its target is unchanged) and run again")
-
-
-def _new_file(name: str, flags: int) -> int:
-    """``open(..., opener=)``: create a new file, never through a link (O_EXCL | O_NOFOLLOW)."""
-    return os.open(name, flags | os.O_CREAT | os.O_EXCL | O_NOFOLLOW | O_CLOEXEC, NEW_FILE_MODE)
+    raise OSError(errno.ELOOP, f"it is a symbolic link (to '{target}'), and gan_ignite never writes through a "
+                  f"link, which would change a file outside its folder: remove the link (its target is unchanged) "
+                  f"and run again", str(path))
 
 
 def open_temporary(path: str | os.PathLike) -> tuple[Path, BinaryIO]:
-    """A new empty file ``.<name>.<8 hex digits>.tmp`` beside ``path`` (mode 0666 less the umask),
-    open for writing; a link planted under its name is never written through."""
+    """A new file ``.<name>.<8 hex digits>.tmp`` beside ``path``, open for writing (never a link planted there)."""
     path = Path(path)
     while True:
         temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
         try:
-            return temporary, open(temporary, "wb", opener=_new_file)
+            return temporary, open(temporary, "wb", opener=lambda name, flags: open_no_follow(
+                name, flags | os.O_CREAT | os.O_EXCL))
         except FileExistsError:
             continue
 
@@ -297,7 +256,6 @@ class _RecordingWriter:
 
 
 def write_failure(path: Path, error: BaseException, intact: str = "", label: str = "") -> RunDirError:
-    """The one-paragraph error for a failed write of ``path`` (``label``: what the file is)."""
     reason = error.strerror if isinstance(error, OSError) and error.strerror else first_line(error)
     what = f"{label} '{path}'" if label else f"'{path}'"
     if isinstance(error, OSError) and error.errno == errno.ELOOP:  # a link refused: space is not the issue
@@ -305,25 +263,18 @@ def write_failure(path: Path, error: BaseException, intact: str = "", label: str
     return RunDirError(f"Could not write {what} ({reason}; {free_space(path)}). {intact}".strip())
 
 
-def _write_cause(error: BaseException, recorder: _RecordingWriter) -> Optional[BaseException]:
+def _write_cause(error: BaseException, recorded: Optional[OSError]) -> Optional[BaseException]:
     """The write failure behind ``error``, or None when it is not one (a bug must stay a traceback)."""
-    if recorder.error is not None:
-        return recorder.error
-    if isinstance(error, OSError):
-        return error
-    if isinstance(error, RuntimeError) and any(word in str(error) for word in
-                                               ("PytorchStreamWriter", "inline_container", "file write failed")):
-        return error
-    return None
+    if recorded is not None or isinstance(error, OSError):
+        return recorded or error
+    torch_words = ("PytorchStreamWriter", "inline_container", "file write failed")  # torch's zip writer failed
+    return error if isinstance(error, RuntimeError) and any(word in str(error) for word in torch_words) else None
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any], intact: str = "", fsync: bool = True,
                  label: str = "") -> None:
-    """Write ``path`` through ``write(handle)`` into a new temporary file of its folder, flush (and
-    fsync) and rename it over ``path``: readers, and a process killed at any moment, see the old file
-    or the complete new one, and a symbolic link at ``path`` is replaced, never written through. On a
-    failure the temporary file is removed and a write failure raises :func:`write_failure`
-    (``label``: what the file is; ``intact``: what the user still has)."""
+    """Write ``path`` through ``write(handle)`` into a new temporary file, flush (and fsync) it and rename it over
+    ``path``: a reader or a kill sees the old file or the complete new one; a link at ``path`` is replaced."""
     path = Path(path)
     recorder: Optional[_RecordingWriter] = None
     temporary: Optional[Path] = None
@@ -343,22 +294,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], Any], intact: s
         if temporary is not None:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
-        cause = _write_cause(error, recorder or _RecordingWriter(None))  # type: ignore[arg-type]
+        cause = _write_cause(error, recorder.error if recorder else None)
         if cause is None:
             raise
         raise write_failure(path, cause, intact, label) from None
 
 
 def append_text(path: str | os.PathLike, text: str, intact: str = "") -> None:
-    """Append ``text`` to ``path`` in one write, never through a symbolic link (refused: its target
-    is not touched). A failed append is cut off again, so the file keeps whole lines; a line torn by
-    an earlier kill is ended first, so the new records never join it."""
+    """Append ``text`` to ``path``, never through a symbolic link. A failed append is cut off again and a
+    line torn by an earlier kill is ended first, so the file keeps whole lines."""
     data, path = text.encode("utf-8"), Path(path)
     if not data:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+b", buffering=0, opener=lambda name, flags: open_no_follow(name, flags)) as handle:
+        with open(path, "a+b", buffering=0, opener=open_no_follow) as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise OSError(errno.EINVAL, "it is not a regular file", str(path))
             start = handle.seek(0, os.SEEK_END)
@@ -379,12 +329,10 @@ def append_text(path: str | os.PathLike, text: str, intact: str = "") -> None:
 # ----------------------------------------------------------------------------- outputs against inputs
 def refuse_same_file(outputs: Mapping[str, str | os.PathLike | None], inputs: Mapping[str, str | os.PathLike],
                      error: type[Exception] = UserError) -> None:
-    """Refuse an output (``{label: path}``) that is one of the inputs (the same file by
-    ``os.path.samefile``, through links and other spellings) or another of the outputs: writing it
-    would destroy what is about to be read."""
+    """Refuse an output (``{label: path}``) that is an input or another output, through links and other spellings."""
     given = [(label, Path(path)) for label, path in outputs.items() if path]
     for index, (out_label, out) in enumerate(given):
-        others = [*inputs.items(), *[(label, path) for label, path in given[index + 1:]]]
+        others = [*inputs.items(), *given[index + 1:]]
         for in_label, source in others:
             if _same_file(out, Path(source)):
                 what = "the input" if (in_label, source) in inputs.items() else "the output"
@@ -400,49 +348,35 @@ def _same_file(first: Path, second: Path) -> bool:
     return Path(os.path.realpath(first)) == Path(os.path.realpath(second))
 
 
-def _probe(folder: Path) -> None:
-    """Create ``folder`` if needed and a new file of our own in it (never through a link), removed again."""
-    folder.mkdir(parents=True, exist_ok=True)
-    probe, handle = open_temporary(folder / ".gan_ignite_write_test")
-    handle.close()
-    probe.unlink()
+def require_writable_folder(folder: Path, problem: str, fix: str, error: type[Exception] = RunDirError) -> None:
+    """Create ``folder`` if needed and a file of our own in it; on failure ``error`` "<problem> (<reason>). <fix>"."""
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe, handle = open_temporary(Path(folder, ".gan_ignite_write_test"))
+        handle.close()
+        probe.unlink()
+    except OSError as failure:
+        raise error(f"{problem} ({failure.strerror or failure}). {fix}") from None
 
 
 def require_writable_target(path: str | os.PathLike, label: str, error: type[Exception] = UserError) -> None:
-    """Refuse, before any work, an output file that could not be written: a directory, a parent
-    that is a file, a folder without write permission."""
+    """Refuse, before any work, an output file that could not be written (a directory, a read-only folder...)."""
     path = Path(path)
     fix = f"Choose a writable path for {label}; nothing was computed."
     if path.is_dir():
         raise error(f"{label} '{path}' is a directory, not a file. {fix}")
-    try:
-        _probe(path.parent)
-    except OSError as failure:
-        raise error(f"{label} '{path}' cannot be written ({failure.strerror or failure}). {fix}") from None
-
-
-def require_writable_folder(folder: Path, problem: str, fix: str) -> None:
-    """Create ``folder`` if needed and probe it; on failure a :class:`RunDirError` reading
-    "<problem> (<reason>). <fix>"."""
-    try:
-        _probe(Path(folder))
-    except OSError as error:
-        raise RunDirError(f"{problem} ({error.strerror or error}). {fix}") from None
+    require_writable_folder(path.parent, f"{label} '{path}' cannot be written", fix, error)
 
 
 # ----------------------------------------------------------------------------- the run directory's lock
 class RunLock:
-    """An exclusive ``flock`` on ``RUN_DIR/.lock``, which holds who took it (host, pid, start time,
-    command). The lock dies with the processes holding it; released normally its file is removed,
-    and so is the directory if this lock created it and nothing else was written there.
+    """An exclusive ``flock`` on ``RUN_DIR/.lock``, recording who holds it (host, pid, start, command); it dies
+    with its processes. Released, its file is removed, and the directory too if this lock created it and it
+    is empty. Not ``filelock``: it follows a link at the lock path and opens with ``O_TRUNC``."""
 
-    Not the ``filelock`` package: it opens the lock file following a symbolic link and with
-    ``O_TRUNC``, so a link planted at ``.lock`` would empty the file it points to, and a second
-    run would erase the holder's details before failing to lock."""
-
-    def __init__(self, run_dir: str | os.PathLike, name: str = ".lock"):
+    def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
-        self.path = self.run_dir / name
+        self.path = self.run_dir / ".lock"
         self.fd: Optional[int] = None
         self.created_dir = False
 
@@ -451,22 +385,20 @@ class RunLock:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.fd = self._open_locked()
-            holder = {"host": socket.gethostname(), "pid": os.getpid(),
-                      "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-                      "command": " ".join(sys.argv)}
+            now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": now, "command": " ".join(sys.argv)}
             os.ftruncate(self.fd, 0)  # in place: a replaced file would give later runs another file to lock
             os.pwrite(self.fd, json.dumps(holder).encode(), 0)
-        except OSError as error:
+        except BaseException as error:
             self.release()
+            if not isinstance(error, OSError):
+                raise
             if error.errno == errno.ELOOP:
                 raise RunDirError(f"The lock file '{self.path}' cannot be used: {error.strerror}. Nothing was "
                                   f"changed.") from None
             raise RunDirError(f"output_dir '{self.run_dir}' cannot be written ({error.strerror or error}; "
                               f"{free_space(self.run_dir)}). Choose a writable folder with output_dir=..., or "
                               f"free some space.") from None
-        except BaseException:
-            self.release()
-            raise
         return self
 
     def _open_locked(self) -> int:
@@ -505,8 +437,7 @@ class RunLock:
         self.release()
 
     def __reduce__(self) -> tuple:
-        """Pickled for a spawned worker process, the lock's open file is passed to it: the workers
-        share the lock, so it lasts while any process of the run lives."""
+        """Pickled for a spawned worker, the lock passes its open file: it lasts while any process of the run lives."""
         from multiprocessing import reduction
 
         return _inherited_lock, (None if self.fd is None else reduction.DupFd(self.fd),)
@@ -517,8 +448,8 @@ def _inherited_lock(duplicate: Any) -> Optional[int]:
 
 
 def _holder_text(fd: int, wait: float = 1.0) -> str:
-    """Who holds the lock, from the details it writes right after taking it: a second run started
-    at the same moment may look between the two, so they are read again for up to ``wait`` seconds."""
+    """Who holds the lock, from the details written right after taking it (read again for up to ``wait``
+    seconds: a run started at the same moment may look in between)."""
     deadline = time.monotonic() + wait
     while True:
         try:

@@ -1,24 +1,12 @@
-"""Starting the processes of a run, shared by the train and evaluate commands.
-
-Three ways to run, one worker function ``worker(local_rank, config)`` executed on every rank:
-
-- one process (no ``dist.*`` set);
-- under ``torchrun``, or as the tasks of ``srun`` (one per GPU): ``idist.Parallel`` joins the process
-  group from the environment (torchrun's variables, or ``SLURM_*`` through ignite's native SLURM
-  support; see :mod:`gan_ignite.cluster`), on one or several nodes;
-- ``dist.nproc_per_node=N``: this module spawns N processes itself, rather than through
-  ``idist.Parallel``'s own spawning, so that it can forward SIGTERM / SIGINT / SIGUSR1 to the workers
-  (a scheduler signals the parent only) and report a worker's input error as one paragraph with exit
-  code 2. Each worker joins the group through the variables torchrun would set.
-
-What the launch environment decides is checked here, before any process starts (:func:`check_launch`):
-the world size against the batch, the seeds and the evaluation's samples, and SLURM's placement.
-A worker's outcome is mapped to an exit code by :func:`gan_ignite.command.outcome`; anything but
-success is raised as :class:`~gan_ignite.errors.RunStopped` for the command runner to report.
+"""Starting a run's processes, each running ``worker(local_rank, config)``: one; those of ``torchrun`` or
+``srun``; or, with ``dist.nproc_per_node=N``, N spawned here rather than by ``idist.Parallel``, so that
+signals are forwarded to them (a scheduler signals the parent only) and a worker's input error is one
+paragraph. Anything but success is raised as :class:`~gan_ignite.errors.RunStopped`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -46,16 +34,11 @@ CLOSE_TIMEOUT_SECONDS = 30.0  # how long the end of a run waits for the other pr
 
 
 # ----------------------------------------------------------------------------- what the launch decides
-def world_size(config: DictConfig) -> int:
-    """The processes this run will have: ``dist.nproc_per_node``, torchrun's WORLD_SIZE, or srun's
-    tasks (times ``dist.nproc_per_node`` when each task spawns that many)."""
-    return cluster.run_world_size(config.dist.nproc_per_node)
-
-
 def check_launch(config: DictConfig) -> None:
-    """The checks that depend on where and how the run is launched, before any process starts."""
-    size = world_size(config)
-    problem = cluster.placement_problem(config.dist.nproc_per_node, config.dist.backend)
+    """What depends on where and how the run is launched, checked before any process starts."""
+    nproc, gpus = config.dist.nproc_per_node, torch.cuda.device_count()
+    size, processes = cluster.run_world_size(nproc), nproc or 1
+    problem = cluster.placement_problem(nproc, config.dist.backend)
     checks = [
         (problem is None, "dist.nproc_per_node", str(problem)),
         (0 <= config.seed <= MAX_SEED - (size - 1), "seed",
@@ -63,16 +46,13 @@ def check_launch(config: DictConfig) -> None:
          f"lie in [0, {MAX_SEED}]"),
         (config.train.batch_size % size == 0, "train.batch_size",
          f"{config.train.batch_size} (the global batch) is not divisible by the {size} processes "
-         f"({cluster.describe_processes(config.dist.nproc_per_node)}); choose a multiple of {size}"),
+         f"({cluster.describe_processes(nproc)}); choose a multiple of {size}"),
         (config.eval.every_epochs == 0 or config.eval.num_samples >= size, "eval.num_samples",
          f"{config.eval.num_samples} is too few: one per process ({size}); raise eval.num_samples"),
+        (not gpus or processes <= gpus, "dist.nproc_per_node",
+         f"{processes} but only {gpus} GPU(s) are visible: each process needs a GPU of its own. Lower "
+         f"dist.nproc_per_node, or train on CPU processes with CUDA_VISIBLE_DEVICES='' and dist.backend=gloo"),
     ]
-    gpus = torch.cuda.device_count()
-    processes = config.dist.nproc_per_node or 1
-    checks.append((not gpus or processes <= gpus, "dist.nproc_per_node",
-                   f"{processes} but only {gpus} GPU(s) are visible: each process needs a GPU of its own. Lower "
-                   f"dist.nproc_per_node, or train on CPU processes with CUDA_VISIBLE_DEVICES='' and "
-                   f"dist.backend=gloo"))
     for passed, key, message in checks:
         if not passed:
             raise ConfigError(f"Invalid value for config key '{key}': {message}.")
@@ -81,18 +61,16 @@ def check_launch(config: DictConfig) -> None:
 def resolve_backend(config: DictConfig) -> Optional[str]:
     """``dist.backend``, or nccl / gloo when several processes are asked for without one."""
     backend = config.dist.backend
-    several = (config.dist.nproc_per_node or 1) > 1 or cluster.env_world_size() > 1
-    if backend is None and several:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend is None and ((config.dist.nproc_per_node or 1) > 1 or cluster.env_world_size() > 1):
+        return "nccl" if torch.cuda.is_available() else "gloo"
     return None if backend is None else str(backend)
 
 
 # ----------------------------------------------------------------------------- launching
 def launch(worker: Worker, config: DictConfig, debug: bool = False, keep_alive: Any = None,
            interrupted: str = "Interrupted by Ctrl-C.") -> None:
-    """Run ``worker`` on every rank; a failure or a stop is raised as :class:`RunStopped`.
-    ``keep_alive`` (e.g. the run directory's lock) is handed to spawned workers, which hold it while
-    they run; ``interrupted`` is the line printed for a Ctrl-C."""
+    """Run ``worker`` on every rank; a failure or a stop is raised as :class:`RunStopped`. Spawned workers
+    hold ``keep_alive`` (e.g. the run directory's lock) while they run; ``interrupted``: the Ctrl-C line."""
     check_launch(config)
     cluster.follow_torchrun()
     signals.hold_warning_signal()
@@ -114,17 +92,15 @@ def launch(worker: Worker, config: DictConfig, debug: bool = False, keep_alive: 
 
 
 def _requeue_if_asked(code: int, config: DictConfig) -> None:
-    """With ``dist.requeue=scontrol`` a run stopped for a requeue asks SLURM to requeue the job: once,
-    from rank 0, after every rank has finished."""
+    """With ``dist.requeue=scontrol``, rank 0 of a run stopped for a requeue asks SLURM to requeue the job."""
     if code == config.dist.requeue_exit_code and config.dist.requeue == "scontrol" and cluster.env_rank() == 0:
         cluster.request_requeue()
 
 
 def _run_here(worker: Worker, config: DictConfig, backend: Optional[str], debug: bool, interrupted: str,
               leave_now: Callable[[int, str], None]) -> tuple[int, str]:
-    """``worker`` in this process's ``idist.Parallel`` context: ``(exit code, message)``. When the other
-    processes never reach the end, ``leave_now`` ends this one before ``Parallel`` would wait for them
-    as it destroys the group."""
+    """``worker`` in this process's ``idist.Parallel`` context: ``(exit code, message)``. When the others
+    never reach the end, ``leave_now`` ends this process before ``Parallel`` would wait for them."""
     result: dict[str, tuple[int, str]] = {}
 
     def work() -> None:
@@ -137,12 +113,9 @@ def _run_here(worker: Worker, config: DictConfig, backend: Optional[str], debug:
     return started if started[0] or "run" not in result else result["run"]
 
 
-def close_process_group(barrier: bool = True, timeout: Optional[float] = None) -> bool:
-    """End this process's part of the process group: a barrier (every rank has finished its
-    collectives), then ``idist.finalize``, both in a thread given ``timeout`` seconds: ignite's
-    ``Parallel`` destroys the group without a barrier, and a 1-process torchrun + NCCL run was seen
-    hanging there. True if the group was closed; False if another rank never arrived (it failed or
-    hangs)."""
+def close_process_group(barrier: bool) -> bool:
+    """A barrier (ignite's ``Parallel`` destroys the group without one) and ``idist.finalize``, in a thread
+    given ``CLOSE_TIMEOUT_SECONDS``; False if another rank never arrived (it failed or hangs)."""
     if not (dist.is_available() and dist.is_initialized()):
         return True
     device, closed = idist.device(), threading.Event()
@@ -160,11 +133,11 @@ def close_process_group(barrier: bool = True, timeout: Optional[float] = None) -
 
     thread = threading.Thread(target=close, name="close-process-group", daemon=True)
     thread.start()
-    timeout = CLOSE_TIMEOUT_SECONDS if timeout is None else timeout
-    thread.join(timeout)
+    thread.join(CLOSE_TIMEOUT_SECONDS)
     if not closed.is_set():
         logger.warning("Rank %d: the other processes did not reach the end of the run within %.0f s (one of them "
-                       "failed or hangs); leaving the process group without them.", idist.get_rank(), timeout)
+                       "failed or hangs); leaving the process group without them.", idist.get_rank(),
+                       CLOSE_TIMEOUT_SECONDS)
     return closed.is_set()
 
 
@@ -189,16 +162,14 @@ def _spawn(worker: Worker, config: DictConfig, processes: int, backend: Optional
 def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, processes: int, backend: Optional[str],
                     debug: bool, port: int, outcome_dir: str, keep_alive: Any, interrupted: str) -> None:
     del keep_alive  # unpickled, e.g. the lock's open file, which stays open until this process ends
-    # Leave the terminal's process group: a Ctrl-C reaches the parent only, which forwards it
-    # once (a second copy would mean "abort at once" to the graceful stop).
-    try:
+    # a Ctrl-C reaches the parent only, which forwards it once (a second would mean "abort at once")
+    with contextlib.suppress(OSError):
         os.setpgrp()
-    except OSError:
-        pass
     signals.hold_warning_signal()
     os.environ.update(cluster.spawn_environment(local_rank, processes, port))
     if "SLURM_JOB_ID" in os.environ:  # the ranks are the ones just set, not the srun task's
         os.environ[cluster.HIDDEN_JOB_ID] = os.environ.pop("SLURM_JOB_ID")
+
     def write_outcome(code: int, text: str) -> None:
         Path(outcome_dir, f"rank{local_rank}.json").write_text(json.dumps({"code": code, "text": text}))
 
@@ -213,18 +184,13 @@ def _spawned_worker(local_rank: int, worker: Worker, config: DictConfig, process
 
 
 def _first_failure(outcome_dir: str, processes: int) -> Optional[tuple[int, str]]:
-    """``(code, text)`` of rank 0, unless rank 0 wrote none or succeeded while another rank failed:
-    then of the first rank that failed. None if no rank wrote an outcome."""
-    outcomes = []
-    for rank in range(processes):
-        path = Path(outcome_dir, f"rank{rank}.json")
-        outcomes.append(json.loads(path.read_text()) if path.is_file() else {"code": None, "text": ""})
-    written = [item for item in outcomes if item["code"] is not None]
+    """``(code, text)`` of the first rank that failed, else of the first that wrote its outcome; None if none did."""
+    paths = [Path(outcome_dir, f"rank{rank}.json") for rank in range(processes)]
+    written = [json.loads(path.read_text()) for path in paths if path.is_file()]
     failed = [item for item in written if item["code"] != 0]
     if not written:
         return None
-    rank0 = outcomes[0]
-    chosen = rank0 if rank0["code"] not in (None, 0) or (rank0["code"] == 0 and not failed) else (failed or written)[0]
+    chosen = (failed or written)[0]
     return chosen["code"], chosen["text"]
 
 

@@ -1,21 +1,14 @@
-"""The run directory's layout, its ``config.yaml`` and its ``history.jsonl``.
+"""The run directory's layout (docs/run-directory.md), its ``config.yaml`` and its ``history.jsonl``.
 
-``RUN_DIR/`` holds one run (docs/run-directory.md): ``config.yaml``, ``history.jsonl``,
-``evaluations.jsonl``, ``checkpoints/``, ``images/``, ``plots/``, ``tb/`` and the ``.lock`` that the
-training process holds (:class:`gan_ignite.io.RunLock`). Every file is replaced atomically
-(:func:`gan_ignite.io.atomic_write`) except the two JSON-lines logs, which are appended
-(:func:`gan_ignite.io.append_text`: rewriting them at every flush would cost time quadratic in the
-run's length); a resume rewrites the history without the records newer than its checkpoint.
-Lines of a log that cannot be parsed are skipped and reported by line number.
-
-Nothing here imports torch or ignite, so ``scripts/plot_curves.py`` reads a run without them.
+Every file is replaced atomically except the two JSON-lines logs, which are appended (rewriting them
+at every flush would cost time quadratic in the run's length); their unreadable lines are skipped
+and reported. Nothing here imports torch or ignite, so ``scripts/plot_curves.py`` reads a run without them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -26,8 +19,6 @@ import yaml
 
 from gan_ignite.errors import RunDirError
 from gan_ignite.io import RunLock, append_text, atomic_write
-
-logger = logging.getLogger("gan_ignite")
 
 CONFIG, HISTORY, EVALUATIONS = "config.yaml", "history.jsonl", "evaluations.jsonl"
 CHECKPOINTS, IMAGES, PLOTS, TENSORBOARD = "checkpoints", "images", "plots", "tb"
@@ -52,7 +43,6 @@ class JsonLines:
     bad_lines: list[int]
 
     def report(self) -> str:
-        """'' or one sentence naming the skipped lines."""
         if not self.bad_lines:
             return ""
         shown = ", ".join(map(str, self.bad_lines[:10])) + (", ..." if len(self.bad_lines) > 10 else "")
@@ -61,8 +51,7 @@ class JsonLines:
 
 
 def read_jsonl(path: Path) -> JsonLines:
-    """Every record of a JSON-lines file; lines that are not UTF-8 JSON objects (with an integer
-    ``iteration`` and a string ``kind`` where present) are skipped and listed."""
+    """Every record of a JSON-lines file; lines that are not JSON records are skipped and listed."""
     records, bad_lines = [], []
     if Path(path).is_file():
         with open(path, "rb") as handle:
@@ -76,14 +65,13 @@ def read_jsonl(path: Path) -> JsonLines:
 def _parse_record(line: bytes) -> Optional[dict]:
     try:
         record = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except ValueError:  # UnicodeDecodeError included
         return None
     if not isinstance(record, dict):
         return None
-    iteration, kind = record.get("iteration", 0), record.get("kind", "")
-    if not isinstance(iteration, int) or isinstance(iteration, bool) or not isinstance(kind, str):
-        return None
-    return record
+    iteration = record.get("iteration", 0)
+    valid = isinstance(iteration, int) and not isinstance(iteration, bool) and isinstance(record.get("kind", ""), str)
+    return record if valid else None
 
 
 def jsonl(records: Iterable[Mapping[str, Any]]) -> str:
@@ -91,8 +79,7 @@ def jsonl(records: Iterable[Mapping[str, Any]]) -> str:
 
 
 class HistoryWriter:
-    """``history.jsonl``: one JSON object per line, appended (rank 0). ``listeners`` (e.g.
-    TensorBoard) receive every record appended."""
+    """``history.jsonl``, appended by rank 0; ``listeners`` (e.g. TensorBoard) receive every record appended."""
 
     INTACT = ("The records written before are intact. Free some space (or fix the folder) and continue with "
               "train.resume_from=auto.")
@@ -114,9 +101,7 @@ class HistoryWriter:
         return self.lines().records
 
     def truncate_after(self, iteration: int) -> tuple[int, JsonLines]:
-        """Drop the records newer than ``iteration`` (written after the checkpoint a run resumes
-        from) and the unreadable lines; the file is replaced atomically. Returns how many records
-        were dropped and what was read."""
+        """Drop the records newer than ``iteration`` and the unreadable lines: (records dropped, what was read)."""
         lines = self.lines()
         if not self.path.exists():
             return 0, lines
@@ -125,7 +110,7 @@ class HistoryWriter:
         return len(lines.records) - len(kept), lines
 
     def sync(self) -> None:
-        """fsync the file (before a checkpoint: the history on disk reaches it even after a power loss)."""
+        """fsync the file (before a checkpoint: the history reaches it even after a power loss)."""
         if self.path.exists():
             with open(self.path, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -133,7 +118,7 @@ class HistoryWriter:
 
 def history_record(records: Iterable[Mapping[str, Any]], iteration: Optional[int],
                    model: str = "generator") -> Optional[dict]:
-    """The evaluation record written at ``iteration`` for ``model`` (the last one, if several), or None."""
+    """The last evaluation record written at ``iteration`` for ``model``, or None."""
     matching = [dict(record) for record in records
                 if record.get("kind") == "eval" and record.get("iteration") == iteration
                 and record.get("model", "generator") == model]
@@ -147,15 +132,14 @@ class RunDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.config_path, self.evaluations_path = self.path / CONFIG, self.path / EVALUATIONS
-        self.checkpoint_dir, self.images_dir, self.plots_dir = self.path / CHECKPOINTS, self.path / IMAGES, \
-            self.path / PLOTS
+        self.checkpoint_dir, self.images_dir = self.path / CHECKPOINTS, self.path / IMAGES
+        self.plots_dir = self.path / PLOTS
         self.history = HistoryWriter(self.path / HISTORY)
 
     def __repr__(self) -> str:
         return f"RunDir('{self.path}')"
 
     def checkpoints(self) -> list[tuple[int, Path]]:
-        """Periodic checkpoints as (iteration, path), oldest first."""
         return _matching(self.checkpoint_dir, CHECKPOINT_PATTERN)
 
     def latest_checkpoint(self) -> Optional[Path]:
@@ -163,16 +147,13 @@ class RunDir:
         return found[-1][1] if found else None
 
     def best_checkpoints(self) -> list[tuple[int, Path]]:
-        """The best-FID checkpoints as (iteration, path)."""
         return _matching(self.checkpoint_dir, BEST_PATTERN)
 
     def holds_a_run(self) -> bool:
-        """A directory holds a run once the run wrote a checkpoint: a start that failed before its
-        first checkpoint leaves nothing worth keeping, so the same command may start over there."""
+        """Once it has a checkpoint: a start that failed before its first leaves nothing worth keeping."""
         return bool(self.checkpoints() or self.best_checkpoints())
 
     def grids(self) -> list[tuple[int, Path]]:
-        """The fixed-noise grids as (iteration, path), in iteration order."""
         return _matching(self.images_dir, GRID_PATTERN)
 
     def recorded_run(self) -> dict[str, Optional[str]]:
@@ -187,13 +168,13 @@ class RunDir:
         return {key: run.get(key) for key in RUN_KEYS} if isinstance(run, dict) else {}
 
     def write_config(self, config: Any) -> None:
-        """``config.yaml`` (atomically); call it only with a validated config of a run that started."""
+        """Only with a validated config of a run that started."""
         from omegaconf import OmegaConf
 
         write_text(self.config_path, OmegaConf.to_yaml(config), "The previous config.yaml is intact.")
 
     def remove_orphans(self) -> list[Path]:
-        """Remove the temporary files that a killed write left (call it holding the lock)."""
+        """Remove the temporary files a killed write left (call it holding the lock)."""
         removed = []
         for folder in (self.path, self.checkpoint_dir, self.images_dir):
             for entry in (folder.iterdir() if folder.is_dir() else ()):
@@ -203,22 +184,19 @@ class RunDir:
                         removed.append(entry)
         return removed
 
-    def remove_after(self, iteration: int) -> list[Path]:
-        """Grids and checkpoints of iterations after ``iteration``: a resumed run's lost future (its
-        history is cut there too) or a failed earlier start's."""
-        newer = [path for found, path in (*self.grids(), *self.checkpoints(), *self.best_checkpoints())
-                 if found > iteration]
-        for path in newer:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        return newer
+    def remove_after(self, iteration: int) -> None:
+        """Remove the grids and checkpoints newer than ``iteration`` (a resumed run's lost future, a failed start's)."""
+        for found, path in (*self.grids(), *self.checkpoints(), *self.best_checkpoints()):
+            if found > iteration:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
     def lock(self) -> RunLock:
         return RunLock(self.path).acquire()
 
 
 def _matching(folder: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
-    """(iteration in the name, path) of the files in ``folder`` whose name matches, oldest first."""
+    """(iteration in the name, path) of the files in ``folder`` whose name matches, in iteration order."""
     if not folder.is_dir():
         return []
     return sorted((int(match.group(1)), path) for path in folder.iterdir() if (match := pattern.match(path.name)))
@@ -226,8 +204,7 @@ def _matching(folder: Path, pattern: re.Pattern) -> list[tuple[int, Path]]:
 
 # ----------------------------------------------------------------------------- a finished run's config
 def run_directory(checkpoint: Path) -> RunDir:
-    """The run directory of a checkpoint: the folder holding ``config.yaml``, the checkpoint's
-    folder or the one above it (``RUN_DIR/checkpoints/checkpoint_N.pt``)."""
+    """The checkpoint's folder or the one above it, whichever holds ``config.yaml``."""
     for candidate in (checkpoint.parent.parent, checkpoint.parent):
         if (candidate / CONFIG).is_file():
             return RunDir(candidate)
@@ -236,9 +213,8 @@ def run_directory(checkpoint: Path) -> RunDir:
 
 
 def load_run_config(checkpoint: Path, overrides: Sequence[str] = ()) -> tuple[RunDir, Any]:
-    """The run directory of ``checkpoint`` and its ``config.yaml`` with ``overrides``, in one process
-    unless the overrides ask for more (the run's own launch settings say nothing about how this
-    machine should score or sample)."""
+    """The run directory of ``checkpoint`` and its ``config.yaml`` with ``overrides``, in one process unless
+    they ask for more (the run's launch settings say nothing about how this machine should score or sample)."""
     from gan_ignite.config import ONE_PROCESS, load_config
 
     if not checkpoint.is_file():

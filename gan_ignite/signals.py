@@ -1,11 +1,6 @@
-"""Every signal handler in one place.
-
-- :func:`hold_warning_signal`: SIGUSR1 (SLURM's ``--signal=USR1@N`` warning) ends a process by
-  default; until the trainer's graceful stop takes over it is remembered instead.
-- :class:`GracefulStop`: on SIGTERM, SIGINT or SIGUSR1 the trainer finishes the current iteration,
-  saves a checkpoint of it and stops; all ranks agree on when (:class:`StopVote`).
-- :class:`Forward`: a parent (the spawning launcher, the sweep) passes the signals it gets on to
-  its child processes, which then stop gracefully.
+"""Every signal handler: SLURM's warning held during the set-up (:func:`hold_warning_signal`), the
+trainer's graceful stop (:class:`GracefulStop`), and a parent (the spawning launcher, the sweep)
+passing the signals it gets on to its child processes (:class:`Forward`).
 """
 
 from __future__ import annotations
@@ -22,8 +17,8 @@ _held: list[int] = []
 
 
 def hold_warning_signal() -> None:
-    """Remember SIGUSR1 instead of dying of it: a warning that arrives during the set-up then stops the
-    run after its first iteration, with a checkpoint."""
+    """Remember SIGUSR1 (SLURM's ``--signal=USR1@N`` warning) instead of dying of it: a warning during the
+    set-up then stops the run after its first iteration, with a checkpoint."""
     signal.signal(signal.SIGUSR1, lambda signum, _frame: _held.append(signum))
 
 
@@ -35,13 +30,11 @@ def take_held_signal() -> Optional[int]:
 
 
 class Forward:
-    """While in use, pass SIGTERM, SIGINT and SIGUSR1 on to ``processes()`` (each living one gets
-    every signal once) and remember the last one received."""
+    """While in use, pass ``signals`` on to each living one of ``processes()`` and remember the last received."""
 
     def __init__(self, processes: Callable[[], Sequence[Any]], signals: Sequence[int] = STOP_SIGNALS):
         self.processes, self.signals = processes, signals
         self.received: Optional[int] = None
-        self.previous: dict[int, Any] = {}
 
     def _forward(self, signum: int, _frame: Any) -> None:
         self.received = signum
@@ -59,12 +52,9 @@ class Forward:
 
 
 class StopVote:
-    """Whether any rank was asked to stop, agreed by every rank after every iteration without a host
-    synchronisation on the training backend: a one-element all-reduce (MAX) on a gloo group of its own
-    (CPU tensors, also when training runs on NCCL), started asynchronously after iteration ``i`` and
-    read after iteration ``i + 1``, by when it has long finished. Every rank reads the same value after
-    the same iteration, so all stop together, one iteration after the first rank saw the signal.
-    A collective: every rank creates it and calls it once per iteration."""
+    """Whether any rank was asked to stop, agreed without a host synchronisation on the training backend: an
+    all-reduce (MAX) on a gloo group of its own (CPU tensors, also under NCCL), started after iteration ``i``
+    and read after ``i + 1``, so all ranks stop together. A collective: every rank calls it once per iteration."""
 
     WAIT_SECONDS = 60.0
 
@@ -84,8 +74,7 @@ class StopVote:
         return agreed
 
     def finish(self) -> int:
-        """Wait for the vote in flight (at the end of a run every rank has started the same number)
-        and return it (0 if none)."""
+        """Wait for the vote in flight and return it (0 if none)."""
         if self.pending is None:
             return 0
         self.pending.wait(datetime.timedelta(seconds=self.WAIT_SECONDS))
@@ -94,14 +83,9 @@ class StopVote:
 
 
 class GracefulStop:
-    """On SIGTERM, SIGINT or SIGUSR1 (SLURM's warning before a time limit or a preemption) finish the
-    current iteration, save a checkpoint of it and stop the trainer.
-
-    One process checks its own flag after every iteration; several agree through a :class:`StopVote`,
-    so all ranks stop after the same iteration even if only one received the signal. The exit code
-    says what comes next: 130 for SIGINT (Ctrl-C), ``requeue_exit_code`` for the ``requeue_signals``
-    (the job should run again and resume), 0 for the others. A second Ctrl-C aborts at once.
-    """
+    """On SIGTERM, SIGINT or SIGUSR1 finish the current iteration, save a checkpoint of it and stop the
+    trainer (several ranks agree through a :class:`StopVote`); a second Ctrl-C aborts at once. The exit
+    code: 130 for SIGINT, ``requeue_exit_code`` for the ``requeue_signals``, 0 for the others."""
 
     def __init__(self, requeue_signals: Sequence[str] = ("SIGUSR1",), requeue_exit_code: int = 75) -> None:
         self.received: Optional[int] = None
@@ -119,8 +103,7 @@ class GracefulStop:
                        signal.Signals(signum).name)
 
     def install(self) -> None:
-        for signum in STOP_SIGNALS:
-            self._previous[signum] = signal.signal(signum, self._handle)
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         held = take_held_signal()
         if held is not None:
             self._handle(held, None)
@@ -133,8 +116,7 @@ class GracefulStop:
     def attach(self, trainer: Any, save_checkpoint: Callable[[Any], None], world_size: int) -> None:
         from ignite.engine import Events
 
-        if world_size > 1:
-            self.vote = StopVote()
+        self.vote = StopVote() if world_size > 1 else None
 
         def _maybe_stop(engine: Any) -> None:
             received = self.received or 0
@@ -148,7 +130,7 @@ class GracefulStop:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, _maybe_stop)
 
     def finish(self) -> None:
-        """At the end of a run that did not fail: the last vote in flight is collected."""
+        """At the end of a run that did not fail: collect the last vote in flight."""
         if self.vote is not None:
             self.vote.finish()
 
@@ -157,10 +139,9 @@ class GracefulStop:
         """None unless a signal stopped the run."""
         if self.stopped_at is None or self.received is None:
             return None
-        received = signal.Signals(self.received)
-        if received == signal.SIGINT:
+        if self.received == signal.SIGINT:
             return 130
-        return self.requeue_exit_code if received in self.requeue_signals else 0
+        return self.requeue_exit_code if self.received in self.requeue_signals else 0
 
     @property
     def requeue(self) -> bool:
