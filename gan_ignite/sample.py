@@ -50,18 +50,15 @@ INTERRUPTED = "Interrupted by Ctrl-C; the images written so far are in place, ea
 
 # ----------------------------------------------------------------------------- images
 def generated_batches(generator: Any, latents: Any, batch_size: int, device: Any) -> Iterator[Any]:
-    """uint8 images (B x C x H x W, on the CPU) batch by batch, converted as the evaluator converts
-    them; a progress bar on a terminal."""
-    import torch
+    """uint8 images on the CPU, batch by batch, as the evaluator generates them; a progress bar on a terminal."""
     from tqdm.auto import tqdm
 
-    from gan_ignite.metrics.networks.preprocess import to_uint8
+    from gan_ignite.engines import generated_images
 
     with tqdm(total=len(latents), desc="Sampling", unit="img", disable=not sys.stderr.isatty(), leave=False) as bar:
-        for batch in latents.split(batch_size):
-            with torch.no_grad():
-                yield to_uint8(generator(batch.to(device))).cpu()
-            bar.update(len(batch))
+        for images in generated_images(generator, latents.split(batch_size), device):
+            yield images.cpu()
+            bar.update(len(images))
 
 
 def generate(generator: Any, latents: Any, batch_size: int, device: Any) -> Any:
