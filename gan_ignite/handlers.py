@@ -43,13 +43,8 @@ class TensorState:
 
 
 class PerRankRngStates:
-    """Every rank's RNG states, for an exact mid-epoch resume of a multi-process run.
-
-    ``DeterministicEngine`` checkpoints the RNG states of the process that writes the checkpoint
-    (rank 0) and would restore them on every rank, so after a resume all ranks would draw rank
-    0's latent stream. This object, saved after the trainer, holds the states of all ranks and
-    hands each rank its own back when loaded (after the trainer's own state).
-    """
+    """Every rank's RNG states, saved and restored after the trainer's: ``DeterministicEngine`` saves
+    rank 0's and would restore them on every rank, so that all ranks would draw rank 0's stream."""
 
     def __init__(self, trainer: Engine):
         self.trainer = trainer
@@ -73,15 +68,12 @@ class PerRankRngStates:
 
 
 class TrainingLog:
-    """The step outputs of every iteration, kept on the device and written to ``history.jsonl``
-    once per period, as one ``kind: train`` record per iteration averaged over all processes.
+    """The step outputs of every iteration, kept on the device and written to ``history.jsonl`` at each
+    flush (every ``every`` iterations, epoch end, before each checkpoint, at the end) as one ``kind:
+    train`` record per iteration averaged over all processes: one host synchronisation per period.
 
-    A flush happens every ``every`` iterations, at every epoch end, before every checkpoint (the
-    history on disk then always reaches the checkpoint) and at the end: one host synchronisation
-    per period instead of several per iteration. The same flush is the NaN guard: at the first
-    non-finite value it records the iteration in :attr:`diverged` and stops the run without firing
-    COMPLETED, so no checkpoint of the diverged models is ever written and the last good one stays
-    the latest. Records from the first non-finite one on are not written.
+    The flush is the NaN guard too: at the first non-finite value it sets :attr:`diverged`, writes no
+    more records and stops the run without COMPLETED, so no checkpoint of the diverged models is written.
     """
 
     # the progress display's running averages: ignite RunningAverage's formula and alpha
@@ -127,8 +119,7 @@ class TrainingLog:
             engine.terminate(skip_completed=True)
 
     def _update_running(self, record: Mapping[str, float]) -> None:
-        """The exponential running averages of ``Loss_G`` / ``Loss_D`` over the iterations, as ignite's
-        RunningAverage computes them (over every process's mean), from the flushed records."""
+        """ignite RunningAverage's averages of ``Loss_G`` / ``Loss_D``, from the flushed records."""
         for key in self.RUNNING_KEYS:
             if key in record:
                 previous = self.running.get(key)
@@ -136,8 +127,7 @@ class TrainingLog:
                 self.running[key] = value if previous is None else previous * self.ALPHA + (1 - self.ALPHA) * value
 
 
-# a terminal's progress bar is redrawn at most this often (ignite's bar redraws at every event it is
-# given: with log.every=1 on a GPU that is thousands of redraws a second, each a terminal write)
+# a terminal's progress bar is redrawn at most this often (ignite's redraws at every event it is given)
 PROGRESS_MIN_SECONDS = 0.5
 
 
@@ -147,10 +137,8 @@ def bounded_rate(every: int, min_seconds: float) -> Callable[[Engine, int], bool
     last = {"time": -math.inf}
 
     def passes(engine: Engine, iteration: int) -> bool:
-        if iteration % every and iteration % engine.state.epoch_length:
-            return False
-        now = time.monotonic()
-        if now - last["time"] < min_seconds and iteration % engine.state.epoch_length:
+        now, epoch_end = time.monotonic(), iteration % engine.state.epoch_length == 0
+        if not epoch_end and (iteration % every or now - last["time"] < min_seconds):
             return False
         last["time"] = now
         return True
@@ -160,10 +148,8 @@ def bounded_rate(every: int, min_seconds: float) -> Callable[[Engine, int], bool
 
 def attach_progress(trainer: Engine, every: int, every_seconds: float, batch_size: int,
                     stream: Optional[Any] = None) -> None:
-    """Progress for people: on a terminal ignite's ProgressBar, refreshed every ``every``
-    iterations; otherwise (a file under SLURM, nohup or CI) one plain line every ``every``
-    iterations or ``every_seconds`` seconds, whichever comes first, and no carriage returns.
-    Reading the losses synchronises with the device, so it happens only at this period."""
+    """On a terminal ignite's ProgressBar every ``every`` iterations; otherwise (a log file) one plain line
+    every ``every`` iterations or ``every_seconds`` seconds, whichever comes first."""
     stream = stream if stream is not None else sys.stderr
     if stream.isatty():
         ProgressBar(persist=True, file=stream).attach(
@@ -210,11 +196,9 @@ class PlainProgress:
 def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixed_noise: torch.Tensor,
                        images_dir: Path, every: int,
                        listeners: Optional[list[Callable[[torch.Tensor, int], None]]] = None) -> None:
-    """Every ``every`` iterations and at the end, write G(fixed noise) as a PNG grid (rank 0 only);
-    ``generator()`` gives the generator to draw with (e.g. a freshly recalibrated EMA copy), and
-    ``listeners`` receive the grid (3 x H x W in [0, 1]) with the iteration."""
+    """Every ``every`` iterations and at the end, write ``generator()``'s images of the fixed noise as a
+    PNG grid (rank 0 only) and hand the grid (3 x H x W in [0, 1]) with the iteration to ``listeners``."""
     listeners = listeners if listeners is not None else []
-
     last_saved = {"iteration": -1}
 
     def _save(engine: Engine) -> None:
@@ -239,11 +223,8 @@ def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixe
 
 def attach_tensorboard(trainer: Engine, log_dir: Path, writer: HistoryWriter, optimizers: Mapping[str, Any],
                        grid_listeners: list, every: int) -> Any:
-    """ignite's TensorboardLogger on rank 0, fed from what the run records anyway (no extra host
-    synchronisation): every history record (``train/<key>`` per iteration at each flush,
-    ``eval/<metric>`` per evaluation), the fixed-noise grids and the learning rates. A resumed run
-    purges the events after its checkpoint's iteration, so the curves continue without duplicate
-    steps. Returns the logger (close it at the end)."""
+    """ignite's TensorboardLogger (returned: close it at the end), fed the history records, fixed-noise
+    grids and learning rates; a resumed run purges the events after its checkpoint's iteration."""
     from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, TensorboardLogger
 
     logger_tb = TensorboardLogger(log_dir=str(log_dir), purge_step=trainer.state.iteration + 1)
@@ -285,8 +266,7 @@ def save_real_grid(real_images: torch.Tensor, path: Path) -> None:
 
 
 def save_side_image(write: Callable[[Any], None], path: Path) -> None:
-    """Write an image grid atomically; a grid that cannot be written is worth a warning, not the
-    run (the next checkpoint write stops a run whose disk is full)."""
+    """Write an image grid atomically; one that cannot be written is worth a warning, not the run."""
     try:
         atomic_write(path, write)
     except RunDirError as error:
@@ -295,8 +275,8 @@ def save_side_image(write: Callable[[Any], None], path: Path) -> None:
 
 def attach_evaluation(trainer: Engine, evaluate: Callable[[], dict[str, Any]], every_epochs: int,
                       writer: Optional[HistoryWriter], before_run: Callable[[Engine], bool]) -> None:
-    """Every ``every_epochs`` epochs, unless ``before_run(trainer)`` says no (the NaN guard stopped
-    the run), call ``evaluate`` (on every rank) and write one ``kind: eval`` record of its values."""
+    """Every ``every_epochs`` epochs, unless ``before_run(trainer)`` says no, call ``evaluate`` (on every
+    rank) and write one ``kind: eval`` record of its values."""
 
     @trainer.on(Events.EPOCH_COMPLETED(every=every_epochs))
     def _evaluate(engine: Engine) -> None:
