@@ -173,20 +173,17 @@ def train_loader(dataset: Dataset, data_config, batch_size: int, cache_dir: Opti
     images = training_set(dataset, data_config)
     if data_config.cache:
         images = cached_images(images, data_config, cache_dir or DEFAULT_CACHE_DIR)
-    return idist.auto_dataloader(
-        images, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=data_config.num_workers,
-        collate_fn=collate_images, pin_memory=torch.cuda.is_available(), persistent_workers=data_config.num_workers > 0,
-    )
+    return idist.auto_dataloader(images, batch_size=batch_size, shuffle=True, drop_last=True,
+                                 num_workers=data_config.num_workers, collate_fn=collate_images,
+                                 pin_memory=torch.cuda.is_available(), persistent_workers=data_config.num_workers > 0)
 
 
 def shutdown_workers(loader: DataLoader) -> None:
     """Stop ``loader``'s persistent workers and pin-memory thread now: at interpreter exit PyTorch waits
     on each of them (pytorch/pytorch issue 81794)."""
     iterator = getattr(loader, "_iterator", None)
-    shutdown = getattr(iterator, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
     if iterator is not None:
+        getattr(iterator, "_shutdown_workers", lambda: None)()
         loader._iterator = None
 
 
@@ -232,10 +229,9 @@ def _readable_image_cache(path: Path, image_shape: tuple[int, int, int]) -> bool
     try:
         array = np.load(path, mmap_mode="r")
         usable = array.dtype == np.uint8 and array.ndim == 4 and tuple(array.shape[1:]) == image_shape
+        reason = f"shape {array.shape}, dtype {array.dtype}"
     except (OSError, ValueError, EOFError) as error:
         usable, reason = False, str(error)
-    else:
-        reason = f"shape {array.shape}, dtype {array.dtype}"
     if not usable:
         logger.warning("data.cache: ignoring the unreadable image cache %s (%s); decoding the images again", path,
                        reason)
@@ -256,8 +252,7 @@ def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
         array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
         count = skipped = 0
         for batch, batch_skipped in loader:
-            # exact: the floats came from uint8 / 255 through Normalize(0.5), far from any .5 tie
-            array[count:count + len(batch)] = torch.round((batch + 1) * 127.5).to(torch.uint8).numpy()
+            array[count:count + len(batch)] = to_uint8(batch).numpy()  # exact, see collate_uint8
             count, skipped = count + len(batch), skipped + batch_skipped
         array.flush()
         del array
@@ -304,7 +299,8 @@ def eval_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, num_w
 
 
 def collate_uint8(samples: Sequence[Optional[torch.Tensor]]) -> tuple[torch.Tensor, int]:
-    """:func:`collate_images` as uint8 (exact), a quarter of float32's bytes to move to a GPU."""
+    """:func:`collate_images` as uint8, a quarter of float32's bytes to move to a GPU; exact: the values
+    came from uint8 / 255 through Normalize(0.5), far from any .5 tie."""
     images, skipped = collate_images(samples)
     return to_uint8(images), skipped
 

@@ -59,12 +59,8 @@ class TrainingRecipe:
 
     def checkpoint_objects(self) -> dict[str, Any]:
         """The recipe's objects to add to the checkpoint's ``to_save``."""
-        objects: dict[str, Any] = {}
-        if self.ada is not None:
-            objects["ada"] = self.ada
-        if self.ema is not None:
-            objects["ema_generator"] = self.ema.ema_model
-        return objects
+        objects = {"ada": self.ada, "ema_generator": self.ema.ema_model if self.ema is not None else None}
+        return {name: state for name, state in objects.items() if state is not None}
 
 
 def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
@@ -265,10 +261,6 @@ def attach_sampler_epochs(trainer: Engine, loader: DataLoader) -> None:
     """Set a DistributedSampler's epoch to the data-pass index (from the iteration counter, so a resumed
     run draws the same order) before each pass: nothing else calls ``set_epoch``."""
     sampler = getattr(loader.batch_sampler, "sampler", None)
-    if not hasattr(sampler, "set_epoch"):
-        return
-
-    def _set_epoch(engine: Engine) -> None:
-        sampler.set_epoch(engine.state.iteration // len(loader))
-
-    trainer.add_event_handler(Events.STARTED | Events.DATALOADER_STOP_ITERATION, _set_epoch)
+    if hasattr(sampler, "set_epoch"):
+        trainer.add_event_handler(Events.STARTED | Events.DATALOADER_STOP_ITERATION,
+                                  lambda engine: sampler.set_epoch(engine.state.iteration // len(loader)))

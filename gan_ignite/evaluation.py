@@ -52,9 +52,7 @@ EMA_BN_BATCHES, EMA_BN_BATCH_SIZE, EMA_BN_OFFSET = 8, 256, 2_000_003
 
 def num_real_images(evaluation: DictConfig, available: int) -> int:
     """How many reference images: ``eval.num_real`` (null = ``eval.num_samples``, ``all`` = every one)."""
-    wanted = evaluation.num_real
-    if wanted is None:
-        wanted = evaluation.num_samples
+    wanted = evaluation.num_samples if evaluation.num_real is None else evaluation.num_real
     return available if wanted == "all" else min(int(wanted), available)
 
 

@@ -146,11 +146,10 @@ def bounded_rate(every: int, min_seconds: float) -> Callable[[Engine, int], bool
     return passes
 
 
-def attach_progress(trainer: Engine, every: int, every_seconds: float, batch_size: int,
-                    stream: Optional[Any] = None) -> None:
+def attach_progress(trainer: Engine, every: int, every_seconds: float, batch_size: int) -> None:
     """On a terminal ignite's ProgressBar every ``every`` iterations; otherwise (a log file) one plain line
     every ``every`` iterations or ``every_seconds`` seconds, whichever comes first."""
-    stream = stream if stream is not None else sys.stderr
+    stream = sys.stderr
     if stream.isatty():
         ProgressBar(persist=True, file=stream).attach(
             trainer, metric_names=["Loss_G", "Loss_D"],
@@ -194,11 +193,9 @@ class PlainProgress:
 
 
 def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixed_noise: torch.Tensor,
-                       images_dir: Path, every: int,
-                       listeners: Optional[list[Callable[[torch.Tensor, int], None]]] = None) -> None:
+                       images_dir: Path, every: int, listeners: list[Callable[[torch.Tensor, int], None]]) -> None:
     """Every ``every`` iterations and at the end, write ``generator()``'s images of the fixed noise as a
     PNG grid (rank 0 only) and hand the grid (3 x H x W in [0, 1]) with the iteration to ``listeners``."""
-    listeners = listeners if listeners is not None else []
     last_saved = {"iteration": -1}
 
     def _save(engine: Engine) -> None:
