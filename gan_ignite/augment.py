@@ -26,11 +26,6 @@ def _per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1, 1)
 
 
-def _channel_mean(images: torch.Tensor) -> torch.Tensor:
-    return images.mean(dim=1, keepdim=True)
-
-
-# ----------------------------------------------------------------------------- DiffAugment
 def translate(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor) -> torch.Tensor:
     """Move each image by whole pixels (``shift_y``, ``shift_x`` (N,) integers), filling with zeros."""
     n, _, height, width = images.shape
@@ -68,7 +63,7 @@ class DiffAugment(nn.Module):
         n, device = images.size(0), images.device
         images = images + _per_sample(_uniform(n, -0.5, 0.5, device))
         if images.size(1) == 3:
-            mean = _channel_mean(images)
+            mean = images.mean(dim=1, keepdim=True)
             images = (images - mean) * _per_sample(_uniform(n, 0.0, 2.0, device)) + mean
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         return (images - mean) * _per_sample(_uniform(n, 0.5, 1.5, device)) + mean
@@ -86,22 +81,19 @@ class DiffAugment(nn.Module):
                       torch.randint(0, images.size(3), (n,)) - size // 2, size)
 
 
-# ----------------------------------------------------------------------------- ADA
 def _enabled(n: int, p: float) -> torch.Tensor:
     return torch.rand(n) < p
 
 
 def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Resample each image through its 2x3 affine ``theta`` (output -> input coordinates in
-    [-1, 1]) with bilinear interpolation and reflection padding: differentiable in ``images``."""
+    """Resample each image through its 2x3 affine ``theta`` (bilinear, reflection padding), differentiably."""
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def ada_geometry(n: int, size: int, p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 2, 3) affine matrices of StyleGAN2-ADA's geometric transforms, each enabled with
-    probability ``p``: horizontal flip, integer translation (up to 1/8 of the size), isotropic
-    zoom (log2-normal, std 0.2) and rotation (uniform angle); and which samples moved at all."""
+    """(N, 2, 3) affine matrices of StyleGAN2-ADA's flip, integer translation, isotropic zoom and rotation,
+    each enabled with probability ``p``; and which samples moved at all."""
     flip, shift, zoom, turn = (_enabled(n, p) for _ in range(4))
     flip &= torch.rand(n) < 0.5
     scale_x = torch.where(flip, -1.0, 1.0)
@@ -139,7 +131,7 @@ class AdaAugment(nn.Module):
         images = (images + _per_sample(brightness.to(device))) * _per_sample(contrast.to(device))
         if images.size(1) == 3:
             saturation = torch.where(_enabled(n, self.p), torch.exp2(torch.randn(n)), 1.0)
-            mean = _channel_mean(images)
+            mean = images.mean(dim=1, keepdim=True)
             images = (images - mean) * _per_sample(saturation.to(device)) + mean
         return images
 
@@ -194,7 +186,6 @@ class AdaController:
         self.iterations = int(state["iterations"])
 
 
-# ----------------------------------------------------------------------------- registry
 AUGMENTS: dict[str, Callable[[], nn.Module]] = {"none": nn.Identity, "diffaugment": DiffAugment, "ada": AdaAugment}
 
 

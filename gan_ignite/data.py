@@ -154,13 +154,11 @@ def load_dataset_everywhere(data_config) -> Dataset:
 
 
 def cache_dir(config) -> Path:
-    """Where real statistics and decoded images are cached (``eval.stats_cache_dir``)."""
     return Path(config.eval.stats_cache_dir) if config.eval.stats_cache_dir else DEFAULT_CACHE_DIR
 
 
 def training_set(dataset: Dataset, data_config) -> Dataset:
-    """The images training uses: a seeded random sample of ``data.max_train_size`` images (see
-    :func:`reference_indices`), or the whole dataset."""
+    """A seeded random sample of ``data.max_train_size`` images (:func:`reference_indices`), or all of them."""
     count = data_config.max_train_size
     if count is None or count >= len(dataset):  # type: ignore[arg-type]
         return dataset
@@ -168,8 +166,7 @@ def training_set(dataset: Dataset, data_config) -> Dataset:
 
 
 def train_loader(dataset: Dataset, data_config, batch_size: int, cache_dir: Optional[Path] = None) -> DataLoader:
-    """Shuffled, ``drop_last`` loader of a global ``batch_size`` (idist splits it over processes); with
-    ``data.cache`` it reads the decoded images from :func:`cached_images`."""
+    """Shuffled, ``drop_last`` loader of a global ``batch_size``, from :func:`cached_images` with ``data.cache``."""
     images = training_set(dataset, data_config)
     if data_config.cache:
         images = cached_images(images, data_config, cache_dir or DEFAULT_CACHE_DIR)

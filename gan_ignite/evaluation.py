@@ -250,8 +250,7 @@ def prepare_for_scoring(generator: torch.nn.Module, config: DictConfig, model: s
 
 
 class ScoredGenerator:
-    """The generator evaluations and image grids use during training: the live one, or a copy of
-    the EMA generator refreshed (weights copied, BatchNorm recalibrated) before each use."""
+    """The generator evaluations and grids use in training: the live one, or an EMA copy refreshed before each use."""
 
     def __init__(self, config: DictConfig, live: torch.nn.Module, ema: Optional[torch.nn.Module],
                  device: torch.device):

@@ -132,8 +132,8 @@ PROGRESS_MIN_SECONDS = 0.5
 
 
 def bounded_rate(every: int, min_seconds: float) -> Callable[[Engine, int], bool]:
-    """An ignite event filter: every ``every``-th iteration, but not within ``min_seconds`` of the last
-    one that passed; the last iteration of each epoch always passes (the bar ends on the true count)."""
+    """An event filter: every ``every``-th iteration, not within ``min_seconds`` of the last that passed;
+    always the last of an epoch."""
     last = {"time": -math.inf}
 
     def passes(engine: Engine, iteration: int) -> bool:
@@ -272,8 +272,7 @@ def save_side_image(write: Callable[[Any], None], path: Path) -> None:
 
 def attach_evaluation(trainer: Engine, evaluate: Callable[[], dict[str, Any]], every_epochs: int,
                       writer: Optional[HistoryWriter], before_run: Callable[[Engine], bool]) -> None:
-    """Every ``every_epochs`` epochs, unless ``before_run(trainer)`` says no, call ``evaluate`` (on every
-    rank) and write one ``kind: eval`` record of its values."""
+    """Every ``every_epochs`` epochs unless ``before_run`` says no, ``evaluate`` and write a ``kind: eval`` record."""
 
     @trainer.on(Events.EPOCH_COMPLETED(every=every_epochs))
     def _evaluate(engine: Engine) -> None:

@@ -31,15 +31,13 @@ class LatentNoise:
 
 
 def evaluation_latents(config: Any, num_samples: int) -> torch.Tensor:
-    """All latent vectors of an evaluation, from one seeded CPU stream: sample ``i`` gets vector ``i``
-    whatever the world size and batch size."""
+    """All latent vectors of an evaluation from one seeded stream: sample ``i`` always gets vector ``i``."""
     noise = torch.Generator().manual_seed(config.seed + EVAL_NOISE_OFFSET)
     return torch.randn(num_samples, config.model.latent_dim, 1, 1, generator=noise)
 
 
 def sample_latents(num: int, latent_dim: int, seed: int = 0, truncation: Optional[float] = None) -> torch.Tensor:
-    """``num`` latent vectors (num x latent_dim x 1 x 1) from one seeded CPU stream; with
-    ``truncation``, components outside ``[-T, T]`` are redrawn from the same stream."""
+    """``num`` latent vectors from one seeded stream; with ``truncation`` T, redrawn within ``[-T, T]``."""
     stream = torch.Generator().manual_seed(seed)
     latents = torch.randn(num, latent_dim, 1, 1, generator=stream)
     if truncation is not None:

@@ -49,7 +49,6 @@ SAMPLE_NAME = re.compile(r"^(\d{6,})\.png$")
 INTERRUPTED = "Interrupted by Ctrl-C; the images written so far are in place, each one complete."
 
 
-# ----------------------------------------------------------------------------- images
 def generated_batches(generator: Any, latents: Any, batch_size: int, device: Any) -> Iterator[Any]:
     """uint8 images on the CPU, batch by batch, as the evaluator generates them; a progress bar on a terminal."""
     from tqdm.auto import tqdm
@@ -116,7 +115,6 @@ def write_gif(images: Any, path: Path) -> None:
                                                      duration=GIF_FRAME_MS, loop=0))
 
 
-# ----------------------------------------------------------------------------- checks
 def check_arguments(args: argparse.Namespace) -> None:
     if args.out is None and args.gif is None:
         raise UserError("Nothing to write: give --out DIR (images), --out FILE.png --grid, or --interpolate STEPS "
@@ -186,7 +184,6 @@ def memory_needed(args: argparse.Namespace, config: Any) -> int:
     return needed
 
 
-# ----------------------------------------------------------------------------- command line
 def sample(args: argparse.Namespace, config: Any, device: Any, model: str, generator: Any,
            trainer_state: dict) -> list[str]:
     """Write what was asked with the loaded ``generator``; the lines that say what was written."""

@@ -103,9 +103,7 @@ def plan_sweep(args: argparse.Namespace) -> Sweep:
         raise UserError("--config FILE is required (with --report-only, --out SWEEP_DIR is enough).")
     config = load_config(args.config, args.overrides) if args.config is not None else None
     directory = args.out if args.out is not None else Path(f"{config.output_dir}_sweep")
-    seeds = args.seeds
-    if not seeds and args.report_only:
-        seeds = discovered_seeds(directory)
+    seeds = args.seeds or (discovered_seeds(directory) if args.report_only else [])
     if not seeds:
         raise UserError(f"No seeds to {'report' if args.report_only else 'train'}: give them with --seeds, e.g. "
                         f"--seeds 0 1 2" + (f" (no seed_* folders in '{directory}')" if args.report_only else "") + ".")
