@@ -138,8 +138,7 @@ def create_trainer(generator: nn.Module, discriminator: nn.Module, optimizer_g: 
                               recipe.augment, recipe.amp, recipe.channels_last, noise)
     trainer = DeterministicEngine(step)
     trainer.add_event_handler(Events.STARTED, _choose_cuda_algorithms, recipe.deterministic)
-    # no RunningAverage of the losses (a host synchronisation per iteration): handlers.TrainingLog
-    # computes the same averages from the records it flushes once per period
+    # no RunningAverage (a host synchronisation per iteration): handlers.TrainingLog averages the flushed records
     if recipe.ada is not None:
         recipe.ada.attach(trainer)
     if recipe.ema is not None:

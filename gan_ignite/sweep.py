@@ -72,7 +72,6 @@ INTERRUPTED = "Interrupted by Ctrl-C; run the same command again to continue the
 INTERMIXED = True  # overrides may come before, between and after the options
 
 
-# ----------------------------------------------------------------------------- the plan
 @dataclass
 class Sweep:
     config_file: Optional[Path]
@@ -129,7 +128,6 @@ def discovered_seeds(directory: Path) -> list[int]:
                   if path.is_dir() and (match := SEED_DIR.match(path.name)))
 
 
-# ----------------------------------------------------------------------------- progress of a run
 def run_progress(run_dir: Path, config: Optional[DictConfig] = None) -> tuple[int, Optional[int]]:
     """(iteration of the latest checkpoint, iterations ``config`` (default: the run's config.yaml) asks
     for); 0 and None when there is no checkpoint or config yet, or they cannot be read."""
@@ -154,7 +152,6 @@ def is_finished(run_dir: Path, config: Optional[DictConfig] = None) -> bool:
     return total is not None and done >= total
 
 
-# ----------------------------------------------------------------------------- training
 def train_seed(sweep: Sweep, seed: int, debug: bool) -> tuple[int, Optional[int]]:
     """Train (or resume) one seed in its own process; (exit code, signal the sweep received)."""
     command = [sys.executable, "-m", "gan_ignite.train", "--config", str(sweep.config_file),
@@ -208,7 +205,6 @@ def failure_words(code: int) -> str:
     return f"failed with exit code {code}" if code else "ended early"
 
 
-# ----------------------------------------------------------------------------- per-seed summary
 @dataclass
 class SeedSummary:
     seed: int
@@ -284,7 +280,6 @@ def summarize(seed: int, run_dir: Path, failure: Optional[str]) -> SeedSummary:
     return SeedSummary(seed, run_dir, status, finished, evals)
 
 
-# ----------------------------------------------------------------------------- statistics
 @dataclass
 class Spread:
     n: int
@@ -322,7 +317,6 @@ def mixed_settings(summaries: Sequence[SeedSummary]) -> list[str]:
     return lines
 
 
-# ----------------------------------------------------------------------------- the report
 def write_report(sweep: Sweep, failed: dict[int, str]) -> list[Path]:
     summaries = [summarize(seed, sweep.run_dir(seed), failed.get(seed)) for seed in sweep.seeds]
     with_records = [summary for summary in summaries if summary.fid_records]
@@ -367,13 +361,12 @@ def markdown(sweep: Sweep, summaries: Sequence[SeedSummary], included: Sequence[
     lines += ["| metric | seeds | mean | sd | 95% CI of the mean |", "| --- | --- | --- | --- | --- |"]
     for key, label in columns:
         values = [float(row[key]) for row in rows if row.get(key, "") != ""]
-        if not values:
-            continue
-        result = spread(values)
-        interval = "n/a" if result.half_width is None else \
-            f"{number(result.mean - result.half_width)} to {number(result.mean + result.half_width)} " \
-            f"(± {number(result.half_width)})"
-        lines.append(f"| {label} | {result.n} | {number(result.mean)} | {number(result.sd)} | {interval} |")
+        if values:
+            result = spread(values)
+            interval = "n/a" if result.half_width is None else \
+                f"{number(result.mean - result.half_width)} to {number(result.mean + result.half_width)} " \
+                f"(± {number(result.half_width)})"
+            lines.append(f"| {label} | {result.n} | {number(result.mean)} | {number(result.sd)} | {interval} |")
     lines += ["", "sd: sample standard deviation over the seeds; 95% CI: mean ± t(0.975, n-1) · sd / √n "
               "(Student t).", ""]
     mixed = mixed_settings(included)
@@ -431,7 +424,6 @@ def plot_fid(included: Sequence[SeedSummary], path: Path) -> None:
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML config file, as for gan_ignite.train")
     parser.add_argument("--seeds", nargs="*", default=[], help="the seeds, e.g. --seeds 0 1 2")
