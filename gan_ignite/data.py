@@ -38,13 +38,8 @@ PREPROCESS_VERSION = 2
 
 def build_transform(image_size: int, channels: int) -> Callable:
     """The tutorial baseline's chain: Resize, CenterCrop, ToTensor, Normalize(0.5) -> tensors in [-1, 1]."""
-    return T.Compose([
-        ConvertMode("L" if channels == 1 else "RGB"),
-        T.Resize(image_size),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize([0.5] * channels, [0.5] * channels),
-    ])
+    return T.Compose([ConvertMode("L" if channels == 1 else "RGB"), T.Resize(image_size), T.CenterCrop(image_size),
+                      T.ToTensor(), T.Normalize([0.5] * channels, [0.5] * channels)])
 
 
 class ImageFiles(Dataset):

@@ -51,10 +51,9 @@ class PerRankRngStates:
 
     def state_dict(self) -> dict[str, Any]:
         own = self.trainer.state_dict()["rng_states"]
-        if idist.get_world_size() == 1:
-            return {"per_rank": [own]}
-        gathered: list[Any] = [None] * idist.get_world_size()
-        torch.distributed.all_gather_object(gathered, own)
+        gathered = [own] * idist.get_world_size()
+        if len(gathered) > 1:
+            torch.distributed.all_gather_object(gathered, own)
         return {"per_rank": gathered}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
