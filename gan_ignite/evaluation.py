@@ -1,8 +1,6 @@
-"""Evaluation set up the same way for the trainer and ``python -m gan_ignite.evaluate`` (feature
-network, reference statistics, metrics, evaluator), so scoring a checkpoint afterwards reproduces
-the record written when it was saved: sample ``i`` always gets latent ``i`` of one seeded stream,
-each rank scores a contiguous slice, and the reference statistics are cached under a key that holds
-everything they depend on. Also loading a checkpoint's generator for scoring.
+"""Evaluation set up the same way for the trainer and ``python -m gan_ignite.evaluate`` (feature network,
+reference statistics, metrics, evaluator), so scoring a checkpoint afterwards reproduces the record written
+when it was saved; and loading a checkpoint's generator for scoring.
 """
 
 from __future__ import annotations

@@ -67,12 +67,9 @@ class PerRankRngStates:
 
 
 class TrainingLog:
-    """The step outputs of every iteration, kept on the device and written to ``history.jsonl`` at each
-    flush (every ``every`` iterations, epoch end, before each checkpoint, at the end) as one ``kind:
-    train`` record per iteration averaged over all processes: one host synchronisation per period.
-
-    The flush is the NaN guard too: at the first non-finite value it sets :attr:`diverged`, writes no
-    more records and stops the run without COMPLETED, so no checkpoint of the diverged models is written.
+    """Every iteration's step outputs, kept on the device and flushed to ``history.jsonl`` once per period
+    as ``kind: train`` records averaged over all processes. The flush is the NaN guard: at the first
+    non-finite value it sets :attr:`diverged` and stops the run without COMPLETED (so without a checkpoint).
     """
 
     # the progress display's running averages: ignite RunningAverage's formula and alpha
