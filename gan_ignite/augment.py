@@ -1,16 +1,9 @@
-"""Differentiable augmentation of everything the discriminator sees, in a registry.
+"""Differentiable augmentation of everything the discriminator sees (reals and fakes, D's and G's
+step), in a registry: ``diffaugment`` (Zhao et al. 2020), ``ada`` (StyleGAN2-ADA, Karras et al. 2020)
+and ``none``. All return images in [-1, 1].
 
-The same pipe is applied to real and fake images, in the discriminator's and the generator's
-step, so D never sees un-augmented images and the generator's gradient flows back through it.
-
-- ``diffaugment``: DiffAugment (Zhao et al. 2020, "colour,translation,cutout" policy).
-- ``ada``: adaptive augmentation (Karras et al. 2020, StyleGAN2-ADA), every transform applied per
-  sample with probability ``p``, which :class:`AdaController` tunes from D's overfitting.
-- ``none``: the identity.
-
-Random parameters are drawn on the CPU: DeterministicEngine checkpoints and restores the CPU
-RNG, so a resumed run draws the same augmentations as the uninterrupted one.
-All pipes return images in [-1, 1].
+Random parameters are drawn on the CPU, whose RNG DeterministicEngine checkpoints, so a resumed run
+draws the same augmentations as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -33,11 +26,6 @@ def _per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1, 1)
 
 
-def _channel_mean(images: torch.Tensor) -> torch.Tensor:
-    return images.mean(dim=1, keepdim=True)
-
-
-# ----------------------------------------------------------------------------- DiffAugment
 def translate(images: torch.Tensor, shift_y: torch.Tensor, shift_x: torch.Tensor) -> torch.Tensor:
     """Move each image by whole pixels (``shift_y``, ``shift_x`` (N,) integers), filling with zeros."""
     n, _, height, width = images.shape
@@ -69,15 +57,13 @@ class DiffAugment(nn.Module):
         self.translation_ratio, self.cutout_ratio = translation_ratio, cutout_ratio
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        images = self.colour(images).clamp(-1, 1)
-        images = self.translation(images)
-        return self.cutout(images)
+        return self.cutout(self.translation(self.colour(images).clamp(-1, 1)))
 
     def colour(self, images: torch.Tensor) -> torch.Tensor:
         n, device = images.size(0), images.device
         images = images + _per_sample(_uniform(n, -0.5, 0.5, device))
         if images.size(1) == 3:
-            mean = _channel_mean(images)
+            mean = images.mean(dim=1, keepdim=True)
             images = (images - mean) * _per_sample(_uniform(n, 0.0, 2.0, device)) + mean
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
         return (images - mean) * _per_sample(_uniform(n, 0.5, 1.5, device)) + mean
@@ -95,23 +81,19 @@ class DiffAugment(nn.Module):
                       torch.randint(0, images.size(3), (n,)) - size // 2, size)
 
 
-# ----------------------------------------------------------------------------- ADA
 def _enabled(n: int, p: float) -> torch.Tensor:
     return torch.rand(n) < p
 
 
 def warp(images: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """Resample each image through its 2x3 affine ``theta`` (output -> input coordinates in
-    [-1, 1]) with bilinear interpolation and reflection padding: differentiable in ``images``."""
+    """Resample each image through its 2x3 affine ``theta`` (bilinear, reflection padding), differentiably."""
     grid = F.affine_grid(theta.to(images), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def ada_geometry(n: int, size: int, p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, 2, 3) affine matrices of StyleGAN2-ADA's geometric transforms, each enabled with
-    probability ``p``: horizontal flip, integer translation (up to 1/8 of the size), isotropic
-    zoom (log2-normal, std 0.2) and rotation (uniform angle); and which samples moved at all."""
-    eye = torch.eye(3).repeat(n, 1, 1)
+    """(N, 2, 3) affine matrices of StyleGAN2-ADA's flip, integer translation, isotropic zoom and rotation,
+    each enabled with probability ``p``; and which samples moved at all."""
     flip, shift, zoom, turn = (_enabled(n, p) for _ in range(4))
     flip &= torch.rand(n) < 0.5
     scale_x = torch.where(flip, -1.0, 1.0)
@@ -120,7 +102,7 @@ def ada_geometry(n: int, size: int, p: float) -> tuple[torch.Tensor, torch.Tenso
     zoom_factor = torch.where(zoom, torch.exp2(torch.randn(n) * 0.2), 1.0)
     angle = torch.where(turn, (torch.rand(n) * 2 - 1) * math.pi, 0.0)
     cos, sin = torch.cos(angle) / zoom_factor, torch.sin(angle) / zoom_factor
-    matrix = eye.clone()
+    matrix = torch.eye(3).repeat(n, 1, 1)
     matrix[:, 0, 0], matrix[:, 0, 1], matrix[:, 1, 0], matrix[:, 1, 1] = cos * scale_x, -sin, sin * scale_x, cos
     matrix[:, :2, 2] = offset
     return matrix[:, :2], flip | shift | zoom | turn
@@ -149,17 +131,15 @@ class AdaAugment(nn.Module):
         images = (images + _per_sample(brightness.to(device))) * _per_sample(contrast.to(device))
         if images.size(1) == 3:
             saturation = torch.where(_enabled(n, self.p), torch.exp2(torch.randn(n)), 1.0)
-            mean = _channel_mean(images)
+            mean = images.mean(dim=1, keepdim=True)
             images = (images - mean) * _per_sample(saturation.to(device)) + mean
         return images
 
 
 class AdaController:
-    """Integral control of :attr:`AdaAugment.p` (StyleGAN2-ADA): the overfitting heuristic
-    r_t = E[sign(D(augmented reals))] is accumulated, and every ``interval`` iterations
-    ``p += sign(r_t - target) * images / speed_images``, clamped to [0, 1], where ``images`` is the
-    number of real images seen over those iterations by all processes (batch_size * interval).
-    Processes share the sums with an all-reduce, so every rank keeps the same p."""
+    """Integral control of :attr:`AdaAugment.p` (StyleGAN2-ADA): every ``interval`` iterations
+    ``p += sign(r_t - target) * images / speed_images``, clamped to [0, 1], where r_t = E[sign(D(augmented
+    reals))] and ``images`` count the reals all processes saw meanwhile (all-reduced: every rank keeps one p)."""
 
     def __init__(self, augment: AdaAugment, target: float = 0.6, speed_images: int = 500_000, interval: int = 4):
         self.augment, self.target, self.speed_images, self.interval = augment, target, speed_images, interval
@@ -171,8 +151,7 @@ class AdaController:
         return self.augment.p
 
     def accumulate(self, sign_mean: float | torch.Tensor, images: int) -> None:
-        """One iteration's mean sign of D's logits on ``images`` augmented reals (this process); a
-        tensor is summed on its device and read once per ``interval`` iterations."""
+        """One iteration's mean sign of D's logits on ``images`` reals (a tensor stays on its device)."""
         if isinstance(sign_mean, torch.Tensor):
             sign_mean = sign_mean.detach().double()
         self.sign_sum = self.sign_sum + sign_mean * images
@@ -194,7 +173,6 @@ class AdaController:
 
     def attach(self, trainer: Engine) -> None:
         """Feed the controller from the training step's ``real_sign`` output after every iteration."""
-
         @trainer.on(Events.ITERATION_COMPLETED)
         def _update(engine: Engine) -> None:
             self.accumulate(engine.state.output["real_sign"], engine.state.batch[0].size(0))
@@ -208,12 +186,7 @@ class AdaController:
         self.iterations = int(state["iterations"])
 
 
-# ----------------------------------------------------------------------------- registry
-AUGMENTS: dict[str, Callable[[], nn.Module]] = {
-    "none": nn.Identity,
-    "diffaugment": DiffAugment,
-    "ada": AdaAugment,
-}
+AUGMENTS: dict[str, Callable[[], nn.Module]] = {"none": nn.Identity, "diffaugment": DiffAugment, "ada": AdaAugment}
 
 
 def build_augment(name: str) -> nn.Module:

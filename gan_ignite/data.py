@@ -1,9 +1,6 @@
-"""Datasets, transforms, the training loader and the fixed evaluation subset.
-
-Every dataset is served as images only (labels are dropped): a GAN needs none. Image folders are
-read by :class:`ImageFiles` rather than ``torchvision.datasets.ImageFolder`` because ImageFolder
-rejects a flat folder of images (it needs class sub-folders) and aborts the whole run on the
-first unreadable file; ``ImageFiles`` accepts both layouts and can skip corrupt files.
+"""Datasets (images only: a GAN needs no labels), transforms, the training loader, the decoded-image
+cache and the fixed evaluation subset. Image folders are read by :class:`ImageFiles`, which, unlike
+torchvision's ImageFolder, takes a flat folder too and can skip unreadable files.
 """
 
 from __future__ import annotations
@@ -35,28 +32,19 @@ TORCHVISION_DATASETS = {"cifar10": tv_datasets.CIFAR10, "mnist": tv_datasets.MNI
                         "fashion_mnist": tv_datasets.FashionMNIST}
 TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "gan_ignite" / "stats"  # statistics and decoded images
-# Bump when the chain that turns an image file into pixels or features changes (decoding,
-# transforms, uint8 conversion, resize): it is part of the cache keys, so nothing stale is reused.
+# part of the cache keys: bump it when decoding, transforms, uint8 conversion or resizing change
 PREPROCESS_VERSION = 2
 
 
 def build_transform(image_size: int, channels: int) -> Callable:
-    """The seed's chain: Resize, CenterCrop, ToTensor, Normalize(0.5) -> tensors in [-1, 1]."""
-    return T.Compose([
-        ConvertMode("L" if channels == 1 else "RGB"),
-        T.Resize(image_size),
-        T.CenterCrop(image_size),
-        T.ToTensor(),
-        T.Normalize([0.5] * channels, [0.5] * channels),
-    ])
+    """The tutorial baseline's chain: Resize, CenterCrop, ToTensor, Normalize(0.5) -> tensors in [-1, 1]."""
+    return T.Compose([ConvertMode("L" if channels == 1 else "RGB"), T.Resize(image_size), T.CenterCrop(image_size),
+                      T.ToTensor(), T.Normalize([0.5] * channels, [0.5] * channels)])
 
 
 class ImageFiles(Dataset):
-    """All image files under ``root`` (recursively, sorted), flat or in class sub-folders.
-
-    With ``skip_bad_images`` an unreadable file yields ``None`` (dropped and counted by
-    :func:`collate_images`); otherwise it raises :class:`DataError` naming the file.
-    """
+    """All image files under ``root`` (recursively, sorted); with ``skip_bad_images`` an unreadable one
+    yields ``None`` (dropped and counted by :func:`collate_images`), else a :class:`DataError`."""
 
     def __init__(self, root: str | os.PathLike, transform: Callable, skip_bad_images: bool = True):
         self.root = Path(root)
@@ -110,7 +98,7 @@ def collate_images(samples: Sequence[Optional[torch.Tensor]]) -> tuple[torch.Ten
 
 
 def _celeba(root: str, download: bool, transform: Callable, skip_bad_images: bool) -> Dataset:
-    """CelebA as an image folder at ``root`` (the seed's ``data/celeba``), else torchvision's loader."""
+    """CelebA as an image folder at ``root`` (the tutorial baseline's ``data/celeba``), else torchvision's."""
     folder = Path(root)
     try:
         return ImageFiles(folder, transform, skip_bad_images)
@@ -137,8 +125,7 @@ def load_dataset(data_config) -> Dataset:
 
 
 def load_labelled_dataset(data_config, train: bool) -> Dataset:
-    """The official train or test split of a labelled torchvision dataset (``fashion_mnist``,
-    ``mnist``, ``cifar10``) with labels, images transformed exactly as for GAN training."""
+    """The official train or test split of a labelled torchvision dataset, transformed as for training."""
     if data_config.name not in TORCHVISION_DATASETS:
         raise DataError(f"data.name='{data_config.name}' has no class labels; a classifier is trained on one of "
                         f"{', '.join(TORCHVISION_DATASETS)} (set data.name, data.root and data.download). {DATA_HELP}")
@@ -157,20 +144,16 @@ def load_labelled_dataset(data_config, train: bool) -> Dataset:
 
 
 def load_dataset_everywhere(data_config) -> Dataset:
-    """:func:`load_dataset` on every rank, rank 0 first (it may download while the others wait); an
-    input error on any rank is raised on every rank."""
+    """:func:`load_dataset` on every rank, rank 0 first (it may download); an error on any rank stops all."""
     return rank0_first(lambda: load_dataset(data_config))
 
 
 def cache_dir(config) -> Path:
-    """Where real statistics and decoded images are cached (``eval.stats_cache_dir``)."""
     return Path(config.eval.stats_cache_dir) if config.eval.stats_cache_dir else DEFAULT_CACHE_DIR
 
 
 def training_set(dataset: Dataset, data_config) -> Dataset:
-    """The images training uses: a seeded uniform random sample of ``data.max_train_size`` images
-    (``data.subset_seed``), or the whole dataset. Never "the first N": sorted image folders put
-    whole classes first, so the first N would train on a few classes only."""
+    """A seeded random sample of ``data.max_train_size`` images (:func:`reference_indices`), or all of them."""
     count = data_config.max_train_size
     if count is None or count >= len(dataset):  # type: ignore[arg-type]
         return dataset
@@ -178,40 +161,27 @@ def training_set(dataset: Dataset, data_config) -> Dataset:
 
 
 def train_loader(dataset: Dataset, data_config, batch_size: int, cache_dir: Optional[Path] = None) -> DataLoader:
-    """Shuffled, ``drop_last`` loader; ``batch_size`` is global (idist splits it over processes).
-    With ``data.cache`` it reads the decoded images from :func:`cached_images` in ``cache_dir``;
-    pinned memory on CUDA, workers kept alive between epochs."""
+    """Shuffled, ``drop_last`` loader of a global ``batch_size``, from :func:`cached_images` with ``data.cache``."""
     images = training_set(dataset, data_config)
     if data_config.cache:
         images = cached_images(images, data_config, cache_dir or DEFAULT_CACHE_DIR)
-    return idist.auto_dataloader(
-        images, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=data_config.num_workers,
-        collate_fn=collate_images, pin_memory=torch.cuda.is_available(), persistent_workers=data_config.num_workers > 0,
-    )
+    return idist.auto_dataloader(images, batch_size=batch_size, shuffle=True, drop_last=True,
+                                 num_workers=data_config.num_workers, collate_fn=collate_images,
+                                 pin_memory=torch.cuda.is_available(), persistent_workers=data_config.num_workers > 0)
 
 
 def shutdown_workers(loader: DataLoader) -> None:
-    """Stop ``loader``'s worker processes and pin-memory thread now, not at interpreter exit.
-
-    With ``persistent_workers`` a DataLoader keeps its iterator (workers, pin-memory thread) until
-    it is garbage collected; at interpreter exit PyTorch's shutdown of it then waits on each worker
-    (pytorch/pytorch issue 81794: a bare loader of 4 workers with ``pin_memory`` and
-    ``persistent_workers`` took 20.8 s to exit on an H200 machine, 0.65 s with either off). Shut
-    down while the process is alive, the workers see their stop event at once."""
+    """Stop ``loader``'s persistent workers and pin-memory thread now: at interpreter exit PyTorch waits
+    on each of them (pytorch/pytorch issue 81794)."""
     iterator = getattr(loader, "_iterator", None)
-    shutdown = getattr(iterator, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
     if iterator is not None:
+        getattr(iterator, "_shutdown_workers", lambda: None)()
         loader._iterator = None
 
 
-# ----------------------------------------------------------------------------- data.cache
 class CachedImages(Dataset):
-    """Training images from a uint8 ``N x C x H x W`` array on disk (``.npy``, memory-mapped),
-    turned into [-1, 1] tensors with the very operations of ToTensor + Normalize(0.5), so every
-    value equals the one decoding the file would give. The map is opened lazily in each process,
-    so DataLoader workers share the page cache instead of a pickled copy."""
+    """Training images from a memory-mapped uint8 ``.npy`` array, turned into the very values decoding
+    would give (ToTensor + Normalize(0.5)); mapped lazily, so DataLoader workers share the page cache."""
 
     def __init__(self, path: Path, channels: int):
         self.path = path
@@ -229,18 +199,14 @@ class CachedImages(Dataset):
 
 
 def cached_images(images: Dataset, data_config, cache_dir: Path) -> CachedImages:
-    """``images`` decoded, converted and resized once into ``cache_dir/images_<key>.npy``; the key
-    holds what the statistics cache key holds for the data (a fingerprint of every file, image
-    size, channels, preprocessing version, Pillow version), so a changed dataset builds a new one.
-    Rank 0 builds it while the others wait; an error there stops every rank."""
-    # which images: for torchvision datasets the file fingerprint covers the whole folder, so a
-    # subset (data.max_train_size, data.subset_seed) is named by its indices
+    """``images`` decoded once into ``cache_dir/images_<key>.npy``, keyed like the statistics cache (file
+    fingerprints, size, preprocessing and Pillow versions); rank 0 builds it, an error there stops all."""
+    # a torchvision dataset's fingerprint covers its whole folder: a subset is named by its indices
     subset = cache_key({"indices": list(images.indices)}) if isinstance(images, Subset) else "all"
     key_parts = {"dataset": data_config.name, "root": str(Path(data_config.root).resolve()), "count": len(images),
-                 "subset": subset,
-                 "files": dataset_fingerprint(images, range(len(images))), "image_size": data_config.image_size,
-                 "channels": data_config.channels, "preprocess_version": PREPROCESS_VERSION,
-                 "pillow": Image.__version__}
+                 "subset": subset, "files": dataset_fingerprint(images, range(len(images))),
+                 "image_size": data_config.image_size, "channels": data_config.channels,
+                 "preprocess_version": PREPROCESS_VERSION, "pillow": Image.__version__}
     path = Path(cache_dir) / f"images_{cache_key(key_parts)}.npy"
     shape = (data_config.channels, data_config.image_size, data_config.image_size)
     on_every_rank(lambda: _readable_image_cache(path, shape) or _build_image_cache(images, data_config, path),
@@ -249,16 +215,15 @@ def cached_images(images: Dataset, data_config, cache_dir: Path) -> CachedImages
 
 
 def _readable_image_cache(path: Path, image_shape: tuple[int, int, int]) -> bool:
-    """Whether ``path`` holds a usable image cache; an unreadable one (e.g. cut short) is a miss."""
+    """Whether ``path`` holds a usable image cache; an unreadable one is a miss."""
     if not path.is_file():
         return False
     try:
         array = np.load(path, mmap_mode="r")
         usable = array.dtype == np.uint8 and array.ndim == 4 and tuple(array.shape[1:]) == image_shape
+        reason = f"shape {array.shape}, dtype {array.dtype}"
     except (OSError, ValueError, EOFError) as error:
         usable, reason = False, str(error)
-    else:
-        reason = f"shape {array.shape}, dtype {array.dtype}"
     if not usable:
         logger.warning("data.cache: ignoring the unreadable image cache %s (%s); decoding the images again", path,
                        reason)
@@ -267,22 +232,19 @@ def _readable_image_cache(path: Path, image_shape: tuple[int, int, int]) -> bool
 
 def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
     logger.info("data.cache: decoding %d images once into %s", len(images), path)
-    # a generator of its own: iterating a DataLoader draws a seed, which must not shift the global
-    # RNG stream the models are initialised from (a run with and without the cache is the same run)
+    # a generator of its own: the seed iterating a DataLoader draws must not shift the global RNG stream
     loader = DataLoader(images, batch_size=256, num_workers=data_config.num_workers, collate_fn=collate_images,
                         generator=torch.Generator())
     shape = (len(images), data_config.channels, data_config.image_size, data_config.image_size)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # a new file of our own (O_EXCL | O_NOFOLLOW): never a link planted under the temporary name
-        temporary, handle = open_temporary(path)
+        temporary, handle = open_temporary(path)  # a new file of our own, never a planted link
         handle.close()
         array = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
         count = skipped = 0
         for batch, batch_skipped in loader:
-            # exact: the floats came from uint8 / 255 through Normalize(0.5), far from any .5 tie
-            array[count:count + len(batch)] = torch.round((batch + 1) * 127.5).to(torch.uint8).numpy()
+            array[count:count + len(batch)] = to_uint8(batch).numpy()  # exact, see collate_uint8
             count, skipped = count + len(batch), skipped + batch_skipped
         array.flush()
         del array
@@ -292,8 +254,8 @@ def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
             logger.warning("data.cache: %d unreadable image(s) left out", skipped)
         os.replace(temporary, path)
     except BaseException as error:  # a failed or interrupted build leaves no temporary file behind
-        for leftover in (temporary, temporary.with_suffix(".trim.npy")):
-            leftover.unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         if not isinstance(error, OSError):
             raise
         raise DataError(f"Could not write the decoded-image cache '{path}' ({error.strerror or error}). Set "
@@ -301,9 +263,8 @@ def _build_image_cache(images: Dataset, data_config, path: Path) -> None:
 
 
 def reference_indices(length: int, count: int, seed: int) -> list[int]:
-    """A seeded uniform random sample of ``count`` of the indices ``0..length-1``, sorted (sequential
-    reads); every index when ``count >= length``. Never "the first N": sorted image folders put
-    whole classes first, and a reference set of the first classes only would inflate FID."""
+    """A seeded uniform random sample of ``count`` of ``0..length-1``, sorted; never "the first N":
+    sorted image folders put whole classes first."""
     if count >= length:
         return list(range(length))
     chosen = torch.randperm(length, generator=torch.Generator().manual_seed(seed))[:count]
@@ -311,40 +272,34 @@ def reference_indices(length: int, count: int, seed: int) -> list[int]:
 
 
 def sample_images(dataset: Dataset, count: int, seed: int) -> torch.Tensor:
-    """A seeded random sample of ``count`` images (readable ones only), e.g. for the real-image grid."""
+    """A seeded random sample of ``count`` readable images (the real-image grid)."""
     images, _ = collate_images([dataset[index] for index in reference_indices(len(dataset), count, seed)])
     return images
 
 
 def shard_bounds(count: int, rank: int, world_size: int) -> tuple[int, int]:
-    """``[start, stop)`` of rank ``rank``'s contiguous share of ``count`` items: the shards
-    concatenated in rank order are the items in order, whatever the world size."""
+    """``[start, stop)`` of rank ``rank``'s contiguous share of ``count`` items, in rank order."""
     return count * rank // world_size, count * (rank + 1) // world_size
 
 
 def eval_loader(dataset: Dataset, indices: Sequence[int], batch_size: int, num_workers: int) -> DataLoader:
-    """This process's contiguous share of ``indices``, in order, with nothing padded or dropped.
-
-    ``auto_dataloader``'s DistributedSampler would pad the shards with repeated images (changing
-    the statistics) and interleave them (changing the order the features are gathered in).
-    """
+    """This process's contiguous share of ``indices``, in order, nothing padded or dropped (unlike a
+    DistributedSampler, which would change the statistics and the order of the gathered features)."""
     start, stop = shard_bounds(len(indices), idist.get_rank(), idist.get_world_size())
     return DataLoader(Subset(dataset, list(indices[start:stop])), batch_size=batch_size, shuffle=False,
                       num_workers=num_workers, collate_fn=collate_uint8, pin_memory=torch.cuda.is_available())
 
 
 def collate_uint8(samples: Sequence[Optional[torch.Tensor]]) -> tuple[torch.Tensor, int]:
-    """:func:`collate_images` as uint8 (exact: the [-1, 1] values came from uint8 / 255 through
-    Normalize(0.5)): the reference images cross to a GPU at a quarter of float32's bytes, from
-    pinned memory, and are resized there."""
+    """:func:`collate_images` as uint8, a quarter of float32's bytes to move to a GPU; exact: the values
+    came from uint8 / 255 through Normalize(0.5), far from any .5 tie."""
     images, skipped = collate_images(samples)
     return to_uint8(images), skipped
 
 
 def dataset_fingerprint(dataset: Dataset, indices: Sequence[int]) -> str:
-    """A hash of the files behind ``dataset[indices]``: relative path, size and modification time of
-    each image file for folders; of every file of the dataset's folder for torchvision datasets.
-    Replacing, editing or touching one of those files changes it."""
+    """A hash of relative path, size and modification time of the files behind ``dataset[indices]`` (of
+    every file of the folder for torchvision datasets): touching one of them changes it."""
     root, files = _files_behind(dataset, indices)
     digest = hashlib.sha256()
     for path in files:

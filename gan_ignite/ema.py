@@ -1,10 +1,8 @@
 """An exponential moving average (EMA) of the generator's weights, and BatchNorm recalibration.
 
-The EMA is ignite's :class:`~ignite.handlers.EMAHandler` (momentum = 1 - decay, buffers copied
-from the live generator). ``ema_start`` is honoured by setting the handler's momentum in
-``engine.state`` before each update: 1 (a plain copy) up to iteration ``ema_start``, 1 - decay
-after. That momentum is a function of the iteration counter, which the trainer checkpoints, so
-``handler.ema_model.state_dict()`` is all an exact resume needs.
+The EMA is ignite's :class:`~ignite.handlers.EMAHandler` (momentum = 1 - decay, buffers copied).
+Its momentum is a function of the iteration counter (1, a plain copy, up to ``ema_start``), which
+the trainer checkpoints, so ``handler.ema_model.state_dict()`` is all an exact resume needs.
 """
 
 from __future__ import annotations
@@ -23,8 +21,7 @@ def create_ema(generator: nn.Module, decay: float) -> EMAHandler:
 
 
 def attach_ema(trainer: Engine, handler: EMAHandler, start: int = 0) -> None:
-    """Update ``handler.ema_model`` after every iteration; up to iteration ``start`` it follows the
-    live weights exactly, after it averages with the handler's momentum (1 - decay)."""
+    """Update ``handler.ema_model`` after every iteration: a copy up to iteration ``start``, an average after."""
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _set_momentum(engine: Engine) -> None:  # registered first, so it runs before the update
@@ -33,17 +30,11 @@ def attach_ema(trainer: Engine, handler: EMAHandler, start: int = 0) -> None:
     handler.attach(trainer, name=EMA_MOMENTUM, warn_if_exists=False)
 
 
-def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-
-
 def recalibrate_batchnorm(generator: nn.Module, latent_dim: int, num_batches: int, batch_size: int, seed: int,
                           device: torch.device | str) -> nn.Module:
-    """Recompute the BatchNorm running statistics of ``generator`` (an EMA copy, say: averaged
-    weights do not fit the live generator's statistics) as the plain average over ``num_batches``
-    batches of seeded latents, in train mode without gradients; return it in eval mode with its
-    momenta restored. The same seed gives the same statistics."""
-    norms = _batch_norms(generator)
+    """Recompute ``generator``'s BatchNorm statistics (an EMA copy's averaged weights do not fit the live
+    ones) as the plain average over ``num_batches`` batches of seeded latents; return it in eval mode."""
+    norms = [module for module in generator.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         # new tensors rather than reset_running_stats(): EMAHandler's "copy" makes an EMA model share

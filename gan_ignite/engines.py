@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
@@ -21,25 +22,19 @@ from gan_ignite.ema import attach_ema, create_ema
 from gan_ignite.latents import LatentNoise
 from gan_ignite.losses import get_loss
 from gan_ignite.metrics.networks.features import FeatureNetwork, Prefetch, prepare_images
+from gan_ignite.metrics.networks.preprocess import to_uint8
 from gan_ignite.metrics.timing import PartTimer
 
 LOSS_KEYS = ("Loss_G", "Loss_D", "D_x", "D_G_z1", "D_G_z2")
-ADA_KEYS = ("ada_p", "real_sign")
 
 
 @dataclass
 class TrainingRecipe:
-    """What the training step does beyond the seed's DCGAN step, and the state that adds to a
-    checkpoint. The default is the seed recipe: ``bce`` loss, no augmentation, no EMA.
-
-    - ``loss``: a name in :data:`gan_ignite.losses.LOSSES`.
-    - ``augment``: applied to every image D sees (reals and fakes, D and G steps).
-    - ``ada``: tunes ``augment.p`` (an :class:`AdaAugment`) from the step's ``real_sign`` output.
-    - ``ema``: ignite's EMAHandler of the generator; ``ema.ema_model`` is the averaged generator
-      (recalibrate its BatchNorm statistics before scoring it, see :func:`recalibrate_batchnorm`).
-    - ``ema_start``: iterations during which the EMA copy just follows the live weights.
-    - ``amp``, ``channels_last``: bf16 autocast of the forward passes, NHWC images (GPU speed).
-    - ``deterministic``: deterministic CUDA algorithms (cuDNN benchmark mode otherwise).
+    """What the training step does beyond the tutorial baseline's DCGAN step (the default: ``bce`` loss,
+    no augmentation, no EMA), and the state that adds to a checkpoint. ``augment`` applies to every image
+    D sees; ``ada`` tunes its ``p`` from the step's ``real_sign``; ``ema`` averages the generator (its
+    ``ema_model``), a plain copy for the first ``ema_start`` iterations; ``amp`` is bf16 autocast,
+    ``channels_last`` NHWC images, ``deterministic`` deterministic CUDA algorithms.
     """
 
     loss: str = "bce"
@@ -63,14 +58,9 @@ class TrainingRecipe:
         return cls(train.loss, augment, ada, ema, train.ema_start, train.amp, train.channels_last, train.deterministic)
 
     def checkpoint_objects(self) -> dict[str, Any]:
-        """Objects (with state_dict / load_state_dict) to add to the checkpoint's ``to_save``:
-        ``ada`` (p and its accumulators) and ``ema_generator`` (the EMA weights and buffers)."""
-        objects: dict[str, Any] = {}
-        if self.ada is not None:
-            objects["ada"] = self.ada
-        if self.ema is not None:
-            objects["ema_generator"] = self.ema.ema_model
-        return objects
+        """The recipe's objects to add to the checkpoint's ``to_save``."""
+        objects = {"ada": self.ada, "ema_generator": self.ema.ema_model if self.ema is not None else None}
+        return {name: state for name, state in objects.items() if state is not None}
 
 
 def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
@@ -78,17 +68,8 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
                        augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, amp: bool = False,
                        channels_last: bool = False, noise: Optional[LatentNoise] = None) -> Callable:
     """The DCGAN step: D on augmented reals and augmented ``fake.detach()``, then G through a fresh
-    augmentation of the same fakes.
-
-    The output holds 0-d tensors on ``device`` (no host synchronisation in the step): the losses
-    and ``D_x``, ``D_G_z1``, ``D_G_z2``, the mean probabilities (sigmoid of D's logits) whatever the
-    loss. They are all NaN when any logit or loss of the step was not finite (a diverged step);
-    :class:`~gan_ignite.handlers.TrainingLog` reads them once per logging period. With ADA the
-    output also holds ``ada_p`` (the p this step used) and ``real_sign`` (the mean sign of D's
-    logits on the reals, ADA's r_t). ``amp`` runs the forward passes under bf16 autocast (the losses
-    in fp32); ``channels_last`` feeds images in NHWC layout (the models must be converted too).
-    ``noise`` draws iteration ``i``'s latents (default: seed 0, rank 0); called without an engine
-    (``step(None, batch)``), the step counts its own iterations from 1.
+    augmentation of the same fakes; its output (:func:`_step_output`) stays on ``device``. Called without
+    an engine (``step(None, batch)``), the step counts its own iterations from 1.
     """
     gan_loss = get_loss(loss)
     augment = augment if augment is not None else nn.Identity()
@@ -96,9 +77,7 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
     nan = torch.tensor(math.nan, device=device)
     noise = noise if noise is not None else LatentNoise(latent_dim, device)
     calls = {"count": 0}
-
-    def autocast():
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp)
+    autocast = functools.partial(torch.autocast, device_type=device.type, dtype=torch.bfloat16, enabled=amp)
 
     def discriminate(images: torch.Tensor) -> torch.Tensor:
         with autocast():  # a generator that stays NCHW (see training.generator_stays_contiguous) is converted here
@@ -127,40 +106,39 @@ def make_training_step(generator: nn.Module, discriminator: nn.Module, optimizer
         loss_g = gan_loss.generator(fake_logits_g)
         loss_g.backward()
         optimizer_g.step()
-
-        with torch.no_grad():
-            finite = torch.isfinite(torch.stack([real_logits.sum(), fake_logits.sum(), fake_logits_g.sum(),
-                                                 loss_d, loss_g])).all()
-            values = {"Loss_G": loss_g, "Loss_D": loss_d, "D_x": torch.sigmoid(real_logits).mean(),
-                      "D_G_z1": torch.sigmoid(fake_logits).mean(), "D_G_z2": torch.sigmoid(fake_logits_g).mean()}
-            if isinstance(augment, AdaAugment):
-                values["real_sign"] = torch.sign(real_logits).mean()
-            output: dict[str, Any] = {key: torch.where(finite, value.detach(), nan) for key, value in values.items()}
-        if isinstance(augment, AdaAugment):
-            output["ada_p"] = augment.p
-        return output
+        return _step_output(real_logits, fake_logits, fake_logits_g, loss_d, loss_g, augment, nan)
 
     return training_step
+
+
+def _step_output(real_logits: torch.Tensor, fake_logits: torch.Tensor, fake_logits_g: torch.Tensor,
+                 loss_d: torch.Tensor, loss_g: torch.Tensor, augment: Callable, nan: torch.Tensor) -> dict[str, Any]:
+    """:data:`LOSS_KEYS` as 0-d tensors (``D_*``: mean probabilities whatever the loss), all NaN when anything
+    of the step was not finite; with ADA also ``real_sign`` (ADA's r_t) and ``ada_p``."""
+    with torch.no_grad():
+        finite = torch.isfinite(torch.stack([real_logits.sum(), fake_logits.sum(), fake_logits_g.sum(),
+                                             loss_d, loss_g])).all()
+        values = {"Loss_G": loss_g, "Loss_D": loss_d, "D_x": torch.sigmoid(real_logits).mean(),
+                  "D_G_z1": torch.sigmoid(fake_logits).mean(), "D_G_z2": torch.sigmoid(fake_logits_g).mean()}
+        if isinstance(augment, AdaAugment):
+            values["real_sign"] = torch.sign(real_logits).mean()
+        output: dict[str, Any] = {key: torch.where(finite, value.detach(), nan) for key, value in values.items()}
+    if isinstance(augment, AdaAugment):
+        output["ada_p"] = augment.p
+    return output
 
 
 def create_trainer(generator: nn.Module, discriminator: nn.Module, optimizer_g: optim.Optimizer,
                    optimizer_d: optim.Optimizer, latent_dim: int, device: torch.device,
                    recipe: Optional[TrainingRecipe] = None, noise: Optional[LatentNoise] = None) -> Engine:
-    """A :class:`DeterministicEngine`: its data order and RNG follow the iteration counter, so a run
-    resumed from a checkpoint (even mid-epoch) continues exactly as the uninterrupted run would.
-
-    ``recipe`` (default: the seed recipe) picks the loss and augmentation; its ADA controller and
-    EMA handler are attached here, updated after every iteration. Restore the objects of
-    ``recipe.checkpoint_objects()`` with the rest of a checkpoint."""
+    """A :class:`DeterministicEngine` (data order and RNG follow the iteration counter, so a resumed run
+    continues exactly as the uninterrupted one) with ``recipe``'s ADA controller and EMA attached."""
     recipe = recipe if recipe is not None else TrainingRecipe()
     step = make_training_step(generator, discriminator, optimizer_g, optimizer_d, latent_dim, device, recipe.loss,
                               recipe.augment, recipe.amp, recipe.channels_last, noise)
     trainer = DeterministicEngine(step)
     trainer.add_event_handler(Events.STARTED, _choose_cuda_algorithms, recipe.deterministic)
-    # No ignite RunningAverage of the losses: it all-reduces every iteration and its value reaches
-    # engine.state.metrics through .item(), a host synchronisation per iteration. The running
-    # averages (the same formula, alpha 0.98) are computed from the period's records when
-    # handlers.TrainingLog flushes them, which reads the device once per period anyway.
+    # no RunningAverage (a host synchronisation per iteration): handlers.TrainingLog averages the flushed records
     if recipe.ada is not None:
         recipe.ada.attach(trainer)
     if recipe.ema is not None:
@@ -169,9 +147,8 @@ def create_trainer(generator: nn.Module, discriminator: nn.Module, optimizer_g: 
 
 
 def _choose_cuda_algorithms(_: Engine, deterministic: bool) -> None:
-    """DeterministicEngine turns deterministic CUDA algorithms on when it starts (this handler runs
-    after it): keep them only with ``train.deterministic``, else let cuDNN pick the fastest ones.
-    Data order and random numbers stay reproducible either way (the engine seeds them)."""
+    """Undo DeterministicEngine's deterministic CUDA algorithms (this runs after it) unless
+    ``train.deterministic``: cuDNN picks the fastest ones; data order and random numbers stay seeded."""
     if not torch.cuda.is_available():
         return
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
@@ -180,11 +157,9 @@ def _choose_cuda_algorithms(_: Engine, deterministic: bool) -> None:
 
 
 class EagerReproducibleBatchSampler(ReproducibleBatchSampler):
-    """ignite's ReproducibleBatchSampler draws an epoch's batch order lazily, at the first batch.
-    With ``num_workers=0`` that first batch is fetched after DeterministicEngine has restored the
-    RNG state of a mid-epoch checkpoint, so a resumed run would draw another order and other
-    noise than the uninterrupted one. Drawing the order when the iterator is created (as the
-    worker-based loaders do anyway) keeps kill-and-resume runs identical."""
+    """ignite's ReproducibleBatchSampler draws an epoch's order at the first batch, which with
+    ``num_workers=0`` comes after a mid-epoch resume restored the RNG: drawn when the iterator is
+    created instead, a resumed run draws what the uninterrupted one did."""
 
     def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
         self.setup_batch_indices()
@@ -197,13 +172,9 @@ def make_resumable(loader: DataLoader) -> DataLoader:
 
 
 def create_evaluator(generator: nn.Module, network: FeatureNetwork, metrics: Mapping[str, Metric]) -> Engine:
-    """Each step runs the feature network once on a prepared batch of generated images (from
-    :func:`generated_batches`), returning ``{"features", "logits"}`` for every metric.
-
-    While it runs, ``generator`` is in eval mode (BatchNorm uses its running statistics), so each
-    image depends only on its own latent vector, not on which other images share its batch or
-    process; its mode is restored afterwards. With a :class:`PartTimer` in ``evaluator.timer`` the
-    network's forward passes and the metrics' updates and results are timed.
+    """Each step runs the feature network on a batch from :func:`generated_batches`, giving
+    ``{"features", "logits"}`` to the metrics. ``generator`` is in eval mode while it runs (an image
+    depends only on its latent); a :class:`PartTimer` in ``evaluator.timer`` times network and metrics.
     """
 
     def evaluation_step(engine: Engine, prepared: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -249,33 +220,35 @@ def _part(timer: Optional[PartTimer], name: str, on_device: bool = True):
     return timer.device_part(name) if on_device else timer.host_part(name)
 
 
+def generated_images(generator: nn.Module, latents: Iterable[torch.Tensor], device: torch.device | str,
+                     timer: Optional[PartTimer] = None, on_device: bool = True) -> Iterator[torch.Tensor]:
+    """``generator(latent)`` as uint8 images on ``device``, batch by batch: every generated image scored
+    or written is converted here."""
+    for latent in latents:
+        with _part(timer, "generate", on_device), torch.no_grad():  # grad mode is per thread
+            images = to_uint8(generator(latent.to(device, non_blocking=True)))
+        yield images
+
+
 def generated_batches(generator: nn.Module, network: FeatureNetwork, latents: list[torch.Tensor],
                       device: torch.device, timer: Optional[PartTimer] = None) -> Iterable[torch.Tensor]:
-    """The evaluator's data: ``generator(latents[k])`` converted to uint8 and prepared for the
-    network (resized). Where preparing is host work (on a CPU; a PIL protocol on a GPU) it runs one
-    batch ahead in a background thread, overlapping the feature network's forward pass (its parts
-    are then timed by the wall clock of that thread); on a GPU with a tensor protocol every stage
-    is a kernel on the device, queued in order from this thread (timed with CUDA events)."""
-    in_thread = getattr(network, "host_work", True)
+    """The evaluator's data: :func:`generated_images` prepared for ``network``. Where preparing is host
+    work (on a CPU; a PIL protocol) it runs a batch ahead in a background thread, timed by its wall
+    clock; else every stage is a kernel queued from this thread, timed with CUDA events."""
+    on_device = not getattr(network, "host_work", True)
 
     def batches() -> Iterator[torch.Tensor]:
-        for latent in latents:
-            with _part(timer, "generate", not in_thread), torch.no_grad():  # grad mode is per thread
-                fake_images = generator(latent.to(device, non_blocking=True))
-            with _part(timer, "prepare", not in_thread):
-                prepared = prepare_images(fake_images, network)
+        for images in generated_images(generator, latents, device, timer, on_device):
+            with _part(timer, "prepare", on_device):
+                prepared = prepare_images(images, network)
             yield prepared
 
-    return Prefetch(batches()) if in_thread else batches()
+    return batches() if on_device else Prefetch(batches())
 
 
 def broadcast_buffers(*modules: nn.Module) -> None:
-    """Give every rank rank 0's buffers (BatchNorm running statistics) of ``modules``.
-
-    DDP keeps parameters equal on all ranks, but each rank's forward pass updates its own running
-    statistics after DDP's start-of-forward buffer broadcast, so after a step they differ. Rank 0's
-    are the ones checkpointed; evaluating with them on every rank scores exactly the checkpoint.
-    """
+    """Give every rank rank 0's buffers of ``modules``: each rank's forward pass updates its own BatchNorm
+    statistics, and rank 0's are the ones checkpointed, so every rank then scores the checkpoint."""
     if idist.get_world_size() == 1:
         return
     for module in modules:
@@ -284,17 +257,9 @@ def broadcast_buffers(*modules: nn.Module) -> None:
 
 
 def attach_sampler_epochs(trainer: Engine, loader: DataLoader) -> None:
-    """Set a DistributedSampler's epoch to the data-pass index before each pass is drawn.
-
-    Nothing else calls ``set_epoch``: without this every pass of a multi-process run would visit
-    the data in the same order. The pass index follows the iteration counter, so a resumed run
-    draws the same order as the uninterrupted one.
-    """
+    """Set a DistributedSampler's epoch to the data-pass index (from the iteration counter, so a resumed
+    run draws the same order) before each pass: nothing else calls ``set_epoch``."""
     sampler = getattr(loader.batch_sampler, "sampler", None)
-    if not hasattr(sampler, "set_epoch"):
-        return
-
-    def _set_epoch(engine: Engine) -> None:
-        sampler.set_epoch(engine.state.iteration // len(loader))
-
-    trainer.add_event_handler(Events.STARTED | Events.DATALOADER_STOP_ITERATION, _set_epoch)
+    if hasattr(sampler, "set_epoch"):
+        trainer.add_event_handler(Events.STARTED | Events.DATALOADER_STOP_ITERATION,
+                                  lambda engine: sampler.set_epoch(engine.state.iteration // len(loader)))

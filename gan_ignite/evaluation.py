@@ -1,16 +1,6 @@
-"""Evaluation shared by the trainer and ``python -m gan_ignite.evaluate``: the feature network, the
-reference statistics, the metrics and the evaluator, set up the same way for both, so that scoring
-a checkpoint afterwards reproduces the record written when it was saved.
-
-One checkpoint, one number:
-
-- sample ``i`` of an evaluation always gets latent vector ``i`` of one seeded CPU stream
-  (:func:`evaluation_latents`), whatever the world size and batch size; each rank scores a
-  contiguous slice, and features are gathered in rank order, i.e. in sample order;
-- the reference set is a seeded random sample of the training set (``eval.real_subset_seed``),
-  or all of it (``eval.num_real: all``), or a published statistics file (``eval.reference_stats``);
-- its statistics are cached under a key that holds a fingerprint of the image files, the
-  preprocessing version and the Pillow version, so they cannot go stale silently.
+"""Evaluation set up the same way for the trainer and ``python -m gan_ignite.evaluate`` (feature network,
+reference statistics, metrics, evaluator), so scoring a checkpoint afterwards reproduces the record written
+when it was saved; and loading a checkpoint's generator for scoring.
 """
 
 from __future__ import annotations
@@ -45,7 +35,7 @@ from gan_ignite.metrics.scores.factory import (METRICS, Scoring, check_network_s
                                                feature_space, min_samples)
 from gan_ignite.models import generator_from_config
 from gan_ignite.metrics.networks.features import FeatureNetwork, load_feature_network
-from gan_ignite.metrics.networks.inception import effective_precision, weights_tag
+from gan_ignite.metrics.networks.inception import weights_tag
 from gan_ignite.metrics.networks.preprocess import to_device
 from gan_ignite.metrics.scores.real_stats import RealStatistics, cached_real_statistics, compute_real_statistics
 from gan_ignite.metrics.timing import PartTimer, active_timer
@@ -60,16 +50,13 @@ EMA_BN_BATCHES, EMA_BN_BATCH_SIZE, EMA_BN_OFFSET = 8, 256, 2_000_003
 
 def num_real_images(evaluation: DictConfig, available: int) -> int:
     """How many reference images: ``eval.num_real`` (null = ``eval.num_samples``, ``all`` = every one)."""
-    wanted = evaluation.num_real
-    if wanted is None:
-        wanted = evaluation.num_samples
+    wanted = evaluation.num_samples if evaluation.num_real is None else evaluation.num_real
     return available if wanted == "all" else min(int(wanted), available)
 
 
 @dataclass
 class Evaluation:
-    """An evaluator, the generator and network it scores with and this rank's share of the
-    latents; :meth:`run` returns one record's values."""
+    """An evaluator, the generator and network it scores with and this rank's share of the latents."""
 
     evaluator: Engine
     generator: torch.nn.Module
@@ -79,9 +66,7 @@ class Evaluation:
     record_fields: dict[str, Any]
 
     def run(self) -> dict[str, Any]:
-        """One evaluation: the metrics' values, the record's fields and ``seconds``, the time of its
-        parts (:class:`~gan_ignite.metrics.timing.PartTimer`: generate, prepare, network, metrics,
-        gather, total), so that a slow evaluation says where its time went."""
+        """One record's values: the metrics', the record's fields and ``seconds``, the time of each part."""
         timer = PartTimer(self.device)
         self.evaluator.timer = timer
         data = generated_batches(self.generator, self.network, self.batches, self.device, timer)
@@ -95,11 +80,8 @@ class Evaluation:
 
 def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.Module, device: torch.device,
                      model: str = "generator") -> Evaluation:
-    """Feature network, reference statistics (computed once per cache key), metrics and evaluator.
-
-    Every rank must call this (it may run collectives). ``model`` names the weights being scored
-    in the records.
-    """
+    """Feature network, reference statistics, metrics and evaluator, on every rank (it may run
+    collectives); ``model`` names the scored weights in the records."""
     evaluation = config.eval
     check_sample_counts(config, len(dataset))  # type: ignore[arg-type]  # the reference set: the whole training set
     def load() -> FeatureNetwork:
@@ -136,8 +118,7 @@ def setup_evaluation(config: DictConfig, dataset: Dataset, generator: torch.nn.M
 
 
 def check_sample_counts(config: DictConfig, available_real: int) -> None:
-    """Before any work: the reference set holds enough images for every metric, and the samples
-    fit in this machine's memory (an estimate, see :func:`evaluation_memory_bytes`)."""
+    """Before any work: the reference set is large enough for every metric, and the samples fit in memory."""
     evaluation = config.eval
     num_real = num_real_images(evaluation, available_real)
     for name, count in min_samples(evaluation.metrics, metric_options(evaluation)).items():
@@ -161,35 +142,29 @@ def evaluation_memory_bytes(num_samples: int, num_real: int, metrics: Sequence[s
 
 def reference_statistics(config: DictConfig, dataset: Dataset, network: FeatureNetwork,
                          device: torch.device) -> RealStatistics:
-    """Statistics of the reference subset of the *whole* training set (also when training uses only
-    ``data.max_train_size`` images of it: a generator that memorised its small subset must not look
-    good), from the cache or computed (sharded over the ranks) and cached. The key holds everything
-    they depend on (see docs/metrics.md). With ``eval.reference_stats`` they are that file's instead."""
+    """Statistics of the reference subset of the *whole* training set (a generator that memorised a
+    ``data.max_train_size`` subset must not look good), cached under a key that holds everything they
+    depend on (see docs/metrics.md); with ``eval.reference_stats`` that file's."""
     evaluation = config.eval
     if evaluation.reference_stats:
         return on_every_rank(lambda: reference_file_statistics(evaluation, network))
-    pool = dataset
-    indices = data_module.reference_indices(len(pool), num_real_images(evaluation, len(pool)),
+    indices = data_module.reference_indices(len(dataset), num_real_images(evaluation, len(dataset)),
                                             evaluation.real_subset_seed)
     key_parts = {"dataset": config.data.name, "root": str(Path(config.data.root).resolve()),
-                 "pool": len(pool), "num_real": len(indices), "real_subset_seed": evaluation.real_subset_seed,
-                 "files": data_module.dataset_fingerprint(pool, indices),
-                 "image_size": config.data.image_size, "channels": config.data.channels,
-                 "feature_network": network.tag, "protocol": getattr(network, "protocol", None),
+                 "pool": len(dataset), "num_real": len(indices), "real_subset_seed": evaluation.real_subset_seed,
+                 "files": data_module.dataset_fingerprint(dataset, indices), "image_size": config.data.image_size,
+                 "channels": config.data.channels, "feature_network": network.tag,
+                 "protocol": getattr(network, "protocol", None),
                  "inception_precision": getattr(network, "precision", None),
-                 "preprocess_version": data_module.PREPROCESS_VERSION,
-                 "pillow": PIL.__version__}
-    loader = data_module.eval_loader(pool, indices, evaluation.batch_size, config.data.num_workers)
-    cache_dir = data_module.cache_dir(config)
-    return cached_real_statistics(cache_dir, key_parts, lambda: compute_real_statistics(loader, network,
-                                                                                        device=device))
+                 "preprocess_version": data_module.PREPROCESS_VERSION, "pillow": PIL.__version__}
+    loader = data_module.eval_loader(dataset, indices, evaluation.batch_size, config.data.num_workers)
+    return cached_real_statistics(data_module.cache_dir(config), key_parts,
+                                  lambda: compute_real_statistics(loader, network, device=device))
 
 
-def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork,
-                              device: Optional[torch.device] = None) -> RealStatistics:
-    """``eval.reference_stats`` (TTUR's, pytorch-fid's, clean-fid's or our ``.npz``), checked against
-    the network, the protocol, the precision (the one ``device`` computes, default the network's)
-    and the metrics: one paragraph naming the file if it does not fit."""
+def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork) -> RealStatistics:
+    """``eval.reference_stats`` (TTUR's, pytorch-fid's, clean-fid's or our ``.npz``), checked against the
+    network, protocol, precision and metrics."""
     path = Path(evaluation.reference_stats).expanduser()
     stats = RealStatistics.load(path)
     where = f"The reference statistics file '{path}' (eval.reference_stats)"
@@ -200,10 +175,7 @@ def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork,
     if recorded is not None and recorded != evaluation.protocol:
         raise ConfigError(f"{where} was computed with protocol {recorded}, not eval.protocol={evaluation.protocol}: "
                           f"set eval.protocol={recorded}.")
-    recorded_precision = stats.recorded("inception_precision")
-    precision = getattr(network, "precision", None)
-    if precision is not None and device is not None:
-        precision = effective_precision(evaluation.precision, device)
+    recorded_precision, precision = stats.recorded("inception_precision"), getattr(network, "precision", None)
     if recorded_precision is not None and precision is not None and recorded_precision != precision:
         raise ConfigError(f"{where} was computed at precision {recorded_precision}, this evaluation computes "
                           f"{precision}: TF32 moves the features by ~1e-3. Set eval.precision={recorded_precision} "
@@ -229,8 +201,7 @@ def reference_file_fields(evaluation: DictConfig) -> dict[str, Any]:
 
 
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
-    """The plain numbers among an evaluator's metrics (ignite also stores mapping-valued ones);
-    counts such as ``kid_subset_size`` stay integers."""
+    """The plain numbers among an evaluator's metrics; counts such as ``kid_subset_size`` stay integers."""
     result: dict[str, float | int] = {}
     for name, value in metrics.items():
         if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -243,7 +214,8 @@ def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float | int]:
 def warn_if_random(record_fields: Mapping[str, Any]) -> None:
     if record_fields["inception_weights"] == "random" and record_fields["feature_network"] == "inception":
         logger.warning("eval.inception_weights=random: a random-init Inception network is scoring. Its FID / IS "
-                       "are meaningless (for tests and trial runs only); the records are marked inception_weights=random.")
+                       "are meaningless (for tests and trial runs only); the records are marked "
+                       "inception_weights=random.")
 
 
 def load_generator(config: DictConfig, checkpoint_path: Path, device: Any, model: str = "generator"
@@ -268,9 +240,7 @@ def load_generator(config: DictConfig, checkpoint_path: Path, device: Any, model
 
 def prepare_for_scoring(generator: torch.nn.Module, config: DictConfig, model: str,
                         device: torch.device) -> torch.nn.Module:
-    """An EMA generator gets BatchNorm statistics recomputed for its averaged weights (they do not
-    fit the live generator's running statistics it carries); seeded, so every rank and the
-    evaluate CLI compute the same ones."""
+    """``generator`` in eval mode; an EMA one with seeded BatchNorm statistics recomputed for its weights."""
     if model == "ema":
         recalibrate_batchnorm(generator, config.model.latent_dim, EMA_BN_BATCHES, EMA_BN_BATCH_SIZE,
                               config.seed + EMA_BN_OFFSET, device)
@@ -278,12 +248,11 @@ def prepare_for_scoring(generator: torch.nn.Module, config: DictConfig, model: s
 
 
 class ScoredGenerator:
-    """The generator evaluations and image grids use during training: the live one, or a copy of
-    the EMA generator refreshed (weights copied, BatchNorm recalibrated) before each use."""
+    """The generator evaluations and grids use in training: the live one, or an EMA copy refreshed before each use."""
 
     def __init__(self, config: DictConfig, live: torch.nn.Module, ema: Optional[torch.nn.Module],
                  device: torch.device):
-        self.config, self.live, self.ema, self.device = config, live, ema, device
+        self.config, self.ema, self.device = config, ema, device
         self.name = scored_model(config)
         self.module = copy.deepcopy(ema) if self.name == "ema" else live
 

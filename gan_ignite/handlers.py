@@ -43,23 +43,17 @@ class TensorState:
 
 
 class PerRankRngStates:
-    """Every rank's RNG states, for an exact mid-epoch resume of a multi-process run.
-
-    ``DeterministicEngine`` checkpoints the RNG states of the process that writes the checkpoint
-    (rank 0) and would restore them on every rank, so after a resume all ranks would draw rank
-    0's latent stream. This object, saved after the trainer, holds the states of all ranks and
-    hands each rank its own back when loaded (after the trainer's own state).
-    """
+    """Every rank's RNG states, saved and restored after the trainer's: ``DeterministicEngine`` saves
+    rank 0's and would restore them on every rank, so that all ranks would draw rank 0's stream."""
 
     def __init__(self, trainer: Engine):
         self.trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
         own = self.trainer.state_dict()["rng_states"]
-        if idist.get_world_size() == 1:
-            return {"per_rank": [own]}
-        gathered: list[Any] = [None] * idist.get_world_size()
-        torch.distributed.all_gather_object(gathered, own)
+        gathered = [own] * idist.get_world_size()
+        if len(gathered) > 1:
+            torch.distributed.all_gather_object(gathered, own)
         return {"per_rank": gathered}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -73,15 +67,9 @@ class PerRankRngStates:
 
 
 class TrainingLog:
-    """The step outputs of every iteration, kept on the device and written to ``history.jsonl``
-    once per period, as one ``kind: train`` record per iteration averaged over all processes.
-
-    A flush happens every ``every`` iterations, at every epoch end, before every checkpoint (the
-    history on disk then always reaches the checkpoint) and at the end: one host synchronisation
-    per period instead of several per iteration. The same flush is the NaN guard: at the first
-    non-finite value it records the iteration in :attr:`diverged` and stops the run without firing
-    COMPLETED, so no checkpoint of the diverged models is ever written and the last good one stays
-    the latest. Records from the first non-finite one on are not written.
+    """Every iteration's step outputs, kept on the device and flushed to ``history.jsonl`` once per period
+    as ``kind: train`` records averaged over all processes. The flush is the NaN guard: at the first
+    non-finite value it sets :attr:`diverged` and stops the run without COMPLETED (so without a checkpoint).
     """
 
     # the progress display's running averages: ignite RunningAverage's formula and alpha
@@ -127,8 +115,7 @@ class TrainingLog:
             engine.terminate(skip_completed=True)
 
     def _update_running(self, record: Mapping[str, float]) -> None:
-        """The exponential running averages of ``Loss_G`` / ``Loss_D`` over the iterations, as ignite's
-        RunningAverage computes them (over every process's mean), from the flushed records."""
+        """ignite RunningAverage's averages of ``Loss_G`` / ``Loss_D``, from the flushed records."""
         for key in self.RUNNING_KEYS:
             if key in record:
                 previous = self.running.get(key)
@@ -136,21 +123,18 @@ class TrainingLog:
                 self.running[key] = value if previous is None else previous * self.ALPHA + (1 - self.ALPHA) * value
 
 
-# a terminal's progress bar is redrawn at most this often (ignite's bar redraws at every event it is
-# given: with log.every=1 on a GPU that is thousands of redraws a second, each a terminal write)
+# a terminal's progress bar is redrawn at most this often (ignite's redraws at every event it is given)
 PROGRESS_MIN_SECONDS = 0.5
 
 
 def bounded_rate(every: int, min_seconds: float) -> Callable[[Engine, int], bool]:
-    """An ignite event filter: every ``every``-th iteration, but not within ``min_seconds`` of the last
-    one that passed; the last iteration of each epoch always passes (the bar ends on the true count)."""
+    """An event filter: every ``every``-th iteration, not within ``min_seconds`` of the last that passed;
+    always the last of an epoch."""
     last = {"time": -math.inf}
 
     def passes(engine: Engine, iteration: int) -> bool:
-        if iteration % every and iteration % engine.state.epoch_length:
-            return False
-        now = time.monotonic()
-        if now - last["time"] < min_seconds and iteration % engine.state.epoch_length:
+        now, epoch_end = time.monotonic(), iteration % engine.state.epoch_length == 0
+        if not epoch_end and (iteration % every or now - last["time"] < min_seconds):
             return False
         last["time"] = now
         return True
@@ -158,13 +142,10 @@ def bounded_rate(every: int, min_seconds: float) -> Callable[[Engine, int], bool
     return passes
 
 
-def attach_progress(trainer: Engine, every: int, every_seconds: float, batch_size: int,
-                    stream: Optional[Any] = None) -> None:
-    """Progress for people: on a terminal ignite's ProgressBar, refreshed every ``every``
-    iterations; otherwise (a file under SLURM, nohup or CI) one plain line every ``every``
-    iterations or ``every_seconds`` seconds, whichever comes first, and no carriage returns.
-    Reading the losses synchronises with the device, so it happens only at this period."""
-    stream = stream if stream is not None else sys.stderr
+def attach_progress(trainer: Engine, every: int, every_seconds: float, batch_size: int) -> None:
+    """On a terminal ignite's ProgressBar every ``every`` iterations; otherwise (a log file) one plain line
+    every ``every`` iterations or ``every_seconds`` seconds, whichever comes first."""
+    stream = sys.stderr
     if stream.isatty():
         ProgressBar(persist=True, file=stream).attach(
             trainer, metric_names=["Loss_G", "Loss_D"],
@@ -208,13 +189,9 @@ class PlainProgress:
 
 
 def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixed_noise: torch.Tensor,
-                       images_dir: Path, every: int,
-                       listeners: Optional[list[Callable[[torch.Tensor, int], None]]] = None) -> None:
-    """Every ``every`` iterations and at the end, write G(fixed noise) as a PNG grid (rank 0 only);
-    ``generator()`` gives the generator to draw with (e.g. a freshly recalibrated EMA copy), and
-    ``listeners`` receive the grid (3 x H x W in [0, 1]) with the iteration."""
-    listeners = listeners if listeners is not None else []
-
+                       images_dir: Path, every: int, listeners: list[Callable[[torch.Tensor, int], None]]) -> None:
+    """Every ``every`` iterations and at the end, write ``generator()``'s images of the fixed noise as a
+    PNG grid (rank 0 only) and hand the grid (3 x H x W in [0, 1]) with the iteration to ``listeners``."""
     last_saved = {"iteration": -1}
 
     def _save(engine: Engine) -> None:
@@ -239,11 +216,8 @@ def attach_image_grids(trainer: Engine, generator: Callable[[], nn.Module], fixe
 
 def attach_tensorboard(trainer: Engine, log_dir: Path, writer: HistoryWriter, optimizers: Mapping[str, Any],
                        grid_listeners: list, every: int) -> Any:
-    """ignite's TensorboardLogger on rank 0, fed from what the run records anyway (no extra host
-    synchronisation): every history record (``train/<key>`` per iteration at each flush,
-    ``eval/<metric>`` per evaluation), the fixed-noise grids and the learning rates. A resumed run
-    purges the events after its checkpoint's iteration, so the curves continue without duplicate
-    steps. Returns the logger (close it at the end)."""
+    """ignite's TensorboardLogger (returned: close it at the end), fed the history records, fixed-noise
+    grids and learning rates; a resumed run purges the events after its checkpoint's iteration."""
     from ignite.handlers.tensorboard_logger import OptimizerParamsHandler, TensorboardLogger
 
     logger_tb = TensorboardLogger(log_dir=str(log_dir), purge_step=trainer.state.iteration + 1)
@@ -285,8 +259,7 @@ def save_real_grid(real_images: torch.Tensor, path: Path) -> None:
 
 
 def save_side_image(write: Callable[[Any], None], path: Path) -> None:
-    """Write an image grid atomically; a grid that cannot be written is worth a warning, not the
-    run (the next checkpoint write stops a run whose disk is full)."""
+    """Write an image grid atomically; one that cannot be written is worth a warning, not the run."""
     try:
         atomic_write(path, write)
     except RunDirError as error:
@@ -295,8 +268,7 @@ def save_side_image(write: Callable[[Any], None], path: Path) -> None:
 
 def attach_evaluation(trainer: Engine, evaluate: Callable[[], dict[str, Any]], every_epochs: int,
                       writer: Optional[HistoryWriter], before_run: Callable[[Engine], bool]) -> None:
-    """Every ``every_epochs`` epochs, unless ``before_run(trainer)`` says no (the NaN guard stopped
-    the run), call ``evaluate`` (on every rank) and write one ``kind: eval`` record of its values."""
+    """Every ``every_epochs`` epochs unless ``before_run`` says no, ``evaluate`` and write a ``kind: eval`` record."""
 
     @trainer.on(Events.EPOCH_COMPLETED(every=every_epochs))
     def _evaluate(engine: Engine) -> None:

@@ -1,11 +1,6 @@
-"""Every latent vector a run draws, each from a stream of its own that depends only on seeds and
-counters, so resumed runs, evaluations and samples are reproducible by construction:
-
-- :class:`LatentNoise`: the training step's, seeded from ``(seed, rank, iteration)``;
-- :func:`evaluation_latents`: sample ``i`` of every evaluation gets vector ``i`` of one stream,
-  whatever the world size and the batch size;
-- :func:`sample_latents` (with the truncation trick) and :func:`walk_latents` (a spherical walk):
-  the sample command's.
+"""Every latent vector a run draws, each from a stream that depends only on seeds and counters, so
+resumed runs, evaluations and samples are reproducible by construction: the training step's
+(:class:`LatentNoise`), the evaluations' (:func:`evaluation_latents`) and the sample command's.
 """
 
 from __future__ import annotations
@@ -20,13 +15,9 @@ MAX_DRAW = 1 << 22  # candidates drawn at once when redrawing truncated componen
 
 
 class LatentNoise:
-    """The training step's latent vectors, drawn on the device by a generator of their own that is
-    seeded from ``(seed, rank, iteration)`` before each draw.
-
-    On a GPU this keeps the step free of host work: no CPU ``randn`` and no copy from pageable
-    memory (a stream synchronisation per iteration). Iteration ``i``'s latents depend on nothing
-    else, so a run resumed from any checkpoint, even mid-epoch, draws exactly what the uninterrupted
-    run drew, without any RNG state in the checkpoint; each rank draws its own.
+    """The training step's latent vectors, drawn on the device by a generator seeded from ``(seed,
+    rank, iteration)`` before each draw: no host work in the step, and a run resumed from any
+    checkpoint, even mid-epoch, draws exactly what the uninterrupted run drew.
     """
 
     def __init__(self, latent_dim: int, device: torch.device, seed: int = 0, rank: int = 0):
@@ -40,14 +31,13 @@ class LatentNoise:
 
 
 def evaluation_latents(config: Any, num_samples: int) -> torch.Tensor:
-    """All ``num_samples`` latent vectors of an evaluation, from one seeded CPU stream."""
+    """All latent vectors of an evaluation from one seeded stream: sample ``i`` always gets vector ``i``."""
     noise = torch.Generator().manual_seed(config.seed + EVAL_NOISE_OFFSET)
     return torch.randn(num_samples, config.model.latent_dim, 1, 1, generator=noise)
 
 
 def sample_latents(num: int, latent_dim: int, seed: int = 0, truncation: Optional[float] = None) -> torch.Tensor:
-    """``num`` latent vectors (num x latent_dim x 1 x 1) from one seeded CPU stream; with
-    ``truncation``, components outside ``[-T, T]`` are redrawn from the same stream."""
+    """``num`` latent vectors from one seeded stream; with ``truncation`` T, redrawn within ``[-T, T]``."""
     stream = torch.Generator().manual_seed(seed)
     latents = torch.randn(num, latent_dim, 1, 1, generator=stream)
     if truncation is not None:
@@ -56,11 +46,8 @@ def sample_latents(num: int, latent_dim: int, seed: int = 0, truncation: Optiona
 
 
 def truncate_(latents: torch.Tensor, threshold: float, stream: torch.Generator) -> torch.Tensor:
-    """Redraw, in place, every component with ``|z| > threshold`` until it lies within.
-
-    Equivalent to redrawing each component one by one in order, but in chunks sized by the
-    acceptance probability, so a small threshold does not take thousands of rounds.
-    """
+    """Redraw, in place, every component with ``|z| > threshold`` until it lies within: the same as one
+    by one in order, but in chunks sized by the acceptance probability (a small threshold stays fast)."""
     flat = latents.view(-1)
     outside = (flat.abs() > threshold).nonzero().squeeze(1)
     acceptance = math.erf(threshold / math.sqrt(2))  # P(|z| <= T) for z ~ N(0, 1)
@@ -87,5 +74,3 @@ def walk_latents(keys: torch.Tensor, steps: int) -> torch.Tensor:
     frames = [slerp(keys[index], keys[(index + 1) % len(keys)], step / steps)
               for index in range(len(keys)) for step in range(steps)]
     return torch.stack(frames)
-
-

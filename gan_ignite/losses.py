@@ -21,10 +21,9 @@ class GANLoss:
 
 
 def _bce_to(logits: torch.Tensor, target: float) -> torch.Tensor:
-    # sigmoid then binary_cross_entropy, exactly the seed's nn.Sigmoid + nn.BCELoss (its log is
-    # clamped at -100): the seed's losses stay bit-identical. binary_cross_entropy rejects NaN
-    # inputs (an exception, a device-side assert on CUDA); nan_to_num leaves every other value as it
-    # is, and the training step marks a diverged step from the logits themselves, without a sync.
+    # exactly the tutorial baseline's nn.Sigmoid + nn.BCELoss (log clamped at -100), so its losses stay
+    # bit-identical. binary_cross_entropy rejects NaN (a device-side assert on CUDA); nan_to_num changes
+    # nothing else, and the training step marks a diverged step from the logits, without a sync.
     probabilities = torch.sigmoid(logits).nan_to_num(nan=0.5)
     return F.binary_cross_entropy(probabilities, torch.full_like(logits, target))
 

@@ -1,7 +1,5 @@
-"""DCGAN Generator and Discriminator (the seed's architecture, parameterised by size and widths).
-
-Weights get the DCGAN initialisation once, at construction. The seed re-initialised them on every
-``Events.STARTED``, which would wipe a model restored from a checkpoint.
+"""DCGAN Generator and Discriminator (the tutorial baseline's architecture, parameterised by size and
+widths). Weights get the DCGAN initialisation once, at construction, so a restored model keeps its own.
 """
 
 from __future__ import annotations
@@ -40,11 +38,8 @@ class Generator(nn.Module):
         self.latent_dim, self.channels, self.image_size = latent_dim, channels, image_size
         blocks = _num_upsamplings(image_size)
         width = features * 2 ** (blocks - 1)
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, width, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(True),
-        ]
+        layers: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, width, 4, 1, 0, bias=False), nn.BatchNorm2d(width),
+                                   nn.ReLU(True)]
         for _ in range(blocks - 1):
             layers += [nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(width // 2),
                        nn.ReLU(True)]
@@ -58,18 +53,14 @@ class Generator(nn.Module):
 
 
 def generator_from_config(config) -> Generator:
-    """The generator a run's config describes (``model.latent_dim``, ``model.g_features``,
-    ``data.channels``, ``data.image_size``), freshly initialised."""
+    """The generator a run's config describes, freshly initialised."""
     return Generator(config.model.latent_dim, config.data.channels, config.data.image_size, config.model.g_features)
 
 
 class Discriminator(nn.Module):
-    """image (N, channels, size, size) -> logit of being real, shape (N, 1, 1, 1).
-
-    The losses (``gan_ignite.losses``) take logits: the seed's final ``nn.Sigmoid`` moved into
-    the ``bce`` loss. With ``spectral_norm`` every convolution is spectrally normalised
-    (Miyato et al. 2018) and the BatchNorm layers are dropped: SN takes their place, and the
-    convolutions get a bias instead of BatchNorm's shift.
+    """image (N, channels, size, size) -> logit of being real, shape (N, 1, 1, 1); the ``bce`` loss
+    applies the tutorial baseline's sigmoid. With ``spectral_norm`` every convolution is spectrally
+    normalised (Miyato et al. 2018) and gets a bias in place of the BatchNorm layers, which are dropped.
     """
 
     def __init__(self, channels: int = 3, image_size: int = 64, features: int = 64, spectral_norm: bool = False):
@@ -94,7 +85,3 @@ class Discriminator(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())

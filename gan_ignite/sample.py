@@ -41,6 +41,7 @@ from typing import Any, Iterable, Iterator
 from gan_ignite.command import main_for
 from gan_ignite.config import ScoredModel
 from gan_ignite.errors import RunDirError, UserError
+from gan_ignite.io import atomic_write, require_memory, require_writable_folder
 
 GIF_MIN_SIZE = 128  # GIF frames are enlarged to at least this many pixels
 GIF_FRAME_MS = 80
@@ -48,23 +49,20 @@ SAMPLE_NAME = re.compile(r"^(\d{6,})\.png$")
 INTERRUPTED = "Interrupted by Ctrl-C; the images written so far are in place, each one complete."
 
 
-# ----------------------------------------------------------------------------- images
 def generated_batches(generator: Any, latents: Any, batch_size: int, device: Any) -> Iterator[Any]:
-    """uint8 images (B x C x H x W, on the CPU) batch by batch, converted as the evaluator converts
-    them; a progress bar on a terminal."""
-    import torch
+    """uint8 images on the CPU, batch by batch, as the evaluator generates them; a progress bar on a terminal."""
     from tqdm.auto import tqdm
 
-    from gan_ignite.metrics.networks.preprocess import to_uint8
+    from gan_ignite.engines import generated_images
 
     with tqdm(total=len(latents), desc="Sampling", unit="img", disable=not sys.stderr.isatty(), leave=False) as bar:
-        for batch in latents.split(batch_size):
-            with torch.no_grad():
-                yield to_uint8(generator(batch.to(device))).cpu()
-            bar.update(len(batch))
+        for images in generated_images(generator, latents.split(batch_size), device):
+            yield images.cpu()
+            bar.update(len(images))
 
 
 def generate(generator: Any, latents: Any, batch_size: int, device: Any) -> Any:
+    """All the images at once (a grid, a GIF)."""
     import torch
 
     return torch.cat(list(generated_batches(generator, latents, batch_size, device)))
@@ -83,17 +81,13 @@ def sample_name(index: int) -> str:
 
 
 def is_sample_name(name: str, num: int) -> bool:
-    """Whether ``name`` is one of the ``num`` file names ``--out DIR`` writes (checked without
-    listing them: ``--num`` may be in the millions)."""
+    """Whether ``name`` is one of the ``num`` file names ``--out DIR`` writes (without listing them)."""
     match = SAMPLE_NAME.match(name)
     return bool(match) and int(match.group(1)) < num and name == sample_name(int(match.group(1)))
 
 
 def write_folder(batches: Iterable[Any], folder: Path) -> int:
-    """Write the images batch by batch (50,000 of them need not fit in memory at once), each one
-    complete or absent (no fsync per image); their count."""
-    from gan_ignite.io import atomic_write
-
+    """Write the images batch by batch, each one complete or absent (no fsync per image); their count."""
     count = 0
     for batch in batches:
         for image in batch:
@@ -106,8 +100,6 @@ def write_folder(batches: Iterable[Any], folder: Path) -> int:
 def write_grid(images: Any, path: Path) -> None:
     from torchvision.utils import save_image
 
-    from gan_ignite.io import atomic_write
-
     grid = images.float() / 255  # k / 255 goes back to exactly k in save_image: the grid holds the folder's values
     atomic_write(path, lambda handle: save_image(grid, handle, format="png", nrow=math.ceil(math.sqrt(len(images))),
                                                  padding=2))
@@ -116,18 +108,13 @@ def write_grid(images: Any, path: Path) -> None:
 def write_gif(images: Any, path: Path) -> None:
     from PIL import Image
 
-    from gan_ignite.io import atomic_write
-
     scale = max(1, math.ceil(GIF_MIN_SIZE / images.shape[-1]))
-    frames = [to_pil(image) for image in images]
-    if scale > 1:
-        frames = [frame.resize((frame.width * scale, frame.height * scale), Image.Resampling.NEAREST)
-                  for frame in frames]
+    frames = [to_pil(image).resize((images.shape[-1] * scale, images.shape[-2] * scale), Image.Resampling.NEAREST)
+              for image in images]
     atomic_write(path, lambda handle: frames[0].save(handle, format="GIF", save_all=True, append_images=frames[1:],
                                                      duration=GIF_FRAME_MS, loop=0))
 
 
-# ----------------------------------------------------------------------------- checks
 def check_arguments(args: argparse.Namespace) -> None:
     if args.out is None and args.gif is None:
         raise UserError("Nothing to write: give --out DIR (images), --out FILE.png --grid, or --interpolate STEPS "
@@ -153,8 +140,6 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def writable_folder(folder: Path, what: str) -> None:
-    from gan_ignite.io import require_writable_folder
-
     require_writable_folder(folder, f"Cannot write {what} to '{folder}'", "Choose a writable location.")
 
 
@@ -185,9 +170,8 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def memory_needed(args: argparse.Namespace, config: Any) -> int:
-    """A rough upper bound of the bytes the outputs hold in memory at once: the latents (drawn at
-    once, so the same seed gives the same images whatever the batch size), the grid's images, the
-    GIF's frames (a folder is written batch by batch)."""
+    """A rough upper bound of the bytes held at once: the latents (all drawn at once), the grid's images,
+    the GIF's frames (a folder is written batch by batch)."""
     latent_bytes = config.model.latent_dim * 4
     size, channels = config.data.image_size, config.data.channels
     needed = args.num * latent_bytes * 2  # the latents and the truncation's redraws
@@ -200,7 +184,6 @@ def memory_needed(args: argparse.Namespace, config: Any) -> int:
     return needed
 
 
-# ----------------------------------------------------------------------------- command line
 def sample(args: argparse.Namespace, config: Any, device: Any, model: str, generator: Any,
            trainer_state: dict) -> list[str]:
     """Write what was asked with the loaded ``generator``; the lines that say what was written."""
@@ -247,7 +230,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gan_ignite.config import scored_model
     from gan_ignite.evaluation import load_generator
-    from gan_ignite.io import require_memory
     from gan_ignite.metrics._base import resolve_device
     from gan_ignite.run_dir import load_run_config
 

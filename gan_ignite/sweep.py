@@ -34,6 +34,7 @@ The report, from the ``kind: eval`` records of each run's ``history.jsonl``:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import math
@@ -60,8 +61,8 @@ from gan_ignite.signals import Forward
 
 SETTINGS = ("num_samples", "num_real", "real_subset_seed", "feature_network", "protocol", "inception_weights",
             "reference_stats_sha256", "model")
-# always reported; then "final <label>" of every other labelled value of the metrics registry the runs recorded
-METRICS = (("best_fid", "best FID"), ("final_fid", "final FID"), ("final_is", "final IS"), ("final_kid", "final KID"))
+# always reported (best FID, final FID, IS and KID); then every other labelled value of the metrics registry
+ALWAYS_REPORTED = ("fid", "is", "kid")
 CSV_COLUMNS = ("seed", "status", "evaluations", "best_fid", "best_fid_iteration", "final_iteration", "final_fid",
                "final_is", "final_kid", *SETTINGS, "run_dir")
 SWEEP_SETS = ("seed", "output_dir", "train.resume_from")  # overrides the sweep sets itself
@@ -71,7 +72,6 @@ INTERRUPTED = "Interrupted by Ctrl-C; run the same command again to continue the
 INTERMIXED = True  # overrides may come before, between and after the options
 
 
-# ----------------------------------------------------------------------------- the plan
 @dataclass
 class Sweep:
     config_file: Optional[Path]
@@ -87,8 +87,7 @@ class Sweep:
         return [*self.overrides, f"seed={seed}", f"output_dir={self.run_dir(seed)}", "train.resume_from=auto"]
 
     def seed_config(self, seed: int) -> DictConfig:
-        """What this sweep trains seed ``seed`` with (e.g. a raised train.max_epochs, which the
-        run's own config.yaml does not know yet)."""
+        """What this sweep trains seed ``seed`` with (its run's config.yaml may hold older values)."""
         return load_config(self.config_file, self.seed_overrides(seed))
 
 
@@ -103,9 +102,7 @@ def plan_sweep(args: argparse.Namespace) -> Sweep:
         raise UserError("--config FILE is required (with --report-only, --out SWEEP_DIR is enough).")
     config = load_config(args.config, args.overrides) if args.config is not None else None
     directory = args.out if args.out is not None else Path(f"{config.output_dir}_sweep")
-    seeds = args.seeds
-    if not seeds and args.report_only:
-        seeds = discovered_seeds(directory)
+    seeds = args.seeds or (discovered_seeds(directory) if args.report_only else [])
     if not seeds:
         raise UserError(f"No seeds to {'report' if args.report_only else 'train'}: give them with --seeds, e.g. "
                         f"--seeds 0 1 2" + (f" (no seed_* folders in '{directory}')" if args.report_only else "") + ".")
@@ -117,11 +114,10 @@ def plan_sweep(args: argparse.Namespace) -> Sweep:
         for seed in seeds:  # every seed's config is valid before the first one trains
             sweep.seed_config(seed)
         if config.eval.every_epochs == 0 or "fid" not in config.eval.metrics:
-            evaluation = config.eval
             raise ConfigError("The sweep reports FID from the runs' evaluation records, but this config records none "
-                              f"(eval.every_epochs={evaluation.every_epochs}, "
-                              f"eval.metrics={list(evaluation.metrics)}). Set eval.every_epochs >= 1 and include fid "
-                              "in eval.metrics.")
+                              f"(eval.every_epochs={config.eval.every_epochs}, eval.metrics="
+                              f"{list(config.eval.metrics)}). Set eval.every_epochs >= 1 and include fid in "
+                              "eval.metrics.")
     return sweep
 
 
@@ -132,10 +128,9 @@ def discovered_seeds(directory: Path) -> list[int]:
                   if path.is_dir() and (match := SEED_DIR.match(path.name)))
 
 
-# ----------------------------------------------------------------------------- progress of a run
 def run_progress(run_dir: Path, config: Optional[DictConfig] = None) -> tuple[int, Optional[int]]:
-    """(iteration of the latest checkpoint, iterations ``config`` asks for: by default the run's own
-    config.yaml); 0 and None when there is no checkpoint or config yet, or they cannot be read."""
+    """(iteration of the latest checkpoint, iterations ``config`` (default: the run's config.yaml) asks
+    for); 0 and None when there is no checkpoint or config yet, or they cannot be read."""
     run = RunDir(run_dir)
     latest = run.latest_checkpoint()
     if latest is None or (config is None and not run.config_path.is_file()):
@@ -157,7 +152,6 @@ def is_finished(run_dir: Path, config: Optional[DictConfig] = None) -> bool:
     return total is not None and done >= total
 
 
-# ----------------------------------------------------------------------------- training
 def train_seed(sweep: Sweep, seed: int, debug: bool) -> tuple[int, Optional[int]]:
     """Train (or resume) one seed in its own process; (exit code, signal the sweep received)."""
     command = [sys.executable, "-m", "gan_ignite.train", "--config", str(sweep.config_file),
@@ -166,16 +160,12 @@ def train_seed(sweep: Sweep, seed: int, debug: bool) -> tuple[int, Optional[int]
     # the training runs the same gan_ignite as this sweep, wherever it was imported from
     package_root = str(Path(gan_ignite.__file__).resolve().parents[1])
     env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    # its own session: a Ctrl-C in the terminal reaches it once, forwarded by the sweep, instead
-    # of twice (which the training takes as "abort at once")
+    # its own session: a Ctrl-C reaches it once, forwarded by the sweep, not twice ("abort at once")
     process = subprocess.Popen(command, env=env, start_new_session=True)
     with Forward(lambda: [process], (signal.SIGINT, signal.SIGTERM)) as forwarded:
-        while True:
-            try:
+        while process.poll() is None:
+            with contextlib.suppress(KeyboardInterrupt):  # a signal from before the handler was installed
                 process.wait()
-                break
-            except KeyboardInterrupt:  # only if the signal arrived before the handler was installed
-                continue
     return process.returncode, forwarded.received
 
 
@@ -205,8 +195,7 @@ def run_seeds(sweep: Sweep, debug: bool) -> tuple[dict[int, str], Optional[int]]
             done, total = run_progress(run_dir, config)
             failed[seed] = f"training {failure_words(code)} at iteration {done}" + (f" of {total}" if total else "")
             print(f"error: seed {seed}: {failed[seed]} (see the messages above); going on with the other seeds. "
-                  f"It is left out of the report; run the same command again to retry it.", file=sys.stderr,
-                  flush=True)
+                  f"It is left out of the report; run the same command again to retry it.", file=sys.stderr, flush=True)
     return failed, None
 
 
@@ -216,7 +205,6 @@ def failure_words(code: int) -> str:
     return f"failed with exit code {code}" if code else "ended early"
 
 
-# ----------------------------------------------------------------------------- per-seed summary
 @dataclass
 class SeedSummary:
     seed: int
@@ -238,39 +226,37 @@ class SeedSummary:
             row.update(best_fid=best["fid"], best_fid_iteration=best["iteration"])
         if self.evals:
             final = self.evals[-1]
-            row.update(final_iteration=final.get("iteration"), final_fid=final.get("fid"), final_is=final.get("is"),
-                       final_kid=final.get("kid"), **{key: final.get(key) for key in SETTINGS})
+            row.update(final_iteration=final.get("iteration"), **{key: final.get(key) for key in SETTINGS})
             row.update({f"final_{key}": final[key] for key, _ in registry_values(final)})
         return {column: "" if row.get(column) is None else row[column] for column in [*CSV_COLUMNS, *row]}
 
 
 def registry_values(record: dict) -> list[tuple[str, str]]:
-    """(key, label) of the labelled values of the registry's metrics beyond FID / IS / KID (FD, CMMD,
-    Vendi, AuthPct, FID_inf, precision, ... and any metric registered later) that ``record`` holds."""
-    from gan_ignite.metrics.scores.factory import METRICS as METRIC_REGISTRY, feature_space
+    """(key, label) of the labelled values of the metrics registry that ``record`` holds."""
+    from gan_ignite.metrics.scores.factory import METRICS, feature_space
 
     space = feature_space(str(record.get("feature_network") or "inception"))
-    found = []
-    for name, spec in METRIC_REGISTRY.items():
-        for template, label in spec.labels.items():
-            key = template.format(space=space)
-            if name not in ("fid", "is", "kid") and isinstance(record.get(key), (int, float)):
-                found.append((key, label.format(space=space)))
-    return found
+    labelled = [(template.format(space=space), label.format(space=space))
+                for spec in METRICS.values() for template, label in spec.labels.items()]
+    return [(key, label) for key, label in labelled if isinstance(record.get(key), (int, float))]
 
 
 def metric_columns(summaries: Sequence[SeedSummary]) -> list[tuple[str, str]]:
-    """(CSV column, label) of the values reported: :data:`METRICS`, then the registry's other
-    values that some run's final evaluation recorded."""
-    extra: dict[str, str] = {}
+    """(CSV column, label) of the values reported: best FID, the final :data:`ALWAYS_REPORTED`, then the
+    registry's other values that some run's final evaluation recorded."""
+    from gan_ignite.metrics.scores.factory import METRICS
+
+    labels = {name: METRICS[name].labels[name] for name in ALWAYS_REPORTED}
+    columns = {"best_fid": f"best {labels['fid']}"}
+    columns.update({f"final_{name}": f"final {label}" for name, label in labels.items()})
     for summary in summaries:
         if summary.evals:
-            extra.update({f"final_{key}": f"final {label}" for key, label in registry_values(summary.evals[-1])})
-    return [*METRICS, *extra.items()]
+            columns.update({f"final_{key}": f"final {label}" for key, label in registry_values(summary.evals[-1])})
+    return list(columns.items())
 
 
 def csv_columns(summaries: Sequence[SeedSummary]) -> list[str]:
-    extra = [column for column, _ in metric_columns(summaries)[len(METRICS):]]
+    extra = [column for column, _ in metric_columns(summaries) if column not in CSV_COLUMNS]
     position = CSV_COLUMNS.index("final_kid") + 1
     return [*CSV_COLUMNS[:position], *extra, *CSV_COLUMNS[position:]]
 
@@ -294,7 +280,6 @@ def summarize(seed: int, run_dir: Path, failure: Optional[str]) -> SeedSummary:
     return SeedSummary(seed, run_dir, status, finished, evals)
 
 
-# ----------------------------------------------------------------------------- statistics
 @dataclass
 class Spread:
     n: int
@@ -332,7 +317,6 @@ def mixed_settings(summaries: Sequence[SeedSummary]) -> list[str]:
     return lines
 
 
-# ----------------------------------------------------------------------------- the report
 def write_report(sweep: Sweep, failed: dict[int, str]) -> list[Path]:
     summaries = [summarize(seed, sweep.run_dir(seed), failed.get(seed)) for seed in sweep.seeds]
     with_records = [summary for summary in summaries if summary.fid_records]
@@ -377,13 +361,12 @@ def markdown(sweep: Sweep, summaries: Sequence[SeedSummary], included: Sequence[
     lines += ["| metric | seeds | mean | sd | 95% CI of the mean |", "| --- | --- | --- | --- | --- |"]
     for key, label in columns:
         values = [float(row[key]) for row in rows if row.get(key, "") != ""]
-        if not values:
-            continue
-        result = spread(values)
-        interval = "n/a" if result.half_width is None else \
-            f"{number(result.mean - result.half_width)} to {number(result.mean + result.half_width)} " \
-            f"(± {number(result.half_width)})"
-        lines.append(f"| {label} | {result.n} | {number(result.mean)} | {number(result.sd)} | {interval} |")
+        if values:
+            result = spread(values)
+            interval = "n/a" if result.half_width is None else \
+                f"{number(result.mean - result.half_width)} to {number(result.mean + result.half_width)} " \
+                f"(± {number(result.half_width)})"
+            lines.append(f"| {label} | {result.n} | {number(result.mean)} | {number(result.sd)} | {interval} |")
     lines += ["", "sd: sample standard deviation over the seeds; 95% CI: mean ± t(0.975, n-1) · sd / √n "
               "(Student t).", ""]
     mixed = mixed_settings(included)
@@ -396,7 +379,7 @@ def markdown(sweep: Sweep, summaries: Sequence[SeedSummary], included: Sequence[
     if any(record.get("inception_weights") == "random" for summary in included for record in summary.evals):
         lines += ["**Warning:** scored with a random-init Inception (`inception_weights: random`, for tests): the "
                   "values are meaningless.", ""]
-    labels = ["best FID (iteration)", *(label for _, label in columns[1:])]
+    labels = [f"{columns[0][1]} (iteration)", *(label for _, label in columns[1:])]
     lines += ["| seed | status | " + " | ".join(labels) + " |", "| --- " * (len(labels) + 2) + "|"]
     for summary in summaries:
         row = summary.row()
@@ -441,7 +424,6 @@ def plot_fid(included: Sequence[SeedSummary], path: Path) -> None:
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, help="YAML config file, as for gan_ignite.train")
     parser.add_argument("--seeds", nargs="*", default=[], help="the seeds, e.g. --seeds 0 1 2")

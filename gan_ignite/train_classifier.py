@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from gan_ignite.command import main_for
+from gan_ignite.config import load_config
 from gan_ignite.errors import ConfigError
+from gan_ignite.io import require_writable_folder
 
 logger = logging.getLogger("gan_ignite")
 
@@ -38,6 +40,24 @@ def random_shift(images: Any, generator: Any, pixels: int = 2) -> Any:
     return torch.stack([padded[i, :, y:y + size, x:x + size] for i, (y, x) in enumerate(offsets)])
 
 
+def labelled_loaders(config, batch_size: int, max_train: Optional[int],
+                     max_test: Optional[int]) -> tuple[list, Any, Any]:
+    """The class names and the loaders of the official train and test splits (or of their first images)."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from gan_ignite import data as data_module
+
+    train_set = data_module.load_labelled_dataset(config.data, train=True)
+    test_set = data_module.load_labelled_dataset(config.data, train=False)
+    train_images = Subset(train_set, range(max_train)) if max_train else train_set
+    test_images = Subset(test_set, range(max_test)) if max_test else test_set
+    train_loader = DataLoader(train_images, batch_size=batch_size, shuffle=True, drop_last=True,
+                              num_workers=config.data.num_workers, generator=torch.Generator().manual_seed(config.seed))
+    test_loader = DataLoader(test_images, batch_size=512, num_workers=config.data.num_workers)
+    return list(getattr(train_set, "classes", [])), train_loader, test_loader
+
+
 def train(config, out: Path, epochs: int, batch_size: int, lr: float, max_train: Optional[int],
           max_test: Optional[int]) -> dict[str, Any]:
     """Train, evaluate every epoch, save; returns the metadata saved with the classifier."""
@@ -46,20 +66,12 @@ def train(config, out: Path, epochs: int, batch_size: int, lr: float, max_train:
     from ignite.handlers import ProgressBar
     from ignite.handlers.param_scheduler import LRScheduler
     from ignite.metrics import Accuracy, Loss
-    from torch.utils.data import DataLoader, Subset
 
-    from gan_ignite import data as data_module
     from gan_ignite.metrics.networks.classifier import DomainClassifier, save_classifier
 
     data_config = config.data
-    train_set = data_module.load_labelled_dataset(data_config, train=True)
-    test_set = data_module.load_labelled_dataset(data_config, train=False)
-    classes = list(getattr(train_set, "classes", []))
-    train_images = Subset(train_set, range(max_train)) if max_train else train_set
-    test_images = Subset(test_set, range(max_test)) if max_test else test_set
-    train_loader = DataLoader(train_images, batch_size=batch_size, shuffle=True, drop_last=True,
-                              num_workers=data_config.num_workers, generator=torch.Generator().manual_seed(config.seed))
-    test_loader = DataLoader(test_images, batch_size=512, num_workers=data_config.num_workers)
+    classes, train_loader, test_loader = labelled_loaders(config, batch_size, max_train, max_test)
+    test_count = len(test_loader.dataset)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = DomainClassifier(data_config.channels, len(classes) or 10, input_size=data_config.image_size)
     model = model.to(device, memory_format=torch.channels_last)
@@ -89,13 +101,13 @@ def train(config, out: Path, epochs: int, batch_size: int, lr: float, max_train:
         evaluator.run(test_loader)
         accuracies.append(evaluator.state.metrics["accuracy"])
         logger.info("Epoch %d/%d: test accuracy %.4f, test loss %.4f (%d test images)", engine.state.epoch, epochs,
-                    accuracies[-1], evaluator.state.metrics["loss"], len(test_images))
+                    accuracies[-1], evaluator.state.metrics["loss"], test_count)
 
     started = time.perf_counter()
     trainer.run(train_loader, max_epochs=epochs)
     metadata = {"dataset": str(data_config.name), "classes": classes, "image_size": data_config.image_size,
-                "channels": data_config.channels, "test_accuracy": accuracies[-1], "test_images": len(test_images),
-                "train_images": len(train_images), "epochs": epochs,
+                "channels": data_config.channels, "test_accuracy": accuracies[-1], "test_images": test_count,
+                "train_images": len(train_loader.dataset), "epochs": epochs,
                 "train_seconds": round(time.perf_counter() - started, 1)}
     save_classifier(out, model.cpu(), **metadata)
     return metadata
@@ -116,9 +128,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ignite.utils import manual_seed
-
-    from gan_ignite.config import load_config
-    from gan_ignite.io import require_writable_folder
 
     if args.epochs < 1 or args.batch_size < 1:
         raise ConfigError(f"--epochs and --batch-size must be positive, got {args.epochs} and {args.batch_size}.")

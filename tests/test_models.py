@@ -8,11 +8,15 @@ from ignite.engine import Events
 from gan_ignite.engines import create_trainer, make_training_step
 from gan_ignite.handlers import TrainingLog
 from gan_ignite.run_dir import HistoryWriter
-from gan_ignite.models import Discriminator, Generator, count_parameters
+from gan_ignite.models import Discriminator, Generator
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
 
 
 def test_parameter_counts_match_the_seed_notebook():
-    # The seed's torchsummary totals (printed twice there because of DataParallel) halved.
+    # The tutorial baseline's torchsummary totals (printed twice there because of DataParallel) halved.
     assert count_parameters(Generator(latent_dim=150, channels=3, image_size=64, features=64)) == 3_986_304
     assert count_parameters(Discriminator(channels=3, image_size=64, features=64)) == 2_765_568
 
