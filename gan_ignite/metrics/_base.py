@@ -1,5 +1,5 @@
-"""Shared pieces of the metrics: output selection, gathering rows across ranks, and a base
-class for metrics that store per-sample rows and report several values."""
+"""Shared pieces of the metrics: the device, output selection, and the collectives that gather rows
+and share results and errors across ranks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from typing import Any, TypeVar
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
-from ignite.metrics import Metric
-from ignite.metrics.metric import reinit__is_reduced
 
 from gan_ignite.errors import ConfigError, UserError
 from gan_ignite.metrics.timing import timed_part
@@ -22,8 +19,7 @@ LOGITS_KEY = "logits"
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``name`` as a device that exists here (``None``: cuda when available, else cpu); a bad name
-    raises :class:`~gan_ignite.errors.ConfigError` saying which devices there are."""
+    """``name`` as a device that exists here (``None``: cuda when available, else cpu)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -138,49 +134,3 @@ def on_rank0(compute: Callable[[], Any]) -> Any:
         kind, message = shared["error"]
         raise (NotComputableError if kind == NotComputableError.__name__ else ValueError)(message)
     return shared["result"]
-
-
-class StoredRowsMetric(Metric):
-    """Keeps every row of the selected output and reports a mapping of values under names derived
-    from the attach name (see :meth:`result_names`).
-
-    At compute time the rows of all ranks are gathered in rank order (so contiguous per-rank
-    shards come back in sample order) and the value is computed once, on rank 0, then shared with
-    every rank. Subclasses implement :meth:`compute_from_rows`.
-    """
-
-    def __init__(self, output_key: str, output_transform: Callable | None, device: str | torch.device) -> None:
-        self._output_key = output_key
-        super().__init__(output_transform=output_transform or SelectKey(output_key), device=device)
-
-    @reinit__is_reduced
-    def reset(self) -> None:
-        self._rows: list[torch.Tensor] = []
-
-    @reinit__is_reduced
-    def update(self, output: torch.Tensor) -> None:
-        if output.dim() != 2:
-            raise ValueError(f"{type(self).__name__} expects '{self._output_key}' of shape [B, D], got "
-                             f"{tuple(output.shape)}.")
-        self._rows.append(output.detach().to(self._device, torch.float32))
-
-    def all_rows(self) -> torch.Tensor:
-        """Every stored row of every rank, in rank order (a collective call in a distributed run)."""
-        local = torch.cat(self._rows) if self._rows else torch.zeros((0, 0), device=self._device)
-        rows = gather_rows(local)
-        if rows.shape[0] == 0:
-            raise NotComputableError(f"{type(self).__name__} must have at least one example before it can be computed.")
-        return rows
-
-    def compute(self) -> dict[str, float]:
-        rows = self.all_rows()
-        return on_rank0(lambda: self.compute_from_rows(rows))
-
-    def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float]:
-        raise NotImplementedError
-
-    def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
-        return {f"{name}_{key}": value for key, value in result.items()}
-
-    def completed(self, engine: Engine, name: str) -> None:
-        engine.state.metrics.update(self.result_names(name, self.compute()))

@@ -1,11 +1,8 @@
-"""Where an evaluation's time goes: seconds per part (generation, preprocessing, network, metrics,
-gather), so a slow evaluation says why.
+"""Where an evaluation's time goes: seconds per part (generate, prepare, network, metrics, gather).
 
-Work queued on a GPU is timed with CUDA events on the stream it runs on (read once, at the end:
-no synchronisation per batch); work on the host (a PIL resize, the statistics and the square root
-at the end) by the wall clock, after the device has caught up. On a CPU every part is wall-clock
-time in the thread that does it. Parts that run in a background thread overlap the others, so
-the parts may add up to more than the total.
+Work queued on a GPU is timed with CUDA events on its stream, read once at the end (no
+synchronisation per batch); host work by the wall clock, after the device has caught up. Parts run
+in a background thread overlap the others, so the parts may add up to more than the total.
 """
 
 from __future__ import annotations
@@ -18,8 +15,6 @@ from collections.abc import Iterator
 from typing import Optional
 
 import torch
-
-__all__ = ["PART_NAMES", "PartTimer", "active_timer", "describe_seconds", "timed_part"]
 
 PART_NAMES = ("generate", "prepare", "network", "metrics", "gather")
 
@@ -34,50 +29,19 @@ class PartTimer:
         self._lock = threading.Lock()
         self._started = time.perf_counter()
 
-    @contextlib.contextmanager
-    def device_part(self, name: str) -> Iterator[None]:
-        """Work queued on the device (kernels): CUDA events around it, or the wall clock on a CPU."""
-        if not self.cuda:
-            with self.host_part(name, synchronize=False):
-                yield
-            return
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        yield
-        end.record()
-        with self._lock:
-            self._events.append((name, start, end))
-
-    @contextlib.contextmanager
-    def host_part(self, name: str, synchronize: bool = False) -> Iterator[None]:
-        """Work on the host; with ``synchronize`` (on a GPU) the device's queue is drained before
-        and after, so only this part's own time counts (use it for once-per-evaluation work)."""
-        if synchronize and self.cuda:
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            if synchronize and self.cuda:
-                torch.cuda.synchronize()
-            with self._lock:
-                self.seconds[name] += time.perf_counter() - started
-
     def begin(self, name: str, host: bool = False) -> tuple:
-        """The start of a part that a context manager cannot enclose (e.g. between two engine
-        events); :meth:`end` closes it. ``host`` parts are wall-clock after a device synchronisation."""
+        """The start of a part that :meth:`end` closes: CUDA events on a GPU, else the wall clock;
+        a ``host`` part is wall-clock time with the device drained before and after."""
         if host or not self.cuda:
-            if host and self.cuda:
-                torch.cuda.synchronize()
-            return name, host, time.perf_counter()
+            return self._wall_clock(name, host)
         start = torch.cuda.Event(enable_timing=True)
         start.record()
         return name, host, start
 
     def end(self, token: tuple) -> None:
-        name, host, start = token
+        name, synchronize, start = token
         if isinstance(start, float):
-            if host and self.cuda:
+            if synchronize and self.cuda:
                 torch.cuda.synchronize()
             with self._lock:
                 self.seconds[name] += time.perf_counter() - start
@@ -86,6 +50,30 @@ class PartTimer:
         end.record()
         with self._lock:
             self._events.append((name, start, end))
+
+    def _wall_clock(self, name: str, synchronize: bool) -> tuple:
+        if synchronize and self.cuda:
+            torch.cuda.synchronize()
+        return name, synchronize, time.perf_counter()
+
+    @contextlib.contextmanager
+    def device_part(self, name: str) -> Iterator[None]:
+        """Work queued on the device (kernels)."""
+        token = self.begin(name)
+        try:
+            yield
+        finally:
+            self.end(token)
+
+    @contextlib.contextmanager
+    def host_part(self, name: str, synchronize: bool = False) -> Iterator[None]:
+        """Work on the host; ``synchronize`` drains the device before and after, so only this part's
+        own time counts (for once-per-evaluation work)."""
+        token = self._wall_clock(name, synchronize)
+        try:
+            yield
+        finally:
+            self.end(token)
 
     def summary(self) -> dict[str, float]:
         """``{part: seconds, ..., "total": seconds}`` rounded to milliseconds (synchronises once);
@@ -117,13 +105,9 @@ def active_timer(timer: Optional[PartTimer]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def timed_part(name: str) -> Iterator[None]:
-    """Time of ``name`` (a collective, once per metric) on the active timer, the device drained
-    before and after; a no-op without an active timer."""
+    """Time ``name`` (a collective, once per metric) on the active timer, if any, the device drained."""
     timer = _ACTIVE["timer"]
-    if timer is None:
-        yield
-        return
-    with timer.host_part(name, synchronize=True):
+    with timer.host_part(name, synchronize=True) if timer is not None else contextlib.nullcontext():
         yield
 
 

@@ -1,14 +1,8 @@
-"""FID_infinity (Chong & Forsyth 2020, "Effectively Unbiased FID and Inception Score and where to
-find them"): FD is biased upwards by a term that is, to first order, linear in 1/N. FD is computed
-on random subsets of N generated samples at several N, a straight line is fitted to FD against
-1/N, and its value at 1/N = 0 is reported.
-
-The authors' code (``score_infinity.py``) uses 15 sizes evenly spaced from 5,000 to 50,000
-(``np.linspace(5000, 50000, 15).astype(int32)``), a new random permutation of the generated
-features for each size (its first N rows), the full reference statistics on the other side and an
-ordinary least-squares line. Here the range scales with the samples there are: from
-``min_fraction * n`` (0.1: 5,000 of 50,000) to ``n``, with ``points`` sizes; the permutations come
-from ``np.random.RandomState(seed)``, so the value is reproducible.
+"""FID_infinity (Chong & Forsyth 2020): FD is biased upwards by a term linear in 1/N, so FD of random
+subsets of N generated samples is fitted with a least-squares line against 1/N and the line's value at
+1/N = 0 is reported. As the authors' ``score_infinity.py`` (15 sizes from 5,000 to 50,000, a new
+permutation per size), but the sizes run from ``min_fraction * n`` to ``n`` and the permutations come
+from ``np.random.RandomState(seed)``.
 """
 
 from __future__ import annotations
@@ -21,7 +15,6 @@ import torch
 
 from gan_ignite.metrics.scores.fid import _frechet, covariance_sqrt_factor, mean_and_covariance
 
-__all__ = ["FDInfinity", "fd_infinity", "fd_infinity_sizes"]
 
 def fd_infinity_sizes(num_samples: int, points: int = 15, min_fraction: float = 0.1) -> np.ndarray:
     """The subset sizes N of the fit, as the authors space them (truncated to integers)."""

@@ -1,7 +1,5 @@
-"""Real-set Inception statistics: computed once, cached on disk by a key of everything they
-depend on, shared by every epoch's evaluation.
-
-The ``.npz`` holds ``mu`` and ``sigma`` under pytorch-fid's key names (so
+"""Reference-set statistics: computed once, cached on disk by a key of everything they depend on,
+validated when read. The ``.npz`` holds ``mu`` and ``sigma`` under pytorch-fid's key names (so
 ``python -m pytorch_fid stats.npz other`` reads it), plus ``features``, ``num`` and ``meta``.
 """
 
@@ -28,14 +26,6 @@ from gan_ignite.metrics.options import DEFAULT_PROTOCOL
 from gan_ignite.errors import RealStatisticsError, RunDirError
 from gan_ignite.io import atomic_write, check_npz, first_line
 
-__all__ = [
-    "RealStatistics",
-    "RealStatisticsError",
-    "cache_key",
-    "cached_real_statistics",
-    "compute_real_statistics",
-]
-
 logger = logging.getLogger(__name__)
 
 
@@ -57,7 +47,6 @@ class RealStatistics:
         return cls(features.numpy(), mu.numpy(), sigma.numpy(), int(features.shape[0]), dict(meta or {}))
 
     def save(self, path: str | os.PathLike, label: str = "statistics file", intact: str = "") -> Path:
-        """Write atomically (:func:`gan_ignite.io.atomic_write`)."""
         path = Path(path)
         arrays = {"mu": self.mu, "sigma": self.sigma, "num": np.int64(self.num),
                   "meta": np.array(json.dumps(self.meta, sort_keys=True, default=str))}
@@ -68,9 +57,8 @@ class RealStatistics:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RealStatistics:
-        """Read our ``.npz`` or pytorch-fid's (``mu`` and ``sigma`` only), validated completely before
-        it is used (:func:`check_npz`: a regular file with sane headers; then shapes, types, counts,
-        metadata and :func:`check_statistics`). Every command reads reference statistics here."""
+        """Our ``.npz`` or pytorch-fid's (``mu`` and ``sigma`` only), validated completely before it is
+        used; every command reads reference statistics here."""
         path = Path(path)
         if not path.exists():
             raise RealStatisticsError(f"Cannot read statistics file '{path}': it does not exist. {NPZ_FORMAT}")
@@ -105,9 +93,8 @@ class RealStatistics:
         return cls(features, mu, sigma, num, meta)
 
     def recorded(self, key: str) -> Any:
-        """What the file records about how it was computed (``protocol``, ``feature_network``,
-        ``inception_precision``, ...): its own ``meta`` first, then a cache file's ``key_parts``;
-        None when it does not say (TTUR's, pytorch-fid's and clean-fid's files)."""
+        """What ``meta`` (or a cache file's ``meta.key_parts``) records about how the statistics were
+        computed (``protocol``, ``feature_network``, ...); None when it does not say (TTUR's, pytorch-fid's)."""
         value = self.meta.get(key)
         if value is None and isinstance(self.meta.get("key_parts"), dict):
             value = self.meta["key_parts"].get(key)
@@ -117,7 +104,6 @@ class RealStatistics:
 NPZ_FORMAT = ("Expected an .npz of numeric arrays 'mu' [D] and 'sigma' [D, D] (pytorch-fid's format), optionally "
               "'features' [N, D] (N >= 2), 'num' (an integer) and 'meta' (a JSON object); recompute it with python -m "
               "gan_ignite.metrics FOLDER --save-stats OUT.npz.")
-MIN_REFERENCE_IMAGES = 2
 
 
 def _count(num: np.ndarray | None, features: np.ndarray | None, path: Path) -> int:
@@ -164,22 +150,19 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-
-
 # relative tolerance of the covariance checks: float32 features give round-off far below it
 SYMMETRY_TOLERANCE, PSD_TOLERANCE = 1e-6, 1e-6
 
 
 def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | None, path: Path) -> None:
-    """Statistics that can only give meaningless metrics are refused, naming the file: shapes,
-    counts (at least 2 images' features when there are features), finite values, and a symmetric,
-    positive semi-definite covariance within round-off (a covariance with a negative eigenvalue can
-    give a negative FID)."""
+    """Refuse statistics that can only give meaningless metrics: wrong shapes, fewer than 2 images'
+    features, values that are not finite, a covariance that is not symmetric and positive
+    semi-definite within round-off (a negative eigenvalue can give a negative FID)."""
     problems = []
     if features is not None and (features.ndim != 2 or features.shape[1] != mu.size):
         problems.append(f"features has shape {features.shape}, expected [N, {mu.size}]")
-    elif features is not None and features.shape[0] < MIN_REFERENCE_IMAGES:
-        problems.append(f"features holds {features.shape[0]} images, fewer than {MIN_REFERENCE_IMAGES}")
+    elif features is not None and features.shape[0] < 2:
+        problems.append(f"features holds {features.shape[0]} images, fewer than 2")
     for name, array in (("mu", mu), ("sigma", sigma), ("features", features)):
         if array is not None and not np.isfinite(array).all():
             problems.append(f"{name} holds NaN or infinite values")
@@ -202,8 +185,7 @@ def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | N
 
 def _lowest_eigenvalue_below(sigma: np.ndarray, bound: float) -> float | None:
     """None when every eigenvalue of the symmetric ``sigma`` is at least ``bound`` (< 0), else the
-    lowest. A Cholesky factorisation of ``sigma - bound * I`` decides (~0.1 s at 2048 x 2048 on a
-    CPU, against ~3 s for the eigenvalues, computed only when it fails)."""
+    lowest: a Cholesky factorisation of ``sigma - bound * I`` decides, far cheaper than the eigenvalues."""
     matrix = torch.from_numpy(np.ascontiguousarray(sigma, dtype=np.float64))
     shifted = matrix - bound * torch.eye(matrix.shape[0], dtype=matrix.dtype)
     if int(torch.linalg.cholesky_ex(shifted).info) == 0:
@@ -214,16 +196,10 @@ def _lowest_eigenvalue_below(sigma: np.ndarray, bound: float) -> float | None:
 def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | torch.nn.Module,
                             protocol: str = DEFAULT_PROTOCOL, device: str | torch.device | None = None,
                             max_samples: int | None = None, meta: Mapping[str, Any] | None = None) -> RealStatistics:
-    """Statistics of real images given as batches of float images in [-1, 1], or of uint8 images.
-
-    ``network`` is a feature network (:mod:`gan_ignite.metrics.networks.features`) or a module with the
-    FID Inception's input contract, which is put behind the preprocessing ``protocol``. A batch
-    may be a tensor or an ``(images, labels, ...)`` tuple/list. ``max_samples`` caps the count *per
-    rank*. In a distributed run every rank must call this with its own contiguous shard: features
-    are gathered in rank order, so every rank returns the full set in sample order. If reading or
-    extracting fails on any rank, every rank raises (the failed one its own error, the others a
-    :class:`RealStatisticsError` that quotes it), so no rank is left waiting in the gather.
-    """
+    """Statistics of batches of images (float in [-1, 1] or uint8; a batch may be ``(images, labels, ...)``)
+    through ``network`` (a feature network, or a module with the FID Inception's input contract, put
+    behind ``protocol``). ``max_samples`` caps the count per rank. Every rank passes its contiguous
+    shard and gets the full set in sample order; a failure on any rank is raised on every rank."""
     if isinstance(network, torch.nn.Module):
         network = InceptionFeatures(network.to(device) if device is not None else network, protocol)
     local, error = torch.zeros((0, network.num_features)), None
@@ -270,16 +246,10 @@ def cache_key(key_parts: Mapping[str, Any]) -> str:
 
 def cached_real_statistics(cache_dir: str | os.PathLike, key_parts: Mapping[str, Any],
                            compute_fn: Callable[[], RealStatistics]) -> RealStatistics:
-    """Load the statistics for ``key_parts`` from ``cache_dir`` or compute and store them.
-
-    ``key_parts`` must name everything the statistics depend on (dataset, a fingerprint of its
-    files, subset, image size, preprocessing, feature network, sample count, ...). In a
-    distributed run call it on every rank; every collective is reached by every rank, also when
-    something fails. Rank 0 alone reads the file and broadcasts the statistics (so the cache
-    folder need only be visible to rank 0). On a miss every rank runs ``compute_fn`` (which may
-    shard the work and gather it), rank 0 writes the file, and a failed write raises the same
-    :class:`RealStatisticsError` on every rank.
-    """
+    """The statistics for ``key_parts`` (everything they depend on) from ``cache_dir``, or ``compute_fn()``
+    stored there. Called on every rank: rank 0 alone reads and writes the file (the folder need only be
+    visible to it) and broadcasts; on a miss every rank runs ``compute_fn``, and a failed write raises
+    on every rank."""
     path = Path(cache_dir) / f"real_stats_{cache_key(key_parts)}.npz"
     stats = _load_on_rank0(path)
     if broadcast_from_rank0(stats is not None):
@@ -317,7 +287,6 @@ def _save_on_rank0(stats: RealStatistics, path: Path) -> str | None:
 
 
 def _broadcast_statistics(stats: RealStatistics | None) -> RealStatistics:
-    """Rank 0's statistics on every rank."""
     if idist.get_world_size() == 1:
         return stats
     is_source = idist.get_rank() == 0
