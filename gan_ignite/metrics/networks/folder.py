@@ -13,8 +13,6 @@ from gan_ignite.errors import DataError
 from gan_ignite.metrics.networks.features import FeatureNetwork, finish_staged
 from gan_ignite.metrics.networks.images import IMG_EXTENSIONS, find_image_files, load_image_rgb
 
-__all__ = ["ImageFileDataset", "collate_staged", "folder_features", "list_images"]
-
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted, extensions case-insensitive)."""

