@@ -46,20 +46,14 @@ class SelectKey:
         if isinstance(output, Mapping) and self.key in output:
             return output[self.key]
         found = list(output) if isinstance(output, Mapping) else type(output).__name__
-        raise KeyError(
-            f"The evaluator output must be a dict with key '{self.key}' (Inception outputs of the "
-            f"generated images: {{'features': [B, 2048], 'logits': [B, 1008]}}), got {found}; "
-            "pass output_transform= to select it yourself."
-        )
-
-    def __repr__(self) -> str:
-        return f"SelectKey({self.key!r})"
+        raise KeyError(f"The evaluator output must be a dict with key '{self.key}' (Inception outputs of the "
+                       f"generated images: {{'features': [B, 2048], 'logits': [B, 1008]}}), got {found}; "
+                       "pass output_transform= to select it yourself.")
 
 
 def gather_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Concatenate the 2-d ``rows`` [n_rank, D] of every rank in rank order; every rank gets the
-    result. ``idist.all_gather`` needs equal shapes, so rows are zero-padded and trimmed; a rank
-    without rows may pass any [0, *] tensor."""
+    """The 2-d ``rows`` [n_rank, D] of every rank, in rank order, on every rank (zero-padded for
+    ``idist.all_gather``, which needs equal shapes, then trimmed; a rank without rows may pass [0, *])."""
     if idist.get_world_size() == 1:
         return rows
     with timed_part("gather"):  # an evaluation's record says what its gathers cost
@@ -73,8 +67,7 @@ def gather_rows(rows: torch.Tensor) -> torch.Tensor:
 
 
 def first_error_on_any_rank(message: str) -> str:
-    """Every rank passes its own error message ("" for none) and gets the first non-empty one of
-    all ranks: a collective, so a rank that failed and the ranks that did not stay in step."""
+    """The first non-empty error message ("": none) of all ranks, on every rank (a collective)."""
     if idist.get_world_size() == 1:
         return message
     return next((text for text in idist.all_gather(message) if text), "")
@@ -84,10 +77,8 @@ T = TypeVar("T")
 
 
 def on_every_rank(work: Callable[[], T], run_here: bool = True) -> T | None:
-    """Run ``work`` (where ``run_here``) and share its :class:`~gan_ignite.errors.UserError` with every
-    rank: if it failed anywhere, every rank raises (the failed rank its own error, the others one with
-    the same words). A collective: every rank must call it, so none is left waiting in a later
-    collective while another has given up."""
+    """``work()`` (where ``run_here``), its :class:`~gan_ignite.errors.UserError` raised on every rank (the
+    others' with the same words). A collective, so no rank waits in a later one another has left."""
     result, error = None, None
     if run_here:
         try:
@@ -120,9 +111,8 @@ def broadcast_from_rank0(payload: Any) -> Any:
 
 
 def on_rank0(compute: Callable[[], Any]) -> Any:
-    """Run ``compute`` on rank 0 only and return its JSON-serialisable result on every rank; a
-    ``ValueError`` or ``NotComputableError`` raised there is raised again on every rank, so no rank
-    is left waiting in a later collective."""
+    """``compute()`` on rank 0, its JSON-serialisable result on every rank; a ``ValueError`` or
+    ``NotComputableError`` raised there is raised on every rank."""
     result, error = None, None
     if idist.get_rank() == 0:
         try:

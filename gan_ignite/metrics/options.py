@@ -1,12 +1,7 @@
-"""The metrics' names and options, in one light module (no torch): the config schema, the metrics
-command's flags, ``--help`` and the generated references all read them here.
-
-- :class:`Name` is a ``str`` Enum whose members print as their values; the Enums below list the
-  names of the registries (metrics, FID protocols, precisions), which check at import that they
-  have exactly these names.
-- :class:`MetricOptions` holds every metric option with its meaning and its bounds: ``eval.*`` in
-  the config and the metrics command's flags both come from its fields, and :func:`option_problems`
-  is their one range check.
+"""The metrics' names and options without torch, for the config schema, the metrics command's flags
+and ``--help``: the registries' names as :class:`Name` Enums (each registry checks at import that it
+has exactly these names), and :class:`MetricOptions`, every metric option with its meaning and its
+bounds (:func:`option_problems` is their one range check).
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Where an evaluation's time goes: seconds per part (generate, prepare, network, metrics, gather).
-
-Work queued on a GPU is timed with CUDA events on its stream, read once at the end (no
-synchronisation per batch); host work by the wall clock, after the device has caught up. Parts run
-in a background thread overlap the others, so the parts may add up to more than the total.
+Work queued on a GPU is timed with CUDA events, read once at the end; host work by the wall clock.
+Parts run in a background thread overlap the others, so they may add up to more than the total.
 """
 
 from __future__ import annotations
@@ -58,7 +56,6 @@ class PartTimer:
 
     @contextlib.contextmanager
     def device_part(self, name: str) -> Iterator[None]:
-        """Work queued on the device (kernels)."""
         token = self.begin(name)
         try:
             yield
@@ -67,8 +64,7 @@ class PartTimer:
 
     @contextlib.contextmanager
     def host_part(self, name: str, synchronize: bool = False) -> Iterator[None]:
-        """Work on the host; ``synchronize`` drains the device before and after, so only this part's
-        own time counts (for once-per-evaluation work)."""
+        """Work on the host; ``synchronize`` drains the device before and after (for once-per-evaluation work)."""
         token = self._wall_clock(name, synchronize)
         try:
             yield

@@ -1,17 +1,14 @@
-"""A small domain classifier as a feature network: FID / IS / KID / PRDC that work offline and
-measure what matters on domains far from ImageNet (Fashion-MNIST, MNIST, CIFAR-10).
-
-LeNet-like and fast on a CPU: two blocks of a 5x5 convolution, BatchNorm, ReLU and 2x2 max-pool, a
-128-d fully connected layer whose activations are the features (Inception's pool3) and a linear
-layer to the class logits (for IS). Every image, also in the classifier's own training, is prepared
-the same way: RGB to luma (ITU-R 601, PIL's "L") for a 1-channel classifier or grayscale repeated
-for a 3-channel one, an antialiased bilinear resize only when the size differs, then ``x / 127.5 - 1``
-computed as ``(x / 255 - 0.5) / 0.5``. A classifier file holds the weights, the architecture, the
-class names, the dataset and its test accuracy; its tag is a hash of the file.
+"""A small LeNet-like domain classifier as a feature network (features: its 128-d hidden layer;
+logits: its classes): FID / IS / KID / PRDC that work offline and measure what matters far from
+ImageNet (Fashion-MNIST, MNIST, CIFAR-10). Every image, also in its own training, is prepared the same
+way: RGB to luma (ITU-R 601, PIL's "L") or grayscale repeated, an antialiased bilinear resize when the
+size differs, then [-1, 1]. Its file holds the weights, the architecture, the class names, the dataset
+and the test accuracy; its tag is a hash of the file.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -55,14 +52,8 @@ def _block(incoming: int, outgoing: int) -> nn.Sequential:
                          nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
 
-class PrepareForClassifier:
-    """:func:`prepare_for_classifier` of one image; picklable for DataLoader workers."""
-
-    def __init__(self, channels: int, size: int):
-        self.channels, self.size = channels, size
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return prepare_for_classifier(image.unsqueeze(0), self.channels, self.size)[0]
+def prepare_one_for_classifier(image: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    return prepare_for_classifier(image.unsqueeze(0), channels, size)[0]
 
 
 def prepare_for_classifier(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
@@ -85,18 +76,18 @@ class ClassifierFeatures:
     """A trained :class:`DomainClassifier` behind its preprocessing, as a feature network."""
 
     def __init__(self, network: DomainClassifier, tag: str):
-        self.network = network.eval().requires_grad_(False)
-        self.tag = tag
+        self.network, self.tag = network.eval().requires_grad_(False), tag
         arguments = network.arguments
         self.num_features, self.num_classes = arguments["feature_dim"], arguments["num_classes"]
-        self.prepare_one = PrepareForClassifier(arguments["channels"], arguments["input_size"])
+        self.input = {"channels": arguments["channels"], "size": arguments["input_size"]}
+        self.prepare_one = functools.partial(prepare_one_for_classifier, **self.input)  # picklable, for loader workers
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return prepare_for_classifier(images.cpu(), self.prepare_one.channels, self.prepare_one.size)
+        return prepare_for_classifier(images.cpu(), **self.input)
 
     def __call__(self, prepared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():

@@ -1,13 +1,9 @@
-"""Image-embedding feature networks (no class logits) from local checkpoints: DINOv2 (Oquab et al.
-2023; ``dinov2:PATH``, Meta's ``dinov2_vit{s,b,l,g}14_pretrain.pth``, built with timm) and CLIP
-(``clip:PATH``, OpenAI's ``ViT-L-14-336px.pt``, read by open_clip's ``load_openai_model``).
-
-Images are prepared as the authors' evaluation code prepares them: the whole image resized with PIL's
-bicubic filter (no centre crop), scaled to [0, 1] and normalised. DINOv2 as dgm-eval (Stein et al.
-2023): 224 x 224, ImageNet's mean and std, the CLS token after the final LayerNorm; Meta's 37 x 37
-position embedding is interpolated once with DINOv2's own formula, so the forward is DINOv2's at 224
-pixels. CLIP as CMMD (Jayasumana et al. 2024): the model's resolution, CLIP's mean and std, the
-L2-normalised image embedding.
+"""Image-embedding feature networks (no class logits) from local checkpoints: DINOv2 (``dinov2:PATH``,
+Meta's ``dinov2_vit{s,b,l,g}14_pretrain.pth``, built with timm) and CLIP (``clip:PATH``, OpenAI's
+``ViT-L-14-336px.pt``, read by open_clip). As dgm-eval (DINOv2) and CMMD's authors (CLIP) do it, the
+whole image is resized with PIL's bicubic filter (no centre crop), scaled to [0, 1] and normalised;
+the feature is DINOv2's CLS token at 224 pixels (Meta's position embedding interpolated once, with
+DINOv2's formula) or CLIP's L2-normalised image embedding.
 """
 
 from __future__ import annotations
@@ -52,7 +48,7 @@ prepare_for_dinov2 = functools.partial(resize_and_normalise, size=DINOV2_INPUT_S
 
 
 class EmbeddingFeatures:
-    """``embed`` (prepared batch -> embeddings) of ``network`` behind ``prepare_one``, as a feature network."""
+    """``embed`` (a prepared batch -> embeddings) of ``network``, as a feature network."""
 
     num_classes = 0
 
@@ -120,8 +116,8 @@ def load_dinov2_features(path: str | os.PathLike, device: str | torch.device = "
         renamed["pos_embed"] = interpolate_position_embedding(renamed["pos_embed"])
         network.load_state_dict(renamed, strict=True)
     except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:  # wrong shapes, keys or types
-        raise FeatureNetworkError(f"'{path}' does not fit DINOv2 {name} ({str(error).splitlines()[0]}): use Meta's "
-                                  f"dinov2_vit{{s,b,l,g}}14_pretrain.pth unchanged.") from None
+        raise FeatureNetworkError(f"'{path}' does not fit DINOv2 {name} ({str(error).splitlines()[0]}): use "
+                                  f"Meta's dinov2_vit{{s,b,l,g}}14_pretrain.pth unchanged.") from None
     return EmbeddingFeatures(network.to(device), lambda x: network.forward_features(x)[:, 0], prepare_for_dinov2,
                              int(network.embed_dim), f"dinov2-{name}-sha256-{_digest(path)}")
 

@@ -6,11 +6,11 @@ network's own preprocessing; for the FID Inception that is a protocol
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import torch
@@ -27,19 +27,19 @@ from gan_ignite.metrics.options import FEATURE_NETWORKS as NETWORK_NAMES
 
 
 class FeatureNetwork(Protocol):
+    """``prepare_one``: one uint8 ``C x H x W`` image -> the picklable CPU part of the preprocessing (an
+    optional ``finish`` takes a batch of those to the device); ``prepare``: a uint8 batch -> the input on
+    the device; ``__call__``: -> ``(features [N, F], logits [N, K])``, float32 on the device, no grad."""
+
     tag: str  # for cache keys and records: values of other networks, weights or preprocessing are never compared
     num_features: int
     num_classes: int  # 0: no class logits, so no Inception Score
     device: torch.device
 
-    # uint8 C x H x W (C = 1 or 3, any size) -> the CPU part of the preprocessing (picklable, for loader workers);
-    # an optional finish(staged) takes a batch of those to the network's input on its device
     def prepare_one(self, image: torch.Tensor) -> torch.Tensor: ...
 
-    # a uint8 N x C x H x W batch, anywhere -> the network's input on its device
     def prepare(self, images: torch.Tensor) -> torch.Tensor: ...
 
-    # -> (features [N, F], logits [N, K]), float32 on the network's device, no grad
     def __call__(self, prepared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
@@ -88,14 +88,12 @@ class InceptionFeatures:
 
 
 def prepare_images(images: torch.Tensor, network: FeatureNetwork) -> torch.Tensor:
-    """Images in [-1, 1] (float ``N x C x H x W``) or uint8 -> the network's input batch (for the
-    FID Inception on its device; the other networks prepare on the CPU)."""
+    """Images in [-1, 1] (float ``N x C x H x W``) or uint8 -> the network's input batch."""
     return network.prepare(images if images.dtype == torch.uint8 else to_uint8(images))
 
 
 def finish_staged(staged: torch.Tensor | list[torch.Tensor], network: FeatureNetwork) -> torch.Tensor:
-    """A batch of ``network.prepare_one`` results (stacked, or a list when the images differ in
-    size) -> the network's input on its device."""
+    """``network.prepare_one`` results (stacked, or a list of different sizes) -> the network's input."""
     finish = getattr(network, "finish", None) or (lambda batch: to_device(batch, network.device))
     if isinstance(staged, torch.Tensor):
         return finish(staged)
@@ -113,47 +111,19 @@ class Prefetch:
     runs on batch k, batch k+1 is generated and resized; PIL releases the GIL). The producer's exceptions
     are raised in the consumer; a consumer that stops early releases it."""
 
-    _END = object()
-
     def __init__(self, items: Iterable[Any], depth: int = 2) -> None:
         self.items, self.depth = items, depth
 
     def __iter__(self) -> Iterator[Any]:
-        slots: queue.Queue = queue.Queue(maxsize=self.depth)
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                for item in self.items:
-                    if not _put(slots, (item, None), stop):
-                        return
-                _put(slots, (self._END, None), stop)
-            except BaseException as error:  # handed to the consumer, raised there
-                _put(slots, (self._END, error), stop)
-
-        worker = threading.Thread(target=produce, name="prefetch", daemon=True)
-        worker.start()
+        items, end = iter(self.items), object()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")  # one thread advances the iterator
         try:
-            while True:
-                item, error = slots.get()
-                if error is not None:
-                    raise error
-                if item is self._END:
-                    return
+            ahead = collections.deque(pool.submit(next, items, end) for _ in range(self.depth))
+            while (item := ahead.popleft().result()) is not end:
+                ahead.append(pool.submit(next, items, end))
                 yield item
         finally:
-            stop.set()
-            worker.join(timeout=10)
-
-
-def _put(slots: queue.Queue, entry: tuple, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            slots.put(entry, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _inception(argument: str, device: torch.device, *, inception_weights: str | os.PathLike | None = None,

@@ -47,22 +47,10 @@ def find_image_files(root: str | os.PathLike) -> list[Path]:
     return sorted(files)
 
 
-def wide_to_l(image: Image.Image) -> Image.Image:
-    """16-bit / 32-bit / float grayscale -> 8-bit ``L``, scaled (PIL's convert("L") clips at 255)."""
-    values = np.asarray(image).astype(np.float64)
-    if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
-        values = values / 65535.0 * 255.0
-    elif image.mode == "F" and values.max() <= 1.0:
-        values = values * 255.0
-    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
-
-
 class ConvertMode:
     """Convert any PIL mode (L, RGB, RGBA, P, I;16, ...) to ``L`` or ``RGB``; picklable for workers.
-
-    16-bit images are scaled to 8 bits; palette and alpha images go through RGBA, so transparency
-    is dropped the way ``PIL.Image.convert("RGB")`` drops it.
-    """
+    Wide grayscale is scaled to 8 bits (PIL's convert("L") clips at 255); palette and alpha images go
+    through RGBA, so transparency is dropped the way ``PIL.Image.convert("RGB")`` drops it."""
 
     def __init__(self, mode: str):
         self.mode = mode
@@ -71,7 +59,12 @@ class ConvertMode:
         if image.mode == self.mode:
             return image
         if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-            image = wide_to_l(image)
+            values = np.asarray(image).astype(np.float64)
+            if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
+                values = values / 65535.0 * 255.0
+            elif image.mode == "F" and values.max() <= 1.0:
+                values = values * 255.0
+            image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
         elif image.mode in ("P", "PA", "LA") and self.mode == "RGB":
             image = image.convert("RGBA")
         return image.convert(self.mode)

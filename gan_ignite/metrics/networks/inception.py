@@ -10,6 +10,7 @@ Weights: pytorch-fid's state dict file, or NVIDIA's TorchScript translation of t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -74,31 +75,19 @@ class FIDInception(Inception3):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
         _check_input(images)
-        if not images.is_cuda:
-            return self._features_and_logits(images)
-        cudnn = torch.backends.cudnn  # the precision asked for, whatever the process's global setting
+        cudnn = torch.backends.cudnn  # on a GPU, the precision asked for, whatever the process's global setting
         with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                         allow_tf32=self.allow_tf32):
-            return self._features_and_logits(images)
-
-    def _features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = images.float().contiguous(memory_format=self.memory_format)
-        for block in self._trunk():
-            x = block(x)
-        features = torch.flatten(self.avgpool(x), 1).float()
-        if not self.has_logits:
-            return features, features.new_zeros((features.shape[0], 0))
-        logits = features.double() @ self.fc.weight.double().T  # float64: immune to TF32 matmul settings
-        return features, logits.float()
-
-    def _trunk(self) -> list[nn.Module]:
-        return [
-            self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3, self.maxpool1,
-            self.Conv2d_3b_1x1, self.Conv2d_4a_3x3, self.maxpool2,
-            self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a,
-            self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e,
-            self.Mixed_7a, self.Mixed_7b, self.Mixed_7c,
-        ]  # fmt: skip
+                         allow_tf32=self.allow_tf32) if images.is_cuda else contextlib.nullcontext():
+            x = images.float().contiguous(memory_format=self.memory_format)
+            for name, block in self.named_children():  # Inception3 registers its blocks in forward order
+                if name == "avgpool":
+                    break
+                x = block(x)
+            features = torch.flatten(self.avgpool(x), 1).float()
+            if not self.has_logits:
+                return features, features.new_zeros((features.shape[0], 0))
+            logits = features.double() @ self.fc.weight.double().T  # float64: immune to TF32 matmul settings
+            return features, logits.float()
 
 
 def _check_input(images: torch.Tensor) -> None:
@@ -153,7 +142,7 @@ def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.de
 
 
 def weights_tag(weights: str | os.PathLike | None) -> str:
-    """A short name of the weights for cache keys and records."""
+    """The weights' name in cache keys and records."""
     if _is_random(weights):
         return RANDOM_TAG
     if not weights:

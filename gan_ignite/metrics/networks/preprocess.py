@@ -8,13 +8,10 @@ FID implementations agree on the network and the formula but not on how a uint8 
 - ``pytorch-fid``: float in [0, 1], ``F.interpolate(bilinear, align_corners=False)``, ``2x - 1``;
 - ``torch-fidelity``: TensorFlow 1's bilinear on 0..255 floats, ``(x - 128) / 128`` (TTUR,
   torch-fidelity, StyleGAN2-ADA / StyleGAN3: behind most published GAN FIDs);
-- ``clean-fid``: PIL bicubic per channel on float32, clipped to 0..255, ``(x - 128) / 128``.
+- ``clean-fid``: PIL bicubic per channel on float32 (mode "F"), clipped to 0..255, ``(x - 128) / 128``.
 
-A :class:`Protocol` has two stages: ``on_host``, the PIL resize (CPU only: loader workers or the
-thread pool run it), and ``finish``, tensor code that runs wherever its input is, so on a GPU
-generated images never leave it. Generated images are quantised to uint8 first (:func:`to_uint8`),
-like image files. Grayscale is resized once and repeated to three channels (three equal channels
-resize to equal results).
+Generated images are quantised to uint8 first (:func:`to_uint8`), like image files. Grayscale is
+resized once and repeated to three channels (three equal channels resize to equal results).
 """
 
 from __future__ import annotations
@@ -44,18 +41,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def tutorial_resize(images: torch.Tensor) -> torch.Tensor:
-    """The tutorial's PIL bilinear on the uint8 image (CPU), uint8 at 299 x 299."""
     return _each_image(images, _pil_uint8_bilinear) if _needs_resize(images) else images
 
 
 def tutorial_scale(resized: torch.Tensor) -> torch.Tensor:
-    """``2 * (x / 255) - 1`` (= ``x / 127.5 - 1``, computed as pytorch-fid computes it, so 299 x 299
-    images give pytorch-fid's input bit for bit)."""
+    """``x / 127.5 - 1`` computed as pytorch-fid computes it, so 299 x 299 images give its input bit for bit."""
     return 2 * (resized.float() / 255) - 1
 
 
 def pytorch_fid(images: torch.Tensor) -> torch.Tensor:
-    """pytorch-fid: ``ToTensor`` (x / 255), ``F.interpolate`` bilinear without antialiasing, ``2x - 1``."""
     x = images.float() / 255
     if _needs_resize(images):
         x = F.interpolate(x, size=_SIZE, mode="bilinear", align_corners=False)
@@ -63,7 +57,6 @@ def pytorch_fid(images: torch.Tensor) -> torch.Tensor:
 
 
 def torch_fidelity(images: torch.Tensor) -> torch.Tensor:
-    """torch-fidelity / TTUR: TensorFlow 1's bilinear resize on 0..255 floats, then ``(x - 128) / 128``."""
     return inception_scale(tensorflow1_bilinear(images.float()))
 
 
@@ -83,8 +76,8 @@ def tensorflow1_bilinear(images: torch.Tensor) -> torch.Tensor:
 @functools.cache
 def _tensorflow1_grid(size: int, device: torch.device = torch.device("cpu")
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices below / above and the float32 weight of each of the 299 target positions
-    (computed on the CPU, bit for bit the same on every device, then moved there once)."""
+    """Source indices below / above and float32 weights of the 299 target positions (computed on the
+    CPU, so bit for bit the same on every device)."""
     position = torch.arange(INCEPTION_SIZE, dtype=torch.float32) * torch.tensor(size / INCEPTION_SIZE,
                                                                                  dtype=torch.float32)
     low = position.long()
@@ -92,12 +85,10 @@ def _tensorflow1_grid(size: int, device: torch.device = torch.device("cpu")
 
 
 def clean_fid_resize(images: torch.Tensor) -> torch.Tensor:
-    """clean-fid "clean": PIL bicubic of each channel as float32 (mode "F"), clipped, not re-quantised (CPU)."""
     return _each_image(images, _pil_float_bicubic)
 
 
 def inception_scale(resized: torch.Tensor) -> torch.Tensor:
-    """``(x - 128) / 128`` of 0..255 floats (TTUR, torch-fidelity, clean-fid)."""
     return (resized.float() - 128) / 128
 
 

@@ -1,10 +1,6 @@
-"""CMMD (Jayasumana et al. 2024): squared MMD with a Gaussian RBF kernel, as the authors' code
-(google-research ``cmmd/distance.py``) computes it, the biased V-statistic (means over the full kernel
-matrices, diagonal included, taken in row chunks):
-
-    CMMD = 1000 * (mean K(x, x') + mean K(y, y') - 2 mean K(x, y)),  K(a, b) = exp(-|a - b|^2 / (2 * 10^2))
-
-sigma = 10 suits CLIP's unit-norm embeddings; on other features its scale differs.
+"""CMMD (Jayasumana et al. 2024) as the authors' ``cmmd/distance.py`` computes it, the biased
+V-statistic (means over the full kernel matrices, diagonal included, taken in row chunks):
+``1000 * (mean K(x, x') + mean K(y, y') - 2 mean K(x, y))``, ``K(a, b) = exp(-|a - b|^2 / (2 * 10^2))``.
 """
 
 from __future__ import annotations
@@ -18,12 +14,11 @@ CMMD_SIGMA = 10.0
 CMMD_SCALE = 1000.0
 
 
-def cmmd(fake: torch.Tensor, real: torch.Tensor, sigma: float = CMMD_SIGMA, scale: float = CMMD_SCALE,
-         chunk: int = CHUNK) -> float:
+def cmmd(fake: torch.Tensor, real: torch.Tensor, chunk: int = CHUNK) -> float:
     """CMMD between ``fake`` [N_f, D] and ``real`` [N_r, D] features (float64)."""
     fake, real = fake.detach().double(), real.detach().to(fake.device, torch.float64)
-    gamma = 1.0 / (2.0 * sigma**2)
-    return scale * (_mean_kernel(fake, fake, gamma, chunk) + _mean_kernel(real, real, gamma, chunk)
+    gamma = 1.0 / (2.0 * CMMD_SIGMA**2)
+    return CMMD_SCALE * (_mean_kernel(fake, fake, gamma, chunk) + _mean_kernel(real, real, gamma, chunk)
                     - 2.0 * _mean_kernel(fake, real, gamma, chunk))
 
 

@@ -30,8 +30,8 @@ def min_samples_for_fit(points: int, min_fraction: float) -> int:
 class FDInfinity:
     """The fit's result: ``value`` (FD at 1/N = 0), ``slope`` (of FD against 1/N) and the sizes."""
 
-    def __init__(self, value: float, slope: float, sizes: np.ndarray, distances: np.ndarray) -> None:
-        self.value, self.slope, self.sizes, self.distances = value, slope, sizes, distances
+    def __init__(self, value: float, slope: float, sizes: np.ndarray) -> None:
+        self.value, self.slope, self.sizes = value, slope, sizes
 
     def record(self, key: str) -> dict[str, Any]:
         return {key: self.value, f"{key}_min_n": int(self.sizes.min()), f"{key}_max_n": int(self.sizes.max())}
@@ -59,4 +59,4 @@ def fd_infinity(fake: torch.Tensor, real_mu: Any, real_sigma: Any, points: int =
         fake_mu, fake_sigma = mean_and_covariance(subset)
         distances.append(_frechet(mu, sigma, factor, fake_mu, fake_sigma))
     slope, intercept = np.polyfit(1.0 / sizes, np.array(distances), deg=1)
-    return FDInfinity(float(intercept), float(slope), sizes, np.array(distances))
+    return FDInfinity(float(intercept), float(slope), sizes)

@@ -1,9 +1,6 @@
-"""Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD^2 with the cubic polynomial
-kernel ``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets.
-
-Subsets are drawn as torch-fidelity draws them (``np.random.RandomState(seed)``, per subset
-``choice(n_fake, m, replace=False)`` then ``choice(n_real, m, replace=False)``), so with the same seed
-the value equals ``torch_fidelity.metric_kid.kid_features_to_metric(fake, real)`` up to round-off.
+"""Kernel Inception Distance (Bińkowski et al. 2018): unbiased MMD^2 with the cubic polynomial kernel
+``k(x, y) = (x.y / d + 1)^3``, averaged over random subsets drawn as torch-fidelity draws them, so with
+the same seed it equals ``torch_fidelity.metric_kid.kid_features_to_metric`` up to round-off.
 """
 
 from __future__ import annotations

@@ -19,23 +19,28 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 
-from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_rank, gather_rows
-from gan_ignite.metrics.networks.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
-from gan_ignite.metrics.scores.fid import mean_and_covariance
-from gan_ignite.metrics.options import DEFAULT_PROTOCOL
 from gan_ignite.errors import RealStatisticsError, RunDirError
 from gan_ignite.io import atomic_write, check_npz, first_line
+from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_rank, gather_rows
+from gan_ignite.metrics.networks.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
+from gan_ignite.metrics.options import DEFAULT_PROTOCOL
+from gan_ignite.metrics.scores.fid import mean_and_covariance
 
 logger = logging.getLogger(__name__)
+NPZ_FORMAT = ("Expected an .npz of numeric arrays 'mu' [D] and 'sigma' [D, D] (pytorch-fid's format), optionally "
+              "'features' [N, D] (N >= 2), 'num' (an integer) and 'meta' (a JSON object); recompute it with python -m "
+              "gan_ignite.metrics FOLDER --save-stats OUT.npz.")
+# relative tolerance of the covariance checks: float32 features give round-off far below it
+SYMMETRY_TOLERANCE, PSD_TOLERANCE = 1e-6, 1e-6
 
 
 @dataclass
 class RealStatistics:
-    """Inception statistics of a reference image set."""
+    """Feature statistics of a reference image set."""
 
-    features: np.ndarray | None  # float32 [N, 2048]; needed by KID and PRDC
-    mu: np.ndarray  # float64 [2048]
-    sigma: np.ndarray  # float64 [2048, 2048]
+    features: np.ndarray | None  # float32 [N, D]; needed by KID and PRDC
+    mu: np.ndarray  # float64 [D]
+    sigma: np.ndarray  # float64 [D, D]
     num: int
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -76,16 +81,15 @@ class RealStatistics:
     def _from_npz(cls, data: Any, path: Path) -> RealStatistics:
         missing = [key for key in ("mu", "sigma") if key not in data.files]
         if missing:
-            raise RealStatisticsError(f"Statistics file '{path}' lacks {missing}; it has {data.files}. {NPZ_FORMAT}")
+            raise _invalid(path, f"lacks {missing}; it has {data.files}")
         arrays = {key: data[key] for key in ("mu", "sigma", "features", "num", "meta") if key in data.files}
         for key in ("mu", "sigma", "features"):
             if key in arrays and arrays[key].dtype.kind not in "fiu":
-                raise RealStatisticsError(f"Statistics file '{path}' stores '{key}' as {arrays[key].dtype}, not "
-                                          f"numbers. {NPZ_FORMAT}")
+                raise _invalid(path, f"stores '{key}' as {arrays[key].dtype}, not numbers")
         mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
         if mu.ndim != 1 or mu.size == 0 or sigma.shape != (mu.size, mu.size):
-            raise RealStatisticsError(f"Statistics file '{path}' has mu {mu.shape} and sigma {sigma.shape}; "
-                                      f"expected mu [D] and sigma [D, D] with D >= 1. {NPZ_FORMAT}")
+            raise _invalid(path, f"has mu {mu.shape} and sigma {sigma.shape}; expected mu [D] and sigma [D, D] with "
+                                 "D >= 1")
         features = arrays["features"].astype(np.float32) if "features" in arrays else None
         num = _count(arrays.get("num"), features, path)
         meta = _metadata(arrays.get("meta"), path)
@@ -101,9 +105,8 @@ class RealStatistics:
         return value
 
 
-NPZ_FORMAT = ("Expected an .npz of numeric arrays 'mu' [D] and 'sigma' [D, D] (pytorch-fid's format), optionally "
-              "'features' [N, D] (N >= 2), 'num' (an integer) and 'meta' (a JSON object); recompute it with python -m "
-              "gan_ignite.metrics FOLDER --save-stats OUT.npz.")
+def _invalid(path: Path, problem: str) -> RealStatisticsError:
+    return RealStatisticsError(f"Statistics file '{path}' {problem}. {NPZ_FORMAT}")
 
 
 def _count(num: np.ndarray | None, features: np.ndarray | None, path: Path) -> int:
@@ -111,11 +114,9 @@ def _count(num: np.ndarray | None, features: np.ndarray | None, path: Path) -> i
     if num is None:
         return len(features) if features is not None and features.ndim == 2 else 0
     if num.shape != () or num.dtype.kind not in "iu" or int(num) < 0:
-        raise RealStatisticsError(f"Statistics file '{path}' has num = {_short(num)} ({num.dtype}, shape "
-                                  f"{num.shape}), not a non-negative integer. {NPZ_FORMAT}")
+        raise _invalid(path, f"has num = {_short(num)} ({num.dtype}, shape {num.shape}), not a non-negative integer")
     if features is not None and features.ndim == 2 and int(num) != features.shape[0]:
-        raise RealStatisticsError(f"Statistics file '{path}' says num = {int(num)} images but holds features of "
-                                  f"{features.shape[0]}. {NPZ_FORMAT}")
+        raise _invalid(path, f"says num = {int(num)} images but holds features of {features.shape[0]}")
     return int(num)
 
 
@@ -124,34 +125,26 @@ def _metadata(meta: np.ndarray | None, path: Path) -> dict[str, Any]:
     if meta is None:
         return {}
     if meta.shape != () or meta.dtype.kind != "U":
-        raise RealStatisticsError(f"Statistics file '{path}' has meta of type {meta.dtype} and shape {meta.shape}, "
-                                  f"not a JSON text. {NPZ_FORMAT}")
+        raise _invalid(path, f"has meta of type {meta.dtype} and shape {meta.shape}, not a JSON text")
     try:
         value = json.loads(str(meta))
     except ValueError as error:
-        raise RealStatisticsError(f"Statistics file '{path}' has meta that is not JSON ({error}). {NPZ_FORMAT}") from None
+        raise _invalid(path, f"has meta that is not JSON ({error})") from None
     if not isinstance(value, dict):
-        raise RealStatisticsError(f"Statistics file '{path}' has meta = {_short(value)}, a {type(value).__name__}, "
-                                  f"not a JSON object. {NPZ_FORMAT}")
+        raise _invalid(path, f"has meta = {_short(value)}, a {type(value).__name__}, not a JSON object")
     key_parts = value.get("key_parts")
     if key_parts is not None and not isinstance(key_parts, dict):
-        raise RealStatisticsError(f"Statistics file '{path}' has meta.key_parts = {_short(key_parts)}, not a JSON "
-                                  f"object. {NPZ_FORMAT}")
+        raise _invalid(path, f"has meta.key_parts = {_short(key_parts)}, not a JSON object")
     for source in (value, key_parts or {}):
         for key in ("protocol", "feature_network", "inception_precision", "inception_weights"):
             if source.get(key) is not None and not isinstance(source.get(key), str):
-                raise RealStatisticsError(f"Statistics file '{path}' records {key} = {_short(source[key])}, not a "
-                                          f"string. {NPZ_FORMAT}")
+                raise _invalid(path, f"records {key} = {_short(source[key])}, not a string")
     return value
 
 
 def _short(value: Any) -> str:
     text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-# relative tolerance of the covariance checks: float32 features give round-off far below it
-SYMMETRY_TOLERANCE, PSD_TOLERANCE = 1e-6, 1e-6
 
 
 def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | None, path: Path) -> None:
@@ -240,8 +233,7 @@ def _local_features(batches: Iterable[Any], network: FeatureNetwork, max_samples
 
 def cache_key(key_parts: Mapping[str, Any]) -> str:
     """A short stable hash of ``key_parts`` (JSON with sorted keys)."""
-    text = json.dumps(dict(key_parts), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(dict(key_parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cached_real_statistics(cache_dir: str | os.PathLike, key_parts: Mapping[str, Any],
@@ -258,7 +250,15 @@ def cached_real_statistics(cache_dir: str | os.PathLike, key_parts: Mapping[str,
     logger.info("Real statistics cache miss: computing %s", dict(key_parts))
     stats = compute_fn()
     stats.meta = {**stats.meta, "key_parts": json.loads(json.dumps(dict(key_parts), default=str))}
-    error = _save_on_rank0(stats, path) if idist.get_rank() == 0 else None
+    error = None
+    if idist.get_rank() == 0:
+        try:
+            stats.save(path, "the real statistics cache file", "The statistics are cached so that later evaluations "
+                       "and runs skip recomputing them: choose a writable folder (eval.stats_cache_dir=... in a "
+                       "training config, or fix the permissions).")
+            logger.info("Real statistics of %d images saved to %s", stats.num, path)
+        except RunDirError as failure:
+            error = str(failure)
     error = broadcast_from_rank0(error)
     if error:
         raise RealStatisticsError(error)
@@ -273,17 +273,6 @@ def _load_on_rank0(path: Path) -> RealStatistics | None:
     except Exception as error:  # an unreadable cache entry (cut short, damaged) is a miss: recomputed
         logger.warning("Ignoring unreadable real statistics cache file (it is recomputed): %s", error)
         return None
-
-
-def _save_on_rank0(stats: RealStatistics, path: Path) -> str | None:
-    try:
-        stats.save(path, "the real statistics cache file", "The statistics are cached so that later evaluations "
-                   "and runs skip recomputing them: choose a writable folder (eval.stats_cache_dir=... in a training "
-                   "config, or fix the permissions).")
-    except RunDirError as error:
-        return str(error)
-    logger.info("Real statistics of %d images saved to %s", stats.num, path)
-    return None
 
 
 def _broadcast_statistics(stats: RealStatistics | None) -> RealStatistics:
