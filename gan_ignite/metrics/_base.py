@@ -52,11 +52,11 @@ class SelectKey:
 
 
 def gather_rows(rows: torch.Tensor) -> torch.Tensor:
-    """The 2-d ``rows`` [n_rank, D] of every rank, in rank order, on every rank (zero-padded for
-    ``idist.all_gather``, which needs equal shapes, then trimmed; a rank without rows may pass [0, *])."""
+    """The 2-d ``rows`` [n_rank, D] of every rank in rank order, on every rank (no rows: any [0, *])."""
     if idist.get_world_size() == 1:
         return rows
     with timed_part("gather"):  # an evaluation's record says what its gathers cost
+        # all_gather needs equal shapes: the rows are zero-padded, then trimmed
         shapes = idist.all_gather(torch.tensor([rows.shape[0], rows.shape[1]], device=rows.device))
         counts, widths = shapes[0::2].tolist(), shapes[1::2].tolist()
         largest, width = max(counts), max(widths)
@@ -94,8 +94,7 @@ def on_every_rank(work: Callable[[], T], run_here: bool = True) -> T | None:
 
 
 def rank0_first(work: Callable[[], T]) -> T:
-    """``work()`` on rank 0, then on the other ranks (e.g. a download into a shared cache, done once
-    while the others wait); an input error anywhere is raised on every rank."""
+    """``work()`` on rank 0, then on the others (e.g. a download into a shared cache), as :func:`on_every_rank`."""
     first = idist.get_rank() == 0
     result = on_every_rank(work, run_here=first)
     others = on_every_rank(work, run_here=not first)

@@ -22,7 +22,7 @@ from gan_ignite.metrics.options import DEFAULT_PROTOCOL, MetricOptions, option_p
 from gan_ignite.metrics.scores.factory import METRIC_NAMES, METRICS, Scoring, compute_from_sets, feature_space
 from gan_ignite.metrics.scores.real_stats import RealStatistics
 
-# without --metrics: the four the field reports; the O(n^2) ones (cmmd, authpct) cost minutes at 50k
+# without --metrics: the four the field reports (cmmd and authpct are O(n^2) in the images)
 DEFAULT_METRICS = ("fid", "is", "kid", "prdc")
 ROUND_OFF = 1e-6
 
@@ -48,7 +48,8 @@ def _check_arguments(args: argparse.Namespace) -> list[str]:
         raise ConfigError(f"--seed {args.seed} is out of range: seeds lie in [0, 2**32 - 1].")
     paths = args.paths
     if len(paths) > 2 or (len(paths) == 1 and not args.save_stats):
-        raise ConfigError(f"Give PATH_A (reference) and PATH_B (under test), or one PATH with --save-stats; got {paths}.")
+        raise ConfigError(f"Give PATH_A (reference) and PATH_B (under test), or one PATH with --save-stats; "
+                          f"got {paths}.")
     for path in paths:
         if not Path(path).exists():
             raise ConfigError(f"Path '{path}' does not exist. Give a folder of images or an .npz statistics file.")
@@ -94,20 +95,19 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def _protocol(args: argparse.Namespace, paths: list[str], files: dict[str, RealStatistics]) -> str:
-    """``--protocol``, else the one the .npz inputs record, else the default; a folder scored against a
-    file that records none (TTUR's, pytorch-fid's, clean-fid's) needs it given."""
+    """``--protocol``, else the one the .npz inputs record, else the default."""
     chosen = args.protocol
     recorded = {path: stats.recorded("protocol") for path, stats in files.items()}
     folders = any(Path(path).is_dir() for path in paths)
     for path, protocol in recorded.items():
         if protocol is None and chosen is None and folders:
             raise ConfigError(f"'{path}' does not record how its images were preprocessed (a TTUR, pytorch-fid or "
-                           f"clean-fid statistics file): give the protocol it was computed with, e.g. --protocol "
-                           f"torch-fidelity for TTUR's files, pytorch-fid for pytorch-fid's, clean-fid for clean-fid's "
-                           f"'clean' files, so that the folder is preprocessed the same way.")
+                              "clean-fid statistics file): give the protocol it was computed with, e.g. --protocol "
+                              "torch-fidelity for TTUR's files, pytorch-fid for pytorch-fid's, clean-fid for "
+                              "clean-fid's 'clean' files, so that the folder is preprocessed the same way.")
         if protocol is not None and chosen not in (None, protocol):
             raise ConfigError(f"'{path}' was computed with protocol {protocol}, not {chosen}: FIDs of different "
-                           f"protocols are not comparable. Use --protocol {protocol}, or recompute the statistics.")
+                              f"protocols are not comparable. Use --protocol {protocol}, or recompute the statistics.")
         chosen = chosen or protocol
     return chosen or DEFAULT_PROTOCOL
 
@@ -115,9 +115,10 @@ def _protocol(args: argparse.Namespace, paths: list[str], files: dict[str, RealS
 def _check_precisions(set_a: ImageSet, set_b: ImageSet) -> None:
     recorded = {s.path: s.stats.recorded("inception_precision") for s in (set_a, set_b)}
     if len({value for value in recorded.values() if value is not None}) > 1:
-        raise ConfigError(f"The two sets were computed at different precisions ({', '.join(f'{path}: {value}' for path, value in recorded.items())}): "
-                       "TF32 moves the Inception features by ~1e-3, so their FID would mix the two. Recompute one "
-                       "of them with the other's --precision.")
+        listed = ", ".join(f"{path}: {value}" for path, value in recorded.items())
+        raise ConfigError(f"The two sets were computed at different precisions ({listed}): "
+                          "TF32 moves the Inception features by ~1e-3, so their FID would mix the two. Recompute one "
+                          "of them with the other's --precision.")
 
 
 def _parse_metrics(text: str | None) -> list[str] | None:
@@ -169,13 +170,13 @@ def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSe
     names = requested or [name for name in METRIC_NAMES if name in DEFAULT_METRICS]
     missing = {name: _missing_input(name, set_a, set_b, options) for name in names}
     missing = {name: reason for name, reason in missing.items() if reason}
+    reasons = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
     if missing and requested is not None:
-        raise ConfigError("Cannot compute " + "; ".join(f"{name}: {reason}" for name, reason in missing.items()) + ".")
+        raise ConfigError(f"Cannot compute {reasons}.")
     usable = [name for name in names if name not in missing]
     if not usable:
-        raise ConfigError("None of the metrics can be computed from these inputs: " + "; ".join(
-            f"{name}: {reason}" for name, reason in missing.items()) + ". Give image folders, or statistics files "
-            "that hold what the metrics need; nothing was written.")
+        raise ConfigError(f"None of the metrics can be computed from these inputs: {reasons}. Give image folders, or "
+                          "statistics files that hold what the metrics need; nothing was written.")
     for name, reason in missing.items():
         print(f"note: skipping {name}: {reason}", file=sys.stderr)
     return usable
@@ -208,8 +209,7 @@ def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet, options: Scoring
 
 def _check_results(results: dict[str, float], names: list[str], space: str, set_a: ImageSet,
                    set_b: ImageSet) -> None:
-    """Refuse impossible values (the registry's ranges): a NaN, a negative FID or a precision above 1
-    means the inputs were not valid statistics of two image sets."""
+    """Refuse values outside the registry's ranges (a NaN, a negative FID): the inputs were not valid statistics."""
     wrong = []
     for name in names:
         for template, (low, high) in METRICS[name].ranges.items():
@@ -219,8 +219,8 @@ def _check_results(results: dict[str, float], names: list[str], space: str, set_
                 wrong.append(f"{key} = {value}")
     if wrong:
         raise ConfigError(f"The inputs give impossible values ({', '.join(wrong)}): '{set_a.path}' and '{set_b.path}' "
-                       "are not statistics of two image sets computed the same way. Recompute the statistics files "
-                       "from the image folders (--save-stats), or score the folders themselves.")
+                          "are not statistics of two image sets computed the same way. Recompute the statistics files "
+                          "from the image folders (--save-stats), or score the folders themselves.")
 
 
 def _report(results: dict[str, float], names: list[str], space: str, json_path: str | None) -> None:

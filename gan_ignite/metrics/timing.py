@@ -18,8 +18,6 @@ PART_NAMES = ("generate", "prepare", "network", "metrics", "gather")
 
 
 class PartTimer:
-    """Seconds per named part of one evaluation on ``device``."""
-
     def __init__(self, device: torch.device | str):
         self.cuda = torch.device(device).type == "cuda"
         self.seconds: dict[str, float] = defaultdict(float)
@@ -54,18 +52,15 @@ class PartTimer:
             torch.cuda.synchronize()
         return name, synchronize, time.perf_counter()
 
-    @contextlib.contextmanager
-    def device_part(self, name: str) -> Iterator[None]:
-        token = self.begin(name)
-        try:
-            yield
-        finally:
-            self.end(token)
+    def device_part(self, name: str) -> contextlib.AbstractContextManager:
+        return self._until_exit(self.begin(name))
+
+    def host_part(self, name: str, synchronize: bool = False) -> contextlib.AbstractContextManager:
+        """Work on the host; ``synchronize`` drains the device before and after (for once-per-evaluation work)."""
+        return self._until_exit(self._wall_clock(name, synchronize))
 
     @contextlib.contextmanager
-    def host_part(self, name: str, synchronize: bool = False) -> Iterator[None]:
-        """Work on the host; ``synchronize`` drains the device before and after (for once-per-evaluation work)."""
-        token = self._wall_clock(name, synchronize)
+    def _until_exit(self, token: tuple) -> Iterator[None]:
         try:
             yield
         finally:

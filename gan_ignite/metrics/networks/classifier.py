@@ -96,7 +96,6 @@ class ClassifierFeatures:
 
 
 def save_classifier(path: str | os.PathLike, network: DomainClassifier, **metadata: Any) -> Path:
-    """Write ``network`` with ``metadata`` (classes, dataset, test_accuracy, ...)."""
     path = Path(path)
     content = {"format": FORMAT, "arguments": network.arguments, "state_dict": network.state_dict(), **metadata}
     atomic_write(path, lambda handle: torch.save(content, handle))
@@ -104,7 +103,6 @@ def save_classifier(path: str | os.PathLike, network: DomainClassifier, **metada
 
 
 def load_classifier(path: str | os.PathLike) -> tuple[DomainClassifier, dict[str, Any]]:
-    """The classifier in ``path`` and its metadata."""
     path = Path(path).expanduser()
     how = ("train one with python -m gan_ignite.train_classifier --config FILE, then pass "
            "eval.feature_network=classifier:/path/to/it.pt (or --feature-network for the folder CLI)")
@@ -132,18 +130,17 @@ ARGUMENT_RANGES = {"channels": (1, 3), "num_classes": (1, 100_000), "width": (1,
 
 
 def _checked_arguments(arguments: Any, path: Path, how: str) -> dict[str, int]:
-    problem = None
+    def refused(problem: str) -> FeatureNetworkError:
+        return FeatureNetworkError(f"Classifier file '{path}' cannot be used: {problem}; {how}.")
+
     if not isinstance(arguments, dict) or set(arguments) != set(ARGUMENT_RANGES):
-        problem = f"its arguments are {type(arguments).__name__} {_short(arguments)}, not {sorted(ARGUMENT_RANGES)}"
-    else:
-        for name, (low, high) in ARGUMENT_RANGES.items():
-            value = arguments[name]
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high or \
-                    (name == "channels" and value == 2) or (name == "input_size" and value % 4):
-                problem = f"its argument {name} = {_short(value)} is not a valid value (an integer in [{low}, {high}])"
-                break
-    if problem:
-        raise FeatureNetworkError(f"Classifier file '{path}' cannot be used: {problem}; {how}.")
+        raise refused(f"its arguments are {type(arguments).__name__} {_short(arguments)}, not "
+                      f"{sorted(ARGUMENT_RANGES)}")
+    for name, (low, high) in ARGUMENT_RANGES.items():
+        value = arguments[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high or \
+                (name == "channels" and value == 2) or (name == "input_size" and value % 4):
+            raise refused(f"its argument {name} = {_short(value)} is not a valid value (an integer in [{low}, {high}])")
     return dict(arguments)
 
 

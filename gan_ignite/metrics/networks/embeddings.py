@@ -71,7 +71,6 @@ class EmbeddingFeatures:
 
 
 def load_clip_features(path: str | os.PathLike, device: str | torch.device = "cpu") -> EmbeddingFeatures:
-    """The CLIP feature network of OpenAI's checkpoint ``path``."""
     path = Path(path).expanduser()
     how = ("download OpenAI's ViT-L-14-336px.pt (the file the clip package and open_clip's 'openai' weights "
            "use) and pass clip:/path/to/ViT-L-14-336px.pt")
@@ -95,7 +94,6 @@ def load_clip_features(path: str | os.PathLike, device: str | torch.device = "cp
 
 
 def load_dinov2_features(path: str | os.PathLike, device: str | torch.device = "cpu") -> EmbeddingFeatures:
-    """The DINOv2 feature network of Meta's checkpoint ``path``."""
     path = Path(path).expanduser()
     state = _read_dinov2_checkpoint(path)
     width = state["cls_token"].shape[-1]
@@ -143,7 +141,8 @@ def _read_dinov2_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     state = load_torch_file(path, "DINOv2 checkpoint", f"To get a good one: {how}.", FeatureNetworkError)
     if not isinstance(state, dict) or "cls_token" not in state or "pos_embed" not in state:
         raise FeatureNetworkError(f"'{path}' is not a DINOv2 checkpoint (no cls_token / pos_embed); {how}.")
-    wrong = [str(key) for key, value in state.items() if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
+    wrong = [str(key) for key, value in state.items()
+             if not isinstance(key, str) or not isinstance(value, torch.Tensor)]
     if wrong or state["cls_token"].dim() < 1 or state["pos_embed"].dim() != 3:
         detail = f"entries that are not tensors: {', '.join(wrong[:5])}" if wrong else "cls_token / pos_embed shapes"
         raise FeatureNetworkError(f"'{path}' is not a DINOv2 checkpoint (wrong field types: {detail}); {how}.")

@@ -47,8 +47,7 @@ CPU_CHUNK = 16
 
 
 class InceptionFeatures:
-    """The FID Inception (or a module with its input contract) behind a preprocessing protocol, at
-    precision ``fp32`` or ``tf32`` (cuDNN's TF32 convolutions, on a GPU only; the tag says so)."""
+    """The FID Inception (or a module with its input contract) behind a protocol, at ``fp32`` or ``tf32`` (GPU)."""
 
     num_features = NUM_FEATURES
 
@@ -107,9 +106,8 @@ def extract_features(images: torch.Tensor, network: FeatureNetwork) -> dict[str,
 
 
 class Prefetch:
-    """Iterate ``items`` in a background thread, ``depth`` items ahead of the consumer (while the network
-    runs on batch k, batch k+1 is generated and resized; PIL releases the GIL). The producer's exceptions
-    are raised in the consumer; a consumer that stops early releases it."""
+    """Iterate ``items`` in a background thread, ``depth`` items ahead of the consumer (batch k+1 is generated
+    and resized while the network runs on batch k); the producer's exceptions are raised in the consumer."""
 
     def __init__(self, items: Iterable[Any], depth: int = 2) -> None:
         self.items, self.depth = items, depth

@@ -22,8 +22,7 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.Decompression
 
 
 def find_image_files(root: str | os.PathLike) -> list[Path]:
-    """Every image file under ``root`` (recursive, links followed, extensions case-insensitive), sorted.
-    Each directory is walked once (a symlink loop cannot multiply the files), sub-folders in name order."""
+    """Every image file under ``root`` (recursive, links followed once, extensions case-insensitive), sorted."""
     extensions = tuple(IMG_EXTENSIONS)
     files, skipped, visited = [], [], set()
     for folder, subfolders, names in os.walk(root, followlinks=True):

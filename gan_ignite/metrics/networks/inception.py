@@ -1,11 +1,7 @@
-"""The FID Inception: the TensorFlow-ported Inception v3 of pytorch-fid, torch-fidelity, clean-fid and
-StyleGAN2-ADA (torchvision's ``Inception3`` with 1008 classes and pytorch-fid's FID Mixed blocks),
-pool3 features and logits from one forward pass.
-
-Its input is the float ``N x 3 x 299 x 299`` the first convolution sees, resized and scaled by a
-protocol (:mod:`gan_ignite.metrics.networks.preprocess`): implementations differ there, not here.
-Weights: pytorch-fid's state dict file, or NVIDIA's TorchScript translation of the same graph
-(``inception-2015-12-05.pt``, or a pool3-only copy of it), recognised by content.
+"""The FID Inception of pytorch-fid, torch-fidelity, clean-fid and StyleGAN2-ADA (torchvision's ``Inception3``
+with 1008 classes and pytorch-fid's FID blocks): pool3 features and logits of the float ``N x 3 x 299 x 299``
+a protocol (:mod:`~gan_ignite.metrics.networks.preprocess`) prepared. Its weights: pytorch-fid's state dict
+file or NVIDIA's TorchScript translation of the same graph (or a pool3-only copy), recognised by content.
 """
 
 from __future__ import annotations
@@ -29,15 +25,10 @@ from gan_ignite.io import first_line, load_torch_file, require_regular_file
 
 logger = logging.getLogger(__name__)
 
-FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-FID_WEIGHTS_SHA256_PREFIX = "6726825d"
-STANDARD_TAG = "pt_inception-2015-12-05"
-RANDOM_TAG = "random"
-RANDOM_SEED = 20151205
-INPUT_SIZE = 299
-NUM_FEATURES = 2048
-NUM_CLASSES = 1008
+FID_WEIGHTS_FILE, FID_WEIGHTS_SHA256_PREFIX = "pt_inception-2015-12-05-6726825d.pth", "6726825d"
 NVIDIA_WEIGHTS_FILE = "inception-2015-12-05.pt"
+STANDARD_TAG, RANDOM_TAG, RANDOM_SEED = "pt_inception-2015-12-05", "random", 20151205
+INPUT_SIZE, NUM_FEATURES, NUM_CLASSES = 299, 2048, 1008
 EXPECTED_FILES = (f"Expected pytorch-fid's state dict file {FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL}) or "
                   f"NVIDIA's TorchScript {NVIDIA_WEIGHTS_FILE} (the file StyleGAN2-ADA, StyleGAN3 and clean-fid "
                   "download).")
@@ -46,9 +37,8 @@ _TORCHSCRIPT_CONV = re.compile(r"^(?P<prefix>(?:.+\.)?)layers\.(?P<layer>.+)\.(?
 
 
 class FIDInception(Inception3):
-    """FID Inception v3 returning ``(pool3 features [N, 2048], logits [N, 1008])``. The logits are
-    ``pool3 @ fc.weight.T`` without the fc bias, as the published IS code (openai/improved-gan) and
-    torch-fidelity's ``logits_unbiased`` compute them."""
+    """-> ``(pool3 features [N, 2048], logits [N, 1008])``; the logits lack the fc bias, as in the published IS
+    code (openai/improved-gan) and torch-fidelity's ``logits_unbiased``."""
 
     def __init__(self) -> None:
         super().__init__(num_classes=NUM_CLASSES, aux_logits=False, init_weights=False)
@@ -121,21 +111,15 @@ def fastest_layout(device: str | torch.device, precision: str = "fp32") -> torch
 
 def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.device = "cpu",
                        precision: str = "fp32") -> FIDInception:
-    """The FID Inception, frozen, in eval mode and the fastest layout for ``device`` and ``precision``.
-
-    ``weights``: ``None`` or ``""`` = pytorch-fid's file, downloaded once into the torch hub cache; a
-    path = pytorch-fid's file or NVIDIA's TorchScript (pool3-only: ``has_logits`` False); ``"random"``
-    = a deterministic random-init network for tests and trial runs (the values are meaningless).
-    """
+    """The FID Inception, frozen, in the fastest layout for ``device`` and ``precision``. ``weights``: empty =
+    pytorch-fid's file, downloaded into the torch hub cache; a path; ``"random"`` = for tests and trial runs."""
     with torch.random.fork_rng(devices=[]):  # building must not touch the caller's RNG stream
         torch.default_generator.manual_seed(RANDOM_SEED)  # CPU only: leaves CUDA RNG alone
         model = FIDInception()
         if _is_random(weights):
             _randomize(model)
     if not _is_random(weights):
-        state = _read_weights(model, weights)
-        model.has_logits = state.pop("__has_logits__", True)
-        _load_state(model, state)
+        _load_weights(model, weights)
     model.eval().requires_grad_(False)
     model.allow_tf32 = effective_precision(precision, device) == "tf32"
     return model.use_memory_format(fastest_layout(device, precision)).to(device)
@@ -169,8 +153,7 @@ def _sha256(path: Path) -> str:
 
 
 def _randomize(model: FIDInception) -> None:
-    """He-normal convolutions keep activations O(1) through the 20 conv layers, so random
-    features are spread out (PyTorch's default init shrinks them towards 0)."""
+    """He-normal convolutions keep activations O(1) (PyTorch's default init shrinks random features towards 0)."""
     warnings.warn("Using a RANDOM-INIT Inception (inception_weights='random'): FID/IS/KID/PR values are "
                   "meaningless: for tests and trial runs only.", stacklevel=3)
     for module in model.modules():
@@ -180,19 +163,28 @@ def _randomize(model: FIDInception) -> None:
     nn.init.zeros_(model.fc.bias)
 
 
-def _read_weights(model: FIDInception, weights: str | os.PathLike | None) -> dict:
+def _load_weights(model: FIDInception, weights: str | os.PathLike) -> None:
     if not weights:
-        return _download_state_dict()
-    path = Path(weights).expanduser()
-    if not path.exists():
-        raise InceptionWeightsError(_missing_file_message(path, FileNotFoundError("no such file")))
-    if is_torchscript(path):
-        return {"__path__": str(path), **_state_from_torchscript(model, path)}
-    state = load_torch_file(path, "Inception weights file", EXPECTED_FILES, InceptionWeightsError)
-    if not isinstance(state, dict):
-        raise InceptionWeightsError(f"Inception weights file '{path}' holds a {type(state).__name__}, not a state "
-                                    f"dict. {EXPECTED_FILES}")
-    return {"__path__": str(path), **state}
+        path, state = _download_state_dict()
+    else:
+        path = Path(weights).expanduser()
+        if not path.exists():
+            raise InceptionWeightsError(_missing_file_message(path, FileNotFoundError("no such file")))
+        if is_torchscript(path):
+            state = _state_from_torchscript(model, path)
+        else:
+            state = load_torch_file(path, "Inception weights file", EXPECTED_FILES, InceptionWeightsError)
+            if not isinstance(state, dict):
+                raise InceptionWeightsError(f"Inception weights file '{path}' holds a {type(state).__name__}, not a "
+                                            f"state dict. {EXPECTED_FILES}")
+    model.has_logits = state.pop("__has_logits__", True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:  # wrong shapes, keys or types
+        detail = " ".join(str(error).split())[:600]
+        raise InceptionWeightsError(f"Inception weights file '{path}' does not fit the FID Inception v3 (1008 "
+                                    f"classes, no aux logits): {detail}. {EXPECTED_FILES}") from None
+    logger.info("Loaded FID Inception weights from %s", path)
 
 
 def is_torchscript(path: Path) -> bool:
@@ -209,10 +201,8 @@ def is_torchscript(path: Path) -> bool:
 
 
 def _state_from_torchscript(model: FIDInception, path: Path) -> dict:
-    """NVIDIA's TorchScript FID Inception as a state dict of ``model``: its convolutions (each with a
-    batch norm without scale: our ``bn.weight`` = 1) come in forward order, the order of our
-    ``BasicConv2d`` modules, and are matched one to one, every shape checked. Pool3-only copies lack
-    ``output.weight`` / ``output.bias``."""
+    """NVIDIA's TorchScript FID Inception as a state dict of ``model``: its convolutions (batch norms without
+    scale: ``bn.weight`` = 1) come in the order of our ``BasicConv2d`` modules; pool3-only copies lack ``output``."""
     try:
         with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; its files are still read
             warnings.simplefilter("ignore", FutureWarning)
@@ -250,7 +240,7 @@ def _foreign_torchscript(path: Path, why: str) -> str:
     return f"The TorchScript file '{path}' is not NVIDIA's FID Inception ({why}). {EXPECTED_FILES}"
 
 
-def _download_state_dict() -> dict:
+def _download_state_dict() -> tuple[Path, dict]:
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     try:
         state = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=True,
@@ -266,18 +256,7 @@ def _download_state_dict() -> dict:
             f"eval.metrics=[fid]; or try the app with eval.inception_weights=random (FID / IS meaningless, records "
             f"marked). See docs/getting-started.md, 'Offline: data and Inception weights'."
         ) from None
-    return {"__path__": str(checkpoints / FID_WEIGHTS_FILE), **state}
-
-
-def _load_state(model: FIDInception, state: dict) -> None:
-    path = state.pop("__path__")
-    try:
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:  # wrong shapes, keys or types
-        detail = " ".join(str(error).split())[:600]
-        raise InceptionWeightsError(f"Inception weights file '{path}' does not fit the FID Inception v3 (1008 "
-                                    f"classes, no aux logits): {detail}. {EXPECTED_FILES}") from None
-    logger.info("Loaded FID Inception weights from %s", path)
+    return checkpoints / FID_WEIGHTS_FILE, state
 
 
 def _missing_file_message(path: Path, error: Exception) -> str:

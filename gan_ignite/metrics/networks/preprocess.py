@@ -61,10 +61,8 @@ def torch_fidelity(images: torch.Tensor) -> torch.Tensor:
 
 
 def tensorflow1_bilinear(images: torch.Tensor) -> torch.Tensor:
-    """TensorFlow 1's ``resize_bilinear`` (``align_corners=False``: source = target * in / out, no
-    half-pixel offset) to 299 x 299, bit for bit torch-fidelity's ``interpolate_bilinear_2d_like_tensorflow1x``:
-    the same float32 ``r0 + (r1 - r0) * dy`` of ``r = a + (b - a) * dx``, in two separable passes (the
-    rows along x once per input row, not once per output row)."""
+    """TensorFlow 1's ``resize_bilinear`` to 299 x 299 (source = target * in / out, no half-pixel offset),
+    bit for bit torch-fidelity's ``interpolate_bilinear_2d_like_tensorflow1x``, in two separable passes."""
     x_low, x_high, dx = _tensorflow1_grid(images.shape[-1], images.device)
     y_low, y_high, dy = _tensorflow1_grid(images.shape[-2], images.device)
     left = images[..., x_low]
@@ -74,12 +72,10 @@ def tensorflow1_bilinear(images: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _tensorflow1_grid(size: int, device: torch.device = torch.device("cpu")
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices below / above and float32 weights of the 299 target positions (computed on the
-    CPU, so bit for bit the same on every device)."""
-    position = torch.arange(INCEPTION_SIZE, dtype=torch.float32) * torch.tensor(size / INCEPTION_SIZE,
-                                                                                 dtype=torch.float32)
+def _tensorflow1_grid(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices below / above and float32 weights of the 299 targets (computed on the CPU: same everywhere)."""
+    scale = torch.tensor(size / INCEPTION_SIZE, dtype=torch.float32)
+    position = torch.arange(INCEPTION_SIZE, dtype=torch.float32) * scale
     low = position.long()
     return low.to(device), (low + 1).clamp_max(size - 1).to(device), (position - low.float()).to(device)
 
@@ -113,8 +109,7 @@ assert list(PROTOCOLS) == [str(name) for name in ProtocolName], "every protocol'
 
 def prepare_for_inception(images: torch.Tensor, protocol: str = DEFAULT_PROTOCOL,
                           device: Optional[torch.device] = None) -> torch.Tensor:
-    """uint8 ``N x C x H x W`` (C = 1 or 3, any size) -> float32 ``N x 3 x 299 x 299`` under ``protocol``,
-    on ``device`` (default: where ``images`` are); the PIL stage, if any, runs on the CPU."""
+    """uint8 ``N x C x H x W`` (C = 1 or 3) -> float32 ``N x 3 x 299 x 299`` on ``device`` (default: where they are)."""
     _check_uint8_batch(images)
     chosen = PROTOCOLS[protocol]
     staged = chosen.on_host(images.cpu()) if chosen.on_host is not None else images
@@ -122,8 +117,7 @@ def prepare_for_inception(images: torch.Tensor, protocol: str = DEFAULT_PROTOCOL
 
 
 def stage_one_for_inception(image: torch.Tensor, protocol: str = DEFAULT_PROTOCOL) -> torch.Tensor:
-    """The CPU stage of ``protocol`` for one uint8 ``C x H x W`` image (a DataLoader worker's share; the
-    image itself for the tensor protocols); :func:`finish_for_inception` completes a batch of them."""
+    """The CPU stage of ``protocol`` for one uint8 ``C x H x W`` image (a loader worker's share)."""
     _check_uint8_batch(image.unsqueeze(0))
     chosen = PROTOCOLS[protocol]
     return chosen.on_host(image.unsqueeze(0))[0] if chosen.on_host is not None else image
@@ -135,8 +129,7 @@ def finish_for_inception(staged: torch.Tensor, protocol: str = DEFAULT_PROTOCOL)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` on ``device``; from the CPU to a GPU through pinned memory with a non-blocking copy
-    (a copy from pageable memory synchronises the stream)."""
+    """``tensor`` on ``device``; to a GPU through pinned memory, non-blocking (pageable memory synchronises)."""
     device = torch.device(device)
     if tensor.device == device or (device.type == tensor.device.type and device.index is None):
         return tensor
@@ -178,7 +171,5 @@ def _resize_pool(pid: int) -> ThreadPoolExecutor:
 
 def _check_uint8_batch(images: torch.Tensor) -> None:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(
-            f"prepare_for_inception expects uint8 N x C x H x W with C in (1, 3), got {images.dtype} "
-            f"{tuple(images.shape)}; convert generator output with to_uint8 first."
-        )
+        raise ValueError(f"prepare_for_inception expects uint8 N x C x H x W with C in (1, 3), got {images.dtype} "
+                         f"{tuple(images.shape)}; convert generator output with to_uint8 first.")

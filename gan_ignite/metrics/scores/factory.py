@@ -125,8 +125,13 @@ def _rows_metric(name: str, function: RowsFunction, key: str = FEATURES_KEY) -> 
     return lambda real, options: RowsMetric(name, function, real, options, key)
 
 
-def _from_rows(function: RowsFunction) -> SetFunction:
-    return lambda real, fake, logits, options, cache: function(real, torch.from_numpy(fake.features), options, cache)
+def _features_spec(name: str, function: RowsFunction, record_keys: tuple[str, ...], **fields: Any) -> MetricSpec:
+    """A metric of the generated features: a :class:`RowsMetric` in the evaluator, ``function`` of the whole set."""
+    fields.setdefault("build", _rows_metric(name, function))
+
+    def compute(real, fake, logits, options, cache) -> dict[str, Any]:
+        return function(real, torch.from_numpy(fake.features), options, cache)
+    return MetricSpec(name, compute=compute, record_keys=record_keys, needs_generated_features=True, **fields)
 
 
 def _real_features(real: RealStatistics, like: torch.Tensor) -> torch.Tensor:
@@ -188,12 +193,11 @@ def _frechet_infinity(name: str, key: str, label: str) -> MetricSpec:
                           options.seed, factor)
         return fit.record(key.format(space=options.feature_space))
 
-    return MetricSpec(name, _rows_metric(name, compute), _from_rows(compute), (key, f"{key}_min_n", f"{key}_max_n"),
-                      needs_real="mu/sigma", needs_generated_features=True,
-                      min_samples=lambda o: min_samples_for_fit(o.fd_inf_points, o.fd_inf_min_fraction),
-                      labels={key: label},
-                      why_min_samples=lambda o: f" (eval.fd_inf_points={o.fd_inf_points}, "
-                                                f"eval.fd_inf_min_fraction={o.fd_inf_min_fraction})")
+    return _features_spec(name, compute, (key, f"{key}_min_n", f"{key}_max_n"), needs_real="mu/sigma",
+                          min_samples=lambda o: min_samples_for_fit(o.fd_inf_points, o.fd_inf_min_fraction),
+                          labels={key: label},
+                          why_min_samples=lambda o: f" (eval.fd_inf_points={o.fd_inf_points}, "
+                                                    f"eval.fd_inf_min_fraction={o.fd_inf_min_fraction})")
 
 
 _NON_NEGATIVE = (0.0, math.inf)
@@ -206,23 +210,20 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in (
                needs_logits=True, min_samples=lambda o: max(2, o.is_splits),
                labels={"is": "IS"}, ranges={"is": (1.0, math.inf), "is_std": _NON_NEGATIVE},
                why_min_samples=lambda o: f" (eval.is_splits={o.is_splits})"),
-    MetricSpec("kid", _kid_metric, _from_rows(_kid), ("kid", "kid_std", "kid_subset_size"), needs_real="features",
-               needs_generated_features=True, labels={"kid": "KID"}, ranges={"kid_std": _NON_NEGATIVE}),
-    MetricSpec("prdc", _rows_metric("prdc", _prdc), _from_rows(_prdc), PRDC_KEYS, needs_real="features",
-               needs_generated_features=True, min_samples=lambda o: o.nearest_k + 1,
-               labels={key: key.capitalize() for key in PRDC_KEYS},
-               ranges={"precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": _NON_NEGATIVE,
-                       "coverage": (0.0, 1.0)},
-               why_min_samples=lambda o: f" (eval.nearest_k={o.nearest_k} + 1)"),
+    _features_spec("kid", _kid, ("kid", "kid_std", "kid_subset_size"), build=_kid_metric, needs_real="features",
+                   labels={"kid": "KID"}, ranges={"kid_std": _NON_NEGATIVE}),
+    _features_spec("prdc", _prdc, PRDC_KEYS, needs_real="features", min_samples=lambda o: o.nearest_k + 1,
+                   labels={key: key.capitalize() for key in PRDC_KEYS},
+                   ranges={"precision": (0.0, 1.0), "recall": (0.0, 1.0), "density": _NON_NEGATIVE,
+                           "coverage": (0.0, 1.0)},
+                   why_min_samples=lambda o: f" (eval.nearest_k={o.nearest_k} + 1)"),
     MetricSpec("fd", FrechetDistance, _frechet("fd_{space}"), ("fd_{space}",), needs_real="mu/sigma",
                labels={"fd_{space}": "FD ({space})"}, ranges={"fd_{space}": _NON_NEGATIVE}),
-    MetricSpec("cmmd", _rows_metric("cmmd", _cmmd), _from_rows(_cmmd), ("cmmd",), needs_real="features",
-               needs_generated_features=True, labels={"cmmd": "CMMD"}, ranges={"cmmd": _NON_NEGATIVE}),
-    MetricSpec("vendi", _rows_metric("vendi", _vendi), _from_rows(_vendi), ("vendi",),
-               needs_generated_features=True, labels={"vendi": "Vendi"}, ranges={"vendi": (1.0, math.inf)}),
-    MetricSpec("authpct", _rows_metric("authpct", _authpct), _from_rows(_authpct), ("authpct",),
-               needs_real="features", needs_generated_features=True, labels={"authpct": "AuthPct"},
-               ranges={"authpct": (0.0, 100.0)}),
+    _features_spec("cmmd", _cmmd, ("cmmd",), needs_real="features", labels={"cmmd": "CMMD"},
+                   ranges={"cmmd": _NON_NEGATIVE}),
+    _features_spec("vendi", _vendi, ("vendi",), labels={"vendi": "Vendi"}, ranges={"vendi": (1.0, math.inf)}),
+    _features_spec("authpct", _authpct, ("authpct",), needs_real="features", labels={"authpct": "AuthPct"},
+                   ranges={"authpct": (0.0, 100.0)}),
     _frechet_infinity("fid_inf", "fid_inf", "FID_inf"),
     _frechet_infinity("fd_inf", "fd_inf_{space}", "FD_inf ({space})"),
 )}

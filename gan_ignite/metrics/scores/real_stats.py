@@ -188,7 +188,7 @@ def _lowest_eigenvalue_below(sigma: np.ndarray, bound: float) -> float | None:
 
 def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | torch.nn.Module,
                             protocol: str = DEFAULT_PROTOCOL, device: str | torch.device | None = None,
-                            max_samples: int | None = None, meta: Mapping[str, Any] | None = None) -> RealStatistics:
+                            max_samples: int | None = None) -> RealStatistics:
     """Statistics of batches of images (float in [-1, 1] or uint8; a batch may be ``(images, labels, ...)``)
     through ``network`` (a feature network, or a module with the FID Inception's input contract, put
     behind ``protocol``). ``max_samples`` caps the count per rank. Every rank passes its contiguous
@@ -209,7 +209,7 @@ def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | to
     if features.shape[0] < 2:
         raise RealStatisticsError(f"Real statistics need at least 2 images, got {features.shape[0]}; "
                                   "check the dataset.")
-    return RealStatistics.from_features(features, meta)
+    return RealStatistics.from_features(features)
 
 
 def _local_features(batches: Iterable[Any], network: FeatureNetwork, max_samples: int | None) -> torch.Tensor:
