@@ -110,8 +110,7 @@ def broadcast_from_rank0(payload: Any) -> Any:
 
 
 def on_rank0(compute: Callable[[], Any]) -> Any:
-    """``compute()`` on rank 0, its JSON-serialisable result on every rank; a ``ValueError`` or
-    ``NotComputableError`` raised there is raised on every rank."""
+    """``compute()`` on rank 0; its JSON-serialisable result, or its ValueError / NotComputableError, on every rank."""
     result, error = None, None
     if idist.get_rank() == 0:
         try:

@@ -165,8 +165,7 @@ def _options(args: argparse.Namespace, set_a: ImageSet, set_b: ImageSet) -> Scor
                    feature_space=space)
 
 
-def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet,
-                    options: Scoring) -> list[str]:
+def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet, options: Scoring) -> list[str]:
     names = requested or [name for name in METRIC_NAMES if name in DEFAULT_METRICS]
     missing = {name: _missing_input(name, set_a, set_b, options) for name in names}
     missing = {name: reason for name, reason in missing.items() if reason}
@@ -207,8 +206,7 @@ def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet, options: Scoring
     return ""
 
 
-def _check_results(results: dict[str, float], names: list[str], space: str, set_a: ImageSet,
-                   set_b: ImageSet) -> None:
+def _check_results(results: dict[str, float], names: list[str], space: str, set_a: ImageSet, set_b: ImageSet) -> None:
     """Refuse values outside the registry's ranges (a NaN, a negative FID): the inputs were not valid statistics."""
     wrong = []
     for name in names:

@@ -1,8 +1,6 @@
-"""The metrics' names and options without torch, for the config schema, the metrics command's flags
-and ``--help``: the registries' names as :class:`Name` Enums (each registry checks at import that it
-has exactly these names), and :class:`MetricOptions`, every metric option with its meaning and its
-bounds (:func:`option_problems` is their one range check).
-"""
+"""The metrics' names and options without torch, for the config schema, the metrics command and ``--help``:
+the registries' names as :class:`Name` Enums (each registry checks them at import) and :class:`MetricOptions`,
+every option with its meaning and bounds."""
 
 from __future__ import annotations
 

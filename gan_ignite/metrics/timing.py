@@ -10,7 +10,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -20,8 +20,7 @@ PART_NAMES = ("generate", "prepare", "network", "metrics", "gather")
 class PartTimer:
     def __init__(self, device: torch.device | str):
         self.cuda = torch.device(device).type == "cuda"
-        self.seconds: dict[str, float] = defaultdict(float)
-        self._events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+        self._parts: list[tuple[str, Any, Any]] = []  # (name, start, end): perf_counter seconds or CUDA events
         self._lock = threading.Lock()
         self._started = time.perf_counter()
 
@@ -39,13 +38,12 @@ class PartTimer:
         if isinstance(start, float):
             if synchronize and self.cuda:
                 torch.cuda.synchronize()
-            with self._lock:
-                self.seconds[name] += time.perf_counter() - start
-            return
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
+            end = time.perf_counter()
+        else:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
         with self._lock:
-            self._events.append((name, start, end))
+            self._parts.append((name, start, end))
 
     def _wall_clock(self, name: str, synchronize: bool) -> tuple:
         if synchronize and self.cuda:
@@ -72,9 +70,9 @@ class PartTimer:
         if self.cuda:
             torch.cuda.synchronize()
         total = time.perf_counter() - self._started
-        seconds = dict(self.seconds)
-        for name, start, end in self._events:
-            seconds[name] = seconds.get(name, 0.0) + start.elapsed_time(end) / 1000
+        seconds: dict[str, float] = defaultdict(float)
+        for name, start, end in self._parts:
+            seconds[name] += end - start if isinstance(start, float) else start.elapsed_time(end) / 1000
         if "gather" in seconds and "metrics" in seconds:
             seconds["metrics"] = max(seconds["metrics"] - seconds["gather"], 0.0)
         ordered = {name: round(seconds[name], 3) for name in PART_NAMES if name in seconds}

@@ -1,9 +1,7 @@
-"""A small LeNet-like domain classifier as a feature network (features: its 128-d hidden layer;
-logits: its classes): FID / IS / KID / PRDC that work offline and measure what matters far from
-ImageNet (Fashion-MNIST, MNIST, CIFAR-10). Every image, also in its own training, is prepared the same
-way: RGB to luma (ITU-R 601, PIL's "L") or grayscale repeated, an antialiased bilinear resize when the
-size differs, then [-1, 1]. Its file holds the weights, the architecture, the class names, the dataset
-and the test accuracy; its tag is a hash of the file.
+"""A small LeNet-like domain classifier as a feature network (features: its 128-d hidden layer; logits:
+its classes) for offline FID / IS / KID / PRDC on domains far from ImageNet. Every image, also in its own
+training, is converted to its channels (RGB to luma, ITU-R 601), resized (antialiased bilinear) and scaled to
+[-1, 1]. Its file holds the weights, the architecture, the classes and its test accuracy; its tag is a hash.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""Image-embedding feature networks (no class logits) from local checkpoints: DINOv2 (``dinov2:PATH``,
-Meta's ``dinov2_vit{s,b,l,g}14_pretrain.pth``, built with timm) and CLIP (``clip:PATH``, OpenAI's
-``ViT-L-14-336px.pt``, read by open_clip). As dgm-eval (DINOv2) and CMMD's authors (CLIP) do it, the
-whole image is resized with PIL's bicubic filter (no centre crop), scaled to [0, 1] and normalised;
-the feature is DINOv2's CLS token at 224 pixels (Meta's position embedding interpolated once, with
-DINOv2's formula) or CLIP's L2-normalised image embedding.
+"""Image-embedding feature networks from local checkpoints (no class logits): DINOv2 (Meta's
+``dinov2_vit*14_pretrain.pth``, built with timm; the CLS token at 224 pixels, as dgm-eval) and CLIP (OpenAI's
+``ViT-L-14-336px.pt``, read by open_clip; the normalised image embedding, as CMMD's authors). The whole image
+is resized with PIL's bicubic filter (no centre crop), scaled to [0, 1] and normalised.
 """
 
 from __future__ import annotations

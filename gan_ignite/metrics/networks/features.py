@@ -1,8 +1,6 @@
-"""Feature networks, what turns images into the features and class logits the metrics read, and their
-registry :data:`FEATURE_NETWORKS`. Real images, image folders and generated images all go through a
-network's own preprocessing; for the FID Inception that is a protocol
-(:mod:`gan_ignite.metrics.networks.preprocess`) whose tensor stage runs on the network's device.
-"""
+"""Feature networks, what turns images into the features and logits the metrics read, their registry
+:data:`FEATURE_NETWORKS`, and running them over batches. Real, folder and generated images all go through
+a network's own preprocessing."""
 
 from __future__ import annotations
 

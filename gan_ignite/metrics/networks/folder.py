@@ -51,9 +51,8 @@ def collate_staged(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor 
 
 def folder_features(folder: str | os.PathLike, network: FeatureNetwork, batch_size: int = 50,
                     num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features [N, F], logits [N, K]) on the CPU of every image under ``folder``: loader workers decode
-    (and for the PIL protocols resize) the files; the rest runs on the network's device, where the
-    features stay until the end (no synchronisation per batch)."""
+    """(features [N, F], logits [N, K]) on the CPU of every image under ``folder``; loader workers decode (and
+    resize, for the PIL protocols), the network's device does the rest, without a synchronisation per batch."""
     dataset = ImageFileDataset(list_images(folder), network.prepare_one)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_staged, pin_memory=network.device.type == "cuda")

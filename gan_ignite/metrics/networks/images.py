@@ -47,9 +47,8 @@ def find_image_files(root: str | os.PathLike) -> list[Path]:
 
 
 class ConvertMode:
-    """Convert any PIL mode (L, RGB, RGBA, P, I;16, ...) to ``L`` or ``RGB``; picklable for workers.
-    Wide grayscale is scaled to 8 bits (PIL's convert("L") clips at 255); palette and alpha images go
-    through RGBA, so transparency is dropped the way ``PIL.Image.convert("RGB")`` drops it."""
+    """Convert any PIL mode to ``L`` or ``RGB`` (picklable for workers): wide grayscale scaled to 8 bits (PIL's
+    convert clips at 255), palette and alpha through RGBA (transparency dropped as ``convert("RGB")`` drops it)."""
 
     def __init__(self, mode: str):
         self.mode = mode

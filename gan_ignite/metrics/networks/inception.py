@@ -64,7 +64,13 @@ class FIDInception(Inception3):
         return self.to(memory_format=memory_format)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        _check_input(images)
+        expected = (f"the float tensor N x 3 x {INPUT_SIZE} x {INPUT_SIZE} its first convolution sees, resized and "
+                    "scaled by a protocol (gan_ignite.metrics.networks.preprocess.prepare_for_inception)")
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+            got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+            raise TypeError(f"FIDInception expects {expected}, got dtype {got}.")
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"FIDInception expects {expected}, got shape {tuple(images.shape)}.")
         cudnn = torch.backends.cudnn  # on a GPU, the precision asked for, whatever the process's global setting
         with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
                          allow_tf32=self.allow_tf32) if images.is_cuda else contextlib.nullcontext():
@@ -80,18 +86,8 @@ class FIDInception(Inception3):
             return features, logits.float()
 
 
-def _check_input(images: torch.Tensor) -> None:
-    expected = (f"the float tensor N x 3 x {INPUT_SIZE} x {INPUT_SIZE} its first convolution sees, resized and "
-                "scaled by a protocol (gan_ignite.metrics.networks.preprocess.prepare_for_inception)")
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"FIDInception expects {expected}, got dtype {got}.")
-    if images.dim() != 4 or tuple(images.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
-        raise ValueError(f"FIDInception expects {expected}, got shape {tuple(images.shape)}.")
-
-
 PRECISIONS = ("fp32", "tf32")
-# the fastest layout of the activations per (device type, precision), measured (docs/performance.md);
+# the fastest layout of the activations per (device type, precision), as measured (docs/gpu.md);
 # channels-last features on a CPU are within 5e-7 (relative to their largest value) of NCHW's
 FASTEST_LAYOUT = {("cpu", "fp32"): torch.channels_last, ("cuda", "fp32"): torch.contiguous_format,
                   ("cuda", "tf32"): torch.channels_last}

@@ -1,17 +1,8 @@
-"""Images -> the input of the FID Inception's first convolution, by a named **protocol**.
-
-FID implementations agree on the network and the formula but not on how a uint8 image becomes the
-299 x 299 float input (Parmar et al. 2022); a protocol reproduces one of them exactly:
-
-- ``tutorial``: PIL bilinear on the uint8 image, then ``x / 127.5 - 1`` (PyTorch-Ignite's GAN
-  evaluation tutorial's resize, with pytorch-fid's scaling);
-- ``pytorch-fid``: float in [0, 1], ``F.interpolate(bilinear, align_corners=False)``, ``2x - 1``;
-- ``torch-fidelity``: TensorFlow 1's bilinear on 0..255 floats, ``(x - 128) / 128`` (TTUR,
-  torch-fidelity, StyleGAN2-ADA / StyleGAN3: behind most published GAN FIDs);
-- ``clean-fid``: PIL bicubic per channel on float32 (mode "F"), clipped to 0..255, ``(x - 128) / 128``.
-
-Generated images are quantised to uint8 first (:func:`to_uint8`), like image files. Grayscale is
-resized once and repeated to three channels (three equal channels resize to equal results).
+"""Images -> the input of the FID Inception's first convolution, by a named protocol that reproduces one
+implementation's resize and scaling exactly (docs/protocols.md): ``tutorial`` (PIL bilinear, ``x / 127.5 - 1``),
+``pytorch-fid`` (``F.interpolate`` bilinear, ``2x - 1``), ``torch-fidelity`` (TensorFlow 1's bilinear on 0..255,
+``(x - 128) / 128``) and ``clean-fid`` (PIL bicubic on float32, ``(x - 128) / 128``). Generated images are
+quantised to uint8 first, like image files; grayscale is resized once, then repeated to three channels.
 """
 
 from __future__ import annotations

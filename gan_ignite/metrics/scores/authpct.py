@@ -1,8 +1,5 @@
-"""Authenticity percentage (Alaa et al. 2022), as dgm-eval (Stein et al. 2023) computes it: the
-percentage of generated samples farther from their nearest reference sample than that sample is from
-its own nearest other reference sample (closer would be a sign of copying). Distances are float64, in
-chunks; dgm-eval's float32 full matrices can only differ on near-ties.
-"""
+"""Authenticity percentage (Alaa et al. 2022) as dgm-eval computes it, nearest neighbours in float64 and
+in chunks (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -11,10 +8,8 @@ import torch
 from gan_ignite.metrics.scores.prdc import knn_radii, nearest_neighbours
 
 
-def authenticity_percentage(fake: torch.Tensor, real: torch.Tensor,
-                            real_nearest: torch.Tensor | None = None) -> float:
-    """AuthPct of ``fake`` [N_f, D] against ``real`` [N_r, D], in [0, 100]; ``real_nearest``
-    (``knn_radii(real, 1)``) may be passed."""
+def authenticity_percentage(fake: torch.Tensor, real: torch.Tensor, real_nearest: torch.Tensor | None = None) -> float:
+    """AuthPct of ``fake`` [N_f, D] against ``real`` [N_r, D], in [0, 100]; ``real_nearest``: ``knn_radii(real, 1)``."""
     if real.shape[0] < 2:
         raise ValueError(f"AuthPct needs at least 2 reference samples, got {real.shape[0]}.")
     real_nearest = knn_radii(real, 1) if real_nearest is None else real_nearest

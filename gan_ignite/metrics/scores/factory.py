@@ -1,8 +1,6 @@
-"""The metrics registry: one :class:`MetricSpec` line per metric says what it needs, how to compute it
-and which record keys it writes; config validation, the evaluator, the metrics command, the plots and
-the sweep report read :data:`METRICS`. A record key may hold ``{space}``, the feature network's name, so
-that values from different feature spaces never share a key (``fd_inception``, ``fd_classifier``).
-"""
+"""The metrics registry: one :class:`MetricSpec` line per metric says what it needs, how to compute it and
+which record keys it writes (``{space}`` in a key is the feature network's name, so values of different
+feature spaces never share a key); the config, the evaluator, the metrics command and the reports read it."""
 
 from __future__ import annotations
 
@@ -34,8 +32,7 @@ from gan_ignite.metrics.scores.vendi import vendi_score
 
 @dataclass
 class Scoring(MetricOptions):
-    """The metrics' options and what an evaluation adds to them: the seed of the IS shuffle and KID
-    subsets, the device the metrics compute on and the feature space (the feature network's name)."""
+    """The metrics' options, the seed of the IS shuffle and KID subsets, their device and feature space."""
 
     seed: int = DEFAULT_SEED
     device: str | torch.device = "cpu"
@@ -56,10 +53,8 @@ RowsFunction = Callable[[RealStatistics | None, torch.Tensor, Scoring, dict], di
 @dataclass(frozen=True)
 class MetricSpec:
     name: str
-    # the ignite Metric of an evaluator; attached as `name` it writes the record keys
-    build: Callable[[RealStatistics | None, Scoring], Metric]
-    # the same values from two whole sets (the metrics CLI)
-    compute: SetFunction
+    build: Callable[[RealStatistics | None, Scoring], Metric]  # the evaluator's Metric; attached as `name`
+    compute: SetFunction  # the same record values from two whole sets (the metrics command)
     record_keys: tuple[str, ...]  # may hold {space}
     needs_real: str | None = None  # "mu/sigma" or "features" of the reference set
     needs_logits: bool = False  # class logits of the generated set (IS)
@@ -71,9 +66,8 @@ class MetricSpec:
 
 
 class RowsMetric(Metric):
-    """A metric of every generated row (features, or logits for IS) by a :data:`RowsFunction`: the rows
-    of all ranks are gathered in rank order (contiguous shards come back in sample order) and it runs
-    once, on rank 0; ``cache`` keeps what depends on the reference set only between evaluations."""
+    """A :data:`RowsFunction` of every generated row (features; logits for IS), gathered from all ranks in
+    sample order and computed once, on rank 0; ``cache`` keeps what depends on the reference set only."""
 
     def __init__(self, spec_name: str, function: RowsFunction, real_stats: RealStatistics | None,
                  options: Scoring, key: str = FEATURES_KEY) -> None:

@@ -1,8 +1,6 @@
-"""FID_infinity (Chong & Forsyth 2020): FD is biased upwards by a term linear in 1/N, so FD of random
-subsets of N generated samples is fitted with a least-squares line against 1/N and the line's value at
-1/N = 0 is reported. As the authors' ``score_infinity.py`` (15 sizes from 5,000 to 50,000, a new
-permutation per size), but the sizes run from ``min_fraction * n`` to ``n`` and the permutations come
-from ``np.random.RandomState(seed)``.
+"""FID_infinity (Chong & Forsyth 2020): FD of random subsets at several sizes N, a least-squares line
+against 1/N, its value at 1/N = 0; as the authors' ``score_infinity.py``, but the sizes run from
+``min_fraction * n`` to ``n`` and the permutations are seeded (docs/metrics.md).
 """
 
 from __future__ import annotations

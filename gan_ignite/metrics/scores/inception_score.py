@@ -1,6 +1,5 @@
-"""Inception Score by the published protocol (Salimans et al. 2016; torch-fidelity's defaults):
-softmax of the logits, samples shuffled with a seeded ``np.random.RandomState``, ``splits``
-equal parts, per part ``exp(mean KL(p(y|x) || p(y)))``; report mean and std over the parts."""
+"""Inception Score (Salimans et al. 2016) as torch-fidelity computes it: seeded shuffle, ``splits`` parts,
+per part ``exp(mean KL(p(y|x) || p(y)))``, mean and std over the parts."""
 
 from __future__ import annotations
 
@@ -11,8 +10,7 @@ from gan_ignite.metrics.options import DEFAULT_SEED
 
 
 def inception_score(logits: torch.Tensor, splits: int = 10, seed: int = DEFAULT_SEED) -> tuple[float, float]:
-    """(mean, std) of the Inception Score of ``logits`` [N, C]; same result as
-    ``torch_fidelity.metric_isc.isc_features_to_metric`` with the same seed."""
+    """(mean, std) of the IS of ``logits`` [N, C], as ``torch_fidelity.metric_isc.isc_features_to_metric``."""
     count = logits.shape[0]
     if count < splits:
         raise ValueError(f"Inception Score with {splits} splits needs at least {splits} samples, got {count}.")

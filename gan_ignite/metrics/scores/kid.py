@@ -23,11 +23,10 @@ def kernel_inception_distance(fake: torch.Tensor, real: torch.Tensor, num_subset
     num_fake, num_real = fake.shape[0], real.shape[0]
     if min(num_fake, num_real) < 2:
         raise ValueError(f"KID needs at least 2 samples per set, got {num_fake} generated and {num_real} real.")
-    if subset_size > min(num_fake, num_real):
-        warnings.warn(f"KID subset size {subset_size} is larger than the sets ({num_fake} generated, {num_real} "
-                      f"real): using {min(num_fake, num_real)}; no standard deviation is reported for it.",
-                      stacklevel=2)
     size = min(subset_size, num_fake, num_real)
+    if subset_size > size:
+        warnings.warn(f"KID subset size {subset_size} is larger than the sets ({num_fake} generated, {num_real} "
+                      f"real): using {size}; no standard deviation is reported for it.", stacklevel=2)
     fake, real = fake.detach().double(), real.detach().to(fake.device, torch.float64)
     rng = np.random.RandomState(seed)
     subsets = [(torch.from_numpy(rng.choice(num_fake, size, replace=False)).to(fake.device),

@@ -1,8 +1,5 @@
-"""Precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020)
-from k-nearest-neighbour balls in feature space; same definitions as ``prdc.compute_prdc``.
-
-Distances are computed in float64, in chunks of real rows, so memory stays O(chunk x N).
-"""
+"""Precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020) as
+``prdc.compute_prdc``, distances in float64 and in chunks of rows (memory O(chunk x N))."""
 
 from __future__ import annotations
 
@@ -14,8 +11,7 @@ CHUNK = 1024
 
 def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, nearest_k: int = 5,
                                       real_radii: torch.Tensor | None = None) -> dict[str, float]:
-    """``{"precision", "recall", "density", "coverage"}`` of ``fake`` [N_f, D] against ``real`` [N_r, D];
-    ``real_radii`` (:func:`knn_radii` of ``real``, unchanged between evaluations) may be passed."""
+    """PRDC of ``fake`` [N_f, D] against ``real`` [N_r, D] (``real_radii``: :func:`knn_radii` of ``real``)."""
     real, fake = real.detach().double(), fake.detach().to(real.device, torch.float64)
     if min(real.shape[0], fake.shape[0]) <= nearest_k:
         raise ValueError(f"PRDC with nearest_k={nearest_k} needs more than {nearest_k} samples per set, got "
@@ -30,12 +26,8 @@ def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, ne
         fake_hits += inside_real_ball.sum(dim=0)
         recalled.append((distances < fake_radii[None, :]).any(dim=1))
         covered.append(distances.min(dim=1).values < real_radii[start : start + CHUNK])
-    return {
-        "precision": float((fake_hits > 0).double().mean()),
-        "recall": float(torch.cat(recalled).double().mean()),
-        "density": float(fake_hits.mean() / nearest_k),
-        "coverage": float(torch.cat(covered).double().mean()),
-    }
+    return {"precision": float((fake_hits > 0).double().mean()), "recall": float(torch.cat(recalled).double().mean()),
+            "density": float(fake_hits.mean() / nearest_k), "coverage": float(torch.cat(covered).double().mean())}
 
 
 def squared_distances(rows: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
@@ -58,8 +50,6 @@ def nearest_neighbours(rows: torch.Tensor, others: torch.Tensor) -> tuple[torch.
 def knn_radii(features: torch.Tensor, nearest_k: int) -> torch.Tensor:
     """Distance of each row to its k-th nearest other row (the row itself is the 0-th), float64."""
     features = features.detach().double()
-    radii = [
-        _distances(features[start : start + CHUNK], features).kthvalue(nearest_k + 1, dim=1).values
-        for start in range(0, features.shape[0], CHUNK)
-    ]
+    radii = [_distances(features[start : start + CHUNK], features).kthvalue(nearest_k + 1, dim=1).values
+             for start in range(0, features.shape[0], CHUNK)]
     return torch.cat(radii)

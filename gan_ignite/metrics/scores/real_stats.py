@@ -45,8 +45,7 @@ class RealStatistics:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_features(cls, features: torch.Tensor | np.ndarray,
-                      meta: Mapping[str, Any] | None = None) -> RealStatistics:
+    def from_features(cls, features: torch.Tensor | np.ndarray, meta: Mapping | None = None) -> RealStatistics:
         features = torch.as_tensor(features, dtype=torch.float32).cpu()
         mu, sigma = mean_and_covariance(features)
         return cls(features.numpy(), mu.numpy(), sigma.numpy(), int(features.shape[0]), dict(meta or {}))
@@ -62,8 +61,7 @@ class RealStatistics:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RealStatistics:
-        """Our ``.npz`` or pytorch-fid's (``mu`` and ``sigma`` only), validated completely before it is
-        used; every command reads reference statistics here."""
+        """Our ``.npz`` or pytorch-fid's, validated completely; every command reads reference statistics here."""
         path = Path(path)
         if not path.exists():
             raise RealStatisticsError(f"Cannot read statistics file '{path}': it does not exist. {NPZ_FORMAT}")
@@ -148,9 +146,8 @@ def _short(value: Any) -> str:
 
 
 def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | None, path: Path) -> None:
-    """Refuse statistics that can only give meaningless metrics: wrong shapes, fewer than 2 images'
-    features, values that are not finite, a covariance that is not symmetric and positive
-    semi-definite within round-off (a negative eigenvalue can give a negative FID)."""
+    """Refuse statistics that can only give meaningless metrics: wrong shapes, fewer than 2 images, values that
+    are not finite, a covariance not symmetric and positive semi-definite (it could give a negative FID)."""
     problems = []
     if features is not None and (features.ndim != 2 or features.shape[1] != mu.size):
         problems.append(f"features has shape {features.shape}, expected [N, {mu.size}]")
@@ -165,9 +162,11 @@ def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | N
             problems.append("sigma is not symmetric")
         elif (np.diag(sigma) < 0).any():
             problems.append("sigma has negative variances on its diagonal")
-        else:
-            lowest = _lowest_eigenvalue_below(sigma, -PSD_TOLERANCE * scale)
-            if lowest is not None:
+        else:  # a Cholesky factorisation of sigma + tolerance * I decides, far cheaper than the eigenvalues
+            matrix = torch.from_numpy(np.ascontiguousarray(sigma, dtype=np.float64))
+            shifted = matrix + PSD_TOLERANCE * scale * torch.eye(matrix.shape[0], dtype=matrix.dtype)
+            if int(torch.linalg.cholesky_ex(shifted).info) != 0:
+                lowest = float(torch.linalg.eigvalsh(matrix)[0])
                 problems.append(f"sigma is not positive semi-definite (an eigenvalue of {lowest:.3g}, a covariance "
                                 f"has none below 0): FIDs against it could be negative")
     if problems:
@@ -176,23 +175,12 @@ def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | N
                                   "FOLDER --save-stats OUT.npz).")
 
 
-def _lowest_eigenvalue_below(sigma: np.ndarray, bound: float) -> float | None:
-    """None when every eigenvalue of the symmetric ``sigma`` is at least ``bound`` (< 0), else the
-    lowest: a Cholesky factorisation of ``sigma - bound * I`` decides, far cheaper than the eigenvalues."""
-    matrix = torch.from_numpy(np.ascontiguousarray(sigma, dtype=np.float64))
-    shifted = matrix - bound * torch.eye(matrix.shape[0], dtype=matrix.dtype)
-    if int(torch.linalg.cholesky_ex(shifted).info) == 0:
-        return None
-    return float(torch.linalg.eigvalsh(matrix)[0])
-
-
 def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | torch.nn.Module,
                             protocol: str = DEFAULT_PROTOCOL, device: str | torch.device | None = None,
                             max_samples: int | None = None) -> RealStatistics:
-    """Statistics of batches of images (float in [-1, 1] or uint8; a batch may be ``(images, labels, ...)``)
-    through ``network`` (a feature network, or a module with the FID Inception's input contract, put
-    behind ``protocol``). ``max_samples`` caps the count per rank. Every rank passes its contiguous
-    shard and gets the full set in sample order; a failure on any rank is raised on every rank."""
+    """Statistics of batches of images (float in [-1, 1] or uint8, or ``(images, labels, ...)``) through ``network``
+    (or a module with the FID Inception's input contract, behind ``protocol``), at most ``max_samples`` per rank.
+    Every rank passes its contiguous shard and gets the full set; a failure anywhere is raised everywhere."""
     if isinstance(network, torch.nn.Module):
         network = InceptionFeatures(network.to(device) if device is not None else network, protocol)
     local, error = torch.zeros((0, network.num_features)), None
@@ -238,10 +226,8 @@ def cache_key(key_parts: Mapping[str, Any]) -> str:
 
 def cached_real_statistics(cache_dir: str | os.PathLike, key_parts: Mapping[str, Any],
                            compute_fn: Callable[[], RealStatistics]) -> RealStatistics:
-    """The statistics for ``key_parts`` (everything they depend on) from ``cache_dir``, or ``compute_fn()``
-    stored there. Called on every rank: rank 0 alone reads and writes the file (the folder need only be
-    visible to it) and broadcasts; on a miss every rank runs ``compute_fn``, and a failed write raises
-    on every rank."""
+    """The statistics for ``key_parts`` (everything they depend on) from ``cache_dir``, or ``compute_fn()`` stored
+    there. On every rank: rank 0 alone reads and writes the file and broadcasts; a failed write raises everywhere."""
     path = Path(cache_dir) / f"real_stats_{cache_key(key_parts)}.npz"
     stats = _load_on_rank0(path)
     if broadcast_from_rank0(stats is not None):

@@ -1,7 +1,5 @@
-"""Vendi score (Friedman & Dieng 2023), as dgm-eval computes it: the exponential of the entropy of
-the eigenvalues of ``X X^T / n`` for the L2-normalised features ``X`` [n, d], in [1, min(n, d)]. It
-equals that of ``X^T X / n`` (the vendi-score package's ``score_dual``): the smaller one is decomposed.
-"""
+"""Vendi score (Friedman & Dieng 2023) as dgm-eval computes it: exp of the entropy of the eigenvalues of
+the cosine kernel of the generated features, from the smaller of ``X X^T / n`` and ``X^T X / n``."""
 
 from __future__ import annotations
 
