@@ -50,8 +50,7 @@ class MetricOptions:
 
 
 def option_problems(options: Any) -> list[tuple[str, str]]:
-    """``(option, why)`` for each of ``options``' values (a MetricOptions or a config section holding
-    its keys) outside its bounds."""
+    """``(option, why)`` for each value of ``options`` (MetricOptions or a config section) outside its bounds."""
     problems = []
     for item in fields(MetricOptions):
         low, high = item.metadata["bounds"]

@@ -95,8 +95,7 @@ class RealStatistics:
         return cls(features, mu, sigma, num, meta)
 
     def recorded(self, key: str) -> Any:
-        """What ``meta`` (or a cache file's ``meta.key_parts``) records about how the statistics were
-        computed (``protocol``, ``feature_network``, ...); None when it does not say (TTUR's, pytorch-fid's)."""
+        """What ``meta`` (or a cache file's ``meta.key_parts``) records (``protocol``, ...); None if it does not say."""
         value = self.meta.get(key)
         if value is None and isinstance(self.meta.get("key_parts"), dict):
             value = self.meta["key_parts"].get(key)
