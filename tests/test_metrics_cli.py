@@ -13,10 +13,10 @@ from pytorch_fid import fid_score
 from pytorch_fid import inception as pytorch_fid_inception
 
 from gan_ignite.metrics.cli import main
-from gan_ignite.metrics.scores.factory import METRIC_NAMES, record_keys
+from gan_ignite.metrics.scores.factory import METRIC_NAMES, METRICS
 
 # every key of every registered metric: a metric added to the registry appears here without another list
-ALL_KEYS = {key for name in METRIC_NAMES for key in record_keys(name, "inception")} | {"num_a", "num_b"}
+ALL_KEYS = {key.format(space="inception") for spec in METRICS.values() for key in spec.record_keys} | {"num_a", "num_b"}
 SMALL_SET_OPTIONS = ["--is-splits", "2", "--kid-subsets", "10", "--kid-subset-size", "8", "--nearest-k", "3",
                      "--fd-inf-points", "4", "--fd-inf-min-fraction", "0.25", "--num-workers", "0", "--batch-size", "10"]
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from conftest import make_shape_images
-from gan_ignite.metrics.networks.clip import CLIP_MEAN, CLIP_STD, prepare_for_clip
+from gan_ignite.metrics.networks.embeddings import CLIP_MEAN, CLIP_STD, prepare_for_clip
 from gan_ignite.metrics.cli import main as metrics_cli
 from gan_ignite.metrics.networks.features import FeatureNetworkError, load_feature_network
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from conftest import make_shape_images
 from gan_ignite.metrics.cli import main as metrics_cli
-from gan_ignite.metrics.networks.dinov2 import prepare_for_dinov2
+from gan_ignite.metrics.networks.embeddings import prepare_for_dinov2
 from gan_ignite.metrics.scores.factory import feature_space
 from gan_ignite.metrics.networks.features import FeatureNetworkError, load_feature_network
 

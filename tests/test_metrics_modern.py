@@ -22,8 +22,7 @@ from gan_ignite.metrics.scores.real_stats import RealStatistics
 from gan_ignite.metrics.scores.authpct import authenticity_percentage
 from gan_ignite.metrics.cli import main as metrics_cli
 from gan_ignite.metrics.scores.cmmd import cmmd
-from gan_ignite.metrics.scores.factory import (METRICS, Scoring, compute_from_sets, create_metrics, feature_space,
-                                               record_keys)
+from gan_ignite.metrics.scores.factory import METRICS, Scoring, compute_from_sets, create_metrics, feature_space
 from gan_ignite.metrics.scores.fd_infinity import fd_infinity, fd_infinity_sizes
 from gan_ignite.metrics.scores.vendi import vendi_score
 
@@ -162,7 +161,7 @@ def test_new_metrics_on_an_engine_write_their_registry_keys():
     real, fake = _features()
     stats, rows = RealStatistics.from_features(real), torch.from_numpy(fake)
     values = _engine_values(stats, rows, NEW_METRICS)
-    keys = {key for name in NEW_METRICS for key in record_keys(name, "classifier")}
+    keys = {key.format(space="classifier") for name in NEW_METRICS for key in METRICS[name].record_keys}
     assert set(values) == keys
     assert {"fd_classifier", "fd_inf_classifier", "fid_inf_min_n", "fd_inf_classifier_max_n"} <= keys
     assert values == pytest.approx(_expected(stats, rows), rel=1e-9)

@@ -11,8 +11,7 @@ from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d
 from torchvision.transforms.functional import to_tensor
 
 from gan_ignite.metrics.networks.images import load_image_rgb
-from gan_ignite.metrics.networks.preprocess import (PROTOCOLS, prepare_for_inception, prepare_one_for_inception,
-                                                    tensorflow1_bilinear, to_uint8)
+from gan_ignite.metrics.networks.preprocess import PROTOCOLS, prepare_for_inception, tensorflow1_bilinear, to_uint8
 
 
 def test_to_uint8_rounds_and_clamps():
@@ -69,7 +68,8 @@ def test_images_already_299_keep_their_pixels_in_every_protocol():
         scaled = prepare_for_inception(images, name)
         expected = 2 * (pixels / 255) - 1 if name in ("tutorial", "pytorch-fid") else (pixels - 128) / 128
         assert torch.equal(scaled, expected), name
-    assert torch.equal(prepare_one_for_inception(images[1], "clean-fid"), prepare_for_inception(images, "clean-fid")[1])
+    one_image = prepare_for_inception(images[1].unsqueeze(0), "clean-fid")[0]
+    assert torch.equal(one_image, prepare_for_inception(images, "clean-fid")[1])
 
 
 def test_prepare_rejects_float_input():

@@ -16,6 +16,7 @@ from conftest import PYTHON, ROOT, TRAIN_ONLY, cli_env, make_shape_images, tiny_
 from gan_ignite import data as data_module
 from gan_ignite.config import load_config
 from gan_ignite.metrics.scores import prdc as prdc_module
+from gan_ignite.metrics.scores import factory as factory_module
 from gan_ignite.metrics.scores.factory import create_metrics
 from gan_ignite.metrics.networks.features import Prefetch
 from gan_ignite.metrics.scores.real_stats import RealStatistics
@@ -94,7 +95,8 @@ def test_prdc_computes_the_real_radii_once_per_run(monkeypatch):
         sizes.append(features.shape[0])
         return original(features, nearest_k)
 
-    monkeypatch.setattr(prdc_module, "knn_radii", counting)
+    monkeypatch.setattr(prdc_module, "knn_radii", counting)  # the generated set's radii
+    monkeypatch.setattr(factory_module, "knn_radii", counting)  # the real set's, cached by the registry's metric
     evaluator = Engine(lambda engine, batch: {"features": batch, "logits": batch})
     create_metrics(["prdc"], real, nearest_k=3)["prdc"].attach(evaluator, "prdc")
     evaluator.run([fake], max_epochs=1)

@@ -1,5 +1,5 @@
-"""Shared pieces of the metrics: output selection, gathering rows across ranks, and a base
-class for metrics that store per-sample rows and report several values."""
+"""Shared pieces of the metrics: the device, output selection, and the collectives that gather rows
+and share results and errors across ranks."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ from typing import Any, TypeVar
 
 import ignite.distributed as idist
 import torch
-from ignite.engine import Engine
 from ignite.exceptions import NotComputableError
-from ignite.metrics import Metric
-from ignite.metrics.metric import reinit__is_reduced
 
 from gan_ignite.errors import ConfigError, UserError
 from gan_ignite.metrics.timing import timed_part
@@ -22,8 +19,7 @@ LOGITS_KEY = "logits"
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``name`` as a device that exists here (``None``: cuda when available, else cpu); a bad name
-    raises :class:`~gan_ignite.errors.ConfigError` saying which devices there are."""
+    """``name`` as a device that exists here (``None``: cuda when available, else cpu)."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -50,23 +46,17 @@ class SelectKey:
         if isinstance(output, Mapping) and self.key in output:
             return output[self.key]
         found = list(output) if isinstance(output, Mapping) else type(output).__name__
-        raise KeyError(
-            f"The evaluator output must be a dict with key '{self.key}' (Inception outputs of the "
-            f"generated images: {{'features': [B, 2048], 'logits': [B, 1008]}}), got {found}; "
-            "pass output_transform= to select it yourself."
-        )
-
-    def __repr__(self) -> str:
-        return f"SelectKey({self.key!r})"
+        raise KeyError(f"The evaluator output must be a dict with key '{self.key}' (Inception outputs of the "
+                       f"generated images: {{'features': [B, 2048], 'logits': [B, 1008]}}), got {found}; "
+                       "pass output_transform= to select it yourself.")
 
 
 def gather_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Concatenate the 2-d ``rows`` [n_rank, D] of every rank in rank order; every rank gets the
-    result. ``idist.all_gather`` needs equal shapes, so rows are zero-padded and trimmed; a rank
-    without rows may pass any [0, *] tensor."""
+    """The 2-d ``rows`` [n_rank, D] of every rank in rank order, on every rank (no rows: any [0, *])."""
     if idist.get_world_size() == 1:
         return rows
     with timed_part("gather"):  # an evaluation's record says what its gathers cost
+        # all_gather needs equal shapes: the rows are zero-padded, then trimmed
         shapes = idist.all_gather(torch.tensor([rows.shape[0], rows.shape[1]], device=rows.device))
         counts, widths = shapes[0::2].tolist(), shapes[1::2].tolist()
         largest, width = max(counts), max(widths)
@@ -77,8 +67,7 @@ def gather_rows(rows: torch.Tensor) -> torch.Tensor:
 
 
 def first_error_on_any_rank(message: str) -> str:
-    """Every rank passes its own error message ("" for none) and gets the first non-empty one of
-    all ranks: a collective, so a rank that failed and the ranks that did not stay in step."""
+    """The first non-empty error message ("": none) of all ranks, on every rank (a collective)."""
     if idist.get_world_size() == 1:
         return message
     return next((text for text in idist.all_gather(message) if text), "")
@@ -88,10 +77,8 @@ T = TypeVar("T")
 
 
 def on_every_rank(work: Callable[[], T], run_here: bool = True) -> T | None:
-    """Run ``work`` (where ``run_here``) and share its :class:`~gan_ignite.errors.UserError` with every
-    rank: if it failed anywhere, every rank raises (the failed rank its own error, the others one with
-    the same words). A collective: every rank must call it, so none is left waiting in a later
-    collective while another has given up."""
+    """``work()`` (where ``run_here``), its :class:`~gan_ignite.errors.UserError` raised on every rank (the
+    others' with the same words). A collective, so no rank waits in a later one another has left."""
     result, error = None, None
     if run_here:
         try:
@@ -107,8 +94,7 @@ def on_every_rank(work: Callable[[], T], run_here: bool = True) -> T | None:
 
 
 def rank0_first(work: Callable[[], T]) -> T:
-    """``work()`` on rank 0, then on the other ranks (e.g. a download into a shared cache, done once
-    while the others wait); an input error anywhere is raised on every rank."""
+    """``work()`` on rank 0, then on the others (e.g. a download into a shared cache), as :func:`on_every_rank`."""
     first = idist.get_rank() == 0
     result = on_every_rank(work, run_here=first)
     others = on_every_rank(work, run_here=not first)
@@ -124,9 +110,7 @@ def broadcast_from_rank0(payload: Any) -> Any:
 
 
 def on_rank0(compute: Callable[[], Any]) -> Any:
-    """Run ``compute`` on rank 0 only and return its JSON-serialisable result on every rank; a
-    ``ValueError`` or ``NotComputableError`` raised there is raised again on every rank, so no rank
-    is left waiting in a later collective."""
+    """``compute()`` on rank 0; its JSON-serialisable result, or its ValueError / NotComputableError, on every rank."""
     result, error = None, None
     if idist.get_rank() == 0:
         try:
@@ -138,49 +122,3 @@ def on_rank0(compute: Callable[[], Any]) -> Any:
         kind, message = shared["error"]
         raise (NotComputableError if kind == NotComputableError.__name__ else ValueError)(message)
     return shared["result"]
-
-
-class StoredRowsMetric(Metric):
-    """Keeps every row of the selected output and reports a mapping of values under names derived
-    from the attach name (see :meth:`result_names`).
-
-    At compute time the rows of all ranks are gathered in rank order (so contiguous per-rank
-    shards come back in sample order) and the value is computed once, on rank 0, then shared with
-    every rank. Subclasses implement :meth:`compute_from_rows`.
-    """
-
-    def __init__(self, output_key: str, output_transform: Callable | None, device: str | torch.device) -> None:
-        self._output_key = output_key
-        super().__init__(output_transform=output_transform or SelectKey(output_key), device=device)
-
-    @reinit__is_reduced
-    def reset(self) -> None:
-        self._rows: list[torch.Tensor] = []
-
-    @reinit__is_reduced
-    def update(self, output: torch.Tensor) -> None:
-        if output.dim() != 2:
-            raise ValueError(f"{type(self).__name__} expects '{self._output_key}' of shape [B, D], got "
-                             f"{tuple(output.shape)}.")
-        self._rows.append(output.detach().to(self._device, torch.float32))
-
-    def all_rows(self) -> torch.Tensor:
-        """Every stored row of every rank, in rank order (a collective call in a distributed run)."""
-        local = torch.cat(self._rows) if self._rows else torch.zeros((0, 0), device=self._device)
-        rows = gather_rows(local)
-        if rows.shape[0] == 0:
-            raise NotComputableError(f"{type(self).__name__} must have at least one example before it can be computed.")
-        return rows
-
-    def compute(self) -> dict[str, float]:
-        rows = self.all_rows()
-        return on_rank0(lambda: self.compute_from_rows(rows))
-
-    def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float]:
-        raise NotImplementedError
-
-    def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
-        return {f"{name}_{key}": value for key, value in result.items()}
-
-    def completed(self, engine: Engine, name: str) -> None:
-        engine.state.metrics.update(self.result_names(name, self.compute()))

@@ -18,7 +18,8 @@ import sys
 from dataclasses import fields
 
 from gan_ignite.command import main_for
-from gan_ignite.metrics.options import DEFAULT_PROTOCOL, DEFAULT_SEED, MetricName, MetricOptions, Precision, ProtocolName
+from gan_ignite.metrics.options import (DEFAULT_PROTOCOL, DEFAULT_SEED, MetricName, MetricOptions, Precision,
+                                        ProtocolName)
 
 LOG_LEVEL = logging.WARNING
 INTERRUPTED = "Interrupted by Ctrl-C; nothing was written."
@@ -57,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from gan_ignite.metrics.compare import compare
 
-    if args.num_workers is None:  # resolved here, so that the parser (and its documentation) is the same on every machine
+    if args.num_workers is None:  # resolved here: the parser (and its documentation) is the same on every machine
         args.num_workers = min(4, os.cpu_count() or 1)
     return compare(args)
 

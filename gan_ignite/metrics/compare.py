@@ -22,7 +22,7 @@ from gan_ignite.metrics.options import DEFAULT_PROTOCOL, MetricOptions, option_p
 from gan_ignite.metrics.scores.factory import METRIC_NAMES, METRICS, Scoring, compute_from_sets, feature_space
 from gan_ignite.metrics.scores.real_stats import RealStatistics
 
-# without --metrics: the four the field reports; the O(n^2) ones (cmmd, authpct) cost minutes at 50k
+# without --metrics: the four the field reports (cmmd and authpct are O(n^2) in the images)
 DEFAULT_METRICS = ("fid", "is", "kid", "prdc")
 ROUND_OFF = 1e-6
 
@@ -36,7 +36,8 @@ class ImageSet:
     logits: torch.Tensor | None
 
 
-def _check_options(args: argparse.Namespace) -> None:
+def _check_arguments(args: argparse.Namespace) -> list[str]:
+    """The paths, once every option is in range, every path exists and every output is writable and no input."""
     for name, why in option_problems(args):
         raise ConfigError(f"--{name.replace('_', '-')} {why}.")
     if args.batch_size < 1:
@@ -45,13 +46,26 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ConfigError(f"--num-workers {args.num_workers} must be at least 0.")
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed {args.seed} is out of range: seeds lie in [0, 2**32 - 1].")
+    paths = args.paths
+    if len(paths) > 2 or (len(paths) == 1 and not args.save_stats):
+        raise ConfigError(f"Give PATH_A (reference) and PATH_B (under test), or one PATH with --save-stats; "
+                          f"got {paths}.")
+    for path in paths:
+        if not Path(path).exists():
+            raise ConfigError(f"Path '{path}' does not exist. Give a folder of images or an .npz statistics file.")
+        if not Path(path).is_dir() and not path.endswith(".npz"):
+            raise ConfigError(f"'{path}' is neither a folder of images nor an .npz statistics file.")
+    outputs = {"--save-stats": args.save_stats, "--json": args.json}
+    refuse_same_file(outputs, dict(zip(("PATH_A", "PATH_B"), paths)), ConfigError)
+    for label, path in outputs.items():
+        if path:
+            require_writable_target(path, label, ConfigError)
+    return paths
 
 
 def compare(args: argparse.Namespace) -> int:
     """The metrics command's work: check everything, score the two sets, print and write the results."""
-    _check_options(args)
-    paths = _check_paths(args)
-    _check_outputs(args, paths)
+    paths = _check_arguments(args)
     # every statistics file is read and validated completely before any work
     files = {path: RealStatistics.load(path) for path in paths if not Path(path).is_dir()}
     args.protocol = _protocol(args, paths, files)
@@ -69,63 +83,42 @@ def compare(args: argparse.Namespace) -> int:
         print(f"Saved statistics of {set_a.stats.num} images of {paths[0]} to {args.save_stats}")
     if len(paths) == 1:
         return 0
-    _warn_if_few_samples(set_a.stats.num, set_b.stats.num, set_a.stats.mu.shape[0])
+    num_a, num_b, dim = set_a.stats.num, set_b.stats.num, set_a.stats.mu.shape[0]
+    if min(num_a, num_b) < dim:
+        print(f"warning: {num_a} and {num_b} images, fewer than the {dim} feature dimensions: FID is biased "
+              "upwards (singular covariance); papers use 10,000-50,000 images", file=sys.stderr)
     results = {**compute_from_sets(names, set_a.stats, set_b.stats, set_b.logits, options),
-               "num_a": set_a.stats.num, "num_b": set_b.stats.num}
+               "num_a": num_a, "num_b": num_b}
     _check_results(results, names, options.feature_space, set_a, set_b)
     _report(results, names, options.feature_space, args.json)
     return 0
 
 
-def _check_paths(args: argparse.Namespace) -> list[str]:
-    paths = args.paths
-    if len(paths) > 2 or (len(paths) == 1 and not args.save_stats):
-        raise ConfigError(f"Give PATH_A (reference) and PATH_B (under test), or one PATH with --save-stats; got {paths}.")
-    for path in paths:
-        if not Path(path).exists():
-            raise ConfigError(f"Path '{path}' does not exist. Give a folder of images or an .npz statistics file.")
-        if not Path(path).is_dir() and not path.endswith(".npz"):
-            raise ConfigError(f"'{path}' is neither a folder of images nor an .npz statistics file.")
-    return paths
-
-
-def _check_outputs(args: argparse.Namespace, paths: list[str]) -> None:
-    """--save-stats and --json, before any work: neither may be an input (or the other output), and
-    each must be writable (not a directory, a parent that is a folder, permission)."""
-    outputs = {"--save-stats": args.save_stats, "--json": args.json}
-    refuse_same_file(outputs, dict(zip(("PATH_A", "PATH_B"), paths)), ConfigError)
-    for label, path in outputs.items():
-        if path:
-            require_writable_target(path, label, ConfigError)
-
-
 def _protocol(args: argparse.Namespace, paths: list[str], files: dict[str, RealStatistics]) -> str:
-    """``--protocol``; else the one the .npz inputs record, else the default. Statistics files that
-    record none (TTUR's, pytorch-fid's, clean-fid's) need it given when a folder is scored against
-    them."""
+    """``--protocol``, else the one the .npz inputs record, else the default."""
     chosen = args.protocol
     recorded = {path: stats.recorded("protocol") for path, stats in files.items()}
     folders = any(Path(path).is_dir() for path in paths)
     for path, protocol in recorded.items():
         if protocol is None and chosen is None and folders:
             raise ConfigError(f"'{path}' does not record how its images were preprocessed (a TTUR, pytorch-fid or "
-                           f"clean-fid statistics file): give the protocol it was computed with, e.g. --protocol "
-                           f"torch-fidelity for TTUR's files, pytorch-fid for pytorch-fid's, clean-fid for clean-fid's "
-                           f"'clean' files, so that the folder is preprocessed the same way.")
+                              "clean-fid statistics file): give the protocol it was computed with, e.g. --protocol "
+                              "torch-fidelity for TTUR's files, pytorch-fid for pytorch-fid's, clean-fid for "
+                              "clean-fid's 'clean' files, so that the folder is preprocessed the same way.")
         if protocol is not None and chosen not in (None, protocol):
             raise ConfigError(f"'{path}' was computed with protocol {protocol}, not {chosen}: FIDs of different "
-                           f"protocols are not comparable. Use --protocol {protocol}, or recompute the statistics.")
+                              f"protocols are not comparable. Use --protocol {protocol}, or recompute the statistics.")
         chosen = chosen or protocol
     return chosen or DEFAULT_PROTOCOL
 
 
 def _check_precisions(set_a: ImageSet, set_b: ImageSet) -> None:
-    """Two sets computed at different precisions (fp32 / tf32) are not compared: TF32 moves the features."""
     recorded = {s.path: s.stats.recorded("inception_precision") for s in (set_a, set_b)}
     if len({value for value in recorded.values() if value is not None}) > 1:
-        raise ConfigError(f"The two sets were computed at different precisions ({', '.join(f'{path}: {value}' for path, value in recorded.items())}): "
-                       "TF32 moves the Inception features by ~1e-3, so their FID would mix the two. Recompute one "
-                       "of them with the other's --precision.")
+        listed = ", ".join(f"{path}: {value}" for path, value in recorded.items())
+        raise ConfigError(f"The two sets were computed at different precisions ({listed}): "
+                          "TF32 moves the Inception features by ~1e-3, so their FID would mix the two. Recompute one "
+                          "of them with the other's --precision.")
 
 
 def _parse_metrics(text: str | None) -> list[str] | None:
@@ -166,28 +159,23 @@ def _load_set(path: str, network: FeatureNetwork | None, args: argparse.Namespac
 
 def _options(args: argparse.Namespace, set_a: ImageSet, set_b: ImageSet) -> Scoring:
     """The metrics' options; the feature space is --feature-network's, or the one the .npz inputs record."""
-    recorded = [_recorded_network(s.stats) for s in (set_a, set_b)]
+    recorded = [s.stats.recorded("feature_network") for s in (set_a, set_b)]
     space = feature_space(next((tag for tag in recorded if tag), args.feature_network))
     return Scoring(**{item.name: getattr(args, item.name) for item in fields(MetricOptions)}, seed=args.seed,
                    feature_space=space)
 
 
-def _recorded_network(stats: RealStatistics) -> str | None:
-    return stats.recorded("feature_network")
-
-
-def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet,
-                    options: Scoring) -> list[str]:
+def _usable_metrics(requested: list[str] | None, set_a: ImageSet, set_b: ImageSet, options: Scoring) -> list[str]:
     names = requested or [name for name in METRIC_NAMES if name in DEFAULT_METRICS]
     missing = {name: _missing_input(name, set_a, set_b, options) for name in names}
     missing = {name: reason for name, reason in missing.items() if reason}
+    reasons = "; ".join(f"{name}: {reason}" for name, reason in missing.items())
     if missing and requested is not None:
-        raise ConfigError("Cannot compute " + "; ".join(f"{name}: {reason}" for name, reason in missing.items()) + ".")
+        raise ConfigError(f"Cannot compute {reasons}.")
     usable = [name for name in names if name not in missing]
     if not usable:
-        raise ConfigError("None of the metrics can be computed from these inputs: " + "; ".join(
-            f"{name}: {reason}" for name, reason in missing.items()) + ". Give image folders, or statistics files "
-            "that hold what the metrics need; nothing was written.")
+        raise ConfigError(f"None of the metrics can be computed from these inputs: {reasons}. Give image folders, or "
+                          "statistics files that hold what the metrics need; nothing was written.")
     for name, reason in missing.items():
         print(f"note: skipping {name}: {reason}", file=sys.stderr)
     return usable
@@ -212,22 +200,14 @@ def _missing_input(name: str, set_a: ImageSet, set_b: ImageSet, options: Scoring
                 f"{set_a.stats.num} and {set_b.stats.num}")
     if set_a.stats.mu.shape != set_b.stats.mu.shape:
         return f"feature sizes differ ({set_a.stats.mu.shape[0]} vs {set_b.stats.mu.shape[0]})"
-    networks = {_recorded_network(s.stats) for s in (set_a, set_b)} - {None}
+    networks = {s.stats.recorded("feature_network") for s in (set_a, set_b)} - {None}
     if len(networks) > 1:
         return f"the two sets come from different feature networks ({', '.join(sorted(networks))})"
     return ""
 
 
-def _warn_if_few_samples(num_a: int, num_b: int, dim: int) -> None:
-    if min(num_a, num_b) < dim:
-        print(f"warning: {num_a} and {num_b} images, fewer than the {dim} feature dimensions: FID is biased "
-              "upwards (singular covariance); papers use 10,000-50,000 images", file=sys.stderr)
-
-
-def _check_results(results: dict[str, float], names: list[str], space: str, set_a: ImageSet,
-                   set_b: ImageSet) -> None:
-    """No impossible value is printed: a NaN, a negative FID or a precision above 1 means the
-    inputs were not valid statistics of two image sets (the possible values are the registry's)."""
+def _check_results(results: dict[str, float], names: list[str], space: str, set_a: ImageSet, set_b: ImageSet) -> None:
+    """Refuse values outside the registry's ranges (a NaN, a negative FID): the inputs were not valid statistics."""
     wrong = []
     for name in names:
         for template, (low, high) in METRICS[name].ranges.items():
@@ -237,8 +217,8 @@ def _check_results(results: dict[str, float], names: list[str], space: str, set_
                 wrong.append(f"{key} = {value}")
     if wrong:
         raise ConfigError(f"The inputs give impossible values ({', '.join(wrong)}): '{set_a.path}' and '{set_b.path}' "
-                       "are not statistics of two image sets computed the same way. Recompute the statistics files "
-                       "from the image folders (--save-stats), or score the folders themselves.")
+                          "are not statistics of two image sets computed the same way. Recompute the statistics files "
+                          "from the image folders (--save-stats), or score the folders themselves.")
 
 
 def _report(results: dict[str, float], names: list[str], space: str, json_path: str | None) -> None:

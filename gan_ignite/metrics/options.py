@@ -1,13 +1,6 @@
-"""The metrics' names and options, in one light module (no torch): the config schema, the metrics
-command's flags, ``--help`` and the generated references all read them here.
-
-- :class:`Name` is a ``str`` Enum whose members print as their values; the Enums below list the
-  names of the registries (metrics, FID protocols, precisions), which check at import that they
-  have exactly these names.
-- :class:`MetricOptions` holds every metric option with its meaning and its bounds: ``eval.*`` in
-  the config and the metrics command's flags both come from its fields, and :func:`option_problems`
-  is their one range check.
-"""
+"""The metrics' names and options without torch, for the config schema, the metrics command and ``--help``:
+the registries' names as :class:`Name` Enums (each registry checks them at import) and :class:`MetricOptions`,
+every option with its meaning and bounds."""
 
 from __future__ import annotations
 
@@ -57,8 +50,7 @@ class MetricOptions:
 
 
 def option_problems(options: Any) -> list[tuple[str, str]]:
-    """``(option, why)`` for each of ``options``' values (a MetricOptions or a config section holding
-    its keys) outside its bounds."""
+    """``(option, why)`` for each value of ``options`` (MetricOptions or a config section) outside its bounds."""
     problems = []
     for item in fields(MetricOptions):
         low, high = item.metadata["bounds"]

@@ -1,11 +1,6 @@
-"""Where an evaluation's time goes: seconds per part (generation, preprocessing, network, metrics,
-gather), so a slow evaluation says why.
-
-Work queued on a GPU is timed with CUDA events on the stream it runs on (read once, at the end:
-no synchronisation per batch); work on the host (a PIL resize, the statistics and the square root
-at the end) by the wall clock, after the device has caught up. On a CPU every part is wall-clock
-time in the thread that does it. Parts that run in a background thread overlap the others, so
-the parts may add up to more than the total.
+"""Where an evaluation's time goes: seconds per part (generate, prepare, network, metrics, gather).
+Work queued on a GPU is timed with CUDA events, read once at the end; host work by the wall clock.
+Parts run in a background thread overlap the others, so they may add up to more than the total.
 """
 
 from __future__ import annotations
@@ -15,77 +10,59 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from typing import Optional
+from typing import Any, Optional
 
 import torch
-
-__all__ = ["PART_NAMES", "PartTimer", "active_timer", "describe_seconds", "timed_part"]
 
 PART_NAMES = ("generate", "prepare", "network", "metrics", "gather")
 
 
 class PartTimer:
-    """Seconds per named part of one evaluation on ``device``."""
-
     def __init__(self, device: torch.device | str):
         self.cuda = torch.device(device).type == "cuda"
-        self.seconds: dict[str, float] = defaultdict(float)
-        self._events: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+        self._parts: list[tuple[str, Any, Any]] = []  # (name, start, end): perf_counter seconds or CUDA events
         self._lock = threading.Lock()
         self._started = time.perf_counter()
 
-    @contextlib.contextmanager
-    def device_part(self, name: str) -> Iterator[None]:
-        """Work queued on the device (kernels): CUDA events around it, or the wall clock on a CPU."""
-        if not self.cuda:
-            with self.host_part(name, synchronize=False):
-                yield
-            return
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        yield
-        end.record()
-        with self._lock:
-            self._events.append((name, start, end))
-
-    @contextlib.contextmanager
-    def host_part(self, name: str, synchronize: bool = False) -> Iterator[None]:
-        """Work on the host; with ``synchronize`` (on a GPU) the device's queue is drained before
-        and after, so only this part's own time counts (use it for once-per-evaluation work)."""
-        if synchronize and self.cuda:
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            if synchronize and self.cuda:
-                torch.cuda.synchronize()
-            with self._lock:
-                self.seconds[name] += time.perf_counter() - started
-
     def begin(self, name: str, host: bool = False) -> tuple:
-        """The start of a part that a context manager cannot enclose (e.g. between two engine
-        events); :meth:`end` closes it. ``host`` parts are wall-clock after a device synchronisation."""
+        """The start of a part that :meth:`end` closes: CUDA events on a GPU, else the wall clock;
+        a ``host`` part is wall-clock time with the device drained before and after."""
         if host or not self.cuda:
-            if host and self.cuda:
-                torch.cuda.synchronize()
-            return name, host, time.perf_counter()
+            return self._wall_clock(name, host)
         start = torch.cuda.Event(enable_timing=True)
         start.record()
         return name, host, start
 
     def end(self, token: tuple) -> None:
-        name, host, start = token
+        name, synchronize, start = token
         if isinstance(start, float):
-            if host and self.cuda:
+            if synchronize and self.cuda:
                 torch.cuda.synchronize()
-            with self._lock:
-                self.seconds[name] += time.perf_counter() - start
-            return
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
+            end = time.perf_counter()
+        else:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
         with self._lock:
-            self._events.append((name, start, end))
+            self._parts.append((name, start, end))
+
+    def _wall_clock(self, name: str, synchronize: bool) -> tuple:
+        if synchronize and self.cuda:
+            torch.cuda.synchronize()
+        return name, synchronize, time.perf_counter()
+
+    def device_part(self, name: str) -> contextlib.AbstractContextManager:
+        return self._until_exit(self.begin(name))
+
+    def host_part(self, name: str, synchronize: bool = False) -> contextlib.AbstractContextManager:
+        """Work on the host; ``synchronize`` drains the device before and after (for once-per-evaluation work)."""
+        return self._until_exit(self._wall_clock(name, synchronize))
+
+    @contextlib.contextmanager
+    def _until_exit(self, token: tuple) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self.end(token)
 
     def summary(self) -> dict[str, float]:
         """``{part: seconds, ..., "total": seconds}`` rounded to milliseconds (synchronises once);
@@ -93,9 +70,9 @@ class PartTimer:
         if self.cuda:
             torch.cuda.synchronize()
         total = time.perf_counter() - self._started
-        seconds = dict(self.seconds)
-        for name, start, end in self._events:
-            seconds[name] = seconds.get(name, 0.0) + start.elapsed_time(end) / 1000
+        seconds: dict[str, float] = defaultdict(float)
+        for name, start, end in self._parts:
+            seconds[name] += end - start if isinstance(start, float) else start.elapsed_time(end) / 1000
         if "gather" in seconds and "metrics" in seconds:
             seconds["metrics"] = max(seconds["metrics"] - seconds["gather"], 0.0)
         ordered = {name: round(seconds[name], 3) for name in PART_NAMES if name in seconds}
@@ -117,13 +94,9 @@ def active_timer(timer: Optional[PartTimer]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def timed_part(name: str) -> Iterator[None]:
-    """Time of ``name`` (a collective, once per metric) on the active timer, the device drained
-    before and after; a no-op without an active timer."""
+    """Time ``name`` (a collective, once per metric) on the active timer, if any, the device drained."""
     timer = _ACTIVE["timer"]
-    if timer is None:
-        yield
-        return
-    with timer.host_part(name, synchronize=True):
+    with timer.host_part(name, synchronize=True) if timer is not None else contextlib.nullcontext():
         yield
 
 

@@ -1,28 +1,12 @@
-"""A small domain classifier as a feature network: FID / IS / KID / PRDC that work offline and
-measure what matters on domains far from ImageNet (Fashion-MNIST, MNIST, CIFAR-10).
-
-The network, LeNet-like and fast on a CPU: two blocks of a 5x5 convolution (BatchNorm, ReLU) and a
-2x2 max-pool (widths 32 and 64; 32 -> 8 pixels), a 128-d fully connected layer with ReLU whose
-activations are the **features** (the role of Inception's pool3), and a linear layer to the class
-**logits** (the role of Inception's logits, for IS); 578k parameters. (Three blocks of two 3x3
-convolutions trained 1.3x slower per image on the 2-core CI CPU.)
-
-Preprocessing (:meth:`ClassifierFeatures.prepare_one`), the same for real, generated and folder
-images and for the training of the classifier itself:
-
-- uint8 ``C x H x W``; RGB given to a 1-channel classifier becomes luma with ITU-R 601 weights
-  (0.299, 0.587, 0.114; PIL's "L"), grayscale given to a 3-channel one is repeated;
-- resized to the classifier's input size with antialiased bilinear interpolation, only when the
-  size differs (GAN images at 32 x 32 pass through unchanged);
-- scaled to [-1, 1] as ``(x / 255 - 0.5) / 0.5``, the GAN's own input range.
-
-A classifier file holds the weights, the architecture, the input size and channels, the class
-names, the dataset and its test accuracy; its tag (in records and cache keys) is a hash of the
-file, so values from different classifiers are never compared.
+"""A small LeNet-like domain classifier as a feature network (features: its 128-d hidden layer; logits:
+its classes) for offline FID / IS / KID / PRDC on domains far from ImageNet. Every image, also in its own
+training, is converted to its channels (RGB to luma, ITU-R 601), resized (antialiased bilinear) and scaled to
+[-1, 1]. Its file holds the weights, the architecture, the classes and its test accuracy; its tag is a hash.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -33,11 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gan_ignite.errors import FeatureNetworkError
-from gan_ignite.io import load_torch_file
-from gan_ignite.io import atomic_write
-
-__all__ = ["ClassifierFeatures", "DomainClassifier", "load_classifier", "load_classifier_features",
-           "prepare_for_classifier", "save_classifier"]
+from gan_ignite.io import atomic_write, load_torch_file
 
 FORMAT = "gan_ignite.classifier/1"
 LUMA = (0.299, 0.587, 0.114)
@@ -60,7 +40,7 @@ class DomainClassifier(nn.Module):
         self.head = nn.Linear(feature_dim, num_classes)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # NHWC: 1.27x the training img/s of NCHW on the 2-core CI CPU (442 against 348 at batch 128)
+        # NHWC: faster than NCHW on a CPU (docs/performance.md)
         features = self.features(self.trunk(images.contiguous(memory_format=torch.channels_last)))
         return features, self.head(self.dropout(features))
 
@@ -70,14 +50,8 @@ def _block(incoming: int, outgoing: int) -> nn.Sequential:
                          nn.ReLU(inplace=True), nn.MaxPool2d(2))
 
 
-class PrepareForClassifier:
-    """The per-image preprocessing (see the module docstring); picklable for DataLoader workers."""
-
-    def __init__(self, channels: int, size: int):
-        self.channels, self.size = channels, size
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        return prepare_for_classifier(image.unsqueeze(0), self.channels, self.size)[0]
+def prepare_one_for_classifier(image: torch.Tensor, channels: int, size: int) -> torch.Tensor:
+    return prepare_for_classifier(image.unsqueeze(0), channels, size)[0]
 
 
 def prepare_for_classifier(images: torch.Tensor, channels: int, size: int) -> torch.Tensor:
@@ -100,18 +74,18 @@ class ClassifierFeatures:
     """A trained :class:`DomainClassifier` behind its preprocessing, as a feature network."""
 
     def __init__(self, network: DomainClassifier, tag: str):
-        self.network = network.eval().requires_grad_(False)
-        self.tag = tag
+        self.network, self.tag = network.eval().requires_grad_(False), tag
         arguments = network.arguments
         self.num_features, self.num_classes = arguments["feature_dim"], arguments["num_classes"]
-        self.prepare_one = PrepareForClassifier(arguments["channels"], arguments["input_size"])
+        self.input = {"channels": arguments["channels"], "size": arguments["input_size"]}
+        self.prepare_one = functools.partial(prepare_one_for_classifier, **self.input)  # picklable, for loader workers
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return prepare_for_classifier(images.cpu(), self.prepare_one.channels, self.prepare_one.size)
+        return prepare_for_classifier(images.cpu(), **self.input)
 
     def __call__(self, prepared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
@@ -120,7 +94,6 @@ class ClassifierFeatures:
 
 
 def save_classifier(path: str | os.PathLike, network: DomainClassifier, **metadata: Any) -> Path:
-    """Write ``network`` with ``metadata`` (classes, dataset, test_accuracy, ...) atomically."""
     path = Path(path)
     content = {"format": FORMAT, "arguments": network.arguments, "state_dict": network.state_dict(), **metadata}
     atomic_write(path, lambda handle: torch.save(content, handle))
@@ -128,8 +101,6 @@ def save_classifier(path: str | os.PathLike, network: DomainClassifier, **metada
 
 
 def load_classifier(path: str | os.PathLike) -> tuple[DomainClassifier, dict[str, Any]]:
-    """The classifier in ``path`` and its metadata; a missing or foreign file raises
-    :class:`~gan_ignite.metrics.networks.files.FeatureNetworkError` naming the path."""
     path = Path(path).expanduser()
     how = ("train one with python -m gan_ignite.train_classifier --config FILE, then pass "
            "eval.feature_network=classifier:/path/to/it.pt (or --feature-network for the folder CLI)")
@@ -151,26 +122,23 @@ def load_classifier(path: str | os.PathLike) -> tuple[DomainClassifier, dict[str
     return network.eval(), metadata
 
 
-# each argument of DomainClassifier: (smallest, largest) value a real classifier has; larger would
-# only allocate a huge network from a forged file
+# each argument of DomainClassifier: (smallest, largest) value; larger would only allocate a huge network
 ARGUMENT_RANGES = {"channels": (1, 3), "num_classes": (1, 100_000), "width": (1, 4096), "feature_dim": (1, 65_536),
                    "input_size": (4, 1024)}
 
 
 def _checked_arguments(arguments: Any, path: Path, how: str) -> dict[str, int]:
-    """The classifier file's ``arguments``: a dict of integers in :data:`ARGUMENT_RANGES`."""
-    problem = None
+    def refused(problem: str) -> FeatureNetworkError:
+        return FeatureNetworkError(f"Classifier file '{path}' cannot be used: {problem}; {how}.")
+
     if not isinstance(arguments, dict) or set(arguments) != set(ARGUMENT_RANGES):
-        problem = f"its arguments are {type(arguments).__name__} {_short(arguments)}, not {sorted(ARGUMENT_RANGES)}"
-    else:
-        for name, (low, high) in ARGUMENT_RANGES.items():
-            value = arguments[name]
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high or \
-                    (name == "channels" and value == 2) or (name == "input_size" and value % 4):
-                problem = f"its argument {name} = {_short(value)} is not a valid value (an integer in [{low}, {high}])"
-                break
-    if problem:
-        raise FeatureNetworkError(f"Classifier file '{path}' cannot be used: {problem}; {how}.")
+        raise refused(f"its arguments are {type(arguments).__name__} {_short(arguments)}, not "
+                      f"{sorted(ARGUMENT_RANGES)}")
+    for name, (low, high) in ARGUMENT_RANGES.items():
+        value = arguments[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high or \
+                (name == "channels" and value == 2) or (name == "input_size" and value % 4):
+            raise refused(f"its argument {name} = {_short(value)} is not a valid value (an integer in [{low}, {high}])")
     return dict(arguments)
 
 

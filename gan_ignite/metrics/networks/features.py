@@ -1,55 +1,37 @@
-"""Feature networks: what turns images into the features and class logits the metrics read.
-
-A feature network is an object with
-
-- ``tag``: a short stable name for cache keys and records (values from different networks, or
-  from the same network with other weights or preprocessing, are never compared);
-- ``num_features``, ``num_classes`` (0: no class logits, so no Inception Score) and ``device``;
-- ``prepare_one(image)``: uint8 ``C x H x W`` (C = 1 or 3, any size) -> the CPU part of the
-  network's preprocessing for one image (picklable, so DataLoader workers can run it);
-- ``finish(staged)`` (optional): a batch of those -> the network's input on ``device`` (default:
-  the batch itself, moved there through pinned memory);
-- ``prepare(images)``: a uint8 ``N x C x H x W`` batch, anywhere -> the network's input on ``device``;
-- ``__call__(prepared)``: ``(features [N, F], logits [N, K])`` float32 on ``device``, no grad.
-
-:func:`extract_features` is the evaluator's one pass: generator output in [-1, 1] -> uint8 ->
-``prepare`` -> network. Real images, image folders and generated images all go through it, so
-every set is preprocessed identically. For the FID Inception the preprocessing is a protocol
-(:mod:`gan_ignite.metrics.networks.preprocess`) whose tensor stage runs on the network's device: on a GPU,
-generated images never leave it and real images cross the bus as uint8 from pinned memory.
-"""
+"""Feature networks, what turns images into the features and logits the metrics read, their registry
+:data:`FEATURE_NETWORKS`, and running them over batches. Real, folder and generated images all go through
+a network's own preprocessing."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
-import queue
-import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import torch
 
-from gan_ignite.metrics.networks.classifier import load_classifier_features
-from gan_ignite.metrics.networks.clip import load_clip_features
-from gan_ignite.metrics.networks.dinov2 import load_dinov2_features
 from gan_ignite.errors import FeatureNetworkError
+from gan_ignite.metrics.networks.classifier import load_classifier_features
+from gan_ignite.metrics.networks.embeddings import load_clip_features, load_dinov2_features
 from gan_ignite.metrics.networks.inception import (NUM_CLASSES, NUM_FEATURES, effective_precision, load_fid_inception,
                                                    weights_tag)
+from gan_ignite.metrics.networks.preprocess import (PROTOCOLS, finish_for_inception, prepare_for_inception,
+                                                    stage_one_for_inception, to_device, to_uint8)
 from gan_ignite.metrics.options import DEFAULT_PROTOCOL
 from gan_ignite.metrics.options import FEATURE_NETWORKS as NETWORK_NAMES
-from gan_ignite.metrics.networks.preprocess import (PROTOCOLS, finish_for_inception,
-                                                    prepare_for_inception, stage_one_for_inception, to_device,
-                                                    to_uint8)
-
-__all__ = ["FEATURE_NETWORKS", "FeatureNetwork", "FeatureNetworkError", "InceptionFeatures", "Prefetch",
-           "extract_features", "finish_staged", "load_feature_network", "prepare_images"]
 
 
 class FeatureNetwork(Protocol):
-    tag: str
+    """``prepare_one``: one uint8 ``C x H x W`` image -> the picklable CPU part of the preprocessing (an
+    optional ``finish`` takes a batch of those to the device); ``prepare``: a uint8 batch -> the input on
+    the device; ``__call__``: -> ``(features [N, F], logits [N, K])``, float32 on the device, no grad."""
+
+    tag: str  # for cache keys and records: values of other networks, weights or preprocessing are never compared
     num_features: int
-    num_classes: int
+    num_classes: int  # 0: no class logits, so no Inception Score
     device: torch.device
 
     def prepare_one(self, image: torch.Tensor) -> torch.Tensor: ...
@@ -63,9 +45,7 @@ CPU_CHUNK = 16
 
 
 class InceptionFeatures:
-    """The FID Inception (or any module with its input contract: float ``N x 3 x 299 x 299``)
-    behind a preprocessing protocol (:data:`gan_ignite.metrics.networks.preprocess.PROTOCOLS`), at a
-    precision: ``fp32`` or ``tf32`` (cuDNN's TF32 convolutions, on a GPU only; the tag says so)."""
+    """The FID Inception (or a module with its input contract) behind a protocol, at ``fp32`` or ``tf32`` (GPU)."""
 
     num_features = NUM_FEATURES
 
@@ -77,7 +57,7 @@ class InceptionFeatures:
         self.precision = effective_precision(precision, self.device)
         if hasattr(network, "allow_tf32"):
             network.allow_tf32 = self.precision == "tf32"
-        # fp32 keeps the tag of earlier versions, so their caches and statistics files stay valid
+        # no suffix for fp32: the tag of existing caches and statistics files
         self.tag = f"inception-{weights}-{protocol}" + ("-tf32" if self.precision == "tf32" else "")
         self.num_classes = NUM_CLASSES if getattr(network, "has_logits", True) else 0
         self.prepare_one = functools.partial(stage_one_for_inception, protocol=protocol)
@@ -95,8 +75,7 @@ class InceptionFeatures:
         return finish_for_inception(to_device(staged, self.device), self.protocol)
 
     def __call__(self, prepared: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # On a CPU, chunks of 16 images keep the activations in cache: 14.3 img/s against 12.1 for
-        # one forward of 64 on the 2-core CI machine. A GPU takes the batch as it comes.
+        # on a CPU, chunks of 16 images keep the activations in cache (docs/performance.md)
         chunk = CPU_CHUNK if self.device.type == "cpu" else max(1, len(prepared))
         with torch.inference_mode():
             outputs = [self.network(to_device(part, self.device)) for part in prepared.split(chunk)]
@@ -106,14 +85,12 @@ class InceptionFeatures:
 
 
 def prepare_images(images: torch.Tensor, network: FeatureNetwork) -> torch.Tensor:
-    """Images in [-1, 1] (float ``N x C x H x W``) or uint8 -> the network's input batch (for the
-    FID Inception on its device; the other networks prepare on the CPU)."""
+    """Images in [-1, 1] (float ``N x C x H x W``) or uint8 -> the network's input batch."""
     return network.prepare(images if images.dtype == torch.uint8 else to_uint8(images))
 
 
 def finish_staged(staged: torch.Tensor | list[torch.Tensor], network: FeatureNetwork) -> torch.Tensor:
-    """A batch of ``network.prepare_one`` results (stacked, or a list when the images differ in
-    size) -> the network's input on its device."""
+    """``network.prepare_one`` results (stacked, or a list of different sizes) -> the network's input."""
     finish = getattr(network, "finish", None) or (lambda batch: to_device(batch, network.device))
     if isinstance(staged, torch.Tensor):
         return finish(staged)
@@ -127,55 +104,22 @@ def extract_features(images: torch.Tensor, network: FeatureNetwork) -> dict[str,
 
 
 class Prefetch:
-    """Iterate ``items`` in a background thread, ``depth`` items ahead of the consumer.
-
-    The evaluation pipeline: while the feature network runs on batch k, this thread generates,
-    converts and resizes batch k+1 (PIL releases the GIL; on a GPU the two overlap fully). The
-    producer starts when iteration starts; its exceptions are raised in the consumer; a consumer
-    that stops early releases it.
-    """
-
-    _END = object()
+    """Iterate ``items`` in a background thread, ``depth`` items ahead of the consumer (batch k+1 is generated
+    and resized while the network runs on batch k); the producer's exceptions are raised in the consumer."""
 
     def __init__(self, items: Iterable[Any], depth: int = 2) -> None:
         self.items, self.depth = items, depth
 
     def __iter__(self) -> Iterator[Any]:
-        slots: queue.Queue = queue.Queue(maxsize=self.depth)
-        stop = threading.Event()
-
-        def produce() -> None:
-            try:
-                for item in self.items:
-                    if not _put(slots, (item, None), stop):
-                        return
-                _put(slots, (self._END, None), stop)
-            except BaseException as error:  # handed to the consumer, raised there
-                _put(slots, (self._END, error), stop)
-
-        worker = threading.Thread(target=produce, name="prefetch", daemon=True)
-        worker.start()
+        items, end = iter(self.items), object()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")  # one thread advances the iterator
         try:
-            while True:
-                item, error = slots.get()
-                if error is not None:
-                    raise error
-                if item is self._END:
-                    return
+            ahead = collections.deque(pool.submit(next, items, end) for _ in range(self.depth))
+            while (item := ahead.popleft().result()) is not end:
+                ahead.append(pool.submit(next, items, end))
                 yield item
         finally:
-            stop.set()
-            worker.join(timeout=10)
-
-
-def _put(slots: queue.Queue, entry: tuple, stop: threading.Event) -> bool:
-    while not stop.is_set():
-        try:
-            slots.put(entry, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _inception(argument: str, device: torch.device, *, inception_weights: str | os.PathLike | None = None,
@@ -187,34 +131,22 @@ def _inception(argument: str, device: torch.device, *, inception_weights: str | 
     return InceptionFeatures(network, protocol, weights_tag(inception_weights), precision)
 
 
-def _classifier(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
-    if not argument:
-        raise FeatureNetworkError("The feature network 'classifier' needs the classifier's file: "
-                                  "classifier:/path/to/classifier.pt (from python -m gan_ignite.train_classifier).")
-    return load_classifier_features(argument, device)
+def _from_file(name: str, what: str, load: Callable[..., FeatureNetwork]) -> Callable[..., FeatureNetwork]:
+    def loader(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
+        if not argument:
+            raise FeatureNetworkError(f"The feature network '{name}' needs {what}.")
+        return load(argument, device)
+    return loader
 
 
-def _dinov2(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
-    if not argument:
-        raise FeatureNetworkError("The feature network 'dinov2' needs Meta's checkpoint file: "
-                                  "dinov2:/path/to/dinov2_vitl14_pretrain.pth.")
-    return load_dinov2_features(argument, device)
-
-
-def _clip(argument: str, device: torch.device, **_: Any) -> FeatureNetwork:
-    if not argument:
-        raise FeatureNetworkError("The feature network 'clip' needs OpenAI's checkpoint file: "
-                                  "clip:/path/to/ViT-L-14-336px.pt.")
-    return load_clip_features(argument, device)
-
-
-# name -> loader(argument after "name:", device, **options). One line per feature network (and its
-# name in gan_ignite.metrics.options.FEATURE_NETWORKS).
+# name -> loader(argument after "name:", device, **options); each name is also in options.FEATURE_NETWORKS
 FEATURE_NETWORKS: dict[str, Callable[..., FeatureNetwork]] = {
     "inception": _inception,
-    "classifier": _classifier,
-    "dinov2": _dinov2,
-    "clip": _clip,
+    "classifier": _from_file("classifier", "the classifier's file: classifier:/path/to/classifier.pt (from python -m "
+                                           "gan_ignite.train_classifier)", load_classifier_features),
+    "dinov2": _from_file("dinov2", "Meta's checkpoint file: dinov2:/path/to/dinov2_vitl14_pretrain.pth",
+                         load_dinov2_features),
+    "clip": _from_file("clip", "OpenAI's checkpoint file: clip:/path/to/ViT-L-14-336px.pt", load_clip_features),
 }
 assert tuple(FEATURE_NETWORKS) == NETWORK_NAMES, "every feature network's name is listed in options.FEATURE_NETWORKS"
 
@@ -224,5 +156,5 @@ def load_feature_network(spec: str, device: str | torch.device = "cpu", **option
     name, _, argument = spec.partition(":")
     if name not in FEATURE_NETWORKS:
         raise FeatureNetworkError(f"Unknown feature network '{spec}'; choose one of "
-                         f"{', '.join(sorted(FEATURE_NETWORKS))} (e.g. classifier:/path/to/classifier.pt).")
+                                  f"{', '.join(sorted(FEATURE_NETWORKS))} (e.g. classifier:/path/to/classifier.pt).")
     return FEATURE_NETWORKS[name](argument, torch.device(device), **options)

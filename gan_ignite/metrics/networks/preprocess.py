@@ -1,28 +1,8 @@
-"""Images -> the input of the FID Inception's first convolution, by a named **protocol**.
-
-FID implementations agree on the network and the formula but not on how a uint8 image becomes
-the 299 x 299 float input (Parmar et al., "On Aliased Resizing and Surprising Subtleties in GAN
-Evaluation", 2022): on 28x28 Fashion-MNIST the same images and weights give FIDs 25% apart. A
-protocol reproduces one implementation exactly, resize and input scaling together:
-
-- ``tutorial``: PIL bilinear on the uint8 image, then ``x / 127.5 - 1`` (PyTorch-Ignite's GAN
-  evaluation tutorial's resize, with pytorch-fid's scaling);
-- ``pytorch-fid``: float in [0, 1], ``F.interpolate(bilinear, align_corners=False)``, ``2x - 1``;
-- ``torch-fidelity``: TensorFlow 1's bilinear on 0..255 floats, ``(x - 128) / 128``: the protocol
-  of TTUR's TensorFlow FID code, torch-fidelity and StyleGAN2-ADA / StyleGAN3 (their TorchScript
-  network resizes with the same sampling grid inside), behind most published GAN FIDs;
-- ``clean-fid``: PIL bicubic per channel on float32 (mode "F"), clipped to 0..255, no
-  re-quantisation, ``(x - 128) / 128`` (clean-fid's default "clean" mode).
-
-A protocol is one :class:`Protocol`, uint8 ``N x C x H x W`` (C = 1 or 3) -> float32 ``N x C x 299 x
-299``, plus one line in :data:`PROTOCOLS`. It has two stages: ``on_host``, the PIL resize of the
-tutorial and clean-fid protocols (CPU only: loader workers or the thread pool run it), and
-``finish``, tensor code that runs wherever its input is (the resize of pytorch-fid and
-torch-fidelity, the scaling of every protocol): on a GPU generated images never leave it and
-real images cross the bus as uint8 (tutorial: uint8 at 299; clean-fid: its float32 resize). Generated images are quantised to uint8 first
-(:func:`to_uint8`), exactly like image files, and every set (generated, reference, folders) goes
-through the same protocol. Grayscale is resized once and repeated to three channels: every
-implementation converts it to RGB first, and three equal channels resize to equal results.
+"""Images -> the input of the FID Inception's first convolution, by a named protocol that reproduces one
+implementation's resize and scaling exactly (docs/protocols.md): ``tutorial`` (PIL bilinear, ``x / 127.5 - 1``),
+``pytorch-fid`` (``F.interpolate`` bilinear, ``2x - 1``), ``torch-fidelity`` (TensorFlow 1's bilinear on 0..255,
+``(x - 128) / 128``) and ``clean-fid`` (PIL bicubic on float32, ``(x - 128) / 128``). Generated images are
+quantised to uint8 first, like image files; grayscale is resized once, then repeated to three channels.
 """
 
 from __future__ import annotations
@@ -41,9 +21,6 @@ from PIL import Image
 
 from gan_ignite.metrics.options import DEFAULT_PROTOCOL, ProtocolName
 
-__all__ = ["INCEPTION_SIZE", "PROTOCOLS", "Protocol", "prepare_for_inception", "prepare_one_for_inception",
-           "stage_one_for_inception", "tensorflow1_bilinear", "finish_for_inception", "to_device", "to_uint8"]
-
 INCEPTION_SIZE = 299
 _SIZE = (INCEPTION_SIZE, INCEPTION_SIZE)
 _RESAMPLING = getattr(Image, "Resampling", Image)  # Pillow < 9.1 has the constants on Image
@@ -55,18 +32,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def tutorial_resize(images: torch.Tensor) -> torch.Tensor:
-    """The tutorial's PIL bilinear on the uint8 image (CPU), uint8 at 299 x 299."""
     return _each_image(images, _pil_uint8_bilinear) if _needs_resize(images) else images
 
 
 def tutorial_scale(resized: torch.Tensor) -> torch.Tensor:
-    """``2 * (x / 255) - 1`` (= ``x / 127.5 - 1``, computed as pytorch-fid computes it, so 299 x 299
-    images give pytorch-fid's input bit for bit)."""
+    """``x / 127.5 - 1`` computed as pytorch-fid computes it, so 299 x 299 images give its input bit for bit."""
     return 2 * (resized.float() / 255) - 1
 
 
 def pytorch_fid(images: torch.Tensor) -> torch.Tensor:
-    """pytorch-fid: ``ToTensor`` (x / 255), ``F.interpolate`` bilinear without antialiasing, ``2x - 1``."""
     x = images.float() / 255
     if _needs_resize(images):
         x = F.interpolate(x, size=_SIZE, mode="bilinear", align_corners=False)
@@ -74,18 +48,12 @@ def pytorch_fid(images: torch.Tensor) -> torch.Tensor:
 
 
 def torch_fidelity(images: torch.Tensor) -> torch.Tensor:
-    """torch-fidelity / TTUR: TensorFlow 1's bilinear resize on 0..255 floats, then ``(x - 128) / 128``."""
     return inception_scale(tensorflow1_bilinear(images.float()))
 
 
 def tensorflow1_bilinear(images: torch.Tensor) -> torch.Tensor:
-    """TensorFlow 1's ``resize_bilinear`` (``align_corners=False``: source = target * in / out, no
-    half-pixel offset) to 299 x 299, bit for bit what torch-fidelity's
-    ``interpolate_bilinear_2d_like_tensorflow1x`` computes (tested), in two separable passes: the
-    rows are interpolated along x once per input row (28 of them for Fashion-MNIST) instead of once
-    per output row: 2.5x faster on the 2-core CPU (28x28 and 64x64 images, scaling included). Each
-    output value is the same float32 expression ``r0 + (r1 - r0) * dy`` of ``r = a + (b - a) * dx``
-    as there."""
+    """TensorFlow 1's ``resize_bilinear`` to 299 x 299 (source = target * in / out, no half-pixel offset),
+    bit for bit torch-fidelity's ``interpolate_bilinear_2d_like_tensorflow1x``, in two separable passes."""
     x_low, x_high, dx = _tensorflow1_grid(images.shape[-1], images.device)
     y_low, y_high, dy = _tensorflow1_grid(images.shape[-2], images.device)
     left = images[..., x_low]
@@ -95,36 +63,32 @@ def tensorflow1_bilinear(images: torch.Tensor) -> torch.Tensor:
 
 
 @functools.cache
-def _tensorflow1_grid(size: int, device: torch.device = torch.device("cpu")
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Source indices below / above and the float32 weight of each of the 299 target positions
-    (computed on the CPU, bit for bit the same on every device, then moved there once)."""
-    position = torch.arange(INCEPTION_SIZE, dtype=torch.float32) * torch.tensor(size / INCEPTION_SIZE,
-                                                                                 dtype=torch.float32)
+def _tensorflow1_grid(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices below / above and float32 weights of the 299 targets (computed on the CPU: same everywhere)."""
+    scale = torch.tensor(size / INCEPTION_SIZE, dtype=torch.float32)
+    position = torch.arange(INCEPTION_SIZE, dtype=torch.float32) * scale
     low = position.long()
     return low.to(device), (low + 1).clamp_max(size - 1).to(device), (position - low.float()).to(device)
 
 
 def clean_fid_resize(images: torch.Tensor) -> torch.Tensor:
-    """clean-fid "clean": PIL bicubic of each channel as float32 (mode "F"), clipped, not re-quantised (CPU)."""
     return _each_image(images, _pil_float_bicubic)
 
 
 def inception_scale(resized: torch.Tensor) -> torch.Tensor:
-    """``(x - 128) / 128`` of 0..255 floats (TTUR, torch-fidelity, clean-fid)."""
     return (resized.float() - 128) / 128
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """uint8 ``N x C x H x W`` -> the Inception's float32 input, in two stages: ``on_host`` (the PIL
-    part, CPU only; None when there is none) and ``finish`` (tensor code, on the device its input is on)."""
+    """uint8 ``N x C x H x W`` -> the Inception's float32 input: ``on_host`` (the PIL part, CPU only;
+    None when there is none), then ``finish`` (tensor code, on the device its input is on)."""
 
     on_host: Optional[Callable[[torch.Tensor], torch.Tensor]]
     finish: Callable[[torch.Tensor], torch.Tensor]
 
 
-# name -> protocol. One line per protocol (and its name in gan_ignite.metrics.options.ProtocolName).
+# name -> protocol; each name is also in gan_ignite.metrics.options.ProtocolName
 PROTOCOLS: dict[str, Protocol] = {
     "tutorial": Protocol(tutorial_resize, tutorial_scale),
     "pytorch-fid": Protocol(None, pytorch_fid),
@@ -136,9 +100,7 @@ assert list(PROTOCOLS) == [str(name) for name in ProtocolName], "every protocol'
 
 def prepare_for_inception(images: torch.Tensor, protocol: str = DEFAULT_PROTOCOL,
                           device: Optional[torch.device] = None) -> torch.Tensor:
-    """uint8 ``N x C x H x W`` (C = 1 or 3, any size) -> float32 ``N x 3 x 299 x 299``: what the FID
-    Inception's first convolution sees under ``protocol``. The PIL stage (if any) runs on the CPU;
-    the rest runs on ``device`` (default: where ``images`` are), where the result is."""
+    """uint8 ``N x C x H x W`` (C = 1 or 3) -> float32 ``N x 3 x 299 x 299`` on ``device`` (default: where they are)."""
     _check_uint8_batch(images)
     chosen = PROTOCOLS[protocol]
     staged = chosen.on_host(images.cpu()) if chosen.on_host is not None else images
@@ -146,9 +108,7 @@ def prepare_for_inception(images: torch.Tensor, protocol: str = DEFAULT_PROTOCOL
 
 
 def stage_one_for_inception(image: torch.Tensor, protocol: str = DEFAULT_PROTOCOL) -> torch.Tensor:
-    """The CPU stage of ``protocol`` for one uint8 ``C x H x W`` image (a DataLoader worker's share:
-    the PIL resize of tutorial / clean-fid; the image itself for the tensor protocols). Picklable
-    with functools.partial; :func:`finish_for_inception` completes a batch of them."""
+    """The CPU stage of ``protocol`` for one uint8 ``C x H x W`` image (a loader worker's share)."""
     _check_uint8_batch(image.unsqueeze(0))
     chosen = PROTOCOLS[protocol]
     return chosen.on_host(image.unsqueeze(0))[0] if chosen.on_host is not None else image
@@ -159,15 +119,8 @@ def finish_for_inception(staged: torch.Tensor, protocol: str = DEFAULT_PROTOCOL)
     return PROTOCOLS[protocol].finish(staged).expand(-1, 3, -1, -1)
 
 
-def prepare_one_for_inception(image: torch.Tensor, protocol: str = DEFAULT_PROTOCOL) -> torch.Tensor:
-    """One uint8 ``C x H x W`` image -> float32 ``3 x 299 x 299`` (picklable with functools.partial,
-    so DataLoader workers can run it)."""
-    return prepare_for_inception(image.unsqueeze(0), protocol)[0]
-
-
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` on ``device``; from the CPU to a GPU through pinned memory with a non-blocking copy
-    (a copy from pageable memory synchronises the stream and was 27% of a GPU evaluation's time)."""
+    """``tensor`` on ``device``; to a GPU through pinned memory, non-blocking (pageable memory synchronises)."""
     device = torch.device(device)
     if tensor.device == device or (device.type == tensor.device.type and device.index is None):
         return tensor
@@ -196,25 +149,18 @@ def _pil_float_bicubic(channels: np.ndarray) -> np.ndarray:
 def _each_image(images: torch.Tensor, resize: Callable[[np.ndarray], np.ndarray]) -> torch.Tensor:
     """``resize`` (H x W x C numpy -> 299 x 299 x C) applied to every image, in the thread pool."""
     as_hwc = images.permute(0, 2, 3, 1).numpy()
-    resized = list(_resize_pool().map(resize, as_hwc)) if len(as_hwc) > 1 else [resize(as_hwc[0])]
+    resized = list(_resize_pool(os.getpid()).map(resize, as_hwc)) if len(as_hwc) > 1 else [resize(as_hwc[0])]
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2)
 
 
-def _resize_pool() -> ThreadPoolExecutor:
-    # PIL releases the GIL while resampling, so threads scale; on a GPU the serial resize of a
-    # batch would otherwise cost more than the Inception forward. One pool per process: a
-    # forked child (DataLoader worker) cannot use its parent's threads.
-    return _pool_for_process(os.getpid())
-
-
 @functools.cache
-def _pool_for_process(pid: int) -> ThreadPoolExecutor:
+def _resize_pool(pid: int) -> ThreadPoolExecutor:
+    # PIL releases the GIL while resampling, so threads scale; one pool per process, as a forked
+    # child (a DataLoader worker) cannot use its parent's threads
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix=f"resize299-{pid}")
 
 
 def _check_uint8_batch(images: torch.Tensor) -> None:
     if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(
-            f"prepare_for_inception expects uint8 N x C x H x W with C in (1, 3), got {images.dtype} "
-            f"{tuple(images.shape)}; convert generator output with to_uint8 first."
-        )
+        raise ValueError(f"prepare_for_inception expects uint8 N x C x H x W with C in (1, 3), got {images.dtype} "
+                         f"{tuple(images.shape)}; convert generator output with to_uint8 first.")

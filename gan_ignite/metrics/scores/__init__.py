@@ -1,2 +1,1 @@
-"""Scores computed from features: FID, IS, KID, PRDC, FD_inf, CMMD, Vendi, AuthPct, their registry
-(factory) and the real-set reference statistics; they may import networks/, never the other way."""
+"""Scores computed from features, their registry (factory) and the reference statistics (real_stats)."""

@@ -1,15 +1,5 @@
-"""CMMD (Jayasumana et al. 2024, "Rethinking FID: Towards a Better Evaluation Metric for Image
-Generation"): the squared maximum mean discrepancy with a Gaussian RBF kernel,
-
-    CMMD = 1000 * (mean K(x, x') + mean K(y, y') - 2 mean K(x, y)),  K(a, b) = exp(-|a - b|^2 / (2 * 10^2)),
-
-the estimator of the authors' reference code (google-research ``cmmd/distance.py``): the biased,
-minimum-variance V-statistic of Gretton et al. 2012, Eq. (5), i.e. means over the *full* kernel
-matrices, diagonal included. The authors use it on CLIP ViT-L/14@336 embeddings (unit norm); on
-other features sigma = 10 is just as fixed, so values from different feature networks differ in
-scale. The kernel matrices are never held whole: rows are processed in chunks, so memory is
-O(chunk x n).
-"""
+"""CMMD (Jayasumana et al. 2024): the authors' biased V-statistic of the squared MMD with a Gaussian
+kernel (sigma 10, times 1000), the kernel matrices taken in row chunks (docs/metrics.md)."""
 
 from __future__ import annotations
 
@@ -17,21 +7,17 @@ import torch
 
 from gan_ignite.metrics.scores.prdc import CHUNK, squared_distances
 
-__all__ = ["CMMD_SCALE", "CMMD_SIGMA", "cmmd"]
 
 CMMD_SIGMA = 10.0
 CMMD_SCALE = 1000.0
 
 
-def cmmd(fake: torch.Tensor, real: torch.Tensor, sigma: float = CMMD_SIGMA, scale: float = CMMD_SCALE,
-         chunk: int = CHUNK) -> float:
+def cmmd(fake: torch.Tensor, real: torch.Tensor, chunk: int = CHUNK) -> float:
     """CMMD between ``fake`` [N_f, D] and ``real`` [N_r, D] features (float64)."""
     fake, real = fake.detach().double(), real.detach().to(fake.device, torch.float64)
-    gamma = 1.0 / (2.0 * sigma**2)
-    within_fake = _mean_kernel(fake, fake, gamma, chunk)
-    within_real = _mean_kernel(real, real, gamma, chunk)
-    between = _mean_kernel(fake, real, gamma, chunk)
-    return scale * (within_fake + within_real - 2.0 * between)
+    gamma = 1.0 / (2.0 * CMMD_SIGMA**2)
+    return CMMD_SCALE * (_mean_kernel(fake, fake, gamma, chunk) + _mean_kernel(real, real, gamma, chunk)
+                    - 2.0 * _mean_kernel(fake, real, gamma, chunk))
 
 
 def _mean_kernel(rows: torch.Tensor, others: torch.Tensor, gamma: float, chunk: int) -> float:

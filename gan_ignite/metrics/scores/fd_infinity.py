@@ -1,14 +1,6 @@
-"""FID_infinity (Chong & Forsyth 2020, "Effectively Unbiased FID and Inception Score and where to
-find them"): FD is biased upwards by a term that is, to first order, linear in 1/N. FD is computed
-on random subsets of N generated samples at several N, a straight line is fitted to FD against
-1/N, and its value at 1/N = 0 is reported.
-
-The authors' code (``score_infinity.py``) uses 15 sizes evenly spaced from 5,000 to 50,000
-(``np.linspace(5000, 50000, 15).astype(int32)``), a new random permutation of the generated
-features for each size (its first N rows), the full reference statistics on the other side and an
-ordinary least-squares line. Here the range scales with the samples there are: from
-``min_fraction * n`` (0.1: 5,000 of 50,000) to ``n``, with ``points`` sizes; the permutations come
-from ``np.random.RandomState(seed)``, so the value is reproducible.
+"""FID_infinity (Chong & Forsyth 2020): FD of random subsets at several sizes N, a least-squares line
+against 1/N, its value at 1/N = 0; as the authors' ``score_infinity.py``, but the sizes run from
+``min_fraction * n`` to ``n`` and the permutations are seeded (docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -21,7 +13,6 @@ import torch
 
 from gan_ignite.metrics.scores.fid import _frechet, covariance_sqrt_factor, mean_and_covariance
 
-__all__ = ["FDInfinity", "fd_infinity", "fd_infinity_sizes"]
 
 def fd_infinity_sizes(num_samples: int, points: int = 15, min_fraction: float = 0.1) -> np.ndarray:
     """The subset sizes N of the fit, as the authors space them (truncated to integers)."""
@@ -37,8 +28,8 @@ def min_samples_for_fit(points: int, min_fraction: float) -> int:
 class FDInfinity:
     """The fit's result: ``value`` (FD at 1/N = 0), ``slope`` (of FD against 1/N) and the sizes."""
 
-    def __init__(self, value: float, slope: float, sizes: np.ndarray, distances: np.ndarray) -> None:
-        self.value, self.slope, self.sizes, self.distances = value, slope, sizes, distances
+    def __init__(self, value: float, slope: float, sizes: np.ndarray) -> None:
+        self.value, self.slope, self.sizes = value, slope, sizes
 
     def record(self, key: str) -> dict[str, Any]:
         return {key: self.value, f"{key}_min_n": int(self.sizes.min()), f"{key}_max_n": int(self.sizes.max())}
@@ -66,4 +57,4 @@ def fd_infinity(fake: torch.Tensor, real_mu: Any, real_sigma: Any, points: int =
         fake_mu, fake_sigma = mean_and_covariance(subset)
         distances.append(_frechet(mu, sigma, factor, fake_mu, fake_sigma))
     slope, intercept = np.polyfit(1.0 / sizes, np.array(distances), deg=1)
-    return FDInfinity(float(intercept), float(slope), sizes, np.array(distances))
+    return FDInfinity(float(intercept), float(slope), sizes)

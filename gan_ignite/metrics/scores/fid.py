@@ -25,7 +25,6 @@ from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
 from gan_ignite.metrics._base import FEATURES_KEY, SelectKey
 
-__all__ = ["FID", "covariance_sqrt_factor", "frechet_distance", "mean_and_covariance", "trace_sqrt_product"]
 
 ArrayLike = Any  # np.ndarray | torch.Tensor
 

@@ -1,20 +1,9 @@
-"""Precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020)
-from k-nearest-neighbour balls in feature space; same definitions as ``prdc.compute_prdc``.
-
-Distances are computed in float64, in chunks of real rows, so memory stays O(chunk x N).
-"""
+"""Precision / recall (Kynkäänniemi et al. 2019) and density / coverage (Naeem et al. 2020) as
+``prdc.compute_prdc``, distances in float64 and in chunks of rows (memory O(chunk x N))."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
-import numpy as np
 import torch
-
-from gan_ignite.metrics._base import FEATURES_KEY, StoredRowsMetric
-
-__all__ = ["CHUNK", "PRDC", "PRDC_KEYS", "knn_radii", "nearest_neighbours", "precision_recall_density_coverage",
-           "squared_distances"]
 
 PRDC_KEYS = ("precision", "recall", "density", "coverage")
 CHUNK = 1024
@@ -22,10 +11,7 @@ CHUNK = 1024
 
 def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, nearest_k: int = 5,
                                       real_radii: torch.Tensor | None = None) -> dict[str, float]:
-    """``{"precision", "recall", "density", "coverage"}`` of ``fake`` [N_f, D] against ``real`` [N_r, D].
-
-    ``real_radii`` (:func:`knn_radii` of ``real``) may be passed to skip their computation, the
-    quadratic part on the real side that does not change between evaluations."""
+    """PRDC of ``fake`` [N_f, D] against ``real`` [N_r, D] (``real_radii``: :func:`knn_radii` of ``real``)."""
     real, fake = real.detach().double(), fake.detach().to(real.device, torch.float64)
     if min(real.shape[0], fake.shape[0]) <= nearest_k:
         raise ValueError(f"PRDC with nearest_k={nearest_k} needs more than {nearest_k} samples per set, got "
@@ -40,12 +26,8 @@ def precision_recall_density_coverage(real: torch.Tensor, fake: torch.Tensor, ne
         fake_hits += inside_real_ball.sum(dim=0)
         recalled.append((distances < fake_radii[None, :]).any(dim=1))
         covered.append(distances.min(dim=1).values < real_radii[start : start + CHUNK])
-    return {
-        "precision": float((fake_hits > 0).double().mean()),
-        "recall": float(torch.cat(recalled).double().mean()),
-        "density": float(fake_hits.mean() / nearest_k),
-        "coverage": float(torch.cat(covered).double().mean()),
-    }
+    return {"precision": float((fake_hits > 0).double().mean()), "recall": float(torch.cat(recalled).double().mean()),
+            "density": float(fake_hits.mean() / nearest_k), "coverage": float(torch.cat(covered).double().mean())}
 
 
 def squared_distances(rows: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
@@ -68,37 +50,6 @@ def nearest_neighbours(rows: torch.Tensor, others: torch.Tensor) -> tuple[torch.
 def knn_radii(features: torch.Tensor, nearest_k: int) -> torch.Tensor:
     """Distance of each row to its k-th nearest other row (the row itself is the 0-th), float64."""
     features = features.detach().double()
-    radii = [
-        _distances(features[start : start + CHUNK], features).kthvalue(nearest_k + 1, dim=1).values
-        for start in range(0, features.shape[0], CHUNK)
-    ]
+    radii = [_distances(features[start : start + CHUNK], features).kthvalue(nearest_k + 1, dim=1).values
+             for start in range(0, features.shape[0], CHUNK)]
     return torch.cat(radii)
-
-
-class PRDC(StoredRowsMetric):
-    """Precision, recall, density and coverage of the generated images (evaluator output
-    ``{"features": [B, 2048], ...}``) against the stored real features.
-
-    Attached as ``"prdc"`` it writes ``"precision"``, ``"recall"``, ``"density"`` and
-    ``"coverage"`` into ``engine.state.metrics``; under another name ``"<name>_precision"`` etc.
-    """
-
-    def __init__(self, real_features: torch.Tensor | np.ndarray, nearest_k: int = 5,
-                 output_transform: Callable | None = None, device: str | torch.device = "cpu") -> None:
-        if nearest_k < 1:
-            raise ValueError(f"nearest_k must be >= 1, got {nearest_k}.")
-        self._real = torch.as_tensor(real_features, dtype=torch.float32)
-        self._nearest_k = nearest_k
-        self._real_radii: torch.Tensor | None = None  # computed at the first evaluation, then reused
-        super().__init__(FEATURES_KEY, output_transform, device)
-
-    def compute_from_rows(self, rows: torch.Tensor) -> dict[str, float]:
-        real = self._real.to(rows.device)
-        if self._real_radii is None:
-            self._real_radii = knn_radii(real, self._nearest_k)
-        return precision_recall_density_coverage(real, rows, self._nearest_k, self._real_radii)
-
-    def result_names(self, name: str, result: Mapping[str, float]) -> dict[str, float]:
-        if name == "prdc":
-            return dict(result)
-        return {f"{name}_{key}": value for key, value in result.items()}

@@ -1,7 +1,5 @@
-"""Real-set Inception statistics: computed once, cached on disk by a key of everything they
-depend on, shared by every epoch's evaluation.
-
-The ``.npz`` holds ``mu`` and ``sigma`` under pytorch-fid's key names (so
+"""Reference-set statistics: computed once, cached on disk by a key of everything they depend on,
+validated when read. The ``.npz`` holds ``mu`` and ``sigma`` under pytorch-fid's key names (so
 ``python -m pytorch_fid stats.npz other`` reads it), plus ``features``, ``num`` and ``meta``.
 """
 
@@ -21,43 +19,38 @@ import ignite.distributed as idist
 import numpy as np
 import torch
 
-from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_rank, gather_rows
-from gan_ignite.metrics.networks.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
-from gan_ignite.metrics.scores.fid import mean_and_covariance
-from gan_ignite.metrics.options import DEFAULT_PROTOCOL
 from gan_ignite.errors import RealStatisticsError, RunDirError
 from gan_ignite.io import atomic_write, check_npz, first_line
-
-__all__ = [
-    "RealStatistics",
-    "RealStatisticsError",
-    "cache_key",
-    "cached_real_statistics",
-    "compute_real_statistics",
-]
+from gan_ignite.metrics._base import broadcast_from_rank0, first_error_on_any_rank, gather_rows
+from gan_ignite.metrics.networks.features import FeatureNetwork, InceptionFeatures, Prefetch, prepare_images
+from gan_ignite.metrics.options import DEFAULT_PROTOCOL
+from gan_ignite.metrics.scores.fid import mean_and_covariance
 
 logger = logging.getLogger(__name__)
+NPZ_FORMAT = ("Expected an .npz of numeric arrays 'mu' [D] and 'sigma' [D, D] (pytorch-fid's format), optionally "
+              "'features' [N, D] (N >= 2), 'num' (an integer) and 'meta' (a JSON object); recompute it with python -m "
+              "gan_ignite.metrics FOLDER --save-stats OUT.npz.")
+# relative tolerance of the covariance checks: float32 features give round-off far below it
+SYMMETRY_TOLERANCE, PSD_TOLERANCE = 1e-6, 1e-6
 
 
 @dataclass
 class RealStatistics:
-    """Inception statistics of a reference image set."""
+    """Feature statistics of a reference image set."""
 
-    features: np.ndarray | None  # float32 [N, 2048]; needed by KID and PRDC
-    mu: np.ndarray  # float64 [2048]
-    sigma: np.ndarray  # float64 [2048, 2048]
+    features: np.ndarray | None  # float32 [N, D]; needed by KID and PRDC
+    mu: np.ndarray  # float64 [D]
+    sigma: np.ndarray  # float64 [D, D]
     num: int
     meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_features(cls, features: torch.Tensor | np.ndarray,
-                      meta: Mapping[str, Any] | None = None) -> RealStatistics:
+    def from_features(cls, features: torch.Tensor | np.ndarray, meta: Mapping | None = None) -> RealStatistics:
         features = torch.as_tensor(features, dtype=torch.float32).cpu()
         mu, sigma = mean_and_covariance(features)
         return cls(features.numpy(), mu.numpy(), sigma.numpy(), int(features.shape[0]), dict(meta or {}))
 
     def save(self, path: str | os.PathLike, label: str = "statistics file", intact: str = "") -> Path:
-        """Write atomically (:func:`gan_ignite.io.atomic_write`)."""
         path = Path(path)
         arrays = {"mu": self.mu, "sigma": self.sigma, "num": np.int64(self.num),
                   "meta": np.array(json.dumps(self.meta, sort_keys=True, default=str))}
@@ -68,9 +61,7 @@ class RealStatistics:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RealStatistics:
-        """Read our ``.npz`` or pytorch-fid's (``mu`` and ``sigma`` only), validated completely before
-        it is used (:func:`check_npz`: a regular file with sane headers; then shapes, types, counts,
-        metadata and :func:`check_statistics`). Every command reads reference statistics here."""
+        """Our ``.npz`` or pytorch-fid's, validated completely; every command reads reference statistics here."""
         path = Path(path)
         if not path.exists():
             raise RealStatisticsError(f"Cannot read statistics file '{path}': it does not exist. {NPZ_FORMAT}")
@@ -88,16 +79,15 @@ class RealStatistics:
     def _from_npz(cls, data: Any, path: Path) -> RealStatistics:
         missing = [key for key in ("mu", "sigma") if key not in data.files]
         if missing:
-            raise RealStatisticsError(f"Statistics file '{path}' lacks {missing}; it has {data.files}. {NPZ_FORMAT}")
+            raise _invalid(path, f"lacks {missing}; it has {data.files}")
         arrays = {key: data[key] for key in ("mu", "sigma", "features", "num", "meta") if key in data.files}
         for key in ("mu", "sigma", "features"):
             if key in arrays and arrays[key].dtype.kind not in "fiu":
-                raise RealStatisticsError(f"Statistics file '{path}' stores '{key}' as {arrays[key].dtype}, not "
-                                          f"numbers. {NPZ_FORMAT}")
+                raise _invalid(path, f"stores '{key}' as {arrays[key].dtype}, not numbers")
         mu, sigma = arrays["mu"].astype(np.float64), arrays["sigma"].astype(np.float64)
         if mu.ndim != 1 or mu.size == 0 or sigma.shape != (mu.size, mu.size):
-            raise RealStatisticsError(f"Statistics file '{path}' has mu {mu.shape} and sigma {sigma.shape}; "
-                                      f"expected mu [D] and sigma [D, D] with D >= 1. {NPZ_FORMAT}")
+            raise _invalid(path, f"has mu {mu.shape} and sigma {sigma.shape}; expected mu [D] and sigma [D, D] with "
+                                 "D >= 1")
         features = arrays["features"].astype(np.float32) if "features" in arrays else None
         num = _count(arrays.get("num"), features, path)
         meta = _metadata(arrays.get("meta"), path)
@@ -105,19 +95,15 @@ class RealStatistics:
         return cls(features, mu, sigma, num, meta)
 
     def recorded(self, key: str) -> Any:
-        """What the file records about how it was computed (``protocol``, ``feature_network``,
-        ``inception_precision``, ...): its own ``meta`` first, then a cache file's ``key_parts``;
-        None when it does not say (TTUR's, pytorch-fid's and clean-fid's files)."""
+        """What ``meta`` (or a cache file's ``meta.key_parts``) records (``protocol``, ...); None if it does not say."""
         value = self.meta.get(key)
         if value is None and isinstance(self.meta.get("key_parts"), dict):
             value = self.meta["key_parts"].get(key)
         return value
 
 
-NPZ_FORMAT = ("Expected an .npz of numeric arrays 'mu' [D] and 'sigma' [D, D] (pytorch-fid's format), optionally "
-              "'features' [N, D] (N >= 2), 'num' (an integer) and 'meta' (a JSON object); recompute it with python -m "
-              "gan_ignite.metrics FOLDER --save-stats OUT.npz.")
-MIN_REFERENCE_IMAGES = 2
+def _invalid(path: Path, problem: str) -> RealStatisticsError:
+    return RealStatisticsError(f"Statistics file '{path}' {problem}. {NPZ_FORMAT}")
 
 
 def _count(num: np.ndarray | None, features: np.ndarray | None, path: Path) -> int:
@@ -125,11 +111,9 @@ def _count(num: np.ndarray | None, features: np.ndarray | None, path: Path) -> i
     if num is None:
         return len(features) if features is not None and features.ndim == 2 else 0
     if num.shape != () or num.dtype.kind not in "iu" or int(num) < 0:
-        raise RealStatisticsError(f"Statistics file '{path}' has num = {_short(num)} ({num.dtype}, shape "
-                                  f"{num.shape}), not a non-negative integer. {NPZ_FORMAT}")
+        raise _invalid(path, f"has num = {_short(num)} ({num.dtype}, shape {num.shape}), not a non-negative integer")
     if features is not None and features.ndim == 2 and int(num) != features.shape[0]:
-        raise RealStatisticsError(f"Statistics file '{path}' says num = {int(num)} images but holds features of "
-                                  f"{features.shape[0]}. {NPZ_FORMAT}")
+        raise _invalid(path, f"says num = {int(num)} images but holds features of {features.shape[0]}")
     return int(num)
 
 
@@ -138,24 +122,20 @@ def _metadata(meta: np.ndarray | None, path: Path) -> dict[str, Any]:
     if meta is None:
         return {}
     if meta.shape != () or meta.dtype.kind != "U":
-        raise RealStatisticsError(f"Statistics file '{path}' has meta of type {meta.dtype} and shape {meta.shape}, "
-                                  f"not a JSON text. {NPZ_FORMAT}")
+        raise _invalid(path, f"has meta of type {meta.dtype} and shape {meta.shape}, not a JSON text")
     try:
         value = json.loads(str(meta))
     except ValueError as error:
-        raise RealStatisticsError(f"Statistics file '{path}' has meta that is not JSON ({error}). {NPZ_FORMAT}") from None
+        raise _invalid(path, f"has meta that is not JSON ({error})") from None
     if not isinstance(value, dict):
-        raise RealStatisticsError(f"Statistics file '{path}' has meta = {_short(value)}, a {type(value).__name__}, "
-                                  f"not a JSON object. {NPZ_FORMAT}")
+        raise _invalid(path, f"has meta = {_short(value)}, a {type(value).__name__}, not a JSON object")
     key_parts = value.get("key_parts")
     if key_parts is not None and not isinstance(key_parts, dict):
-        raise RealStatisticsError(f"Statistics file '{path}' has meta.key_parts = {_short(key_parts)}, not a JSON "
-                                  f"object. {NPZ_FORMAT}")
+        raise _invalid(path, f"has meta.key_parts = {_short(key_parts)}, not a JSON object")
     for source in (value, key_parts or {}):
         for key in ("protocol", "feature_network", "inception_precision", "inception_weights"):
             if source.get(key) is not None and not isinstance(source.get(key), str):
-                raise RealStatisticsError(f"Statistics file '{path}' records {key} = {_short(source[key])}, not a "
-                                          f"string. {NPZ_FORMAT}")
+                raise _invalid(path, f"records {key} = {_short(source[key])}, not a string")
     return value
 
 
@@ -164,22 +144,14 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-
-
-# relative tolerance of the covariance checks: float32 features give round-off far below it
-SYMMETRY_TOLERANCE, PSD_TOLERANCE = 1e-6, 1e-6
-
-
 def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | None, path: Path) -> None:
-    """Statistics that can only give meaningless metrics are refused, naming the file: shapes,
-    counts (at least 2 images' features when there are features), finite values, and a symmetric,
-    positive semi-definite covariance within round-off (a covariance with a negative eigenvalue can
-    give a negative FID)."""
+    """Refuse statistics that can only give meaningless metrics: wrong shapes, fewer than 2 images, values that
+    are not finite, a covariance not symmetric and positive semi-definite (it could give a negative FID)."""
     problems = []
     if features is not None and (features.ndim != 2 or features.shape[1] != mu.size):
         problems.append(f"features has shape {features.shape}, expected [N, {mu.size}]")
-    elif features is not None and features.shape[0] < MIN_REFERENCE_IMAGES:
-        problems.append(f"features holds {features.shape[0]} images, fewer than {MIN_REFERENCE_IMAGES}")
+    elif features is not None and features.shape[0] < 2:
+        problems.append(f"features holds {features.shape[0]} images, fewer than 2")
     for name, array in (("mu", mu), ("sigma", sigma), ("features", features)):
         if array is not None and not np.isfinite(array).all():
             problems.append(f"{name} holds NaN or infinite values")
@@ -189,9 +161,11 @@ def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | N
             problems.append("sigma is not symmetric")
         elif (np.diag(sigma) < 0).any():
             problems.append("sigma has negative variances on its diagonal")
-        else:
-            lowest = _lowest_eigenvalue_below(sigma, -PSD_TOLERANCE * scale)
-            if lowest is not None:
+        else:  # a Cholesky factorisation of sigma + tolerance * I decides, far cheaper than the eigenvalues
+            matrix = torch.from_numpy(np.ascontiguousarray(sigma, dtype=np.float64))
+            shifted = matrix + PSD_TOLERANCE * scale * torch.eye(matrix.shape[0], dtype=matrix.dtype)
+            if int(torch.linalg.cholesky_ex(shifted).info) != 0:
+                lowest = float(torch.linalg.eigvalsh(matrix)[0])
                 problems.append(f"sigma is not positive semi-definite (an eigenvalue of {lowest:.3g}, a covariance "
                                 f"has none below 0): FIDs against it could be negative")
     if problems:
@@ -200,30 +174,12 @@ def check_statistics(mu: np.ndarray, sigma: np.ndarray, features: np.ndarray | N
                                   "FOLDER --save-stats OUT.npz).")
 
 
-def _lowest_eigenvalue_below(sigma: np.ndarray, bound: float) -> float | None:
-    """None when every eigenvalue of the symmetric ``sigma`` is at least ``bound`` (< 0), else the
-    lowest. A Cholesky factorisation of ``sigma - bound * I`` decides (~0.1 s at 2048 x 2048 on a
-    CPU, against ~3 s for the eigenvalues, computed only when it fails)."""
-    matrix = torch.from_numpy(np.ascontiguousarray(sigma, dtype=np.float64))
-    shifted = matrix - bound * torch.eye(matrix.shape[0], dtype=matrix.dtype)
-    if int(torch.linalg.cholesky_ex(shifted).info) == 0:
-        return None
-    return float(torch.linalg.eigvalsh(matrix)[0])
-
-
 def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | torch.nn.Module,
                             protocol: str = DEFAULT_PROTOCOL, device: str | torch.device | None = None,
-                            max_samples: int | None = None, meta: Mapping[str, Any] | None = None) -> RealStatistics:
-    """Statistics of real images given as batches of float images in [-1, 1], or of uint8 images.
-
-    ``network`` is a feature network (:mod:`gan_ignite.metrics.networks.features`) or a module with the
-    FID Inception's input contract, which is put behind the preprocessing ``protocol``. A batch
-    may be a tensor or an ``(images, labels, ...)`` tuple/list. ``max_samples`` caps the count *per
-    rank*. In a distributed run every rank must call this with its own contiguous shard: features
-    are gathered in rank order, so every rank returns the full set in sample order. If reading or
-    extracting fails on any rank, every rank raises (the failed one its own error, the others a
-    :class:`RealStatisticsError` that quotes it), so no rank is left waiting in the gather.
-    """
+                            max_samples: int | None = None) -> RealStatistics:
+    """Statistics of batches of images (float in [-1, 1] or uint8, or ``(images, labels, ...)``) through ``network``
+    (or a module with the FID Inception's input contract, behind ``protocol``), at most ``max_samples`` per rank.
+    Every rank passes its contiguous shard and gets the full set; a failure anywhere is raised everywhere."""
     if isinstance(network, torch.nn.Module):
         network = InceptionFeatures(network.to(device) if device is not None else network, protocol)
     local, error = torch.zeros((0, network.num_features)), None
@@ -240,7 +196,7 @@ def compute_real_statistics(batches: Iterable[Any], network: FeatureNetwork | to
     if features.shape[0] < 2:
         raise RealStatisticsError(f"Real statistics need at least 2 images, got {features.shape[0]}; "
                                   "check the dataset.")
-    return RealStatistics.from_features(features, meta)
+    return RealStatistics.from_features(features)
 
 
 def _local_features(batches: Iterable[Any], network: FeatureNetwork, max_samples: int | None) -> torch.Tensor:
@@ -264,22 +220,13 @@ def _local_features(batches: Iterable[Any], network: FeatureNetwork, max_samples
 
 def cache_key(key_parts: Mapping[str, Any]) -> str:
     """A short stable hash of ``key_parts`` (JSON with sorted keys)."""
-    text = json.dumps(dict(key_parts), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(dict(key_parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def cached_real_statistics(cache_dir: str | os.PathLike, key_parts: Mapping[str, Any],
                            compute_fn: Callable[[], RealStatistics]) -> RealStatistics:
-    """Load the statistics for ``key_parts`` from ``cache_dir`` or compute and store them.
-
-    ``key_parts`` must name everything the statistics depend on (dataset, a fingerprint of its
-    files, subset, image size, preprocessing, feature network, sample count, ...). In a
-    distributed run call it on every rank; every collective is reached by every rank, also when
-    something fails. Rank 0 alone reads the file and broadcasts the statistics (so the cache
-    folder need only be visible to rank 0). On a miss every rank runs ``compute_fn`` (which may
-    shard the work and gather it), rank 0 writes the file, and a failed write raises the same
-    :class:`RealStatisticsError` on every rank.
-    """
+    """The statistics for ``key_parts`` (everything they depend on) from ``cache_dir``, or ``compute_fn()`` stored
+    there. On every rank: rank 0 alone reads and writes the file and broadcasts; a failed write raises everywhere."""
     path = Path(cache_dir) / f"real_stats_{cache_key(key_parts)}.npz"
     stats = _load_on_rank0(path)
     if broadcast_from_rank0(stats is not None):
@@ -288,7 +235,15 @@ def cached_real_statistics(cache_dir: str | os.PathLike, key_parts: Mapping[str,
     logger.info("Real statistics cache miss: computing %s", dict(key_parts))
     stats = compute_fn()
     stats.meta = {**stats.meta, "key_parts": json.loads(json.dumps(dict(key_parts), default=str))}
-    error = _save_on_rank0(stats, path) if idist.get_rank() == 0 else None
+    error = None
+    if idist.get_rank() == 0:
+        try:
+            stats.save(path, "the real statistics cache file", "The statistics are cached so that later evaluations "
+                       "and runs skip recomputing them: choose a writable folder (eval.stats_cache_dir=... in a "
+                       "training config, or fix the permissions).")
+            logger.info("Real statistics of %d images saved to %s", stats.num, path)
+        except RunDirError as failure:
+            error = str(failure)
     error = broadcast_from_rank0(error)
     if error:
         raise RealStatisticsError(error)
@@ -305,19 +260,7 @@ def _load_on_rank0(path: Path) -> RealStatistics | None:
         return None
 
 
-def _save_on_rank0(stats: RealStatistics, path: Path) -> str | None:
-    try:
-        stats.save(path, "the real statistics cache file", "The statistics are cached so that later evaluations "
-                   "and runs skip recomputing them: choose a writable folder (eval.stats_cache_dir=... in a training "
-                   "config, or fix the permissions).")
-    except RunDirError as error:
-        return str(error)
-    logger.info("Real statistics of %d images saved to %s", stats.num, path)
-    return None
-
-
 def _broadcast_statistics(stats: RealStatistics | None) -> RealStatistics:
-    """Rank 0's statistics on every rank."""
     if idist.get_world_size() == 1:
         return stats
     is_source = idist.get_rank() == 0
