@@ -24,7 +24,7 @@ from gan_ignite.run_dir import RUN_KEYS, RunDir
 
 MODEL_KEYS = {"generator": "generator", "ema": "ema_generator"}  # eval.model -> the checkpoint's entry
 # entries that a run with another recipe, or a fork's first checkpoint, may lack
-OPTIONAL_STATE = ("ema_generator", "ada", "checkpointer", "best_checkpointer")
+OPTIONAL_STATE = ("ema_generator", "ada", "checkpointer", "best_checkpointer", "networks")
 RESUME_FIX = "Pass another file to train.resume_from (e.g. the run's previous checkpoint), or start a new run."
 WRITE_INTACT = ("The previous checkpoints are intact (each is written to a temporary file and renamed when "
                 "complete). Free some space (or fix the folder) and continue with train.resume_from=auto.")
@@ -70,16 +70,25 @@ def new_run_id() -> str:
 
 
 class RunIdentity:
-    """The ``run`` entry of every checkpoint, never loaded back: :func:`plan_start` decides a start's identity."""
+    """The ``run`` entry of every checkpoint (config.yaml's ``run``), never loaded back: :func:`plan_start`
+    decides a start's identity."""
 
     def __init__(self, fields: Mapping[str, Optional[str]]):
         self.fields = {key: fields.get(key) for key in RUN_KEYS}
 
-    def state_dict(self) -> dict[str, Optional[str]]:
+    def state_dict(self) -> dict[str, Any]:
         return dict(self.fields)
 
     def load_state_dict(self, _state: Mapping[str, Any]) -> None:
         pass
+
+
+class NetworkPaths(RunIdentity):
+    """The ``networks`` entry of every checkpoint: the class paths of the run's own generator and
+    discriminator (null: built in), data that a start compares and never imports."""
+
+    def __init__(self, model: Any):
+        self.fields = {role: model[role] for role in ("generator", "discriminator")}
 
 
 def checkpoint_run(checkpoint: Mapping[str, Any], path: Path) -> dict[str, Optional[str]]:
@@ -155,10 +164,13 @@ def plan_start(config: Any) -> Start:
     checkpoint = read_checkpoint(resume, fix)
     theirs = checkpoint_run(checkpoint, resume).get("id")
     if not holds_a_run:
+        _require_same_networks(checkpoint, config, resume)
         return Start({"id": new_run_id(), "parent_id": theirs, "parent_checkpoint": str(resume.resolve())}, resume,
                      True, checkpoint)
     recorded = run_dir.recorded_run()
     ours = recorded.get("id")
+    _require_same_data(run_dir.recorded_config().get("data"), config, resume)
+    _require_same_networks(checkpoint, config, resume)
     inside = resume.resolve().parent == run_dir.checkpoint_dir.resolve()
     if not ((theirs == ours) if (theirs and ours) else inside):
         raise RunDirError(
@@ -168,7 +180,35 @@ def plan_start(config: Any) -> Start:
             f"(output_dir=NEW_DIR train.resume_from={resume}; the new run records its parent); to continue this run, "
             f"use train.resume_from=auto. Nothing was changed.")
     return Start({"id": ours or theirs or new_run_id(), "parent_id": recorded.get("parent_id"),
-                  "parent_checkpoint": recorded.get("parent_checkpoint")}, resume, False, checkpoint)
+                  "parent_checkpoint": recorded.get("parent_checkpoint"),
+                  "data_fingerprint": recorded.get("data_fingerprint")}, resume, False, checkpoint)
+
+
+def refuse_other_data(key: str, recorded: Any, given: Any, resume: Path) -> None:
+    """A resume keeps the run's data: its checkpoints and records were made on it."""
+    raise RunDirError(f"Invalid value for config key '{key}': the run in this output_dir was trained with {key}="
+                      f"{recorded}, this start asks for {given}, and a resumed run keeps its data (its checkpoints and "
+                      f"evaluation records belong to it). Resume with the run's own data settings (its config.yaml), "
+                      f"or fork the checkpoint into a new run: output_dir=NEW_DIR train.resume_from={resume}.")
+
+
+def _require_same_networks(checkpoint: Mapping[str, Any], config: Any, resume: Path) -> None:
+    """A checkpoint of networks of one's own resumes or forks only with the same class named by the user:
+    its recorded class paths are data, never imported."""
+    recorded = checkpoint.get("networks")
+    for role in ("generator", "discriminator"):
+        path = recorded.get(role) if isinstance(recorded, Mapping) else None
+        if isinstance(path, str) and path != config.model[role]:
+            raise RunDirError(f"Checkpoint '{resume}' was trained with its own {role}, model.{role}={path} (module "
+                              f"'{path.partition(':')[0]}'), and this start names {config.model[role] or 'the built-in one'}: "
+                              f"a checkpoint never imports code by itself. If you trust that module, give "
+                              f"model.{role}={path} (and its model.{role}_kwargs) to resume or fork it.")
+
+
+def _require_same_data(recorded: Any, config: Any, resume: Path) -> None:
+    for key in ("name", "image_size", "channels"):
+        if isinstance(recorded, Mapping) and key in recorded and str(recorded[key]) != str(config.data[key]):
+            refuse_other_data(f"data.{key}", recorded[key], config.data[key], resume)
 
 
 # ----------------------------------------------------------------------------- the save handlers

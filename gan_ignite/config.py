@@ -11,21 +11,23 @@ launch environment decides (the world size, SLURM's placement) is checked when l
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from gan_ignite.errors import ConfigError
-from gan_ignite.metrics.options import (DEFAULT_PROTOCOL, FEATURE_NETWORKS, MetricName, MetricOptions, Precision,
-                                        ProtocolName, names, option_problems)
+from gan_ignite.metrics.options import (DEFAULT_PROTOCOL, FEATURE_NETWORKS, MAX_BATCH_SIZE, MAX_WORKERS, MetricName,
+                                        MetricOptions, Precision, ProtocolName, names, option_problems)
 
 DataName = names("DataName", ("imagefolder", "celeba", "cifar10", "mnist", "fashion_mnist"), __name__)
 Loss = names("Loss", ("bce", "non_saturating", "hinge"), __name__)  # the names of gan_ignite.losses.LOSSES
 Augment = names("Augment", ("none", "diffaugment", "ada"), __name__)  # the names of gan_ignite.augment.AUGMENTS
+Arch = names("Arch", ("dcgan", "resnet"), __name__)  # the names of gan_ignite.networks.ARCHITECTURES
 ScoredModel = names("ScoredModel", ("generator", "ema"), __name__)
 Backend = names("Backend", ("gloo", "nccl", "xla-tpu", "horovod"), __name__)
 RequeueMode = names("RequeueMode", ("exit_code", "scontrol"), __name__)
@@ -36,24 +38,25 @@ RESERVED_EXIT_CODES = (0, 1, 2, 130)  # success, failure, input error, Ctrl-C
 # a finished run's config read to score, sample or inspect it here: one process, whatever the run used
 ONE_PROCESS = ("dist.nproc_per_node=null", "dist.backend=null")
 CONFIG_DOCS = "docs/configuration.md and its generated reference, docs/reference/configuration.md"
+CLASS_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")  # package.module:Class
 # key: (its sign, the most a real machine can run, what it counts); a larger value is refused before
 # any work, a null one (where the schema allows it) passes
 POSITIVE, NON_NEGATIVE = "positive", ">= 0"
 LR = "Adam's step size; GAN learning rates lie around 1e-5 to 1e-3 and anything above 1 diverges"
 RANGES = {
-    "data.num_workers": (NON_NEGATIVE, 64, "loader worker processes; more than a machine's cores only add processes"),
+    "data.num_workers": (NON_NEGATIVE, MAX_WORKERS, "loader worker processes; more than a machine's cores only add processes"),
     "data.max_train_size": (POSITIVE, 10**12, "images"), "model.latent_dim": (POSITIVE, 65_536, "the latent size"),
     "model.g_features": (POSITIVE, 65_536, "the generator's width"),
     "model.d_features": (POSITIVE, 65_536, "the discriminator's width"),
-    "train.batch_size": (POSITIVE, 65_536, "images per step"), "train.max_epochs": (POSITIVE, 1_000_000, "epochs"),
+    "train.batch_size": (POSITIVE, MAX_BATCH_SIZE, "images per step"), "train.max_epochs": (POSITIVE, 1_000_000, "epochs"),
     "train.epoch_length": (POSITIVE, 10**9, "iterations per epoch"), "train.lr": (POSITIVE, 1.0, LR),
     "train.lr_d": (POSITIVE, 1.0, LR), "train.image_every": (POSITIVE, 10**12, "iterations"),
     "train.checkpoint_every": (POSITIVE, 1_000_000, "epochs"),
     "train.checkpoint_every_iters": (POSITIVE, 10**12, "iterations"), "train.n_saved": (POSITIVE, 10_000, "checkpoints"),
     "train.ada_speed_images": (POSITIVE, 10**15, "images"), "train.ada_interval": (POSITIVE, 10**12, "iterations"),
     "train.ema_start": (NON_NEGATIVE, 10**15, "iterations"), "eval.every_epochs": (NON_NEGATIVE, 1_000_000, "epochs"),
-    "eval.num_samples": (POSITIVE, 10**9, "generated images"),
-    "eval.batch_size": (POSITIVE, 65_536, "images per forward pass"), "log.every": (POSITIVE, 10**12, "iterations"),
+    "eval.num_samples": (POSITIVE, 10**15, "generated images"),
+    "eval.batch_size": (POSITIVE, MAX_BATCH_SIZE, "images per forward pass"), "log.every": (POSITIVE, 10**12, "iterations"),
     "log.every_seconds": (POSITIVE, 31_536_000.0, "seconds (a year)"),
     "dist.nproc_per_node": (POSITIVE, 4096, "processes"),
 }
@@ -79,10 +82,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    latent_dim: int = 100  # DCGAN latent size
-    g_features: int = 64  # generator width
-    d_features: int = 64  # discriminator width
-    spectral_norm: bool = False  # spectral normalisation of D's convolutions (replaces D's BatchNorm)
+    arch: Arch = Arch["dcgan"]  # the built-in generator and discriminator (docs/networks.md)
+    latent_dim: int = 100  # the latent size: a generator maps (N, latent_dim) latents to images
+    g_features: int = 64  # the built-in generator's width
+    d_features: int = 64  # the built-in discriminator's width
+    spectral_norm: bool = False  # dcgan: spectral normalisation of D's convolutions (replaces D's BatchNorm)
+    # your own generator, "package.module:Class" (importable, never a file path); null = model.arch's
+    generator: Optional[str] = None
+    generator_kwargs: Dict[str, Any] = field(default_factory=dict)  # model.generator's constructor arguments
+    discriminator: Optional[str] = None  # your own discriminator, as model.generator; null = model.arch's
+    discriminator_kwargs: Dict[str, Any] = field(default_factory=dict)  # model.discriminator's constructor arguments
 
 
 @dataclass
@@ -165,6 +174,7 @@ class RunConfig:
     id: Optional[str] = None  # the run's id
     parent_id: Optional[str] = None  # a fork's parent run
     parent_checkpoint: Optional[str] = None  # the checkpoint a fork started from
+    data_fingerprint: Optional[str] = None  # the training data's files (paths and sizes): a resume must find them
 
 
 @dataclass
@@ -275,6 +285,15 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Sequence[st
 
 
 # ----------------------------------------------------------------------------- validation
+def out_of_range(key: str, value: float) -> Optional[str]:
+    """Why ``value`` is no value for ``key`` of :data:`RANGES` (also the bound of a command's option
+    of the same meaning), or None."""
+    sign, limit, what = RANGES[key]
+    if not (value > 0 if sign == POSITIVE else value >= 0):
+        return f"{value} must be {sign}"
+    return f"{value} is more than {limit:,}, the most a run can use ({what})" if value > limit else None
+
+
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"Invalid value for config key '{key}': {message}.")
@@ -282,14 +301,19 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 def validate(config: DictConfig) -> None:
     """The value checks a type schema cannot express; each names the key and the fix."""
-    for key, (sign, limit, what) in RANGES.items():
+    for key in RANGES:
         value = OmegaConf.select(config, key)
-        if value is not None:
-            _require(value > 0 if sign == POSITIVE else value >= 0, key, f"{value} must be {sign}")
-            _require(not value > limit, key, f"{value} is more than {limit:,}, the most a run can use ({what})")
+        problem = None if value is None else out_of_range(key, value)
+        _require(problem is None, key, str(problem))
     data, train, dist = config.data, config.train, config.dist
-    _require(data.image_size in IMAGE_SIZES, "data.image_size",
-             f"{data.image_size} is not supported; the DCGAN models are built for {IMAGE_SIZES}")
+    for role in ("generator", "discriminator"):
+        path = config.model[role]
+        _require(path is None or CLASS_PATH.match(path) is not None, f"model.{role}",
+                 f"'{path}' is not an importable class path: write package.module:Class (never a file path)")
+    own = config.model.generator is not None and config.model.discriminator is not None
+    _require(data.image_size in IMAGE_SIZES or (own and 8 <= data.image_size <= 1024), "data.image_size",
+             f"{data.image_size} is not supported; the built-in models are built for {IMAGE_SIZES} (your own "
+             f"generator and discriminator may take 8 to 1024)")
     _require(data.channels in (1, 3), "data.channels", f"{data.channels} must be 1 (grayscale) or 3 (RGB)")
     for key in ("seed", "data.subset_seed", "eval.real_subset_seed"):
         value = OmegaConf.select(config, key)

@@ -1,6 +1,7 @@
 """Datasets (images only: a GAN needs no labels), transforms, the training loader, the decoded-image
-cache and the fixed evaluation subset. Image folders are read by :class:`ImageFiles`, which, unlike
-torchvision's ImageFolder, takes a flat folder too and can skip unreadable files.
+cache and the fixed evaluation subset. Image folders are read by
+:class:`~gan_ignite.metrics.networks.images.ImageFiles`, which, unlike torchvision's ImageFolder,
+takes a flat folder too and skips unreadable files, whatever they are.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from gan_ignite.errors import DataError
 from gan_ignite.metrics._base import on_every_rank, rank0_first
-from gan_ignite.metrics.networks.images import IMG_EXTENSIONS, UNREADABLE_IMAGE_ERRORS, ConvertMode, find_image_files
+from gan_ignite.metrics.networks.images import DATA_HELP, ConvertMode, ImageFiles
 from gan_ignite.metrics.networks.preprocess import to_uint8
 from gan_ignite.metrics.scores.real_stats import cache_key
 from gan_ignite.io import atomic_write, open_temporary
 
 logger = logging.getLogger(__name__)
-DATA_HELP = "See docs/data.md (the documentation's 'Data' page) for the expected layout and how to download it."
 TORCHVISION_DATASETS = {"cifar10": tv_datasets.CIFAR10, "mnist": tv_datasets.MNIST,
                         "fashion_mnist": tv_datasets.FashionMNIST}
 TORCHVISION_FOLDERS = {"cifar10": "cifar-10-batches-py", "mnist": "MNIST/raw", "fashion_mnist": "FashionMNIST/raw"}
@@ -40,38 +40,6 @@ def build_transform(image_size: int, channels: int) -> Callable:
     """The tutorial baseline's chain: Resize, CenterCrop, ToTensor, Normalize(0.5) -> tensors in [-1, 1]."""
     return T.Compose([ConvertMode("L" if channels == 1 else "RGB"), T.Resize(image_size), T.CenterCrop(image_size),
                       T.ToTensor(), T.Normalize([0.5] * channels, [0.5] * channels)])
-
-
-class ImageFiles(Dataset):
-    """All image files under ``root`` (recursively, sorted); with ``skip_bad_images`` an unreadable one
-    yields ``None`` (dropped and counted by :func:`collate_images`), else a :class:`DataError`."""
-
-    def __init__(self, root: str | os.PathLike, transform: Callable, skip_bad_images: bool = True):
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise DataError(f"Dataset root '{self.root}' does not exist or is not a folder (data.root). "
-                            f"Put the images there or point data.root at them. {DATA_HELP}")
-        self.files = find_image_files(self.root)
-        if not self.files:
-            raise DataError(f"Dataset root '{self.root}' holds no image files ({', '.join(IMG_EXTENSIONS)}), "
-                            f"searched recursively. Put the images there or point data.root at them. {DATA_HELP}")
-        self.transform, self.skip_bad_images = transform, skip_bad_images
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> Optional[torch.Tensor]:
-        path = self.files[index]
-        try:
-            with Image.open(path) as image:
-                image.load()
-                return self.transform(image)
-        except UNREADABLE_IMAGE_ERRORS as error:  # decompression bombs included
-            if self.skip_bad_images:
-                logger.warning("Skipping unreadable image %s (%s)", path, error)
-                return None
-            raise DataError(f"Cannot read image file '{path}': {error}. Remove or replace the file, or set "
-                            f"data.skip_bad_images=true to skip unreadable images.") from None
 
 
 class ImagesOnly(Dataset):
@@ -160,14 +128,22 @@ def training_set(dataset: Dataset, data_config) -> Dataset:
     return Subset(dataset, reference_indices(len(dataset), count, data_config.subset_seed))  # type: ignore[arg-type]
 
 
-def train_loader(dataset: Dataset, data_config, batch_size: int, cache_dir: Optional[Path] = None) -> DataLoader:
-    """Shuffled, ``drop_last`` loader of a global ``batch_size``, from :func:`cached_images` with ``data.cache``."""
+def train_loader(dataset: Dataset, data_config, batch_size: int, cache_dir: Optional[Path] = None,
+                 seed: int = 0) -> DataLoader:
+    """Shuffled, ``drop_last`` loader of a global ``batch_size``, from :func:`cached_images` with ``data.cache``.
+
+    The workers' base seed comes from a generator of its own (seeded by ``seed``), so that creating an
+    iterator (a resumed run does; persistent workers of an uninterrupted run do not at later epochs)
+    leaves the global RNG, from which the sampler draws each epoch's order, where it was: resumes with
+    workers are exact. (Given to the DataLoader constructor, the generator would also draw the order.)"""
     images = training_set(dataset, data_config)
     if data_config.cache:
         images = cached_images(images, data_config, cache_dir or DEFAULT_CACHE_DIR)
-    return idist.auto_dataloader(images, batch_size=batch_size, shuffle=True, drop_last=True,
-                                 num_workers=data_config.num_workers, collate_fn=collate_images,
-                                 pin_memory=torch.cuda.is_available(), persistent_workers=data_config.num_workers > 0)
+    loader = idist.auto_dataloader(images, batch_size=batch_size, shuffle=True, drop_last=True,
+                                   num_workers=data_config.num_workers, collate_fn=collate_images,
+                                   pin_memory=torch.cuda.is_available(), persistent_workers=data_config.num_workers > 0)
+    loader.generator = torch.Generator().manual_seed(seed)
+    return loader
 
 
 def shutdown_workers(loader: DataLoader) -> None:
@@ -297,14 +273,20 @@ def collate_uint8(samples: Sequence[Optional[torch.Tensor]]) -> tuple[torch.Tens
     return to_uint8(images), skipped
 
 
-def dataset_fingerprint(dataset: Dataset, indices: Sequence[int]) -> str:
-    """A hash of relative path, size and modification time of the files behind ``dataset[indices]`` (of
-    every file of the folder for torchvision datasets): touching one of them changes it."""
+def dataset_fingerprint(dataset: Dataset, indices: Sequence[int], times: bool = True) -> str:
+    """A hash of relative path, size and (with ``times``) modification time of the files behind
+    ``dataset[indices]`` (of every file of the folder for torchvision datasets): touching one of them
+    changes it; without ``times`` a copy of the same files elsewhere has the same fingerprint."""
     root, files = _files_behind(dataset, indices)
     digest = hashlib.sha256()
     for path in files:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        try:
+            status = path.stat()
+            facts = f"\0{status.st_size}" + (f"\0{status.st_mtime_ns}\n" if times else "\n")
+        except OSError:  # gone since it was listed: counted as missing, the loader skips it
+            facts = "\0missing\n"
+        # os.fsencode: file names need not be UTF-8 (the bytes the file system holds, undecodable ones included)
+        digest.update(os.fsencode(path.relative_to(root)) + facts.encode())
     return digest.hexdigest()[:16]
 
 

@@ -35,6 +35,8 @@ def recalibrate_batchnorm(generator: nn.Module, latent_dim: int, num_batches: in
     """Recompute ``generator``'s BatchNorm statistics (an EMA copy's averaged weights do not fit the live
     ones) as the plain average over ``num_batches`` batches of seeded latents; return it in eval mode."""
     norms = [module for module in generator.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    if not norms:  # nothing to recalibrate
+        return generator.eval()
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         # new tensors rather than reset_running_stats(): EMAHandler's "copy" makes an EMA model share
@@ -47,7 +49,7 @@ def recalibrate_batchnorm(generator: nn.Module, latent_dim: int, num_batches: in
     generator.train()
     with torch.no_grad():
         for _ in range(num_batches):
-            generator(torch.randn(batch_size, latent_dim, 1, 1, generator=noise).to(device))
+            generator(torch.randn(batch_size, latent_dim, generator=noise).to(device))
     for norm, momentum in zip(norms, momenta):
         norm.momentum = momentum
     return generator.eval()

@@ -15,7 +15,7 @@ from ignite.engine.deterministic import ReproducibleBatchSampler, update_dataloa
 from ignite.handlers import EMAHandler
 from ignite.metrics import Metric
 from torch import nn, optim
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from gan_ignite.augment import AdaAugment, AdaController, build_augment
 from gan_ignite.ema import attach_ema, create_ema
@@ -156,13 +156,28 @@ def _choose_cuda_algorithms(_: Engine, deterministic: bool) -> None:
     torch.backends.cudnn.benchmark = not deterministic
 
 
+ORDER_SEED_OFFSET = 1 << 40  # the epoch's order and the step's latents come from different seeds
+
+
 class EagerReproducibleBatchSampler(ReproducibleBatchSampler):
-    """ignite's ReproducibleBatchSampler draws an epoch's order at the first batch, which with
-    ``num_workers=0`` comes after a mid-epoch resume restored the RNG: drawn when the iterator is
-    created instead, a resumed run draws what the uninterrupted one did."""
+    """An epoch's order that depends only on the seed DeterministicEngine set for the epoch
+    (``torch.initial_seed()``), drawn when the iterator is created: ignite's ReproducibleBatchSampler
+    draws from the global RNG at the first batch, which comes after a mid-epoch resume restored the RNG,
+    and a new multi-worker iterator (which a resume creates; persistent workers reuse theirs) asks for
+    the order twice (the second time gets the first answer). A shuffling sampler gets a generator of its
+    own for it, so the draw does not shift the training step's random numbers either. Resumes, with or
+    without workers, continue exactly."""
+
+    drawn_for: Optional[int] = None  # the epoch seed ``batch_indices`` were drawn for
 
     def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
-        self.setup_batch_indices()
+        seed = torch.initial_seed()
+        if seed != self.drawn_for:
+            sampler = getattr(self.batch_sampler, "sampler", None)
+            if isinstance(sampler, RandomSampler):
+                sampler.generator = torch.Generator().manual_seed(seed + ORDER_SEED_OFFSET)
+            self.setup_batch_indices()
+            self.drawn_for = seed
         return iter(self.batch_indices)
 
 

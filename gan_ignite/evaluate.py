@@ -31,7 +31,8 @@ COMPARED_FIELDS = ("num_samples", "num_real", "real_subset_seed", "feature_netwo
 INTERRUPTED = "Interrupted by Ctrl-C; nothing was written."
 
 
-def evaluate_checkpoint(local_rank: int, config: Any, checkpoint: Path, model: str, device_name: Optional[str]) -> None:
+def evaluate_checkpoint(local_rank: int, config: Any, checkpoint: Path, model: str, device_name: Optional[str],
+                        allowed: set[str]) -> None:
     """On every rank: score ``checkpoint``; rank 0 prints and appends the record."""
     import ignite.distributed as idist
 
@@ -45,7 +46,7 @@ def evaluate_checkpoint(local_rank: int, config: Any, checkpoint: Path, model: s
 
     distributed = idist.get_world_size() > 1
     device = idist.device() if distributed or device_name is None else resolve_device(device_name)
-    generator, trainer_state = load_generator(config, checkpoint, device, model)
+    generator, trainer_state = load_generator(config, checkpoint, device, model, allowed)
     dataset = data_module.load_dataset_everywhere(config.data)
     evaluation = setup_evaluation(config, dataset, generator, device, model=model)
     warn_if_random(evaluation.record_fields)
@@ -118,6 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the FID Inception's precision (= eval.precision=...; default: the run's): fp32, or "
                              "tf32 on a GPU (what pytorch-fid, torch-fidelity and clean-fid compute there)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    parser.add_argument("--allow-import", action="append", default=[], metavar="MODULE",
+                        help="let the run's config import MODULE for its own generator (model.generator): only for "
+                             "runs you trust, since importing a module runs its code")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. eval.metrics=[fid,is,kid,prdc]")
 
 
@@ -125,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
     from gan_ignite.config import scored_model
     from gan_ignite.launch import launch
     from gan_ignite.metrics._base import resolve_device
+    from gan_ignite.networks import allowed_modules
     from gan_ignite.run_dir import load_run_config
 
     # one process unless asked for more (dist.nproc_per_node=N, or torchrun)
@@ -137,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None:
         resolve_device(args.device)
     worker = functools.partial(evaluate_checkpoint, checkpoint=args.checkpoint,
-                               model=args.model or scored_model(config), device_name=args.device)
+                               model=args.model or scored_model(config), device_name=args.device,
+                               allowed=allowed_modules(args.overrides, args.allow_import))
     launch(worker, config, args.debug, interrupted=INTERRUPTED)
     return 0
 

@@ -12,7 +12,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Collection, Mapping, Optional, Sequence
 
 import ignite.distributed as idist
 import PIL
@@ -33,7 +33,7 @@ from gan_ignite.latents import evaluation_latents
 from gan_ignite.metrics._base import on_every_rank, rank0_first
 from gan_ignite.metrics.scores.factory import (METRICS, Scoring, check_network_supports, create_metrics,
                                                feature_space, min_samples)
-from gan_ignite.models import generator_from_config
+from gan_ignite.networks import build
 from gan_ignite.metrics.networks.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.networks.inception import weights_tag
 from gan_ignite.metrics.networks.preprocess import to_device
@@ -186,7 +186,7 @@ def reference_file_statistics(evaluation: DictConfig, network: FeatureNetwork) -
                           f"uses {network.tag}: other weights or preprocessing give other values.")
     needs_features = [name for name in evaluation.metrics if METRICS[name].needs_real == "features"]
     if needs_features and stats.features is None:
-        raise ConfigError(f"{where} holds only mu and sigma, and {', '.join(needs_features).upper()} need(s) the "
+        raise ConfigError(f"{where} holds only mu and sigma, and {', '.join(needs_features).upper()} {'needs' if len(needs_features) == 1 else 'need'} the "
                           f"reference images' features: drop {', '.join(needs_features)} from eval.metrics, or score "
                           f"against the images (leave eval.reference_stats empty).")
     return stats
@@ -218,9 +218,10 @@ def warn_if_random(record_fields: Mapping[str, Any]) -> None:
                        "inception_weights=random.")
 
 
-def load_generator(config: DictConfig, checkpoint_path: Path, device: Any, model: str = "generator"
-                   ) -> tuple[torch.nn.Module, dict]:
-    """The checkpoint's ``model`` (``generator`` or ``ema``) ready to be scored, and the trainer state."""
+def load_generator(config: DictConfig, checkpoint_path: Path, device: Any, model: str = "generator",
+                   allowed: Optional[Collection[str]] = None) -> tuple[torch.nn.Module, dict]:
+    """The checkpoint's ``model`` (``generator`` or ``ema``) ready to be scored, and the trainer state;
+    ``allowed``: the modules a class path in the run's config may import (:func:`gan_ignite.networks.build`)."""
     how = "Pass a checkpoint written by gan_ignite.train, with the run's config.yaml beside it."
     state = read_checkpoint(checkpoint_path, how)
     key = MODEL_KEYS[model]
@@ -229,7 +230,7 @@ def load_generator(config: DictConfig, checkpoint_path: Path, device: Any, model
             raise RunDirError(f"Checkpoint '{checkpoint_path}' holds no EMA generator: its run was trained without "
                               f"train.ema_decay. Use the live generator (--model generator).")
         raise RunDirError(f"Checkpoint '{checkpoint_path}' holds no generator. {how}")
-    generator = generator_from_config(config)
+    generator = build(config, "generator", allowed)
     try:
         generator.load_state_dict(state[key])
     except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as error:

@@ -39,7 +39,7 @@ class TensorState:
         return {"tensor": self.tensor}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.tensor.copy_(state["tensor"])
+        self.tensor.copy_(state["tensor"].reshape(self.tensor.shape))
 
 
 class PerRankRngStates:
@@ -155,16 +155,28 @@ def attach_progress(trainer: Engine, every: int, every_seconds: float, batch_siz
 
 
 class PlainProgress:
-    """``epoch 2/4  iteration 300/600  Loss_G 1.234  Loss_D 0.567  412.3 img/s  ETA 0:01:23`` lines."""
+    """``epoch 2/4  iteration 300/600  Loss_G 1.234  Loss_D 0.567  412.3 img/s  ETA 0:01:23`` lines. The
+    rate counts training only: the pause at an epoch's end (evaluation, checkpoint) is left out."""
 
     def __init__(self, every: int, every_seconds: float, batch_size: int, stream: Any):
         self.every, self.every_seconds, self.batch_size, self.stream = every, every_seconds, batch_size, stream
         self.last_time, self.last_iteration = time.monotonic(), 0
+        self.paused: Optional[float] = None
 
     def attach(self, trainer: Engine) -> None:
         trainer.add_event_handler(Events.STARTED, self._start)
         trainer.add_event_handler(Events.ITERATION_COMPLETED, self._maybe_print)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, self._pause)
+        trainer.add_event_handler(Events.EPOCH_STARTED, self._resume)
         trainer.add_event_handler(Events.COMPLETED, self._print)
+
+    def _pause(self, _: Engine) -> None:
+        self.paused = time.monotonic()
+
+    def _resume(self, _: Engine) -> None:
+        if self.paused is not None:
+            self.last_time += time.monotonic() - self.paused
+            self.paused = None
 
     def _start(self, engine: Engine) -> None:
         self.last_time, self.last_iteration = time.monotonic(), engine.state.iteration
@@ -174,7 +186,7 @@ class PlainProgress:
             self._print(engine)
 
     def _print(self, engine: Engine) -> None:
-        now, state = time.monotonic(), engine.state
+        now, state = self.paused or time.monotonic(), engine.state
         if state.iteration == self.last_iteration:
             return
         seconds_per_iteration = (now - self.last_time) / (state.iteration - self.last_iteration)

@@ -27,19 +27,19 @@ class LatentNoise:
 
     def __call__(self, batch_size: int, iteration: int) -> torch.Tensor:
         self.generator.manual_seed((self.base + int(iteration)) % 2**63)  # host-side: no synchronisation
-        return torch.randn(batch_size, self.latent_dim, 1, 1, generator=self.generator, device=self.device)
+        return torch.randn(batch_size, self.latent_dim, generator=self.generator, device=self.device)
 
 
 def evaluation_latents(config: Any, num_samples: int) -> torch.Tensor:
     """All latent vectors of an evaluation from one seeded stream: sample ``i`` always gets vector ``i``."""
     noise = torch.Generator().manual_seed(config.seed + EVAL_NOISE_OFFSET)
-    return torch.randn(num_samples, config.model.latent_dim, 1, 1, generator=noise)
+    return torch.randn(num_samples, config.model.latent_dim, generator=noise)
 
 
 def sample_latents(num: int, latent_dim: int, seed: int = 0, truncation: Optional[float] = None) -> torch.Tensor:
     """``num`` latent vectors from one seeded stream; with ``truncation`` T, redrawn within ``[-T, T]``."""
     stream = torch.Generator().manual_seed(seed)
-    latents = torch.randn(num, latent_dim, 1, 1, generator=stream)
+    latents = torch.randn(num, latent_dim, generator=stream)
     if truncation is not None:
         truncate_(latents, truncation, stream)
     return latents

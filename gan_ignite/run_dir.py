@@ -26,7 +26,7 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint_(\d+)\.pt$")
 BEST_PATTERN = re.compile(r"^best_checkpoint_(\d+)_neg_fid=(-?[0-9.]+|-inf)\.pt$")
 GRID_PATTERN = re.compile(r"^fixed_noise_iter_(\d+)\.png$")
 TEMP_PATTERN = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # atomic_write's temporary files
-RUN_KEYS = ("id", "parent_id", "parent_checkpoint")  # the run.* config section and a checkpoint's "run"
+RUN_KEYS = ("id", "parent_id", "parent_checkpoint", "data_fingerprint")  # the run.* config section and a checkpoint's "run"
 
 
 def write_text(path: Path, text: str, intact: str = "") -> None:
@@ -156,15 +156,19 @@ class RunDir:
     def grids(self) -> list[tuple[int, Path]]:
         return _matching(self.images_dir, GRID_PATTERN)
 
-    def recorded_run(self) -> dict[str, Optional[str]]:
-        """The ``run`` section of config.yaml ({} when there is none or it cannot be read)."""
+    def recorded_config(self) -> dict[str, Any]:
+        """config.yaml as plain data ({} when there is none or it cannot be read)."""
         if not self.config_path.is_file():  # also never a FIFO, whose read would block
             return {}
         try:
             content = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
             return {}
-        run = content.get("run") if isinstance(content, dict) else None
+        return content if isinstance(content, dict) else {}
+
+    def recorded_run(self) -> dict[str, Optional[str]]:
+        """The ``run`` section of config.yaml ({} when there is none or it cannot be read)."""
+        run = self.recorded_config().get("run")
         return {key: run.get(key) for key in RUN_KEYS} if isinstance(run, dict) else {}
 
     def write_config(self, config: Any) -> None:

@@ -14,6 +14,7 @@ class space, fully offline.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from gan_ignite.command import main_for
-from gan_ignite.config import load_config
+from gan_ignite.config import load_config, out_of_range
 from gan_ignite.errors import ConfigError
 from gan_ignite.io import require_writable_folder
 
@@ -50,12 +51,24 @@ def labelled_loaders(config, batch_size: int, max_train: Optional[int],
 
     train_set = data_module.load_labelled_dataset(config.data, train=True)
     test_set = data_module.load_labelled_dataset(config.data, train=False)
-    train_images = Subset(train_set, range(max_train)) if max_train else train_set
-    test_images = Subset(test_set, range(max_test)) if max_test else test_set
+    # seeded random samples, as data.max_train_size draws them, never "the first N"
+    train_images = Subset(train_set, data_module.reference_indices(len(train_set), max_train, config.seed)) \
+        if max_train else train_set
+    test_images = Subset(test_set, data_module.reference_indices(len(test_set), max_test, config.seed)) \
+        if max_test else test_set
     train_loader = DataLoader(train_images, batch_size=batch_size, shuffle=True, drop_last=True,
                               num_workers=config.data.num_workers, generator=torch.Generator().manual_seed(config.seed))
     test_loader = DataLoader(test_images, batch_size=512, num_workers=config.data.num_workers)
     return list(getattr(train_set, "classes", [])), train_loader, test_loader
+
+
+def _shifted_batch(shifts: Any, batch: Any, device: Any, non_blocking: bool) -> tuple[Any, Any]:
+    images, labels = batch
+    return random_shift(images, shifts).to(device, non_blocking=non_blocking), labels.to(device)
+
+
+def _logits(network: Any, images: Any) -> Any:
+    return network(images)[1]
 
 
 def train(config, out: Path, epochs: int, batch_size: int, lr: float, max_train: Optional[int],
@@ -76,22 +89,14 @@ def train(config, out: Path, epochs: int, batch_size: int, lr: float, max_train:
     model = DomainClassifier(data_config.channels, len(classes) or 10, input_size=data_config.image_size)
     model = model.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    shifts = torch.Generator().manual_seed(config.seed)
-
-    def prepare_batch(batch, device, non_blocking):
-        images, labels = batch
-        return random_shift(images, shifts).to(device, non_blocking=non_blocking), labels.to(device)
-
-    def logits_of(network, images):
-        return network(images)[1]
-
+    prepare_batch = functools.partial(_shifted_batch, torch.Generator().manual_seed(config.seed))
     trainer = create_supervised_trainer(model, optimizer, torch.nn.CrossEntropyLoss(), device,
-                                        prepare_batch=prepare_batch, model_fn=logits_of)
+                                        prepare_batch=prepare_batch, model_fn=_logits)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(train_loader))
     trainer.add_event_handler(Events.ITERATION_COMPLETED, LRScheduler(schedule, save_history=False))
     evaluator = create_supervised_evaluator(
         model, metrics={"accuracy": Accuracy(), "loss": Loss(torch.nn.CrossEntropyLoss())}, device=device,
-        model_fn=logits_of)
+        model_fn=_logits)
     if sys.stderr.isatty():
         ProgressBar(persist=False).attach(trainer, output_transform=lambda loss: {"loss": loss})
     accuracies: list[float] = []
@@ -120,8 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
-    parser.add_argument("--max-train-size", type=int, default=None, help="train on the first N images only")
-    parser.add_argument("--max-test-size", type=int, default=None, help="measure on the first N test images only")
+    parser.add_argument("--max-train-size", type=int, default=None, help="train on a seeded random sample of N training images")
+    parser.add_argument("--max-test-size", type=int, default=None, help="measure on a seeded random sample of N test images")
     parser.add_argument("overrides", nargs="*",
                         help="dotted overrides, e.g. data.root=/path/to/datasets data.download=false")
 
@@ -129,8 +134,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ignite.utils import manual_seed
 
-    if args.epochs < 1 or args.batch_size < 1:
-        raise ConfigError(f"--epochs and --batch-size must be positive, got {args.epochs} and {args.batch_size}.")
+    for option, key in (("epochs", "train.max_epochs"), ("batch_size", "train.batch_size"),
+                        ("max_train_size", "data.max_train_size"), ("max_test_size", "data.max_train_size")):
+        value = getattr(args, option)
+        problem = None if value is None else out_of_range(key, value)
+        if problem is not None:
+            raise ConfigError(f"--{option.replace('_', '-')} {problem}.")
     config = load_config(args.config, args.overrides)
     out = args.out or Path("classifiers") / f"{config.data.name}_{config.data.image_size}px.pt"
     require_writable_folder(out.parent, f"--out '{out}' cannot be written", "Choose a writable path with --out PATH.")

@@ -33,17 +33,18 @@ from torch import nn, optim
 from torch.utils.data import DataLoader, Dataset
 
 from gan_ignite import data as data_module
-from gan_ignite.checkpoints import (OPTIONAL_STATE, RunIdentity, Start, attach_best_checkpoint, attach_checkpoints,
-                                    best_checkpoint, periodic_checkpoint, plan_start, restore, restore_savers)
+from gan_ignite.checkpoints import (OPTIONAL_STATE, NetworkPaths, RunIdentity, Start, attach_best_checkpoint,
+                                    attach_checkpoints, best_checkpoint, periodic_checkpoint, plan_start,
+                                    refuse_other_data, restore, restore_savers)
 from gan_ignite.engines import (LOSS_KEYS, LatentNoise, TrainingRecipe, attach_sampler_epochs, broadcast_buffers,
                                 create_trainer, make_resumable)
 from gan_ignite.errors import ConfigError, RunStopped
-from gan_ignite.io import require_memory
+from gan_ignite.io import first_line, require_memory
 from gan_ignite.evaluation import Evaluation, ScoredGenerator, setup_evaluation, warn_if_random
 from gan_ignite.handlers import (PerRankRngStates, TensorState, TrainingLog, attach_evaluation, attach_image_grids,
                                  attach_progress, attach_skipped_images_log, attach_tensorboard, save_real_grid)
 from gan_ignite.metrics._base import broadcast_from_rank0, on_every_rank
-from gan_ignite.models import Discriminator, Generator, generator_from_config
+from gan_ignite.networks import build_models, check_contract
 from gan_ignite.run_dir import TENSORBOARD, HistoryWriter, RunDir
 from gan_ignite.signals import GracefulStop
 
@@ -51,10 +52,9 @@ logger = logging.getLogger("gan_ignite")
 
 
 # ----------------------------------------------------------------------------- models
-def setup_models(config: DictConfig, device: torch.device) -> tuple[Generator, Discriminator]:
-    model, data = config.model, config.data
-    generator = generator_from_config(config).to(device)
-    discriminator = Discriminator(data.channels, data.image_size, model.d_features, model.spectral_norm).to(device)
+def setup_models(config: DictConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """The config's generator and discriminator on ``device``, in the memory layout the run asks for."""
+    generator, discriminator = (model.to(device) for model in build_models(config))
     if config.train.channels_last:
         discriminator = discriminator.to(memory_format=torch.channels_last)
         if not generator_stays_contiguous(config, device):
@@ -72,13 +72,18 @@ def generator_stays_contiguous(config: DictConfig, device: torch.device) -> bool
 
 
 def print_summaries(generator: nn.Module, discriminator: nn.Module, config: DictConfig) -> None:
-    """torchsummary tables, run on copies: its forward pass would move the BatchNorm running stats."""
+    """torchsummary tables, run on copies (its forward pass would move BatchNorm's running statistics);
+    the parameter counts where a network's forward is beyond torchsummary."""
     from torchsummary import summary
 
     device = "cuda" if next(generator.parameters()).is_cuda else "cpu"
     size = config.data.image_size
-    summary(copy.deepcopy(generator), (config.model.latent_dim, 1, 1), device=device)
-    summary(copy.deepcopy(discriminator), (config.data.channels, size, size), device=device)
+    for model, shape in ((generator, (config.model.latent_dim,)), (discriminator, (config.data.channels, size, size))):
+        try:
+            summary(copy.deepcopy(model), shape, device=device)
+        except Exception as error:  # torchsummary's hooks do not follow every module
+            logger.info("%s: %s parameters (torchsummary: %s)", type(model).__name__,
+                        f"{sum(parameter.numel() for parameter in model.parameters()):,}", first_line(error))
 
 
 def discriminator_lr(train_cfg: DictConfig) -> float:
@@ -122,12 +127,13 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
     """Models, optimizers, the training recipe and the trainer (handlers: :func:`attach_handlers`)."""
     rank, train_cfg = idist.get_rank(), config.train
     loader = make_resumable(data_module.train_loader(dataset, config.data, train_cfg.batch_size,
-                                                     data_module.cache_dir(config)))
+                                                     data_module.cache_dir(config), config.seed + rank))
     generator, discriminator = setup_models(config, device)
+    on_every_rank(lambda: check_contract(generator, discriminator, config, device))
     if rank == 0:
         print_summaries(generator, discriminator, config)
     # the fixed noise comes from its own seeded generator: the same grid latents in every run and resume
-    fixed_noise = torch.randn(64, config.model.latent_dim, 1, 1,
+    fixed_noise = torch.randn(64, config.model.latent_dim,
                               generator=torch.Generator().manual_seed(config.seed)).to(device)
     model_g, model_d = idist.auto_model(generator), idist.auto_model(discriminator)
     betas = (train_cfg.beta1, train_cfg.beta2)
@@ -144,6 +150,7 @@ def build_training(config: DictConfig, dataset: Dataset, device: torch.device, o
     to_save = {"generator": generator, "discriminator": discriminator, "optimizer_G": optimizer_g,
                "optimizer_D": optimizer_d, "trainer": trainer, "rng_states_per_rank": PerRankRngStates(trainer),
                "fixed_noise": TensorState(fixed_noise), "run": RunIdentity(config.run),
+               "networks": NetworkPaths(config.model),
                **recipe.checkpoint_objects()}
     writer = RunDir(output_dir).history if rank == 0 else None
     scored = ScoredGenerator(config, generator, recipe.ema.ema_model if recipe.ema else None, device)
@@ -195,15 +202,26 @@ def agree_on_start(config: DictConfig) -> Start:
 def model_bytes(config: DictConfig) -> int:
     """What the models hold in memory as they train, from their parameter count (built on the meta
     device: nothing allocated): weights, gradients and Adam's two moments, plus an EMA copy of G."""
-    with torch.device("meta"):
-        generator, discriminator = setup_models(config, torch.device("meta"))
+    try:
+        with torch.device("meta"):
+            generator, discriminator = setup_models(config, torch.device("meta"))
+    except ConfigError:
+        raise
+    except Exception:  # a network of one's own that cannot be built without memory: no estimate
+        return 0
     counts = [sum(parameter.numel() for parameter in model.parameters()) for model in (generator, discriminator)]
     return 4 * (4 * sum(counts) + (counts[0] if config.train.ema_decay is not None else 0))
 
 
-def check_inputs(config: DictConfig, dataset: Dataset) -> None:
-    """Rank 0's checks of what the set-up does not already try: the models fit in memory, the batch
-    against the images, TensorBoard installed when asked for."""
+def check_inputs(config: DictConfig, dataset: Dataset, start: Start) -> str:
+    """Rank 0's checks of what the set-up does not already try: a resumed run finds the files it was
+    trained on, the models fit in memory, the batch against the images, TensorBoard installed when
+    asked for. Returns the training data's fingerprint (recorded as ``run.data_fingerprint``)."""
+    fingerprint = data_module.dataset_fingerprint(dataset, range(len(dataset)), times=False)
+    recorded = start.run.get("data_fingerprint")
+    if recorded and not start.forked and recorded != fingerprint:
+        refuse_other_data("data.root", f"{config.data.root} holding files {recorded}",
+                          f"files {fingerprint} (other names or sizes)", start.resume)
     require_memory(model_bytes(config), f"The generator and discriminator (model.latent_dim={config.model.latent_dim}, "
                    f"model.g_features={config.model.g_features}, model.d_features={config.model.d_features})",
                    "Lower model.g_features / model.d_features (or model.latent_dim).")
@@ -216,6 +234,7 @@ def check_inputs(config: DictConfig, dataset: Dataset) -> None:
     if config.log.tensorboard and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError("log.tensorboard=true needs the tensorboard package, which is not installed. Install it "
                           "with: pip install -e \".[tb]\" (or pip install tensorboard), or set log.tensorboard=false.")
+    return fingerprint
 
 
 def start_writing(run_dir: RunDir, config: DictConfig, dataset: Dataset, start: Start, iteration: int) -> None:
@@ -305,7 +324,8 @@ def run(local_rank: int, config: DictConfig) -> None:
     start = agree_on_start(config)
     config = with_run_fields(config, start.run)
     dataset = data_module.load_dataset_everywhere(config.data)
-    on_every_rank(lambda: check_inputs(config, dataset), run_here=rank == 0)
+    fingerprint = on_every_rank(lambda: check_inputs(config, dataset, start), run_here=rank == 0)
+    config = with_run_fields(config, {**start.run, "data_fingerprint": fingerprint})
     training = build_training(config, dataset, device, run_dir.path)
     continuing = start.checkpoint is None or on_every_rank(lambda: resume(training, start))
     evaluation = None

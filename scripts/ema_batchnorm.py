@@ -22,7 +22,7 @@ from gan_ignite.checkpoints import MODEL_KEYS, read_checkpoint
 from gan_ignite.command import outcome, report
 from gan_ignite.evaluation import prepare_for_scoring, setup_evaluation
 from gan_ignite.metrics._base import resolve_device
-from gan_ignite.models import generator_from_config
+from gan_ignite.networks import build
 from gan_ignite.run_dir import load_run_config
 
 
@@ -47,7 +47,7 @@ def score_three_ways(args: argparse.Namespace) -> int:
     dataset = data_module.load_dataset_everywhere(config.data)
     # one generator module and one evaluation (feature network, reference statistics, latents);
     # each variant loads its weights and buffers into it and is scored with the same everything else
-    generator = generator_from_config(config).to(device)
+    generator = build(config, "generator").to(device)
     evaluation = setup_evaluation(config, dataset, generator, device)
     results = {}
     for label, key, recalibrate in (("live", "generator", False), ("ema_naive", "ema", False),

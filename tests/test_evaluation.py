@@ -24,7 +24,7 @@ from gan_ignite.latents import evaluation_latents
 from gan_ignite.metrics.scores.factory import create_metrics
 from gan_ignite.metrics.networks.features import InceptionFeatures, extract_features
 from gan_ignite.metrics.scores.fid import frechet_distance, mean_and_covariance
-from gan_ignite.models import generator_from_config
+from gan_ignite.networks import build
 from gan_ignite.metrics.scores.real_stats import RealStatistics
 from gan_ignite.run_dir import RunDir
 
@@ -181,7 +181,7 @@ def test_a_published_statistics_file_is_the_reference_set(tmp_path):
     config = evaluation_config(class_folder(tmp_path / "images"), tmp_path / "cache", **settings)
     dataset = data_module.load_dataset(config.data)
     torch.manual_seed(0)
-    generator = generator_from_config(config).eval()
+    generator = build(config, "generator").eval()
     with pytest.warns(UserWarning):  # the random test network, and FID from 4 samples
         evaluation = setup_evaluation(config, dataset, generator, torch.device("cpu"))
         record = evaluation.run()

@@ -74,13 +74,33 @@ def test_signal_saves_a_checkpoint_and_resume_continues(signum, exit_code, refer
     assert_same_losses(train_records(run_dir), train_records(reference_run))
 
 
-def test_non_finite_loss_stops_keeps_last_good_checkpoint(tmp_path, image_folder, stats_cache, capsys):
+DIVERGING = """
+from gan_ignite.networks.dcgan import Discriminator
+
+
+class Diverging(Discriminator):
+    \"\"\"The built-in discriminator (same weights) whose training-mode logits are infinite: a run that blows up.\"\"\"
+
+    def __init__(self, channels, image_size):
+        super().__init__(channels, image_size, features=8)
+
+    def forward(self, images):
+        logits = super().forward(images)
+        return logits * float("inf") if self.training else logits
+"""
+
+
+def test_non_finite_loss_stops_keeps_last_good_checkpoint(tmp_path, image_folder, stats_cache, capsys, monkeypatch):
     run_dir = tmp_path / "diverging"
     overrides = tiny_overrides(run_dir, image_folder, stats_cache, **TRAIN_ONLY, **{"train.max_epochs": 1})
     assert main(overrides) == 0
     good = (run_dir / "checkpoints" / "checkpoint_6.pt").read_bytes()
-    # an absurd learning rate blows the weights up within one step
-    assert main(overrides + ["train.max_epochs=3", "train.resume_from=auto", "train.lr=1e30"]) == 1
+    # the run continues with a discriminator that blows up at the first step (a learning rate that would,
+    # such as 1e30, is refused by the config's bounds)
+    (tmp_path / "diverging_nets.py").write_text(DIVERGING)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(overrides + ["train.max_epochs=3", "train.resume_from=auto",
+                             "model.discriminator=diverging_nets:Diverging"]) == 1
     message = capsys.readouterr().err
     assert "non-finite loss" in message and "checkpoint_6.pt" in message and "train.lr" in message
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint_*.pt")) == ["checkpoint_6.pt"]

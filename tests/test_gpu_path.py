@@ -24,7 +24,7 @@ from gan_ignite.metrics.networks.inception import effective_precision, fastest_l
 from gan_ignite.metrics.networks.preprocess import (PROTOCOLS, finish_for_inception, prepare_for_inception,
                                                     stage_one_for_inception)
 from gan_ignite.metrics.scores.real_stats import RealStatistics
-from gan_ignite.models import generator_from_config
+from gan_ignite.networks import build
 
 
 def random_images(count: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -155,7 +155,7 @@ def test_an_evaluations_record_says_which_part_took_the_time(tmp_path, monkeypat
 
     monkeypatch.setattr(evaluation_module, "load_feature_network",
                         lambda *args, **kwargs: InceptionFeatures(SlowNetwork(0.2), "pytorch-fid", "slow"))
-    generator = generator_from_config(config).eval()
+    generator = build(config, "generator").eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         record = setup_evaluation(config, dataset, generator, torch.device("cpu")).run()

@@ -25,7 +25,8 @@ LAYERS = [
     ["gan_ignite.cluster", "gan_ignite.signals"],
     ["gan_ignite.config"],
     ["gan_ignite.engines"],
-    ["gan_ignite.models"],
+    ["gan_ignite.networks"],
+    ["gan_ignite.networks.dcgan", "gan_ignite.networks.resnet"],
     ["gan_ignite.data", "gan_ignite.losses", "gan_ignite.augment", "gan_ignite.ema", "gan_ignite.latents"],
     ["gan_ignite.metrics.compare"],
     ["gan_ignite.metrics.scores"],
@@ -120,8 +121,10 @@ def test_the_command_line_parses_without_torch():
 
 def test_the_schemas_names_are_the_registries_names():
     from gan_ignite.augment import AUGMENTS
-    from gan_ignite.config import Augment, Loss
+    from gan_ignite.config import Arch, Augment, Loss
+    from gan_ignite.networks import ARCHITECTURES
     from gan_ignite.losses import LOSSES
 
     assert list(LOSSES) == [str(name) for name in Loss]
+    assert list(ARCHITECTURES) == [str(name) for name in Arch]
     assert list(AUGMENTS) == [str(name) for name in Augment]

@@ -290,7 +290,7 @@ def test_an_evaluation_with_the_domain_classifier_records_the_new_metrics_in_its
     from gan_ignite import data as data_module
     from gan_ignite.evaluation import setup_evaluation
     from gan_ignite.metrics.networks.classifier import DomainClassifier, save_classifier
-    from gan_ignite.models import generator_from_config
+    from gan_ignite.networks import build
 
     for index, name in enumerate(("a", "b")):
         make_shape_images(tmp_path / "images" / name, 15, seed=index)
@@ -303,7 +303,7 @@ def test_an_evaluation_with_the_domain_classifier_records_the_new_metrics_in_its
               "eval.metrics": "[fid,fd,cmmd,vendi,authpct,fid_inf,fd_inf]", "eval.fd_inf_points": 4,
               "eval.fd_inf_min_fraction": 0.3}
     config = load_config(None, [f"{key}={value}" for key, value in values.items()])
-    generator = generator_from_config(config).eval()
+    generator = build(config, "generator").eval()
     record = setup_evaluation(config, data_module.load_dataset(config.data), generator, torch.device("cpu")).run()
     assert record["fd_classifier"] == record["fid"] > 0
     assert record["fd_inf_classifier"] == record["fid_inf"]

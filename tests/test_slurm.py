@@ -188,7 +188,8 @@ def test_a_world_size_that_does_not_divide_the_batch_exits_2(tmp_path, image_fol
 
 # ----------------------------------------------------------------------------- preemption
 PREEMPTED = {**TRAIN_ONLY, "train.batch_size": 4, "train.max_epochs": 8,  # 12 iterations per epoch, 96 in all
-             "log.every": 5, "train.checkpoint_every": 100}  # no epoch checkpoints: only the signal's and the last
+             "log.every": 5, "train.checkpoint_every": 100,  # no epoch checkpoints: only the signal's and the last
+             "data.num_workers": 2}  # the resume is exact with loader workers too
 
 
 def test_sigusr1_to_one_task_mid_epoch_checkpoints_requeues_and_resumes_exactly(tmp_path, image_folder,

@@ -23,7 +23,7 @@ from conftest import PYTHON, ROOT, cli_env, tiny_overrides
 from gan_ignite.config import load_config
 from gan_ignite.metrics.networks.folder import list_images
 from gan_ignite.metrics.networks.preprocess import to_uint8
-from gan_ignite.models import Generator
+from gan_ignite.networks.dcgan import Generator
 from gan_ignite.evaluation import load_generator
 from gan_ignite.latents import sample_latents, walk_latents
 from gan_ignite.run_dir import RunDir
@@ -63,6 +63,32 @@ def test_sample_writes_numbered_pngs_as_the_evaluator_converts_them(checkpoint, 
         with Image.open(out / f"{index:06d}.png") as image:
             assert image.mode == "RGB" and image.size == (32, 32)
             assert torch.equal(torch.from_numpy(np.array(image)).permute(2, 0, 1), expected[index])
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_sample_stopped_mid_write_leaves_only_complete_pngs(stop, checkpoint, tmp_path):
+    import signal
+    import time
+
+    from conftest import start, stderr_of
+
+    out = tmp_path / "samples"
+    process = start(["--checkpoint", str(checkpoint), "--out", str(out), "--num", "200000", "--batch-size", "1",
+                     "--device", "cpu"], module="gan_ignite.sample")
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.png"))) < 20 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(getattr(signal, stop))
+    code = process.wait(timeout=60)
+    assert code in {"SIGINT": (130,), "SIGTERM": (-15, 143), "SIGKILL": (-9,)}[stop], stderr_of(process)[-2000:]
+    written = list_images(out)
+    assert len(written) >= 20
+    for path in written:  # each image is complete: what a later `metrics REAL DIR` reads
+        with Image.open(path) as image:
+            image.load()
+            assert image.size == (32, 32)
+    # nothing else a folder reader would take for an image: a killed write leaves at most a hidden .tmp
+    assert all(path.suffix == ".png" or (path.name.startswith(".") and path.suffix == ".tmp") for path in out.iterdir())
 
 
 def test_same_seed_gives_the_same_files_whatever_the_batch_size(checkpoint, tmp_path):
@@ -115,7 +141,7 @@ def test_latent_walk_gif_loops_through_the_sampled_latents(checkpoint, tmp_path,
     walk = walk_latents(keys, 4)
     assert len(walk) == 12 and all(torch.allclose(walk[4 * k], keys[k]) for k in range(3))
     # slerp between two vectors of equal norm stays on the sphere (linear interpolation would not)
-    unit = keys / keys.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    unit = keys / keys.flatten(1).norm(dim=1).view(-1, 1)
     assert walk_latents(unit, 4).flatten(1).norm(dim=1) == pytest.approx([1.0] * 12, rel=1e-5)
     gif = tmp_path / "walk.gif"
     assert sample_main(["--checkpoint", str(checkpoint), "--num", "3", "--interpolate", "4", "--gif", str(gif)]) == 0

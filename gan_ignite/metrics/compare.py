@@ -18,13 +18,14 @@ from gan_ignite.metrics._base import resolve_device
 from gan_ignite.metrics.networks.features import FeatureNetwork, load_feature_network
 from gan_ignite.metrics.networks.folder import folder_features
 from gan_ignite.metrics.networks.inception import weights_tag
-from gan_ignite.metrics.options import DEFAULT_PROTOCOL, MetricOptions, option_problems
+from gan_ignite.metrics.options import (DEFAULT_PROTOCOL, MAX_BATCH_SIZE, MAX_WORKERS, MetricOptions,
+                                        option_problems)
+from gan_ignite.metrics.scores.fid import ROUND_OFF
 from gan_ignite.metrics.scores.factory import METRIC_NAMES, METRICS, Scoring, compute_from_sets, feature_space
 from gan_ignite.metrics.scores.real_stats import RealStatistics
 
 # without --metrics: the four the field reports (cmmd and authpct are O(n^2) in the images)
 DEFAULT_METRICS = ("fid", "is", "kid", "prdc")
-ROUND_OFF = 1e-6
 
 
 @dataclass
@@ -40,10 +41,12 @@ def _check_arguments(args: argparse.Namespace) -> list[str]:
     """The paths, once every option is in range, every path exists and every output is writable and no input."""
     for name, why in option_problems(args):
         raise ConfigError(f"--{name.replace('_', '-')} {why}.")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size {args.batch_size} must be at least 1.")
-    if args.num_workers < 0:
-        raise ConfigError(f"--num-workers {args.num_workers} must be at least 0.")
+    if not 1 <= args.batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"--batch-size {args.batch_size} must be at least 1 and at most {MAX_BATCH_SIZE:,} (images "
+                          f"per forward pass).")
+    if not 0 <= args.num_workers <= MAX_WORKERS:
+        raise ConfigError(f"--num-workers {args.num_workers} must be at least 0 and at most {MAX_WORKERS} (loader worker "
+                          f"processes; more than a machine's cores only add processes).")
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed {args.seed} is out of range: seeds lie in [0, 2**32 - 1].")
     paths = args.paths
@@ -226,7 +229,9 @@ def _report(results: dict[str, float], names: list[str], space: str, json_path: 
     for name in names:
         for template, label in METRICS[name].labels.items():
             key = template.format(space=space)
-            if key in results:
+            if key in results and results[key] is None:  # FID_inf's line below 0: null in the JSON, no number
+                print(f"{label.format(space=space)}: undefined (its line extrapolates below 0; see the warning)")
+            elif key in results:
                 std = f" ± {_format(results[key + '_std'])}" if key + "_std" in results else ""
                 print(f"{label.format(space=space)}: {_format(results[key])}{std}")
     if json_path:

@@ -31,6 +31,7 @@ Precision = names("Precision", ("fp32", "tf32"))
 DEFAULT_PROTOCOL = "torch-fidelity"  # TTUR's: the protocol of most published GAN FIDs
 DEFAULT_SEED = 2020  # of the IS shuffle and the KID subsets: torch-fidelity's default rng_seed
 FEATURE_NETWORKS = ("inception", "classifier", "dinov2", "clip")  # a file follows a colon: classifier:PATH
+MAX_BATCH_SIZE, MAX_WORKERS = 65_536, 64  # images per forward pass, loader workers: the most a machine can run
 
 
 def option(default: Any, low: float, high: float, meaning: str) -> Any:

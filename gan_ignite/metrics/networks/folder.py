@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from PIL import Image
+from torch.utils.data import DataLoader
 
 from gan_ignite.errors import DataError
 from gan_ignite.metrics.networks.features import FeatureNetwork, finish_staged
-from gan_ignite.metrics.networks.images import IMG_EXTENSIONS, find_image_files, load_image_rgb
+from gan_ignite.metrics.networks.images import IMG_EXTENSIONS, ImageFiles, find_image_files, to_rgb_tensor
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -25,42 +27,25 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-class ImageFileDataset(Dataset):
-    """Item ``i``: ``(prepare_one(image), "")``, or ``(a black image, "path: reason")`` for an unreadable file."""
-
-    def __init__(self, files: list[Path], prepare_one: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.files, self.prepare_one = files, prepare_one
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
-        path = self.files[index]
-        try:
-            return self.prepare_one(load_image_rgb(path)), ""
-        except Exception as error:  # PIL raises many types for broken files
-            return self.prepare_one(torch.zeros((3, 8, 8), dtype=torch.uint8)), f"{path}: {error}"
+def _staged(prepare_one: Callable[[torch.Tensor], torch.Tensor], image: Image.Image) -> torch.Tensor:
+    return prepare_one(to_rgb_tensor(image))
 
 
-def collate_staged(items: list[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor | list[torch.Tensor], list[str]]:
+def collate_staged(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
     """The staged images stacked (a list when they differ in size, then resized on the device one by one)."""
-    images, errors = [image for image, _ in items], [error for _, error in items]
-    same = all(image.shape == images[0].shape for image in images)
-    return (torch.stack(images) if same else images), errors
+    return torch.stack(images) if all(image.shape == images[0].shape for image in images) else images
 
 
 def folder_features(folder: str | os.PathLike, network: FeatureNetwork, batch_size: int = 50,
                     num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(features [N, F], logits [N, K]) on the CPU of every image under ``folder``; loader workers decode (and
     resize, for the PIL protocols), the network's device does the rest, without a synchronisation per batch."""
-    dataset = ImageFileDataset(list_images(folder), network.prepare_one)
+    dataset = ImageFiles(folder, functools.partial(_staged, network.prepare_one), skip_bad_images=False,
+                         fix="Remove or fix the file and run again.", files=list_images(folder))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_staged, pin_memory=network.device.type == "cuda")
     features, logits = [], []
-    for images, errors in loader:
-        bad = [error for error in errors if error]
-        if bad:
-            raise DataError(f"Cannot read image {bad[0]}. Remove or fix the file and run again.")
+    for images in loader:
         batch_features, batch_logits = network(finish_staged(images, network))
         features.append(batch_features)
         logits.append(batch_logits)

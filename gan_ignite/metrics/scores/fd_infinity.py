@@ -5,13 +5,16 @@ against 1/N, its value at 1/N = 0; as the authors' ``score_infinity.py``, but th
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
 import numpy as np
 import torch
 
-from gan_ignite.metrics.scores.fid import _frechet, covariance_sqrt_factor, mean_and_covariance
+from gan_ignite.metrics.scores.fid import ROUND_OFF, _frechet, covariance_sqrt_factor, mean_and_covariance
+
+logger = logging.getLogger(__name__)
 
 
 def fd_infinity_sizes(num_samples: int, points: int = 15, min_fraction: float = 0.1) -> np.ndarray:
@@ -32,7 +35,15 @@ class FDInfinity:
         self.value, self.slope, self.sizes = value, slope, sizes
 
     def record(self, key: str) -> dict[str, Any]:
-        return {key: self.value, f"{key}_min_n": int(self.sizes.min()), f"{key}_max_n": int(self.sizes.max())}
+        """The record's values; a value below 0 (beyond round-off) is no distance and recorded as null."""
+        value = self.value
+        if value < 0:
+            logger.warning("%s is undefined here: the line through FD at N = %d to %d extrapolates to %.4g at 1/N = 0, "
+                           "below any distance (too few samples, or an FD that barely depends on N); recorded as "
+                           "null. Report FID / FD instead, or use more samples.", key, self.sizes.min(),
+                           self.sizes.max(), value)
+            value = None
+        return {key: value, f"{key}_min_n": int(self.sizes.min()), f"{key}_max_n": int(self.sizes.max())}
 
 
 def fd_infinity(fake: torch.Tensor, real_mu: Any, real_sigma: Any, points: int = 15,
@@ -57,4 +68,5 @@ def fd_infinity(fake: torch.Tensor, real_mu: Any, real_sigma: Any, points: int =
         fake_mu, fake_sigma = mean_and_covariance(subset)
         distances.append(_frechet(mu, sigma, factor, fake_mu, fake_sigma))
     slope, intercept = np.polyfit(1.0 / sizes, np.array(distances), deg=1)
-    return FDInfinity(float(intercept), float(slope), sizes)
+    scale = max(max(distances), 1.0)
+    return FDInfinity(0.0 if -ROUND_OFF * scale <= intercept < 0 else float(intercept), float(slope), sizes)

@@ -25,6 +25,8 @@ from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 
 from gan_ignite.metrics._base import FEATURES_KEY, SelectKey
 
+ROUND_OFF = 1e-6  # relative to the traces: a distance this close to 0 is 0
+
 
 ArrayLike = Any  # np.ndarray | torch.Tensor
 
@@ -80,8 +82,10 @@ def mean_and_covariance(features: torch.Tensor, chunk: int = 8192) -> tuple[torc
 def _frechet(mu1: torch.Tensor, sigma1: torch.Tensor, factor1: torch.Tensor,
              mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
     diff = mu1 - mu2.to(mu1.device)
-    trace_term = float(torch.trace(sigma1)) + float(torch.trace(sigma2)) - 2 * trace_sqrt_product(factor1, sigma2)
-    return float(diff @ diff) + trace_term
+    traces = float(torch.trace(sigma1)) + float(torch.trace(sigma2))
+    distance = float(diff @ diff) + traces - 2 * trace_sqrt_product(factor1, sigma2)
+    # equal sets give 0 up to round-off (either sign): within it, a distance is 0
+    return 0.0 if abs(distance) <= ROUND_OFF * max(traces, 1.0) else distance
 
 
 def _as_float64(array: ArrayLike) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""DCGAN Generator and Discriminator (the tutorial baseline's architecture, parameterised by size and
-widths). Weights get the DCGAN initialisation once, at construction, so a restored model keeps its own.
+"""The DCGAN generator and discriminator (Radford et al. 2015; the tutorial baseline's architecture),
+for 32, 64 and 128 px, parameterised by widths. Weights get the DCGAN initialisation once, at
+construction, so a restored model keeps its own.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def dcgan_init(module: nn.Module) -> None:
 
 
 class Generator(nn.Module):
-    """latent (N, latent_dim, 1, 1) -> image (N, channels, size, size) in [-1, 1]."""
+    """latent (N, latent_dim) -> image (N, channels, size, size) in [-1, 1]."""
 
     def __init__(self, latent_dim: int = 100, channels: int = 3, image_size: int = 64, features: int = 64):
         super().__init__()
@@ -49,16 +50,11 @@ class Generator(nn.Module):
         self.apply(dcgan_init)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.model(latent)
-
-
-def generator_from_config(config) -> Generator:
-    """The generator a run's config describes, freshly initialised."""
-    return Generator(config.model.latent_dim, config.data.channels, config.data.image_size, config.model.g_features)
+        return self.model(latent.view(len(latent), -1, 1, 1))
 
 
 class Discriminator(nn.Module):
-    """image (N, channels, size, size) -> logit of being real, shape (N, 1, 1, 1); the ``bce`` loss
+    """image (N, channels, size, size) -> logit of being real, shape (N, 1); the ``bce`` loss
     applies the tutorial baseline's sigmoid. With ``spectral_norm`` every convolution is spectrally
     normalised (Miyato et al. 2018) and gets a bias in place of the BatchNorm layers, which are dropped.
     """
@@ -84,4 +80,4 @@ class Discriminator(nn.Module):
                     parametrizations.spectral_norm(layer)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(images)
+        return self.model(images).flatten(1)
