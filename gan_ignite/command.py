@@ -98,10 +98,14 @@ def execute(module: ModuleType, args: argparse.Namespace) -> int:
 
 
 def prog_name(module_name: str) -> str:
-    """What the user typed: ``gan-ignite-train`` for the script, else ``python -m gan_ignite.train``."""
+    """What the user typed: ``gan-ignite-train`` for the script, else ``python -m gan_ignite.train``
+    (run that way, the module is ``__main__`` and its spec holds the name)."""
     typed = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     if typed and not typed.endswith(".py") and typed not in ("-c", "-m"):
         return typed
+    if module_name == "__main__":
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module_name = spec.name if spec is not None else module_name
     return f"python -m {module_name.removesuffix('.cli')}"
 
 

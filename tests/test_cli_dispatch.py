@@ -59,6 +59,12 @@ def test_subcommand_help_is_the_modules_help(name, capsys):
     assert f"usage: gan-ignite {name} " in dispatched
 
 
+def test_each_module_names_the_command_typed_in_its_usage():
+    for name, module in MODULES.items():
+        result = run(module, "--help")
+        assert result.returncode == 0 and result.stdout.startswith(f"usage: python -m {module} "), result.stdout[:200]
+
+
 def test_subcommand_returns_the_modules_exit_code_and_message(tmp_path):
     args = ["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "samples")]
     dispatched, direct = run("gan_ignite", "sample", *args), run("gan_ignite.sample", *args)
