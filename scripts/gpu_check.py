@@ -19,8 +19,8 @@ Steps, in this order, each a process of its own with its own timeout, each phase
 5. ``peers``: the FID of two folders of 10,000 64x64 JPEGs by our metrics CLI (pytorch-fid,
    torch-fidelity and clean-fid protocols) and by those packages, whole processes, at fp32 and at
    TF32 (each side alike: ``peer_speedup_min``; fp32 alone with ``--device cpu``, which has no TF32).
-6. ``tests``: the test suite with CUDA visible (``-n`` workers with pytest-xdist where it is
-   installed), last, with the time that is left.
+6. ``tests``: the test suite with CUDA visible (``--test-workers`` pytest-xdist processes), last,
+   with the time that is left.
 
 A step that cannot fit in what is left of ``--budget`` is skipped and says so (rerun it with
 ``--only STEP``, which keeps the other results in OUT/gpu.json). Every figure, the targets and
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -171,9 +170,9 @@ def run_torchrun(args: argparse.Namespace, work: Path, timeout: float) -> dict[s
 # ----------------------------------------------------------------------------- tests
 def run_tests(args: argparse.Namespace, timeout: float) -> dict[str, Any]:
     """The test suite with CUDA visible (with ``--quick``, tests/test_cuda.py alone), in parallel
-    workers where pytest-xdist is installed (every test keeps to its own folders and ports)."""
+    pytest-xdist workers (every test keeps to its own folders and ports)."""
     selection = ["tests/test_cuda.py"] if args.quick else []
-    parallel = [] if args.quick or importlib.util.find_spec("xdist") is None else ["-n", str(args.test_workers)]
+    parallel = ["-n", "0" if args.quick else str(args.test_workers)]
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *parallel, *selection]
     print("$", " ".join(command[1:]), flush=True)
     started = time.perf_counter()

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
+# Under pytest-xdist (the default, see pyproject.toml) two test processes share the machine's cores:
+# each, and every process it starts, computes with one thread, so the workers do not oversubscribe
+# the cores (set before numpy or torch is imported; a plain serial run keeps torch's default).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import compileall
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys

@@ -42,6 +42,7 @@ def trained_classifier(tmp_path_factory) -> Path:
 
 
 @needs_fashion_mnist
+@pytest.mark.slow
 def test_the_classifier_learns_the_classes_and_saves_its_accuracy(trained_classifier):
     _, metadata = load_classifier(trained_classifier)
     assert metadata["dataset"] == "fashion_mnist" and len(metadata["classes"]) == 10

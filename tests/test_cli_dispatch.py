@@ -65,6 +65,7 @@ def test_each_module_names_the_command_typed_in_its_usage():
         assert result.returncode == 0 and result.stdout.startswith(f"usage: python -m {module} "), result.stdout[:200]
 
 
+@pytest.mark.slow
 def test_subcommand_returns_the_modules_exit_code_and_message(tmp_path):
     args = ["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "samples")]
     dispatched, direct = run("gan_ignite", "sample", *args), run("gan_ignite.sample", *args)
@@ -73,6 +74,7 @@ def test_subcommand_returns_the_modules_exit_code_and_message(tmp_path):
     assert not (tmp_path / "samples").exists()
 
 
+@pytest.mark.slow
 def test_metrics_subcommand_scores_two_folders(tmp_path):
     make_shape_images(tmp_path / "a", 8, seed=0)
     make_shape_images(tmp_path / "b", 8, seed=1)

@@ -103,6 +103,7 @@ def test_protocol_default_and_a_declared_one():
     assert declared.eval.protocol == "clean-fid"
 
 
+@pytest.mark.slow
 def test_a_batch_the_processes_cannot_share_is_refused_before_any_work(tmp_path):
     result = run_cli("--config", "configs/fashion_mnist.yaml", f"output_dir={tmp_path / 'run'}", "dist.nproc_per_node=3")
     assert result.returncode == 2
@@ -124,6 +125,7 @@ def test_invalid_yaml_is_reported(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.slow
 def test_cli_rejects_unknown_key_before_any_work(tmp_path):
     result = run_cli("--config", "configs/fashion_mnist.yaml", f"output_dir={tmp_path / 'run'}", "model.depth=3")
     assert result.returncode == 2
@@ -131,6 +133,7 @@ def test_cli_rejects_unknown_key_before_any_work(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_cli_missing_data_root_names_path_and_readme(tmp_path):
     missing = tmp_path / "no_such_folder"
     result = run_cli("--config", "configs/fashion_mnist.yaml", f"output_dir={tmp_path / 'run'}",

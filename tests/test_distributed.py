@@ -85,6 +85,7 @@ def two_node_run(tmp_path_factory, image_folder, stats_cache) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_two_node_torchrun_run_trains_and_evaluates(two_node_run):
     records = eval_records(two_node_run)
     assert [(r["epoch"], r["world_size"], r["model"]) for r in records] == [(1, 2, "generator"), (2, 2, "generator")]
@@ -93,6 +94,7 @@ def test_two_node_torchrun_run_trains_and_evaluates(two_node_run):
     assert (two_node_run / "checkpoints" / "checkpoint_6.pt").is_file()
 
 
+@pytest.mark.slow
 def test_one_process_evaluation_reproduces_the_two_process_record(two_node_run, capsys):
     # fails if ranks score different BatchNorm statistics or draw other latents than one process
     assert evaluate_main(["--checkpoint", str(two_node_run / "checkpoints" / "checkpoint_6.pt")]) == 0
@@ -103,6 +105,7 @@ def test_one_process_evaluation_reproduces_the_two_process_record(two_node_run, 
 
 
 @pytest.mark.parametrize("launcher", ["spawn", "torchrun"])
+@pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(launcher, two_node_run):
     checkpoint = str(two_node_run / "checkpoints" / "checkpoint_3.pt")
     if launcher == "spawn":
@@ -118,6 +121,7 @@ def test_two_process_evaluation_equals_one_process(launcher, two_node_run):
     assert_same_metrics(two_process, eval_records(two_node_run)[0])
 
 
+@pytest.mark.slow
 def test_unwritable_cache_stops_both_processes_with_one_message(tmp_path, image_folder):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -131,6 +135,7 @@ def test_unwritable_cache_stops_both_processes_with_one_message(tmp_path, image_
     assert not list((run_dir / "checkpoints").glob("*.pt"))  # stopped before any training time was spent
 
 
+@pytest.mark.slow
 def test_two_process_sigterm_mid_epoch_and_resume_equal_the_uninterrupted_run(tmp_path, image_folder, stats_cache):
     common = {**TRAIN_ONLY, "dist.nproc_per_node": 2, "dist.backend": "gloo", "train.batch_size": 4, "log.every": 1,
               "train.max_epochs": 2}  # 12 iterations per epoch

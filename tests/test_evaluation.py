@@ -133,6 +133,7 @@ def test_reference_set_comes_from_the_whole_dataset_not_the_training_subset(tmp_
      "eval.num_samples", "one per process (4)"),
     (["eval.num_real=some"], "eval.num_real", "'all'"),
 ])
+@pytest.mark.slow
 def test_preflight_rejects_sample_counts_the_metrics_cannot_use(tmp_path, overrides, key, words):
     result = subprocess.run([PYTHON, "-m", "gan_ignite.train", "--config", "configs/fashion_mnist.yaml",
                              f"output_dir={tmp_path / 'run'}", *overrides], capture_output=True, text=True,
@@ -170,6 +171,7 @@ def test_kid_with_a_clipped_subset_size_records_it_and_no_std():
     assert results[100]["kid_subset_size"] == 30 and "kid_std" not in results[100]
 
 
+@pytest.mark.slow
 def test_a_published_statistics_file_is_the_reference_set(tmp_path):
     """TTUR / pytorch-fid / clean-fid files hold mu and sigma only: FID is computed against exactly
     them, the record names the file, its hash and the declared protocol; KID is refused."""

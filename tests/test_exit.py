@@ -64,6 +64,7 @@ def _end_of_run_to_exit_seconds(process: subprocess.Popen) -> float:
 
 
 @pytest.mark.parametrize("launcher", ["spawn", "torchrun"])
+@pytest.mark.slow
 def test_two_gloo_processes_with_persistent_workers_exit_within_seconds_of_the_run_end(
         launcher, tmp_path, image_folder, stats_cache):
     overrides = tiny_overrides(tmp_path / "run", image_folder, stats_cache,
@@ -107,6 +108,7 @@ launch._run_here(worker, None, "gloo", False, "", leave)
 """
 
 
+@pytest.mark.slow
 def test_a_rank_that_never_arrives_does_not_keep_the_others_waiting(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

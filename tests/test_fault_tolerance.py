@@ -31,6 +31,7 @@ def test_same_seed_gives_identical_losses_for_100_iterations(reference_run, tmp_
         assert (got["Loss_G"], got["Loss_D"]) == (expected["Loss_G"], expected["Loss_D"])
 
 
+@pytest.mark.slow
 def test_resume_after_repeated_kill_9_loses_nothing_and_duplicates_nothing(reference_run, tmp_path, image_folder,
                                                                            stats_cache):
     run_dir = tmp_path / "killed"
@@ -58,6 +59,7 @@ def test_resume_after_repeated_kill_9_loses_nothing_and_duplicates_nothing(refer
 
 
 @pytest.mark.parametrize("signum, exit_code", [(signal.SIGTERM, 0), (signal.SIGINT, 130), (signal.SIGUSR1, 75)])
+@pytest.mark.slow
 def test_signal_saves_a_checkpoint_and_resume_continues(signum, exit_code, reference_run, tmp_path, image_folder,
                                                         stats_cache):
     run_dir = tmp_path / "signalled"
@@ -108,6 +110,7 @@ def test_non_finite_loss_stops_keeps_last_good_checkpoint(tmp_path, image_folder
     assert [r["iteration"] for r in train_records(run_dir)] == list(range(1, 7))
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_hundreds_of_iterations(tmp_path, image_folder, stats_cache):
     run_dir = tmp_path / "long"
     # a grid every iteration: keeping grids in memory as the seed did would grow ~0.8 MB per iteration

@@ -438,6 +438,7 @@ def test_malformed_statistics_files_exit_2_with_one_paragraph(case, tmp_path, ca
         RealStatistics.load(bad)
 
 
+@pytest.mark.slow
 def test_a_fifo_named_npz_is_refused_without_hanging(tmp_path):
     fifo = tmp_path / "stats.npz"
     os.mkfifo(fifo)

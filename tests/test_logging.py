@@ -63,6 +63,7 @@ def test_plain_progress_lines_come_every_period_with_speed_and_eta():
                for line in lines)
 
 
+@pytest.mark.slow
 def test_a_1000_iteration_run_logging_to_a_file_stays_small(tmp_path, image_folder, stats_cache):
     run_dir = tmp_path / "long"
     overrides = tiny_overrides(run_dir, image_folder, stats_cache, **{
@@ -79,6 +80,7 @@ def test_a_1000_iteration_run_logging_to_a_file_stays_small(tmp_path, image_fold
     assert len(HistoryWriter(run_dir / "history.jsonl").read()) == 1000
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_losses_metrics_grids_and_lr_and_a_resume_adds_no_duplicate_steps(tmp_path, image_folder,
                                                                                               stats_cache):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

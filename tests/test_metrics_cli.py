@@ -45,6 +45,7 @@ def cli_run(inception_folders, random_inception_weights, tmp_path_factory):
     return code, json.loads((out / "result.json").read_text()), out / "a_stats.npz"
 
 
+@pytest.mark.slow
 def test_fid_on_299_folders_equals_pytorch_fid(cli_run, pytorch_fid_stats):
     code, result, _ = cli_run
     assert code == 0
@@ -75,6 +76,7 @@ def test_saved_stats_are_pytorch_fids_stats_of_path_a(cli_run, pytorch_fid_stats
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * np.abs(theirs).max())
 
 
+@pytest.mark.slow
 def test_saved_stats_replace_a_folder(cli_run, inception_folders, random_inception_weights, tmp_path, capsys):
     _, result, stats_path = cli_run
     argv = [str(stats_path), str(inception_folders[1]), "--inception-weights", str(random_inception_weights),
@@ -110,6 +112,7 @@ def test_bad_inputs_exit_2_with_the_path_named(tmp_path, capsys):
         assert expected in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_entry_point_reports_errors_without_traceback(tmp_path):
     done = subprocess.run([PYTHON, "-m", "gan_ignite.metrics", str(tmp_path / "nope"), str(tmp_path)],
                           capture_output=True, text=True, env=cli_env(), timeout=120)

@@ -117,6 +117,7 @@ class _RowExtractor(torch.nn.Module):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.slow
 def test_two_gloo_processes_give_the_serial_values(tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # else ignite puts rank 1 on cuda:1, which may not exist
     with idist.Parallel(backend="gloo", nproc_per_node=2) as parallel:

@@ -226,6 +226,7 @@ def run_two_gloo_processes(out_dir: str) -> None:
         parallel.run(_distributed_worker, out_dir)
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_record_the_serial_values(tmp_path):
     import subprocess
 

@@ -53,12 +53,14 @@ def peer(name: str, folders, weights, tmp_path, *extra: str, **changes: str) -> 
     return json.loads((tmp_path / "peer.json").read_text())
 
 
+@pytest.mark.slow
 def test_pytorch_fid_protocol_gives_pytorch_fids_fid(small_folders, random_inception_weights, tmp_path):
     result = ours("pytorch-fid", small_folders, random_inception_weights, tmp_path, "fid")
     reference = peer("pytorch-fid", small_folders, random_inception_weights, tmp_path)
     assert result["fid"] > 1 and result["fid"] == pytest.approx(reference["fid"], rel=PARITY)
 
 
+@pytest.mark.slow
 def test_torch_fidelity_protocol_gives_torch_fidelitys_fid_kid_and_is(small_folders, random_inception_weights,
                                                                        tmp_path):
     result = ours("torch-fidelity", small_folders, random_inception_weights, tmp_path, "fid,kid,is")
@@ -68,6 +70,7 @@ def test_torch_fidelity_protocol_gives_torch_fidelitys_fid_kid_and_is(small_fold
         assert result[key] == pytest.approx(reference[key], rel=PARITY), key
 
 
+@pytest.mark.slow
 def test_clean_fid_protocol_gives_clean_fids_fid_and_kid_and_clean_fid_reads_our_statistics(
         small_folders, random_inception_weights, tmp_path, monkeypatch):
     # clean-fid's KID draws subsets of min(1000, both set sizes) images: all of them here

@@ -62,6 +62,7 @@ OWN = ["model.generator=my_nets:Generator", "model.generator_kwargs={width: 16}"
        "model.discriminator=my_nets:Discriminator", "model.discriminator_kwargs={width: 8}"]
 
 
+@pytest.mark.slow
 def test_the_pages_example_trains_evaluates_and_samples(nets, tmp_path, image_folder, stats_cache):
     _, command = page_example()
     words = shlex.split(command)[1:]  # after PYTHONPATH=.
@@ -86,6 +87,7 @@ def test_the_pages_example_trains_evaluates_and_samples(nets, tmp_path, image_fo
     assert (tmp_path / "grid.png").is_file()
 
 
+@pytest.mark.slow
 def test_a_runs_own_class_is_never_imported_unless_the_command_line_names_it(nets, tmp_path, image_folder,
                                                                           stats_cache, capsys):
     run = tmp_path / "run"
@@ -140,6 +142,7 @@ def test_a_class_path_that_does_not_name_a_module_class_is_refused(path, words, 
     assert one_paragraph(err) and "model.generator" in err and words in err
 
 
+@pytest.mark.slow
 def test_own_networks_with_ema_ada_and_channels_last_resume_exactly_after_kill_9(nets, tmp_path, image_folder,
                                                                                 stats_cache):
     recipe = {**TRAIN_ONLY, "train.max_epochs": 4, "train.ema_decay": 0.9, "train.augment": "ada",
@@ -164,6 +167,7 @@ def test_own_networks_with_ema_ada_and_channels_last_resume_exactly_after_kill_9
         [(r["Loss_G"], r["Loss_D"], r["ada_p"]) for r in expected]
 
 
+@pytest.mark.slow
 def test_own_networks_evaluate_the_same_with_two_gloo_processes(importable, tmp_path, image_folder, stats_cache,
                                                                 capsys):
     run = tmp_path / "run"
@@ -179,6 +183,7 @@ def test_own_networks_evaluate_the_same_with_two_gloo_processes(importable, tmp_
     assert record["world_size"] == 2
 
 
+@pytest.mark.slow
 def test_the_resnet_architecture_trains(tmp_path, image_folder, stats_cache):
     assert train_main(tiny_overrides(tmp_path / "run", image_folder, stats_cache, **{
         "model.arch": "resnet", "model.g_features": 16, "model.d_features": 16})) == 0

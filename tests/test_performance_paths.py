@@ -106,6 +106,7 @@ def test_prdc_computes_the_real_radii_once_per_run(monkeypatch):
     assert evaluator.state.metrics == first
 
 
+@pytest.mark.slow
 def test_benchmark_runs_with_tiny_settings(tmp_path):
     out = tmp_path / "benchmark.json"
     result = subprocess.run([PYTHON, "scripts/benchmark.py", "--iters", "3", "--warmup", "1", "--eval-samples", "8",
@@ -130,6 +131,7 @@ def test_benchmark_runs_with_tiny_settings(tmp_path):
         values["peer_seconds"]["torch-fidelity"] / values["ours_seconds"]["torch-fidelity"])
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_writes_every_figure(tmp_path):
     """Every step of the GPU check (two switch sets, one protocol, to stay quick on a CPU) writes its
     figures, phases and verdicts; what a GPU run of it records is what this dry run records."""

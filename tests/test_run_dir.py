@@ -72,6 +72,7 @@ def evaluated_run(tmp_path_factory, image_folder, stats_cache) -> Path:
 
 
 # ----------------------------------------------------------------------------- one run per directory
+@pytest.mark.slow
 def test_two_runs_on_one_directory_the_second_exits_2_at_once_and_a_kill_9_leaves_no_lock(
         tmp_path, image_folder, stats_cache, reference_12):
     run_dir = tmp_path / "run"
@@ -95,6 +96,7 @@ def test_two_runs_on_one_directory_the_second_exits_2_at_once_and_a_kill_9_leave
     assert not (run_dir / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_sampling_needs_no_lock(evaluated_run, tmp_path):
     with RunDir(evaluated_run).lock():  # a run is training there
         checkpoint = str(evaluated_run / "checkpoints" / "checkpoint_3.pt")
@@ -226,6 +228,7 @@ def insert_garbage(history: Path) -> None:
     history.write_bytes(b"".join([lines[0], b"42\n", lines[1], b"\xff\xfe{\"kind\n", *lines[2:]]))
 
 
+@pytest.mark.slow
 def test_garbage_history_lines_are_skipped_and_reported_by_evaluate_and_the_plots(evaluated_run, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(evaluated_run, run_dir)
@@ -443,6 +446,7 @@ def test_a_start_that_fails_before_its_first_checkpoint_can_be_run_again(tmp_pat
     assert_same_losses(train_records(run_dir), train_records(reference_12))
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_real_statistics_exits_130_with_one_line_and_the_same_command_works(
         tmp_path, image_folder, stats_cache, capsys):
     run_dir = tmp_path / "run"
@@ -460,6 +464,7 @@ def test_ctrl_c_during_the_real_statistics_exits_130_with_one_line_and_the_same_
     assert main(overrides) == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_in_a_real_process_during_the_real_statistics_exits_130_without_a_traceback(tmp_path, image_folder):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"  # a cache of its own: the statistics are computed
     process = start(tiny_overrides(run_dir, image_folder, cache, **{"train.max_epochs": 1}))

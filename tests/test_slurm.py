@@ -118,6 +118,7 @@ def srun_two_node_run(tmp_path_factory, image_folder, stats_cache) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_srun_on_two_nodes_trains_and_evaluates_as_one_job(srun_two_node_run):
     evaluations = history(srun_two_node_run, "eval")
     assert [(record["epoch"], record["world_size"]) for record in evaluations] == [(2, 2)]
@@ -125,6 +126,7 @@ def test_srun_on_two_nodes_trains_and_evaluates_as_one_job(srun_two_node_run):
     assert (srun_two_node_run / "checkpoints" / "checkpoint_6.pt").is_file()
 
 
+@pytest.mark.slow
 def test_evaluation_by_two_srun_tasks_gives_the_one_process_number(srun_two_node_run, tmp_path, capsys):
     checkpoint = srun_two_node_run / "checkpoints" / "checkpoint_6.pt"
     assert evaluate_main(["--checkpoint", str(checkpoint)]) == 0
@@ -141,6 +143,7 @@ def test_evaluation_by_two_srun_tasks_gives_the_one_process_number(srun_two_node
         assert two_tasks[key] == pytest.approx(history(srun_two_node_run, "eval")[-1][key], rel=1e-6, abs=1e-9), key
 
 
+@pytest.mark.slow
 def test_torchrun_inside_a_slurm_allocation_trains(tmp_path, image_folder, stats_cache):
     # torchrun's ranks (0, 1) disagree with the SLURM task around it (SLURM_PROCID=0 of a 2-node job): ignite
     # would refuse them if it read SLURM_*
@@ -192,6 +195,7 @@ PREEMPTED = {**TRAIN_ONLY, "train.batch_size": 4, "train.max_epochs": 8,  # 12 i
              "data.num_workers": 2}  # the resume is exact with loader workers too
 
 
+@pytest.mark.slow
 def test_sigusr1_to_one_task_mid_epoch_checkpoints_requeues_and_resumes_exactly(tmp_path, image_folder,
                                                                                 stats_cache):
     reference_dir, run_dir = tmp_path / "reference", tmp_path / "preempted"
@@ -222,6 +226,7 @@ def test_sigusr1_to_one_task_mid_epoch_checkpoints_requeues_and_resumes_exactly(
           f"max |difference| {largest:.3g}")
 
 
+@pytest.mark.slow
 def test_one_task_per_node_spawning_nproc_per_node_processes_forms_one_group(tmp_path, image_folder, stats_cache):
     # 2 nodes x 1 task x dist.nproc_per_node=2: one group of 4 (global ranks node * 2 + i), not two of 2
     run_dir = tmp_path / "run"
@@ -240,6 +245,7 @@ echo "$@" >> "{calls}"
 """
 
 
+@pytest.mark.slow
 def test_requeue_with_scontrol_asks_slurm_once(tmp_path, image_folder, stats_cache):
     bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol_calls"
     bin_dir.mkdir()

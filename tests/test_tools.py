@@ -49,6 +49,7 @@ def png_bytes(folder: Path) -> dict[str, bytes]:
 
 
 # ----------------------------------------------------------------------------- sampling
+@pytest.mark.slow
 def test_sample_writes_numbered_pngs_as_the_evaluator_converts_them(checkpoint, tmp_path, capsys):
     out = tmp_path / "samples"
     assert sample_main(["--checkpoint", str(checkpoint), "--out", str(out), "--num", "5", "--device", "cpu"]) == 0
@@ -66,6 +67,7 @@ def test_sample_writes_numbered_pngs_as_the_evaluator_converts_them(checkpoint, 
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGKILL"])
+@pytest.mark.slow
 def test_sample_stopped_mid_write_leaves_only_complete_pngs(stop, checkpoint, tmp_path):
     import signal
     import time
@@ -171,6 +173,7 @@ def test_sample_input_errors_exit_2_with_one_paragraph(checkpoint, tmp_path, cap
 
 
 # ----------------------------------------------------------------------------- training progress GIF
+@pytest.mark.slow
 def test_plot_curves_writes_training_progress_gif(finished_run):
     result = subprocess.run([PYTHON, str(ROOT / "scripts" / "plot_curves.py"), str(finished_run)],
                             capture_output=True, text=True, env=cli_env(), timeout=120)
@@ -235,6 +238,7 @@ def eval_records(run_dir: Path) -> list[dict]:
             if (record := json.loads(line))["kind"] == "eval"]
 
 
+@pytest.mark.slow
 def test_sweep_report_holds_per_seed_values_and_their_mean_sd_and_t_interval(sweep_setup):
     _, _, sweep_dir = sweep_setup
     rows = read_csv(sweep_dir / "sweep.csv")
@@ -271,6 +275,7 @@ def test_sweep_rerun_skips_finished_seeds(sweep_setup, capsys):
     assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in watched} == before
 
 
+@pytest.mark.slow
 def test_sweep_with_more_epochs_resumes_the_finished_seeds(sweep_setup, tmp_path):
     config_file, overrides, sweep_dir = sweep_setup
     shutil.copytree(sweep_dir / "seed_0", tmp_path / "seed_0")
@@ -318,6 +323,7 @@ def test_sweep_input_errors_exit_2_with_one_paragraph(sweep_setup, tmp_path, cap
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_sweep_stops_at_a_seed_with_an_input_error(sweep_setup, tmp_path, capsys):
     """An unreadable checkpoint in a seed's folder: the training says why, the sweep stops (exit 2)
     instead of failing the same way for every later seed."""

@@ -30,6 +30,7 @@ def finished_run(tmp_path_factory, image_folder, stats_cache) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_run_writes_config_history_checkpoints_and_images(finished_run):
     config_text = (finished_run / "config.yaml").read_text()
     assert "inception_weights: random" in config_text and "epoch_length: 3" in config_text
@@ -56,6 +57,7 @@ def test_run_writes_config_history_checkpoints_and_images(finished_run):
     assert (finished_run / "images" / "real_samples.png").is_file()
 
 
+@pytest.mark.slow
 def test_plot_curves_writes_three_pngs(finished_run):
     result = plot(finished_run)
     assert result.returncode == 0, result.stderr
@@ -71,6 +73,7 @@ def test_existing_run_dir_is_not_overwritten(finished_run, image_folder, stats_c
     assert (finished_run / "history.jsonl").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_resume_continues_counters_without_duplicates(tmp_path, image_folder, stats_cache):
     run_dir = tmp_path / "resumed"
     assert main(tiny_overrides(run_dir, image_folder, stats_cache, **{"eval.every_epochs": 2})) == 0
@@ -97,6 +100,7 @@ def test_resume_from_checkpoint_of_another_shape_fails_clearly(finished_run, tmp
     assert "does not fit this config" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_two_process_gloo_run_completes(tmp_path, image_folder, stats_cache):
     run_dir = tmp_path / "ddp"
     overrides = tiny_overrides(run_dir, image_folder, stats_cache, **{
@@ -113,6 +117,7 @@ def test_two_process_gloo_run_completes(tmp_path, image_folder, stats_cache):
 
 
 @pytest.mark.skipif(not (SHARED_DATASETS / "FashionMNIST" / "raw").is_dir(), reason="real Fashion-MNIST not here")
+@pytest.mark.slow
 def test_trains_on_real_fashion_mnist(tmp_path, stats_cache):
     run_dir = tmp_path / "fmnist"
     overrides = [f"output_dir={run_dir}", f"data.root={SHARED_DATASETS}", "data.download=false",
@@ -126,6 +131,7 @@ def test_trains_on_real_fashion_mnist(tmp_path, stats_cache):
     assert sum(r["D_x"] for r in train[-10:]) / 10 > sum(r["D_x"] for r in train[:3]) / 3
 
 
+@pytest.mark.slow
 def test_evaluate_cli_scores_a_saved_generator(finished_run, capsys):
     checkpoint = finished_run / "checkpoints" / "checkpoint_6.pt"
     code = evaluate_main(["--checkpoint", str(checkpoint), "--num-samples", "24", "eval.metrics=[fid,is,kid,prdc]",
@@ -141,6 +147,7 @@ def test_evaluate_cli_scores_a_saved_generator(finished_run, capsys):
     assert 0 <= record["precision"] <= 1 and 0 <= record["coverage"] <= 1
 
 
+@pytest.mark.slow
 def test_evaluate_protocol_overrides_the_runs_own(finished_run, tmp_path, capsys):
     run_dir = tmp_path / "copy"
     shutil.copytree(finished_run, run_dir)
@@ -169,6 +176,7 @@ def recipe_run(tmp_path_factory, image_folder, stats_cache) -> Path:
     return run_dir
 
 
+@pytest.mark.slow
 def test_recipe_run_records_ada_p_and_scores_the_ema_generator(recipe_run, capsys):
     records = read_history(recipe_run)
     p_values = [r["ada_p"] for r in records if r["kind"] == "train"]
@@ -187,6 +195,7 @@ def test_recipe_run_records_ada_p_and_scores_the_ema_generator(recipe_run, capsy
     assert plot(recipe_run).returncode == 0 and (recipe_run / "plots" / "loss_curves.png").is_file()
 
 
+@pytest.mark.slow
 def test_recipe_state_resumes_mid_epoch_exactly(recipe_run, tmp_path, image_folder, stats_cache):
     resumed_dir = tmp_path / "resumed"
     start_from = recipe_run / "checkpoints" / "checkpoint_4.pt"  # mid-epoch: 3 iterations per epoch

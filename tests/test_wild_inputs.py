@@ -161,6 +161,7 @@ def test_training_skips_links_fifos_and_bombs_and_names_no_utf8_trouble(tmp_path
     assert one_paragraph(err) and "wide.png" in err
 
 
+@pytest.mark.slow
 def test_the_metrics_command_neither_hangs_on_a_fifo_nor_reads_a_bomb(tmp_path, capsys):
     from gan_ignite.metrics.cli import main as metrics_main
 
@@ -173,6 +174,7 @@ def test_the_metrics_command_neither_hangs_on_a_fifo_nor_reads_a_bomb(tmp_path, 
 
 
 # ----------------------------------------------------------------------------- 5. impossible numbers
+@pytest.mark.slow
 def test_a_folder_against_itself_gives_fid_0_not_a_negative_round_off(tmp_path, capsys):
     import json
 
@@ -245,6 +247,7 @@ def test_a_resume_that_changes_the_data_is_refused_and_a_fork_is_the_way(change,
 
 
 # ----------------------------------------------------------------------------- exact resume with loader workers
+@pytest.mark.slow
 def test_kill_9_mid_epoch_and_resume_with_two_loader_workers_is_bitwise_the_uninterrupted_run(
         tmp_path, image_folder, stats_cache):
     import random
