@@ -66,6 +66,17 @@ def test_each_module_names_the_command_typed_in_its_usage():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("argv, code", [(["--help"], 0), (["--no-such-option"], 2)])
+def test_help_and_argument_errors_answer_without_importing_torch(argv, code):
+    """torch takes seconds to import on a small CPU: --help and a mistyped option must not wait for it."""
+    for module in MODULES.values():
+        result = subprocess.run([PYTHON, "-X", "importtime", "-m", module, *argv], capture_output=True, text=True,
+                                env=cli_env(), cwd=ROOT, timeout=120)
+        imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+        assert result.returncode == code and "torch" not in imported and "ignite" not in imported, \
+            (module, result.stderr[-500:])
+
+
 def test_subcommand_returns_the_modules_exit_code_and_message(tmp_path):
     args = ["--checkpoint", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "samples")]
     dispatched, direct = run("gan_ignite", "sample", *args), run("gan_ignite.sample", *args)

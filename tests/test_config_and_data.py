@@ -146,8 +146,9 @@ def test_cli_missing_data_root_names_path_and_readme(tmp_path):
 
 def test_missing_torchvision_dataset_without_download(tmp_path):
     config = load_config(None, [f"data.root={tmp_path}", "data.download=false"])
-    with pytest.raises(DataError, match="fashion_mnist"):
+    with pytest.raises(DataError, match="fashion_mnist") as caught:
         load_dataset(config.data)
+    assert "data.download=false" in str(caught.value) and "FashionMNIST/" in str(caught.value)  # the offline way
 
 
 def test_empty_folder_is_reported(tmp_path):

@@ -88,6 +88,7 @@ def test_download_failure_says_how_to_fix_it(monkeypatch, tmp_path):
         load_fid_inception(None)
     message = str(info.value)
     assert FID_WEIGHTS_URL in message and "eval.inception_weights=" in message and "--inception-weights" in message
+    assert "eval.inception_weights=random" in message  # the offline way to try the app
     assert str(tmp_path / "hub" / "checkpoints") in message
 
 

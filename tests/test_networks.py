@@ -17,6 +17,7 @@ from conftest import (PYTHON, ROOT, TRAIN_ONLY, cli_env, start, stderr_of, tiny_
                       wait_for_iteration)
 from gan_ignite.evaluate import main as evaluate_main
 from gan_ignite.sample import main as sample_main
+from gan_ignite.sweep import main as sweep_main
 from gan_ignite.train import main as train_main
 
 PAGE = ROOT / "docs" / "networks.md"
@@ -188,3 +189,44 @@ def test_the_resnet_architecture_trains(tmp_path, image_folder, stats_cache):
     assert train_main(tiny_overrides(tmp_path / "run", image_folder, stats_cache, **{
         "model.arch": "resnet", "model.g_features": 16, "model.d_features": 16})) == 0
     assert (tmp_path / "run" / "checkpoints" / "checkpoint_6.pt").is_file()
+
+
+FLAT_GENERATOR = '''
+from torch import nn
+
+
+class Generator(nn.Module):
+    """No BatchNorm: an EMA of it has no statistics to recalibrate."""
+
+    def __init__(self, latent_dim, channels, image_size):
+        super().__init__()
+        self.shape = (channels, image_size, image_size)
+        self.body = nn.Sequential(nn.Linear(latent_dim, channels * image_size * image_size), nn.Tanh())
+
+    def forward(self, latent):
+        return self.body(latent).view(-1, *self.shape)
+'''
+
+
+@pytest.mark.slow
+def test_own_networks_sweep_with_diffaugment_amp_and_the_ema_of_a_generator_without_batchnorm(
+        nets, tmp_path, image_folder, stats_cache, monkeypatch):
+    """The sweep trains each seed in a process of its own, which imports the named classes there; DiffAugment
+    and bf16 autocast wrap them like the DCGAN; the EMA of a generator without BatchNorm is scored as it is."""
+    (nets / "flat_nets.py").write_text(FLAT_GENERATOR)
+    monkeypatch.setenv("PYTHONPATH", env_with(nets)["PYTHONPATH"])
+    sweep_dir = tmp_path / "sweep"
+    overrides = tiny_overrides(tmp_path / "unused", image_folder, stats_cache, **{
+        "model.generator": "flat_nets:Generator", "model.discriminator": "my_nets:Discriminator",
+        "model.discriminator_kwargs": "{width: 8}", "train.augment": "diffaugment", "train.amp": "true",
+        "train.ema_decay": 0.9})
+    overrides = [item for item in overrides if not item.startswith("output_dir=")]
+    config_file = tmp_path / "own.yaml"
+    config_file.write_text(f"output_dir: {tmp_path / 'unused'}\n")
+    assert sweep_main(["--config", str(config_file), "--seeds", "0", "1", "--out", str(sweep_dir), *overrides]) == 0
+    for seed in (0, 1):
+        records = [json.loads(line) for line in (sweep_dir / f"seed_{seed}" / "history.jsonl").read_text().splitlines()]
+        evaluations = [record for record in records if record["kind"] == "eval"]
+        assert [record["iteration"] for record in evaluations] == [3, 6]
+        assert all(record["model"] == "ema" and record["fid"] > 0 for record in evaluations), evaluations
+    assert "fid" in (sweep_dir / "sweep.md").read_text().lower()
