@@ -409,12 +409,13 @@ class RunLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _holder_text(fd)
-                os.close(fd)
-                raise RunDirError(
-                    f"output_dir '{self.run_dir}' is in use by another run ({holder}). One run directory holds "
-                    f"one run, written by one process at a time: wait for that run to end (or stop it), or "
-                    f"choose another output_dir=...; nothing was changed.") from None
+                if not _wait_for_orphans(fd):
+                    holder = _holder_text(fd)
+                    os.close(fd)
+                    raise RunDirError(
+                        f"output_dir '{self.run_dir}' is in use by another run ({holder}). One run directory holds "
+                        f"one run, written by one process at a time: wait for that run to end (or stop it), or "
+                        f"choose another output_dir=...; nothing was changed.") from None
             with contextlib.suppress(FileNotFoundError):
                 if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
                     return fd
@@ -445,6 +446,41 @@ class RunLock:
 
 def _inherited_lock(duplicate: Any) -> Optional[int]:
     return None if duplicate is None else duplicate.detach()  # kept open until the process exits
+
+
+ORPHANS_WAIT_SECONDS = 30.0
+
+
+def _wait_for_orphans(fd: int) -> bool:
+    """True once the lock is ours, when its recorded holder is a process of this host that no longer exists:
+    what still holds it are processes the killed run forked (its loader workers share the open lock file),
+    which exit within seconds of their parent (PyTorch's worker watchdog looks every 5 s). False at once
+    for a live holder or another host's, and after ``ORPHANS_WAIT_SECONDS``."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+    if host != socket.gethostname() or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+        return False  # alive (or its number reused): a run in progress
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False
+    print(f"output_dir's lock is still held by the processes of a run that ended (pid {pid}, its loader workers); "
+          f"waiting up to {ORPHANS_WAIT_SECONDS:.0f} s for them to exit", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + ORPHANS_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            continue
+    return False
 
 
 def _holder_text(fd: int, wait: float = 1.0) -> str:

@@ -10,6 +10,7 @@ import errno
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -94,6 +95,33 @@ def test_two_runs_on_one_directory_the_second_exits_2_at_once_and_a_kill_9_leave
     assert [r["iteration"] for r in records] == list(range(1, len(records) + 1)) and len(records) >= 12  # each once
     assert_same_losses(records[:12], train_records(reference_12))
     assert not (run_dir / ".lock").exists()
+
+
+KILLED_WITH_A_CHILD = """
+import os, signal, sys, time
+from gan_ignite.io import RunLock
+RunLock(sys.argv[1]).acquire()
+if os.fork() == 0:  # a loader worker: it shares the open lock file and outlives its parent by a few seconds
+    time.sleep(float(sys.argv[2]))
+    os._exit(0)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("child_seconds, wait, taken", [(1.5, 30.0, True), (8.0, 1.0, False)])
+def test_a_run_killed_with_its_loader_workers_alive_hands_its_lock_on_once_they_exit(
+        child_seconds, wait, taken, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    killed = subprocess.run([PYTHON, "-c", KILLED_WITH_A_CHILD, str(run_dir), str(child_seconds)], env=cli_env(),
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    assert killed.returncode == -9  # (no pipes: the child would hold them open)
+    monkeypatch.setattr(safe_files, "ORPHANS_WAIT_SECONDS", wait)
+    if taken:  # the holder is gone: wait for the orphans, not refuse the restart
+        with RunDir(run_dir).lock():
+            assert json.loads((run_dir / ".lock").read_text())["pid"] == os.getpid()
+    else:  # orphans that do not exit in time: refused as a run in use
+        with pytest.raises(safe_files.RunDirError, match="in use by another run"):
+            RunDir(run_dir).lock()
 
 
 @pytest.mark.slow
